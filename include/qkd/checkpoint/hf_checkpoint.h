@@ -1,0 +1,40 @@
+#pragma once
+// Hugging Face checkpoint directories: config.json, model.safetensors or sharded
+// model-XXXXX-of-YYYYY.safetensors with model.safetensors.index.json, tokenizer.model.
+#include <torch/torch.h>
+
+#include <string>
+
+#include "qkd/io/safetensors.h"
+#include "qkd/model/llama.h"
+
+namespace qkd::checkpoint {
+
+struct LoadOptions {
+  torch::Dtype dtype = torch::kFloat32;  // compute dtype; stored F32/F16/BF16 weights are cast to it
+  torch::Device device = torch::kCPU;
+};
+
+// Every tensor of the checkpoint's weight files (one file or all shards of the index), as stored.
+io::NamedTensors read_checkpoint_tensors(const std::string& dir);
+
+// Builds the model from config.json and copies the weights in. Missing, unexpected or mis-shaped
+// tensors raise one qkd::Error listing them all.
+model::LlamaForCausalLM load_llama(const std::string& dir, const LoadOptions& options = {});
+
+// Copies `tensors` into `model`'s parameters by Hugging Face name (the strict check load_llama does).
+void copy_weights_into(model::LlamaForCausalLMImpl& model, const io::NamedTensors& tensors,
+                       const std::string& source, const std::vector<std::string>& ignored_suffixes = {});
+
+// The model's weights under Hugging Face names, cast to `dtype` (quantizer state excluded).
+io::NamedTensors model_weights(model::LlamaForCausalLMImpl& model, torch::Dtype dtype);
+
+// Writes config.json and model.safetensors (atomically) into `dir`, and copies tokenizer.model from
+// `tokenizer_source_dir` when given. The result loads with transformers' from_pretrained.
+void save_hf_checkpoint(model::LlamaForCausalLMImpl& model, const std::string& dir, torch::Dtype dtype,
+                        const std::string& tokenizer_source_dir = "");
+
+torch::Dtype parse_dtype(const std::string& name, const std::string& where);  // "float32"|"fp32"|...
+std::string dtype_to_string(torch::Dtype dtype);                               // "float32"|...
+
+}  // namespace qkd::checkpoint

@@ -1,0 +1,38 @@
+#pragma once
+// Distillation losses between teacher and student next-token distributions.
+//
+// The loss and its gradient with respect to the student logits are computed together, in fp32, over
+// chunks of tokens: only one chunk's [chunk, vocab] fp32 probabilities exist at a time, never the
+// full [tokens, vocab] tensors of both models. The gradient is handed to autograd through a custom
+// function, so `loss.backward()` works as usual.
+#include <torch/torch.h>
+
+#include <string>
+
+namespace qkd::loss {
+
+enum class Divergence { ForwardKL, ReverseKL, JensenShannon };
+
+Divergence parse_divergence(const std::string& name, const std::string& where);  // forward_kl|reverse_kl|jsd
+std::string divergence_name(Divergence d);
+
+struct KdLossOptions {
+  Divergence divergence = Divergence::ForwardKL;
+  double kd_weight = 1.0;      // weight of the divergence term
+  double ce_weight = 0.0;      // weight of next-token cross-entropy on the data (the paper: CE + KL)
+  double temperature = 1.0;    // softens both distributions; the divergence is multiplied by T^2
+  int64_t chunk_tokens = 2048; // rows of [tokens, vocab] processed at once
+};
+
+struct KdLossResult {
+  torch::Tensor loss;  // scalar, differentiable w.r.t. the student logits
+  double divergence = 0.0;  // mean per-token divergence (unweighted, for logging)
+  double cross_entropy = 0.0;  // mean next-token CE (computed whenever ce_weight > 0)
+};
+
+// teacher_logits, student_logits: [batch, seq, vocab] (any float dtype; teacher is not differentiated).
+// input_ids [batch, seq]: targets for cross-entropy (position t predicts input_ids[t+1]).
+KdLossResult kd_loss(const torch::Tensor& teacher_logits, const torch::Tensor& student_logits,
+                     const torch::Tensor& input_ids, const KdLossOptions& options);
+
+}  // namespace qkd::loss

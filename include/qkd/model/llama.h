@@ -1,0 +1,125 @@
+#pragma once
+// LLaMA decoder as LibTorch modules. Module and parameter names equal the Hugging Face ones
+// ("model.embed_tokens.weight", "model.layers.3.self_attn.v_proj.weight", "lm_head.weight"), so a
+// checkpoint maps one to one and later stages select layers by name.
+#include <torch/torch.h>
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "qkd/model/linear.h"
+#include "qkd/model/llama_config.h"
+
+namespace qkd::model {
+
+// Called (when set) with the outputs of each block's attention and MLP, before the residual add.
+// The signal-propagation monitor uses it; nothing is computed when it is not set.
+struct ActivationObserver {
+  virtual ~ActivationObserver() = default;
+  virtual void observe(int64_t layer, const char* site, const torch::Tensor& output) = 0;
+};
+
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(RMSNorm);
+
+// cos/sin tables for rotary embeddings, computed in fp32 (default or llama3 frequency scaling).
+class RotaryEmbedding {
+ public:
+  RotaryEmbedding(const LlamaConfig& config);
+  // cos, sin of shape [seq, head_dim] for positions 0..seq-1 in `dtype` on `device`.
+  std::pair<torch::Tensor, torch::Tensor> tables(int64_t seq, torch::Dtype dtype, torch::Device device) const;
+  const torch::Tensor& inv_freq() const { return inv_freq_; }
+
+ private:
+  torch::Tensor inv_freq_;  // [head_dim/2], fp32, CPU
+};
+
+torch::Tensor llama3_scaled_inv_freq(const torch::Tensor& inv_freq, const RopeConfig& rope);
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  explicit AttentionImpl(const LlamaConfig& config);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+
+ private:
+  int64_t num_heads_, num_kv_heads_, head_dim_;
+};
+TORCH_MODULE(Attention);
+
+class MLPImpl : public torch::nn::Module {
+ public:
+  explicit MLPImpl(const LlamaConfig& config);
+  torch::Tensor forward(const torch::Tensor& x);
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(MLP);
+
+class DecoderLayerImpl : public torch::nn::Module {
+ public:
+  DecoderLayerImpl(const LlamaConfig& config, int64_t index);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        ActivationObserver* observer);
+  Attention self_attn{nullptr};
+  MLP mlp{nullptr};
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+
+ private:
+  int64_t index_;
+};
+TORCH_MODULE(DecoderLayer);
+
+// "model": embeddings, decoder layers, final norm.
+class LlamaBackboneImpl : public torch::nn::Module {
+ public:
+  explicit LlamaBackboneImpl(const LlamaConfig& config);
+  // Final-normed hidden states [batch, seq, hidden]. When `hidden_states` is given it receives the
+  // embedding output, each layer's output, and (replacing the last one) the final-normed output,
+  // matching transformers' output_hidden_states.
+  torch::Tensor forward(const torch::Tensor& input_ids, std::vector<torch::Tensor>* hidden_states,
+                        ActivationObserver* observer);
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RMSNorm norm{nullptr};
+  std::vector<DecoderLayer> layer_list;
+
+ private:
+  RotaryEmbedding rotary_;
+};
+TORCH_MODULE(LlamaBackbone);
+
+class LlamaForCausalLMImpl : public torch::nn::Module {
+ public:
+  explicit LlamaForCausalLMImpl(const LlamaConfig& config);
+
+  // Logits [batch, seq, vocab] in the module's dtype.
+  torch::Tensor forward(const torch::Tensor& input_ids, std::vector<torch::Tensor>* hidden_states = nullptr);
+  torch::Tensor lm_head_weight();  // embed_tokens.weight when tied
+
+  // Every projection by its Hugging Face module name ("model.layers.0.self_attn.q_proj", ...),
+  // plus "lm_head" when untied.
+  std::vector<std::pair<std::string, Linear>> named_linears();
+
+  void set_activation_observer(ActivationObserver* observer) { observer_ = observer; }
+  const LlamaConfig& config() const { return config_; }
+
+  LlamaBackbone model{nullptr};
+  Linear lm_head{nullptr};  // null when embeddings are tied
+
+ private:
+  LlamaConfig config_;
+  ActivationObserver* observer_ = nullptr;
+};
+TORCH_MODULE(LlamaForCausalLM);
+
+}  // namespace qkd::model

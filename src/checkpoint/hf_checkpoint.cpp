@@ -1,0 +1,168 @@
+#include "qkd/checkpoint/hf_checkpoint.h"
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "qkd/checkpoint/hf_config.h"
+#include "qkd/common/atomic_file.h"
+#include "qkd/common/error.h"
+
+namespace qkd::checkpoint {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Shard files named by model.safetensors.index.json, in first-use order.
+std::vector<std::string> shard_files(const fs::path& index_path) {
+  std::ifstream in(index_path);
+  const auto index = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (index.is_discarded() || !index.is_object()) fail(index_path.string(), "not valid JSON");
+  if (!index.contains("weight_map") || !index["weight_map"].is_object())
+    fail(index_path.string(), "missing field 'weight_map'");
+  std::vector<std::string> files;
+  std::set<std::string> seen;
+  for (const auto& [tensor, file] : index["weight_map"].items()) {
+    if (!file.is_string()) fail(index_path.string(), "weight_map." + tensor + ": expected a file name");
+    const auto name = file.get<std::string>();
+    if (seen.insert(name).second) files.push_back(name);
+  }
+  for (const auto& file : files) {
+    const auto shard = index_path.parent_path() / file;
+    if (!fs::exists(shard)) fail(index_path.string(), "shard '" + file + "' named in weight_map is missing");
+  }
+  return files;
+}
+
+bool is_quantizer_state(const std::string& name) { return name.find("_quantizer.") != std::string::npos; }
+
+bool is_ignorable(const std::string& name) {
+  return name.size() >= 19 && name.compare(name.size() - 19, 19, "rotary_emb.inv_freq") == 0;
+}
+
+std::string join(const std::vector<std::string>& items, size_t limit = 12) {
+  std::ostringstream out;
+  for (size_t i = 0; i < items.size() && i < limit; ++i) out << (i ? ", " : "") << items[i];
+  if (items.size() > limit) out << ", ... (" << items.size() << " in all)";
+  return out.str();
+}
+
+std::string shape_string(const at::IntArrayRef& shape) {
+  std::ostringstream out;
+  out << "[";
+  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
+  return out.str() + "]";
+}
+
+}  // namespace
+
+io::NamedTensors read_checkpoint_tensors(const std::string& dir) {
+  const fs::path root(dir);
+  if (!fs::is_directory(root)) fail(dir, "checkpoint directory not found");
+  const auto single = root / "model.safetensors";
+  const auto index = root / "model.safetensors.index.json";
+  std::vector<std::string> files;
+  if (fs::exists(index)) files = shard_files(index);
+  else if (fs::exists(single)) files = {"model.safetensors"};
+  else fail(dir, "neither model.safetensors nor model.safetensors.index.json found");
+  io::NamedTensors all;
+  for (const auto& file : files) {
+    auto tensors = io::read_safetensors((root / file).string());
+    all.insert(all.end(), std::make_move_iterator(tensors.begin()), std::make_move_iterator(tensors.end()));
+  }
+  return all;
+}
+
+void copy_weights_into(model::LlamaForCausalLMImpl& model, const io::NamedTensors& tensors, const std::string& source,
+                       const std::vector<std::string>& ignored_suffixes) {
+  std::map<std::string, torch::Tensor> params;
+  for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+    if (!is_quantizer_state(item.key())) params.emplace(item.key(), item.value());
+  }
+  std::vector<std::string> unexpected, misshaped;
+  std::set<std::string> loaded;
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, tensor] : tensors) {
+    if (is_ignorable(name) || is_quantizer_state(name)) continue;
+    bool ignored = false;
+    for (const auto& suffix : ignored_suffixes)
+      ignored |= name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    if (ignored) continue;
+    const auto it = params.find(name);
+    if (it == params.end()) {
+      unexpected.push_back(name);
+      continue;
+    }
+    if (it->second.sizes() != tensor.sizes()) {
+      misshaped.push_back(name + " " + shape_string(tensor.sizes()) + " (expected " + shape_string(it->second.sizes()) + ")");
+      continue;
+    }
+    it->second.copy_(tensor.to(it->second.scalar_type()));
+    loaded.insert(name);
+  }
+  std::vector<std::string> missing;
+  for (const auto& [name, _] : params)
+    if (!loaded.count(name)) missing.push_back(name);
+  std::string problems;
+  if (!missing.empty()) problems += "missing tensors: " + join(missing) + "; ";
+  if (!unexpected.empty()) problems += "unexpected tensors: " + join(unexpected) + "; ";
+  if (!misshaped.empty()) problems += "wrong shape: " + join(misshaped) + "; ";
+  if (!problems.empty()) fail(source, problems.substr(0, problems.size() - 2));
+}
+
+model::LlamaForCausalLM load_llama(const std::string& dir, const LoadOptions& options) {
+  const auto config = read_llama_config((fs::path(dir) / "config.json").string());
+  model::LlamaForCausalLM model(config);
+  model->to(options.dtype);
+  copy_weights_into(*model, read_checkpoint_tensors(dir), dir);
+  model->to(options.device);
+  return model;
+}
+
+io::NamedTensors model_weights(model::LlamaForCausalLMImpl& model, torch::Dtype dtype) {
+  io::NamedTensors out;
+  for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+    if (is_quantizer_state(item.key())) continue;
+    out.emplace_back(item.key(), item.value().detach().to(torch::kCPU, dtype).contiguous());
+  }
+  return out;
+}
+
+void save_hf_checkpoint(model::LlamaForCausalLMImpl& model, const std::string& dir, torch::Dtype dtype,
+                        const std::string& tokenizer_source_dir) {
+  fs::create_directories(dir);
+  auto config = model.config();
+  config.torch_dtype = dtype_to_string(dtype);
+  io::write_safetensors((fs::path(dir) / "model.safetensors").string(), model_weights(model, dtype));
+  write_text_atomically((fs::path(dir) / "config.json").string(), llama_config_to_json(config).dump(2) + "\n");
+  if (!tokenizer_source_dir.empty()) {
+    const auto source = fs::path(tokenizer_source_dir) / "tokenizer.model";
+    if (!fs::exists(source)) fail(source.string(), "tokenizer model not found");
+    std::ifstream in(source, std::ios::binary);
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    write_file_atomically((fs::path(dir) / "tokenizer.model").string(),
+                          [&](std::ostream& out) { out << bytes.str(); });
+  }
+}
+
+torch::Dtype parse_dtype(const std::string& name, const std::string& where) {
+  if (name == "float32" || name == "fp32" || name == "f32") return torch::kFloat32;
+  if (name == "float16" || name == "fp16" || name == "f16" || name == "half") return torch::kFloat16;
+  if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
+  fail(where, "unknown dtype \"" + name + "\" (expected float32, float16 or bfloat16)");
+}
+
+std::string dtype_to_string(torch::Dtype dtype) {
+  switch (dtype) {
+    case torch::kFloat32: return "float32";
+    case torch::kFloat16: return "float16";
+    case torch::kBFloat16: return "bfloat16";
+    default: fail("dtype", "unsupported dtype");
+  }
+}
+
+}  // namespace qkd::checkpoint

@@ -1,0 +1,514 @@
+#include "qkd/io/safetensors.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <set>
+#include <sstream>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "qkd/common/atomic_file.h"
+#include "qkd/common/error.h"
+
+// safetensors stores little-endian data; tensors are handed out as views of the raw bytes.
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "safetensors data is little-endian; a big-endian host would need byte swapping"
+#endif
+
+namespace qkd::io {
+
+using nlohmann::json;
+
+// ---------------------------------------------------------------------------------------------
+// dtypes
+
+namespace {
+
+struct DTypeSpec {
+  DType dtype;
+  const char* name;
+  size_t size;
+  torch::ScalarType torch_type;
+};
+
+const DTypeSpec kDTypes[] = {
+    {DType::F64, "F64", 8, torch::kFloat64}, {DType::F32, "F32", 4, torch::kFloat32},
+    {DType::F16, "F16", 2, torch::kFloat16}, {DType::BF16, "BF16", 2, torch::kBFloat16},
+    {DType::I64, "I64", 8, torch::kInt64},   {DType::I32, "I32", 4, torch::kInt32},
+    {DType::I16, "I16", 2, torch::kInt16},   {DType::I8, "I8", 1, torch::kInt8},
+    {DType::U8, "U8", 1, torch::kUInt8},     {DType::BOOL, "BOOL", 1, torch::kBool},
+};
+
+const DTypeSpec& spec_of(DType dtype) {
+  for (const auto& spec : kDTypes) {
+    if (spec.dtype == dtype) return spec;
+  }
+  throw Error("dtype: invalid DType value " + std::to_string(static_cast<int>(dtype)));
+}
+
+const DTypeSpec* spec_named(const std::string& name) {
+  for (const auto& spec : kDTypes) {
+    if (name == spec.name) return &spec;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+std::string dtype_name(DType dtype) { return spec_of(dtype).name; }
+size_t dtype_size(DType dtype) { return spec_of(dtype).size; }
+torch::ScalarType to_torch(DType dtype) { return spec_of(dtype).torch_type; }
+
+DType from_torch(torch::ScalarType type) {
+  for (const auto& spec : kDTypes) {
+    if (spec.torch_type == type) return spec.dtype;
+  }
+  throw Error(std::string("dtype: torch dtype ") + c10::toString(type) + " has no safetensors equivalent");
+}
+
+// ---------------------------------------------------------------------------------------------
+// error helpers
+
+namespace {
+
+// Names and parser messages come from the file; control characters would break the one-line rule.
+std::string one_line(const std::string& text) {
+  std::string out;
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      static const char* hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[u >> 4];
+      out += hex[u & 15];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+[[noreturn]] void tensor_fail(const std::string& path, const std::string& name, const std::string& problem) {
+  throw Error(path + ": tensor '" + one_line(name) + "': " + problem);
+}
+
+[[noreturn]] void header_fail(const std::string& path, const std::string& problem) {
+  throw Error(path + ": header: " + problem);
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::ostringstream out;
+  out << "[";
+  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
+  out << "]";
+  return out.str();
+}
+
+std::string span_text(size_t begin, size_t end) {
+  return "[" + std::to_string(begin) + ", " + std::to_string(end) + "]";
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// mapping
+
+namespace {
+
+// The whole file, mapped copy-on-write: views are zero-copy, and an in-place op on a view changes a
+// private page instead of crashing on a read-only one (the file itself is never modified).
+struct MappedBytes {
+  std::string path;
+  unsigned char* data = nullptr;
+  size_t size = 0;
+  size_t data_start = 0;  // 8 + header length
+  MappedBytes() = default;
+  MappedBytes(const MappedBytes&) = delete;  // one owner per mapping: it is unmapped exactly once
+  MappedBytes& operator=(const MappedBytes&) = delete;
+  ~MappedBytes() {
+    if (data != nullptr) ::munmap(data, size);
+  }
+};
+
+}  // namespace
+
+// The private type the header declares; the helpers below only need its bytes.
+struct SafetensorsFile::Mapping : MappedBytes {};
+
+namespace {
+
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the limit the reference implementation uses
+constexpr int kMaxJsonDepth = 8;                     // the format needs 3; deeper input is hostile
+
+size_t regular_file_size(int fd, const std::string& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) header_fail(path, std::string("cannot stat file: ") + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) header_fail(path, "not a regular file");
+  return static_cast<size_t>(st.st_size);
+}
+
+void map_file(const std::string& path, MappedBytes& mapping) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  size_t size = 0;
+  void* addr = MAP_FAILED;
+  int map_errno = 0;
+  try {
+    size = regular_file_size(fd, path);
+    if (size < 8) header_fail(path, "file is " + std::to_string(size) + " bytes, shorter than the 8-byte header length");
+    addr = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    map_errno = errno;
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);  // the mapping keeps the file referenced
+  if (addr == MAP_FAILED) fail(path, std::string("cannot memory-map: ") + std::strerror(map_errno));
+  mapping.path = path;
+  mapping.data = static_cast<unsigned char*>(addr);
+  mapping.size = size;
+}
+
+uint64_t read_u64_le(const unsigned char* bytes) {
+  uint64_t value = 0;
+  for (int i = 7; i >= 0; --i) value = (value << 8) | bytes[i];
+  return value;
+}
+
+// Validates the 8-byte header length against the file and returns it.
+size_t header_length(const MappedBytes& map) {
+  const uint64_t length = read_u64_le(map.data);
+  if (length > map.size - 8) {
+    header_fail(map.path, "header length " + std::to_string(length) + " exceeds the file size (" +
+                              std::to_string(map.size) + " bytes); truncated or not a safetensors file");
+  }
+  if (length > kMaxHeaderBytes) {
+    header_fail(map.path, "header length " + std::to_string(length) + " exceeds the 100 MB limit");
+  }
+  return static_cast<size_t>(length);
+}
+
+// ---------------------------------------------------------------------------------------------
+// header parsing
+
+// nlohmann keeps the last of duplicate keys silently; the parser callback sees every key, so a
+// duplicate tensor name (or field) is caught instead of silently picking one.
+class DuplicateKeyGuard {
+ public:
+  explicit DuplicateKeyGuard(const std::string& path) : path_(path) {}
+
+  bool operator()(int depth, json::parse_event_t event, json& parsed) {
+    if (depth > kMaxJsonDepth) header_fail(path_, "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+    if (event == json::parse_event_t::object_start && depth == 1) entry_keys_.clear();
+    if (event != json::parse_event_t::key) return true;
+    const std::string key = parsed.get<std::string>();
+    if (depth == 1) {
+      if (!names_.insert(key).second) tensor_fail(path_, key, "appears twice in the header");
+      current_ = key;
+    }
+    if (depth == 2 && !entry_keys_.insert(key).second) {
+      tensor_fail(path_, current_, "field '" + one_line(key) + "' appears twice");
+    }
+    return true;
+  }
+
+ private:
+  std::string path_;
+  std::string current_;  // the top-level entry being parsed
+  std::set<std::string> names_;
+  std::set<std::string> entry_keys_;
+};
+
+json parse_header_json(const MappedBytes& map, size_t length) {
+  const char* begin = reinterpret_cast<const char*>(map.data) + 8;
+  json header;
+  try {
+    DuplicateKeyGuard guard(map.path);
+    header = json::parse(begin, begin + length, std::ref(guard));
+  } catch (const json::exception& e) {
+    header_fail(map.path, "invalid JSON: " + one_line(e.what()));
+  }
+  if (!header.is_object()) header_fail(map.path, std::string("JSON is a ") + header.type_name() + ", not an object");
+  return header;
+}
+
+std::map<std::string, std::string> parse_metadata(const std::string& path, const json& header) {
+  std::map<std::string, std::string> metadata;
+  const auto it = header.find("__metadata__");
+  if (it == header.end()) return metadata;
+  if (!it->is_object()) fail(path, "__metadata__: not a JSON object");
+  for (const auto& [key, value] : it->items()) {
+    if (!value.is_string()) fail(path, "__metadata__: value of '" + one_line(key) + "' is not a string");
+    metadata[key] = value.get<std::string>();
+  }
+  return metadata;
+}
+
+uint64_t non_negative_integer(const json& value, const std::string& path, const std::string& name,
+                              const std::string& field) {
+  if (!value.is_number_unsigned()) {
+    tensor_fail(path, name, field + " must hold non-negative integers, found " + one_line(value.dump()).substr(0, 40));
+  }
+  return value.get<uint64_t>();
+}
+
+const json& required_field(const json& entry, const char* field, const std::string& path, const std::string& name) {
+  const auto it = entry.find(field);
+  if (it == entry.end()) tensor_fail(path, name, std::string("missing '") + field + "'");
+  return *it;
+}
+
+DType parse_dtype(const json& entry, const std::string& path, const std::string& name) {
+  const json& value = required_field(entry, "dtype", path, name);
+  if (!value.is_string()) tensor_fail(path, name, "dtype is not a string");
+  const std::string text = value.get<std::string>();
+  const DTypeSpec* spec = spec_named(text);
+  if (spec == nullptr) {
+    tensor_fail(path, name, "unknown dtype '" + one_line(text) + "' (supported: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)");
+  }
+  return spec->dtype;
+}
+
+std::vector<int64_t> parse_shape(const json& entry, const std::string& path, const std::string& name) {
+  const json& value = required_field(entry, "shape", path, name);
+  if (!value.is_array()) tensor_fail(path, name, "shape is not an array");
+  std::vector<int64_t> shape;
+  for (const auto& dim : value) {
+    const uint64_t d = non_negative_integer(dim, path, name, "shape");
+    if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) tensor_fail(path, name, "shape dimension too large");
+    shape.push_back(static_cast<int64_t>(d));
+  }
+  return shape;
+}
+
+void parse_offsets(const json& entry, TensorInfo& info, const std::string& path) {
+  const json& value = required_field(entry, "data_offsets", path, info.name);
+  if (!value.is_array() || value.size() != 2) tensor_fail(path, info.name, "data_offsets is not an array [begin, end]");
+  const uint64_t begin = non_negative_integer(value[0], path, info.name, "data_offsets");
+  const uint64_t end = non_negative_integer(value[1], path, info.name, "data_offsets");
+  if (begin > end) tensor_fail(path, info.name, "data_offsets " + span_text(begin, end) + " have begin > end");
+  info.begin = static_cast<size_t>(begin);
+  info.end = static_cast<size_t>(end);
+}
+
+// Bytes the shape needs, or throws when the product overflows.
+uint64_t byte_count(const TensorInfo& info, const std::string& path) {
+  uint64_t bytes = dtype_size(info.dtype);
+  for (const int64_t dim : info.shape) {
+    if (__builtin_mul_overflow(bytes, static_cast<uint64_t>(dim), &bytes)) {
+      tensor_fail(path, info.name, "shape " + shape_text(info.shape) + " is too large");
+    }
+  }
+  return bytes;
+}
+
+TensorInfo parse_entry(const std::string& path, const std::string& name, const json& entry, size_t data_size) {
+  if (!entry.is_object()) tensor_fail(path, name, "entry is not a JSON object");
+  TensorInfo info;
+  info.name = name;
+  info.dtype = parse_dtype(entry, path, name);
+  info.shape = parse_shape(entry, path, name);
+  parse_offsets(entry, info, path);
+  if (info.end > data_size) {
+    tensor_fail(path, name, "data_offsets " + span_text(info.begin, info.end) + " extend past the end of the data section (" +
+                                std::to_string(data_size) + " bytes); file truncated?");
+  }
+  const uint64_t needed = byte_count(info, path);
+  if (needed != info.end - info.begin) {
+    tensor_fail(path, name, "shape " + shape_text(info.shape) + " of " + dtype_name(info.dtype) + " needs " +
+                                std::to_string(needed) + " bytes but data_offsets " + span_text(info.begin, info.end) +
+                                " span " + std::to_string(info.end - info.begin));
+  }
+  return info;
+}
+
+// The spec requires the tensors to tile the data section exactly: no overlap, no gap, no tail.
+void check_coverage(const std::string& path, const std::vector<TensorInfo>& sorted, size_t data_size) {
+  size_t expected = 0;
+  const TensorInfo* previous = nullptr;
+  for (const auto& info : sorted) {
+    if (info.begin < expected) {
+      tensor_fail(path, info.name, "data_offsets " + span_text(info.begin, info.end) + " overlap tensor '" +
+                                       one_line(previous->name) + "' " + span_text(previous->begin, previous->end));
+    }
+    if (info.begin > expected) {
+      tensor_fail(path, info.name, "gap of " + std::to_string(info.begin - expected) +
+                                       " bytes before this tensor (data_offsets " + span_text(info.begin, info.end) + ")");
+    }
+    expected = info.end;
+    previous = &info;
+  }
+  if (expected == data_size) return;
+  if (previous == nullptr) header_fail(path, "no tensors, but the data section holds " + std::to_string(data_size) + " bytes");
+  tensor_fail(path, previous->name, std::to_string(data_size - expected) +
+                                        " bytes after this last tensor are not covered by any tensor");
+}
+
+std::vector<TensorInfo> parse_tensors(const std::string& path, const json& header, size_t data_size) {
+  std::vector<TensorInfo> tensors;
+  for (const auto& [name, entry] : header.items()) {
+    if (name != "__metadata__") tensors.push_back(parse_entry(path, name, entry, data_size));
+  }
+  // Empty tensors sort before a non-empty one at the same offset, so they never count as overlap.
+  std::sort(tensors.begin(), tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  check_coverage(path, tensors, data_size);
+  return tensors;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// SafetensorsFile
+
+SafetensorsFile SafetensorsFile::open(const std::string& path) {
+  SafetensorsFile file;
+  file.mapping_ = std::make_shared<Mapping>();
+  map_file(path, *file.mapping_);
+  const size_t length = header_length(*file.mapping_);
+  file.mapping_->data_start = 8 + length;
+  const json header = parse_header_json(*file.mapping_, length);
+  file.metadata_ = parse_metadata(path, header);
+  file.tensors_ = parse_tensors(path, header, file.mapping_->size - file.mapping_->data_start);
+  for (size_t i = 0; i < file.tensors_.size(); ++i) file.index_[file.tensors_[i].name] = i;
+  return file;
+}
+
+const std::string& SafetensorsFile::path() const {
+  static const std::string none;
+  return mapping_ ? mapping_->path : none;
+}
+
+const std::vector<TensorInfo>& SafetensorsFile::tensors() const { return tensors_; }
+bool SafetensorsFile::contains(const std::string& name) const { return index_.count(name) != 0; }
+const std::map<std::string, std::string>& SafetensorsFile::metadata() const { return metadata_; }
+
+const TensorInfo& SafetensorsFile::info(const std::string& name) const {
+  const auto it = index_.find(name);
+  if (it == index_.end()) tensor_fail(path(), name, "not found in file");
+  return tensors_[it->second];
+}
+
+namespace {
+
+// torch assumes bool bytes are 0 or 1; anything else would be a silently wrong tensor.
+void check_bool_bytes(const unsigned char* bytes, size_t count, const std::string& path, const std::string& name) {
+  for (size_t i = 0; i < count; ++i) {
+    if (bytes[i] > 1) tensor_fail(path, name, "BOOL byte " + std::to_string(i) + " has value " + std::to_string(bytes[i]));
+  }
+}
+
+}  // namespace
+
+torch::Tensor SafetensorsFile::tensor(const std::string& name) const {
+  const TensorInfo& meta = info(name);
+  const auto options = torch::TensorOptions().dtype(to_torch(meta.dtype));
+  const size_t bytes = meta.end - meta.begin;
+  if (bytes == 0) return torch::empty(meta.shape, options);
+  unsigned char* data = mapping_->data + mapping_->data_start + meta.begin;
+  if (meta.dtype == DType::BOOL) check_bool_bytes(data, bytes, path(), name);
+  if (reinterpret_cast<uintptr_t>(data) % dtype_size(meta.dtype) != 0) {
+    // Misaligned (odd header length or mixed dtypes): element loads need alignment, so copy.
+    auto copy = torch::empty(meta.shape, options);
+    std::memcpy(copy.data_ptr(), data, bytes);
+    return copy;
+  }
+  auto keep_alive = mapping_;
+  return torch::from_blob(data, meta.shape, [keep_alive](void*) {}, options);
+}
+
+// ---------------------------------------------------------------------------------------------
+// writing
+
+namespace {
+
+struct PreparedTensor {
+  std::string name;
+  DType dtype;
+  torch::Tensor data;  // CPU, contiguous
+  size_t begin;
+  size_t end;
+};
+
+std::vector<PreparedTensor> prepare_tensors(const std::string& path, const NamedTensors& tensors) {
+  std::vector<PreparedTensor> prepared;
+  std::set<std::string> seen;
+  size_t offset = 0;
+  for (const auto& [name, tensor] : tensors) {
+    if (name == "__metadata__") tensor_fail(path, name, "name is reserved for the metadata entry");
+    if (!seen.insert(name).second) tensor_fail(path, name, "given twice");
+    if (!tensor.defined()) tensor_fail(path, name, "tensor is undefined");
+    if (tensor.layout() != torch::kStrided) tensor_fail(path, name, "only dense (strided) tensors can be written");
+    DType dtype;
+    try {
+      dtype = from_torch(tensor.scalar_type());
+    } catch (const Error& e) {
+      tensor_fail(path, name, e.what());
+    }
+    auto data = tensor.detach().to(torch::kCPU).contiguous();
+    const size_t bytes = static_cast<size_t>(data.numel()) * dtype_size(dtype);
+    prepared.push_back({name, dtype, data, offset, offset + bytes});
+    offset += bytes;
+  }
+  return prepared;
+}
+
+// Header JSON in the given order, padded with spaces so the data section starts 8-byte aligned.
+std::string header_text(const std::string& path, const std::vector<PreparedTensor>& tensors,
+                        const std::map<std::string, std::string>& metadata) {
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  for (const auto& t : tensors) {
+    header[t.name] = {{"dtype", dtype_name(t.dtype)}, {"shape", t.data.sizes().vec()}, {"data_offsets", {t.begin, t.end}}};
+  }
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const nlohmann::json::exception& e) {
+    header_fail(path, "cannot encode (tensor names and metadata must be UTF-8): " + one_line(e.what()));
+  }
+  text.append((8 - text.size() % 8) % 8, ' ');
+  return text;
+}
+
+void write_u64_le(std::ostream& out, uint64_t value) {
+  char bytes[8];
+  for (char& b : bytes) {
+    b = static_cast<char>(value & 0xff);
+    value >>= 8;
+  }
+  out.write(bytes, 8);
+}
+
+}  // namespace
+
+void write_safetensors(const std::string& path, const NamedTensors& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  const auto prepared = prepare_tensors(path, tensors);
+  const std::string header = header_text(path, prepared, metadata);
+  write_file_atomically(path, [&](std::ostream& out) {
+    write_u64_le(out, header.size());
+    out.write(header.data(), static_cast<std::streamsize>(header.size()));
+    for (const auto& t : prepared) {
+      if (t.end == t.begin) continue;  // empty tensors may have no storage at all
+      out.write(static_cast<const char*>(t.data.data_ptr()), static_cast<std::streamsize>(t.end - t.begin));
+    }
+  });
+}
+
+NamedTensors read_safetensors(const std::string& path) {
+  const auto file = SafetensorsFile::open(path);
+  NamedTensors out;
+  for (const auto& info : file.tensors()) out.emplace_back(info.name, file.tensor(info.name));
+  return out;
+}
+
+}  // namespace qkd::io

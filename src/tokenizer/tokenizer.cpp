@@ -1,0 +1,152 @@
+#include "qkd/tokenizer/tokenizer.h"
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "qkd/common/error.h"
+
+namespace qkd::tokenizer {
+
+namespace {
+
+// The sentencepiece shim's C functions, resolved once. The shim is loaded with RTLD_DEEPBIND so that
+// sentencepiece's embedded protobuf never meets LibTorch's (see src/tokenizer/shim/).
+struct SentencepieceShim {
+  void* (*load)(const char*, char*, size_t);
+  void (*free_handle)(void*);
+  int (*encode)(void*, const char*, size_t, int**, size_t*, char*, size_t);
+  int (*decode)(void*, const int*, size_t, char**, size_t*, char*, size_t);
+  void (*release)(void*);
+  int (*piece_size)(void*);
+  int (*bos_id)(void*);
+  int (*eos_id)(void*);
+  int (*pad_id)(void*);
+};
+
+std::vector<std::string> shim_candidates() {
+  std::vector<std::string> out;
+  if (const char* env = std::getenv("QKD_SPM_SHIM")) out.emplace_back(env);
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) out.push_back((exe.parent_path() / "libqkd_spm_shim.so").string());
+  out.emplace_back(QKD_SPM_SHIM_PATH);
+  return out;
+}
+
+template <typename F>
+void resolve(void* library, const char* name, F& target) {
+  target = reinterpret_cast<F>(dlsym(library, name));
+  if (!target) fail("libqkd_spm_shim.so", std::string("missing symbol ") + name);
+}
+
+const SentencepieceShim& shim() {
+  static SentencepieceShim functions{};
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* library = nullptr;
+    std::string tried;
+    for (const auto& path : shim_candidates()) {
+      library = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      if (library) break;
+      tried += (tried.empty() ? "" : ", ") + path;
+    }
+    if (!library) fail("libqkd_spm_shim.so", "sentencepiece shim not found (tried " + tried + ")");
+    resolve(library, "qkd_spm_load", functions.load);
+    resolve(library, "qkd_spm_free", functions.free_handle);
+    resolve(library, "qkd_spm_encode", functions.encode);
+    resolve(library, "qkd_spm_decode", functions.decode);
+    resolve(library, "qkd_spm_release", functions.release);
+    resolve(library, "qkd_spm_piece_size", functions.piece_size);
+    resolve(library, "qkd_spm_bos_id", functions.bos_id);
+    resolve(library, "qkd_spm_eos_id", functions.eos_id);
+    resolve(library, "qkd_spm_pad_id", functions.pad_id);
+  });
+  return functions;
+}
+
+}  // namespace
+
+Tokenizer::Tokenizer(const std::string& model_path) : path_(model_path) {
+  if (!std::filesystem::exists(model_path)) fail(model_path, "tokenizer model not found");
+  const auto& api = shim();
+  char error[512] = {0};
+  void* handle = api.load(model_path.c_str(), error, sizeof(error));
+  if (!handle) fail(model_path, std::string("cannot load sentencepiece model: ") + error);
+  handle_ = std::shared_ptr<void>(handle, api.free_handle);
+  special_.bos = api.bos_id(handle);
+  special_.eos = api.eos_id(handle);
+  special_.pad = api.pad_id(handle);
+}
+
+Tokenizer::~Tokenizer() = default;
+Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
+Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
+
+std::vector<int64_t> Tokenizer::encode(const std::string& text) const {
+  const auto& api = shim();
+  int* ids = nullptr;
+  size_t count = 0;
+  char error[512] = {0};
+  if (api.encode(handle_.get(), text.data(), text.size(), &ids, &count, error, sizeof(error)) != 0)
+    fail(path_, std::string("encode failed: ") + error);
+  std::vector<int64_t> out(ids, ids + count);
+  api.release(ids);
+  return out;
+}
+
+std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_bos, bool add_eos) const {
+  std::vector<int64_t> out;
+  if (add_bos) out.push_back(special_.bos);
+  const auto body = encode(text);
+  out.insert(out.end(), body.begin(), body.end());
+  if (add_eos) out.push_back(special_.eos);
+  return out;
+}
+
+std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
+  const auto& api = shim();
+  const std::vector<int> narrow(ids.begin(), ids.end());
+  char* text = nullptr;
+  size_t length = 0;
+  char error[512] = {0};
+  if (api.decode(handle_.get(), narrow.data(), narrow.size(), &text, &length, error, sizeof(error)) != 0)
+    fail(path_, std::string("decode failed: ") + error);
+  std::string out(text, length);
+  api.release(text);
+  return out;
+}
+
+int64_t Tokenizer::vocab_size() const { return shim().piece_size(handle_.get()); }
+
+namespace {
+void read_id(const nlohmann::json& config, const char* key, int64_t& out) {
+  auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return;
+  if (it->is_array() && !it->empty()) it = it->begin();  // eos_token_id may be a list
+  if (it->is_number_integer()) out = it->get<int64_t>();
+}
+}  // namespace
+
+Tokenizer load_tokenizer_for_checkpoint(const std::string& dir) {
+  Tokenizer tok((std::filesystem::path(dir) / "tokenizer.model").string());
+  const auto config_path = std::filesystem::path(dir) / "config.json";
+  if (std::filesystem::exists(config_path)) {
+    std::ifstream in(config_path);
+    const auto config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (config.is_object()) {
+      SpecialTokens special = tok.special();
+      read_id(config, "bos_token_id", special.bos);
+      read_id(config, "eos_token_id", special.eos);
+      read_id(config, "pad_token_id", special.pad);
+      tok.set_special(special);
+    }
+  }
+  return tok;
+}
+
+}  // namespace qkd::tokenizer

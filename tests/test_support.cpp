@@ -1,0 +1,48 @@
+#include "test_support.h"
+
+#include <array>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace qkd::test {
+
+std::string shared_dir() {
+  if (const char* env = std::getenv("QKD_SHARED_DIR")) return env;
+  return (std::filesystem::path(QKD_SOURCE_DIR) / ".." / "shared").lexically_normal().string();
+}
+
+std::string repo_path(const std::string& relative) {
+  return (std::filesystem::path(QKD_SOURCE_DIR) / relative).string();
+}
+
+std::string scratch_dir(const std::string& tag) {
+  static std::atomic<int> counter{0};
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("qkd-test-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+CommandResult run_cli(const std::string& args, const std::string& env) {
+#ifdef QKD_BINARY
+  const std::string command = (env.empty() ? "" : "env " + env + " ") + std::string(QKD_BINARY) + " " + args + " 2>&1";
+#else
+  const std::string command = "false " + args;
+#endif
+  CommandResult result;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return result;
+  std::array<char, 4096> buffer{};
+  size_t n;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), n);
+  const int status = ::pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
+}
+
+}  // namespace qkd::test

@@ -1,0 +1,22 @@
+#pragma once
+// Shared helpers for tests: where the reference material lives, scratch directories, running the CLI.
+#include <string>
+
+namespace qkd::test {
+
+// ../shared next to the repository (or $QKD_SHARED_DIR).
+std::string shared_dir();
+// <repo>/<relative>
+std::string repo_path(const std::string& relative);
+// A fresh empty directory under the system temp dir, unique per call.
+std::string scratch_dir(const std::string& tag);
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+// Runs the built qkd-train binary with `args` (a shell-quoted string) and captures its output.
+// `env` ("NAME=value ...") is set for that process only.
+CommandResult run_cli(const std::string& args, const std::string& env = "");
+
+}  // namespace qkd::test
