@@ -1,0 +1,47 @@
+#pragma once
+// The `data` section of a run config: which corpora to stream, how to mix, pack and shuffle them.
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace qkd::data {
+
+// auto: by extension (.u16/.u32/.txt) or, for .jsonl/.json/.ndjson, by the keys of the first record
+// (conversations -> sharegpt, instruction+output -> alpaca, else text_jsonl).
+// txt: one document per paragraph (paragraphs are separated by blank lines; a paragraph over 1 MiB
+// is cut at a line boundary). A whole-file stream is not offered: it could not be resumed from a
+// byte offset without re-tokenizing from the start.
+enum class SourceFormat { Auto, TextJsonl, Alpaca, ShareGpt, Txt, U16, U32 };
+
+struct SourceConfig {
+  std::string path;
+  SourceFormat format = SourceFormat::Auto;
+  double weight = 1.0;              // relative share of windows drawn from this source
+  std::string text_field = "text";  // text_jsonl only
+};
+
+struct DataConfig {
+  std::vector<SourceConfig> sources;
+  int64_t seq_len = 2048;       // tokens per window (one row of a batch)
+  uint64_t seed = 0;
+  bool shuffle = true;
+  int64_t shuffle_buffer = 512;  // packed windows shuffled together per text source (memory: x seq_len x 8 B)
+  bool strict = false;           // malformed records are fatal instead of skipped
+  bool add_bos = true;           // around each text/alpaca/txt document (sharegpt brings its own)
+  bool add_eos = true;
+};
+
+std::string to_string(SourceFormat format);
+bool is_token_file_format(SourceFormat format);
+
+// Validates and converts; errors name the JSON path ("data.sources[1].weight: expected a positive
+// number, got -1"). Unknown keys are rejected. Relative source paths are kept as written.
+DataConfig data_config_from_json(const nlohmann::json& json, const std::string& path_prefix = "data");
+nlohmann::json data_config_to_json(const DataConfig& config);
+
+// Resolves SourceFormat::Auto by looking at the file; throws qkd::Error naming the file when it is
+// missing or the format cannot be told.
+SourceFormat resolve_source_format(const SourceConfig& source);
+
+}  // namespace qkd::data

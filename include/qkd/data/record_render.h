@@ -1,0 +1,46 @@
+#pragma once
+// Turns one JSON record (a JSONL line) into the text the model trains on. BOS/EOS are not written as
+// text: a record renders to segments, each tokenized on its own with real special ids around it.
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "qkd/tokenizer/tokenizer.h"
+
+namespace qkd::data {
+
+struct TextSegment {
+  std::string text;
+  bool bos = false;  // a real BOS id before the text
+  bool eos = false;  // a real EOS id after it
+};
+
+struct RenderedRecord {
+  std::vector<TextSegment> segments;
+  std::string error;  // non-empty: the record is malformed ("missing field 'text'")
+  bool empty() const { return segments.empty(); }
+};
+
+// {"<text_field>": "..."}: one segment, BOS/EOS per add_bos/add_eos. An empty text renders nothing.
+RenderedRecord render_text_record(const nlohmann::json& record, const std::string& text_field, bool add_bos,
+                                  bool add_eos);
+
+// Alpaca {instruction, input (optional), output}, rendered as one segment with this template
+// (the "### Input" block is left out when input is missing or empty):
+//   ### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n{output}
+RenderedRecord render_alpaca_record(const nlohmann::json& record, bool add_bos, bool add_eos);
+
+// ShareGPT {conversations: [{from: system|human|gpt, value}]}, rendered with the LLaMA-2 chat template
+// exactly as Meta's reference chat_completion does: an optional leading system turn is folded into
+// the first user turn, and each (user, assistant) pair becomes one segment with BOS and EOS:
+//   <s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] {user} [/INST] ...
+// Turn values are stripped of surrounding whitespace. A trailing user turn without an answer becomes
+// "[INST] {user} [/INST]" with BOS only. Turns must alternate human/gpt; add_bos/add_eos do not apply.
+RenderedRecord render_sharegpt_record(const nlohmann::json& record);
+
+// Concatenated token ids of the segments (BOS/EOS as the tokenizer's special ids).
+std::vector<int64_t> tokenize_segments(const std::vector<TextSegment>& segments,
+                                       const qkd::tokenizer::Tokenizer& tokenizer);
+
+}  // namespace qkd::data
