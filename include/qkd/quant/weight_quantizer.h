@@ -1,0 +1,61 @@
+#pragma once
+// Fake-quantizer for the weight W [out_features, in_features] of one Linear layer.
+//  - dynamic: scale (and zero point) recomputed from the current weight at every forward, in the
+//    weight's dtype, without gradient; straight-through gradient to W (identity for min-max, masked
+//    outside the levels for a searched, i.e. clipped, range).
+//  - static: scale (and zero point) fixed by initialize() and stored in fp32 as "scale"/"zero_point"
+//    of shape [rows, blocks_per_row, 1] (see range_setting.h); buffers when frozen, parameters with
+//    the LSQ gradient when learnable. The weight is quantized in fp32 and cast back to its dtype;
+//    its gradient is masked where w / scale falls outside the levels.
+#include <torch/torch.h>
+
+#include <string>
+
+#include "qkd/model/linear.h"
+#include "qkd/quant/quant_spec.h"
+#include "qkd/quant/range_setting.h"
+
+namespace qkd::quant {
+
+class WeightQuantizer : public qkd::model::TensorQuantizer {
+ public:
+  // `module` (the HF module name) only serves error messages. Throws qkd::Error naming
+  // "quant.group_size" when group_size does not divide in_features.
+  WeightQuantizer(const QuantSpec& spec, int64_t out_features, int64_t in_features, std::string module);
+
+  torch::Tensor fake_quantize(const torch::Tensor& w) override;
+
+  // Static policy: sets scale (and zero point) from `w` by the spec's range method. Dynamic: no-op.
+  void initialize(const torch::Tensor& w);
+
+  // Called after a saved state was copied into "scale"/"zero_point" instead of initialize().
+  void on_state_loaded() { initialized_ = true; }
+  bool initialized() const { return initialized_; }
+
+  // The scale and zero point `w` is quantized with, in block shape (static: the stored ones).
+  QuantParams params_for(const torch::Tensor& w);
+
+  // Quantizer state stays fp32 when the model changes dtype; devices are followed.
+  using torch::nn::Module::to;
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
+
+  const QuantSpec& spec() const { return spec_; }
+  const std::string& module_name() const { return module_; }
+
+ private:
+  torch::Tensor to_blocks(const torch::Tensor& w) const;
+  void check_shape(const torch::Tensor& w) const;
+  double lsq_grad_factor() const;
+
+  QuantSpec spec_;
+  int64_t out_features_;
+  int64_t in_features_;
+  std::string module_;
+  Levels levels_;
+  torch::Tensor scale_;       // static only
+  torch::Tensor zero_point_;  // static asymmetric only
+  bool initialized_ = false;
+};
+
+}  // namespace qkd::quant

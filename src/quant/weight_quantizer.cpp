@@ -1,0 +1,114 @@
+#include "qkd/quant/weight_quantizer.h"
+
+#include <cmath>
+#include <utility>
+
+#include "qkd/common/error.h"
+
+namespace qkd::quant {
+namespace {
+
+std::vector<int64_t> block_shape(const QuantSpec& spec, int64_t out, int64_t in) {
+  switch (spec.granularity) {
+    case Granularity::PerChannel: return {out, 1, in};
+    case Granularity::PerGroup: return {out, in / spec.group_size, spec.group_size};
+    case Granularity::PerTensor: return {1, 1, out * in};
+  }
+  return {};
+}
+
+}  // namespace
+
+WeightQuantizer::WeightQuantizer(const QuantSpec& spec, int64_t out_features, int64_t in_features, std::string module)
+    : spec_(spec), out_features_(out_features), in_features_(in_features), module_(std::move(module)) {
+  validate(spec_);
+  if (spec_.granularity == Granularity::PerGroup && in_features_ % spec_.group_size != 0) {
+    fail("quant.group_size", std::to_string(spec_.group_size) + " does not divide in_features " +
+                                 std::to_string(in_features_) + " of " + module_);
+  }
+  levels_ = levels_for(spec_.bits, spec_.symmetric);
+  if (spec_.scale_policy == ScalePolicy::Dynamic) return;
+  auto shape = block_shape(spec_, out_features_, in_features_);
+  shape.back() = 1;
+  // Registered now (zeros until initialize()) so that a saved state can be loaded into it.
+  auto register_state = [&](const char* name) {
+    auto t = torch::zeros(shape, torch::kFloat);
+    return spec_.learnable_scale ? register_parameter(name, t) : register_buffer(name, t);
+  };
+  scale_ = register_state("scale");
+  if (!spec_.symmetric) zero_point_ = register_state("zero_point");
+}
+
+torch::Tensor WeightQuantizer::to_blocks(const torch::Tensor& w) const {
+  return w.reshape(block_shape(spec_, out_features_, in_features_));
+}
+
+void WeightQuantizer::check_shape(const torch::Tensor& w) const {
+  if (w.dim() != 2 || w.size(0) != out_features_ || w.size(1) != in_features_) {
+    fail(module_ + ".weight_quantizer", "expected a weight of shape [" + std::to_string(out_features_) + ", " +
+                                            std::to_string(in_features_) + "], got " + c10::str(w.sizes()));
+  }
+}
+
+QuantParams WeightQuantizer::params_for(const torch::Tensor& w) {
+  check_shape(w);
+  if (spec_.scale_policy == ScalePolicy::Static) return QuantParams{scale_, zero_point_};
+  torch::NoGradGuard no_grad;
+  if (w.scalar_type() == torch::kHalf && w.device().is_cpu()) {
+    auto p = params_for(w.to(torch::kFloat));  // see fake_quantize
+    return QuantParams{p.scale.to(torch::kHalf), p.zero.defined() ? p.zero.to(torch::kHalf) : p.zero};
+  }
+  const auto blocks = to_blocks(w.detach());
+  if (spec_.range == RangeMethod::MinMax) return minmax_params(blocks, spec_.bits, spec_.symmetric);
+  auto p = search_params(blocks, spec_.bits, spec_.symmetric, clipping_grid(spec_));
+  // Dynamic scales live in the weight's dtype, like the min-max ones.
+  p.scale = p.scale.to(w.scalar_type());
+  if (p.zero.defined()) p.zero = p.zero.to(w.scalar_type());
+  return p;
+}
+
+void WeightQuantizer::initialize(const torch::Tensor& w) {
+  if (spec_.scale_policy == ScalePolicy::Dynamic) return;
+  check_shape(w);
+  torch::NoGradGuard no_grad;
+  const auto blocks = to_blocks(w.detach()).to(torch::kFloat);
+  const auto p = spec_.range == RangeMethod::Search
+                     ? search_params(blocks, spec_.bits, spec_.symmetric, clipping_grid(spec_))
+                     : minmax_params(blocks, spec_.bits, spec_.symmetric);
+  scale_.set_data(p.scale.to(w.device(), torch::kFloat));
+  if (zero_point_.defined()) zero_point_.set_data(p.zero.to(w.device(), torch::kFloat));
+  initialized_ = true;
+}
+
+double WeightQuantizer::lsq_grad_factor() const {
+  if (!spec_.learnable_scale || !spec_.lsq_grad_scale) return 1.0;
+  const auto shape = block_shape(spec_, out_features_, in_features_);
+  return 1.0 / std::sqrt(static_cast<double>(shape.back()) * static_cast<double>(levels_.qmax));
+}
+
+torch::Tensor WeightQuantizer::fake_quantize(const torch::Tensor& w) {
+  check_shape(w);
+  // LibTorch's CPU kernels lack fp16 clamp/round; fp16 weights on CPU are quantized in fp32.
+  if (w.scalar_type() == torch::kHalf && w.device().is_cpu()) return fake_quantize(w.to(torch::kFloat)).to(torch::kHalf);
+  const auto blocks = to_blocks(w);
+  if (spec_.scale_policy == ScalePolicy::Dynamic) {
+    const auto p = params_for(w);
+    // A min-max range holds every weight, so nothing is clipped: plain identity STE.
+    const bool clipped = spec_.range == RangeMethod::Search;
+    return fake_quant_ste(blocks, p.scale, p.zero, levels_, clipped).reshape(w.sizes());
+  }
+  if (!initialized_) fail(module_ + ".weight_quantizer", "static scale used before initialize()");
+  // A learned scale could be driven to zero or below; the clamp keeps it a valid step size.
+  const auto scale = spec_.learnable_scale ? scale_.clamp_min(min_scale(torch::kFloat)) : scale_;
+  const auto q = fake_quant_ste(blocks.to(torch::kFloat), scale, zero_point_, levels_, /*mask_clipped=*/true,
+                                lsq_grad_factor());
+  return q.to(w.scalar_type()).reshape(w.sizes());
+}
+
+void WeightQuantizer::to(torch::Device device, torch::Dtype /*dtype*/, bool non_blocking) {
+  torch::nn::Module::to(device, non_blocking);
+}
+
+void WeightQuantizer::to(torch::Dtype /*dtype*/, bool /*non_blocking*/) {}
+
+}  // namespace qkd::quant
