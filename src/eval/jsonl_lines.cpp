@@ -1,0 +1,41 @@
+#include "qkd/eval/jsonl_lines.h"
+
+#include <fstream>
+
+#include "qkd/common/error.h"
+
+namespace qkd::eval {
+
+namespace {
+bool is_blank(const std::string& line) { return line.find_first_not_of(" \t\r\n") == std::string::npos; }
+}  // namespace
+
+void for_each_jsonl_record(const std::string& path,
+                           const std::function<void(const nlohmann::json& record, const std::string& where, int64_t line)>& visit) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, "cannot open file");
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (is_blank(line)) continue;
+    const std::string where = path + ":" + std::to_string(line_no);
+    nlohmann::json record;
+    try {
+      record = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error& e) {
+      fail(where, std::string("bad JSON: ") + e.what());
+    }
+    if (!record.is_object()) fail(where, "expected a JSON object");
+    visit(record, where, line_no);
+  }
+}
+
+const std::string& require_string(const nlohmann::json& record, const char* key, const std::string& where) {
+  const auto it = record.find(key);
+  if (it == record.end()) fail(where, std::string("missing field \"") + key + "\"");
+  if (!it->is_string()) fail(where, std::string("field \"") + key + "\" is not a string");
+  return it->get_ref<const std::string&>();
+}
+
+}  // namespace qkd::eval

@@ -1,0 +1,51 @@
+#include "qkd/eval/results.h"
+
+#include <filesystem>
+
+#include "qkd/tokenizer/tokenizer.h"
+
+namespace qkd::eval {
+
+namespace {
+
+// File name as the key (as in reference/quality.json); the path as given if that name is taken.
+template <typename Map>
+std::string key_for(const std::string& path, const Map& taken) {
+  const auto name = std::filesystem::path(path).filename().string();
+  return taken.count(name) ? path : name;
+}
+
+ProgressFn progress_for(const FileProgressFn& progress, const std::string& key) {
+  if (!progress) return {};
+  return [progress, key](int64_t done, int64_t total) { progress(key, done, total); };
+}
+
+}  // namespace
+
+nlohmann::json results_to_json(const EvalResults& results) {
+  nlohmann::json out = {{"ppl", nlohmann::json::object()}, {"mc", nlohmann::json::object()}};
+  for (const auto& [file, ppl] : results.ppl) out["ppl"][file] = ppl;
+  for (const auto& [file, score] : results.mc) {
+    out["mc"][file] = {{"acc", score.acc}, {"acc_norm", score.acc_norm}, {"n", score.n}};
+  }
+  return out;
+}
+
+EvalResults evaluate_all(const LogitsFn& logits_fn, const tokenizer::Tokenizer& tokenizer, const EvalPlan& plan) {
+  EvalResults results;
+  for (const auto& path : plan.ppl_files) {
+    const auto key = key_for(path, results.ppl);
+    auto options = plan.ppl;
+    options.progress = progress_for(plan.progress, key);
+    results.ppl[key] = perplexity_of_file(logits_fn, tokenizer, path, options).ppl;
+  }
+  for (const auto& path : plan.mc_files) {
+    const auto key = key_for(path, results.mc);
+    auto options = plan.mc;
+    options.progress = progress_for(plan.progress, key);
+    results.mc[key] = evaluate_multiple_choice_file(logits_fn, tokenizer, path, options);
+  }
+  return results;
+}
+
+}  // namespace qkd::eval
