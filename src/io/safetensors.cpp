@@ -186,11 +186,11 @@ uint64_t read_u64_le(const unsigned char* bytes) {
 size_t header_length(const MappedBytes& map) {
   const uint64_t length = read_u64_le(map.data);
   if (length > map.size - 8) {
-    header_fail(map.path, "header length " + std::to_string(length) + " exceeds the file size (" +
+    header_fail(map.path, "length prefix " + std::to_string(length) + " exceeds the file size (" +
                               std::to_string(map.size) + " bytes); truncated or not a safetensors file");
   }
   if (length > kMaxHeaderBytes) {
-    header_fail(map.path, "header length " + std::to_string(length) + " exceeds the 100 MB limit");
+    header_fail(map.path, "length prefix " + std::to_string(length) + " exceeds the 100 MB limit");
   }
   return static_cast<size_t>(length);
 }
@@ -235,7 +235,7 @@ json parse_header_json(const MappedBytes& map, size_t length) {
   } catch (const json::exception& e) {
     header_fail(map.path, "invalid JSON: " + one_line(e.what()));
   }
-  if (!header.is_object()) header_fail(map.path, std::string("JSON is a ") + header.type_name() + ", not an object");
+  if (!header.is_object()) header_fail(map.path, std::string("must be a JSON object, found ") + header.type_name());
   return header;
 }
 
