@@ -1,5 +1,6 @@
 #pragma once
 // Shared helpers for tests: where the reference material lives, scratch directories, running the CLI.
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace qkd::test {

@@ -1,5 +1,7 @@
 #include "qkd/data/shuffle.h"
 
+#include <cstddef>
+
 #include <utility>
 
 namespace qkd::data {

@@ -1,0 +1,57 @@
+#pragma once
+// Signal-propagation monitor: every `interval` steps it records, per layer and projection type, the
+// squared Frobenius norm of the weight gradient, the weight norm, the update-to-weight ratio and the
+// relative quantization error, plus per-layer RMS of the attention and MLP outputs. Records go to
+// signal.jsonl; the instability detector turns them into events. Steps between measurements cost
+// nothing: no observer is attached and no tensor is touched.
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qkd/model/llama.h"
+#include "qkd/monitor/instability_detector.h"
+#include "qkd/monitor/monitor_config.h"
+
+namespace qkd::monitor {
+
+inline const std::vector<std::string>& projection_types() {
+  static const std::vector<std::string> types = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  return types;
+}
+
+class SignalMonitor {
+ public:
+  SignalMonitor(MonitorConfig config, model::LlamaForCausalLM student);
+  ~SignalMonitor();
+
+  bool measures(int64_t step) const;
+  // Measured steps only: attach the activation observer before the forward passes of `step`.
+  void begin_step(int64_t step);
+  // After backward, before clipping: gradient norms, and a copy of the weights for the update ratio.
+  void record_gradients();
+  // After the optimizer step: finishes the record, runs the detector, returns its events.
+  // `record` receives the JSON written to signal.jsonl (null on unmeasured steps).
+  std::vector<InstabilityEvent> end_step(int64_t step, double kd_loss, nlohmann::json* record);
+
+  // Detector history, for checkpoints.
+  nlohmann::json state() const { return detector_.state(); }
+  void load_state(const nlohmann::json& state) { detector_.load_state(state); }
+  // Test hook: multiplies the next recorded grad_sq of one series ("layer3.v_proj.grad_sq").
+  void inject_for_test(const std::string& series, double factor) { injected_[series] = factor; }
+
+ private:
+  struct Observer;
+  MonitorConfig config_;
+  model::LlamaForCausalLM student_;
+  InstabilityDetector detector_;
+  std::unique_ptr<Observer> observer_;
+  bool measuring_ = false;
+  nlohmann::json pending_;                        // layers being filled for this step
+  std::map<std::string, torch::Tensor> before_;   // weights before the optimizer step
+  std::map<std::string, double> injected_;
+};
+
+}  // namespace qkd::monitor

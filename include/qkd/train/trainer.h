@@ -1,0 +1,32 @@
+#pragma once
+// The KD-QAT training recipe: `run_training(config)` is what `qkd-train --config FILE` does.
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "qkd/monitor/signal_monitor.h"
+#include "qkd/train/run_config.h"
+
+namespace qkd::train {
+
+struct TrainHooks {
+  // Called at the start of every step (1-based); tests inject synthetic monitor signals here.
+  std::function<void(int64_t step, monitor::SignalMonitor& monitor)> before_step;
+};
+
+struct TrainSummary {
+  int64_t steps_completed = 0;
+  bool interrupted = false;  // stopped by SIGINT/SIGTERM (a checkpoint was written)
+  int64_t skipped_steps = 0;
+  double wall_seconds = 0.0;
+  double tokens_per_second = 0.0;
+  double peak_rss_mb = 0.0;
+  nlohmann::json final_eval;  // results_to_json of the last evaluation (null when none configured)
+  std::string last_checkpoint;
+  std::string export_dir;
+  nlohmann::json to_json() const;
+};
+
+TrainSummary run_training(const RunConfig& config, const TrainHooks& hooks = {});
+
+}  // namespace qkd::train

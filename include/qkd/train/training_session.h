@@ -1,0 +1,57 @@
+#pragma once
+// Everything a run holds, built from the config (and a checkpoint when resuming). The training loop
+// in trainer.cpp reads like the algorithm; the setup lives here.
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "qkd/data/data_stream.h"
+#include "qkd/eval/results.h"
+#include "qkd/model/llama.h"
+#include "qkd/monitor/freeze_policy.h"
+#include "qkd/monitor/signal_monitor.h"
+#include "qkd/tokenizer/tokenizer.h"
+#include "qkd/train/adamw.h"
+#include "qkd/train/checkpoint_store.h"
+#include "qkd/train/metrics_log.h"
+#include "qkd/train/run_config.h"
+
+namespace qkd::train {
+
+struct TrainingSession {
+  RunConfig config;
+  torch::Device device{torch::kCPU};
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer;
+  model::LlamaForCausalLM teacher{nullptr};
+  model::LlamaForCausalLM student{nullptr};
+  std::vector<std::string> quantized_modules;
+  std::unique_ptr<AdamW> optimizer;
+  std::unique_ptr<data::DataStream> data;
+  std::unique_ptr<monitor::SignalMonitor> monitor;
+  std::unique_ptr<monitor::FreezePolicy> freeze;
+  std::set<std::string> frozen_modules;
+  std::unique_ptr<CheckpointStore> checkpoints;
+  std::unique_ptr<JsonlWriter> metrics, signal, events;
+  int64_t step = 0;  // completed optimizer steps
+  int64_t skipped_steps = 0;
+  double loss_scale = 65536.0;  // fp16 dynamic loss scaling only
+};
+
+// Builds teacher, student, optimizer, data, monitor and logs; resumes from a checkpoint when
+// config.checkpoint.resume says so. Fails before any compute on bad input.
+std::unique_ptr<TrainingSession> open_session(const RunConfig& config);
+
+// Freezes modules (weights get no gradient computation, optimizer state dropped), logs the
+// trainable-parameter counts before and after, and records an event.
+void freeze_modules(TrainingSession& session, const std::vector<std::string>& modules, const std::string& reason);
+
+// Checkpoint of the session's current state; returns its directory.
+std::string save_checkpoint(TrainingSession& session);
+
+// Validation through the eval harness on the student (null when nothing is configured).
+nlohmann::json evaluate_student(TrainingSession& session);
+
+int64_t trainable_parameter_count(model::LlamaForCausalLMImpl& model);
+
+}  // namespace qkd::train

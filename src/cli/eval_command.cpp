@@ -1,0 +1,69 @@
+#include <spdlog/spdlog.h>
+
+#include "cli/commands.h"
+#include "cli/progress_bar.h"
+#include "qkd/checkpoint/student_checkpoint.h"
+#include "qkd/common/atomic_file.h"
+#include "qkd/common/error.h"
+#include "qkd/common/system.h"
+#include "qkd/eval/results.h"
+#include "qkd/tokenizer/tokenizer.h"
+
+namespace qkd::cli {
+
+namespace {
+struct EvalOptions {
+  std::string model, student, json_out, device = "cpu", dtype = "float32";
+  std::vector<std::string> ppl, mc;
+  int64_t seq_len = 256, batch_size = 8, max_windows = 0, mc_limit = 0, threads = 0;
+};
+
+void run_eval(const EvalOptions& o) {
+  if (o.ppl.empty() && o.mc.empty()) fail("eval", "nothing to evaluate: give --ppl and/or --mc files");
+  set_cpu_threads(o.threads);
+  const torch::Device device(o.device);
+  const auto dtype = checkpoint::parse_dtype(o.dtype, "--dtype");
+  const auto tokenizer = tokenizer::load_tokenizer_for_checkpoint(o.model);
+  auto loaded = checkpoint::load_model_or_student(o.student.empty() ? o.model : o.student, {dtype, device});
+  auto model = loaded.model;
+  model->eval();
+  spdlog::info("evaluating {}{}", o.student.empty() ? o.model : o.student, loaded.quant ? " (fake-quantized student)" : "");
+  eval::EvalPlan plan;
+  plan.ppl_files = o.ppl;
+  plan.mc_files = o.mc;
+  plan.ppl.seq_len = o.seq_len;
+  plan.ppl.batch_size = o.batch_size;
+  plan.ppl.max_windows = o.max_windows;
+  plan.ppl.device = device;
+  plan.mc.max_len = o.seq_len;
+  plan.mc.batch_size = o.batch_size;
+  plan.mc.max_items = o.mc_limit;
+  plan.mc.device = device;
+  plan.progress = [](const std::string& file, int64_t done, int64_t total) { show_progress(file, done, total); };
+  torch::NoGradGuard no_grad;
+  const auto results = eval::evaluate_all([&](const torch::Tensor& ids) { return model->forward(ids); }, tokenizer, plan);
+  const auto json = eval::results_to_json(results);
+  std::printf("%s\n", json.dump(2).c_str());
+  if (!o.json_out.empty()) write_text_atomically(o.json_out, json.dump(2) + "\n");
+}
+}  // namespace
+
+void add_eval_command(CLI::App& app) {
+  auto o = std::make_shared<EvalOptions>();
+  auto* cmd = app.add_subcommand("eval", "Perplexity and multiple-choice accuracy of a model or student");
+  cmd->add_option("--model", o->model, "Hugging Face checkpoint directory (tokenizer; evaluated unless --student)")->required();
+  cmd->add_option("--student", o->student, "student checkpoint directory (from ptq or train) to evaluate instead");
+  cmd->add_option("--ppl", o->ppl, "token files (.u16/.u32) or JSONL text for perplexity");
+  cmd->add_option("--mc", o->mc, "multiple-choice JSONL (context/choices/label, hellaswag, piqa, arc, winogrande, boolq, openbookqa)");
+  cmd->add_option("--seq-len", o->seq_len, "window length for perplexity and max length for multiple choice")->check(CLI::Range(2, 1 << 20));
+  cmd->add_option("--batch-size", o->batch_size, "sequences per forward pass")->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--max-windows", o->max_windows, "evaluate at most this many perplexity windows (0: all)");
+  cmd->add_option("--mc-limit", o->mc_limit, "score at most this many multiple-choice items (0: all)");
+  cmd->add_option("--device", o->device, "cpu or cuda[:N]");
+  cmd->add_option("--dtype", o->dtype, "compute dtype: float32, bfloat16, float16");
+  cmd->add_option("--threads", o->threads, "CPU threads (0: all cores)");
+  cmd->add_option("--json", o->json_out, "write the results JSON here");
+  cmd->callback([o] { run_eval(*o); });
+}
+
+}  // namespace qkd::cli

@@ -1,0 +1,47 @@
+#include <spdlog/spdlog.h>
+
+#include "cli/commands.h"
+#include "qkd/train/run_config.h"
+#include "qkd/train/trainer.h"
+
+namespace qkd::cli {
+
+namespace {
+struct TrainOptions {
+  std::string config;
+  std::vector<std::string> overrides;
+};
+
+void run(const TrainOptions& opts) {
+  const auto config = train::load_run_config(opts.config, opts.overrides);
+  const auto summary = train::run_training(config);
+  spdlog::info("{} after {} steps in {:.1f} s ({:.0f} tok/s, peak RSS {:.0f} MB)",
+               summary.interrupted ? "stopped" : "finished", summary.steps_completed, summary.wall_seconds,
+               summary.tokens_per_second, summary.peak_rss_mb);
+  if (!summary.final_eval.is_null()) spdlog::info("final eval: {}", summary.final_eval.dump());
+}
+
+void add_train_options(CLI::App& app, TrainOptions& opts, bool required) {
+  auto* config = app.add_option("--config", opts.config, "run config JSON (see configs/)");
+  if (required) config->required();
+  app.add_option("--set", opts.overrides, "override a config value: a.b=value (repeatable)");
+}
+}  // namespace
+
+void add_train_command(CLI::App& app) {
+  // `qkd-train --config FILE` and `qkd-train train --config FILE` are the same job.
+  auto top = std::make_shared<TrainOptions>();
+  add_train_options(app, *top, false);
+  app.callback([top, &app] {
+    if (app.get_subcommands().empty()) {
+      if (top->config.empty()) throw CLI::CallForHelp();
+      run(*top);
+    }
+  });
+  auto opts = std::make_shared<TrainOptions>();
+  auto* cmd = app.add_subcommand("train", "Distill a frozen teacher into a fake-quantized student (KD-QAT)");
+  add_train_options(*cmd, *opts, true);
+  cmd->callback([opts] { run(*opts); });
+}
+
+}  // namespace qkd::cli

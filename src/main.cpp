@@ -1,0 +1,38 @@
+// qkd-train: quantization-aware knowledge distillation for LLaMA-family models.
+// This file only dispatches to sub-commands; each lives in src/cli/<name>_command.cpp.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "qkd/common/error.h"
+
+int main(int argc, char** argv) {
+  spdlog::set_default_logger(spdlog::stderr_color_mt("qkd"));
+  spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
+  CLI::App app{"qkd-train: quantization-aware knowledge distillation of LLaMA-family models"};
+  app.require_subcommand(0, 1);
+  qkd::cli::add_train_command(app);
+  qkd::cli::add_eval_command(app);
+  qkd::cli::add_ptq_command(app);
+  qkd::cli::add_logits_command(app);
+  qkd::cli::add_report_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const qkd::Error& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return 1;
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << e.what_without_backtrace() << std::endl;
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}

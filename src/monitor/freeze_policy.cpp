@@ -1,0 +1,82 @@
+#include "qkd/monitor/freeze_policy.h"
+
+#include <regex>
+
+#include "qkd/common/error.h"
+
+namespace qkd::monitor {
+
+namespace {
+// "layer3.v_proj.grad_sq" -> (3, "v_proj"); (-1, "") for other series.
+std::pair<int64_t, std::string> parse_series(const std::string& series) {
+  static const std::regex pattern("layer(\\d+)\\.([a-z_]+)\\..*");
+  std::smatch m;
+  if (!std::regex_match(series, m, pattern)) return {-1, ""};
+  return {std::stoll(m[1].str()), m[2].str()};
+}
+
+int64_t layer_of(const std::string& module) {
+  static const std::regex pattern("model\\.layers\\.(\\d+)\\..*");
+  std::smatch m;
+  return std::regex_match(module, m, pattern) ? std::stoll(m[1].str()) : -1;
+}
+}  // namespace
+
+FreezePolicy::FreezePolicy(FreezeConfig config, std::vector<std::string> modules)
+    : config_(std::move(config)), modules_(std::move(modules)) {}
+
+std::vector<std::string> FreezePolicy::matching(const std::vector<std::string>& patterns, int64_t layer) const {
+  std::vector<std::string> out;
+  for (const auto& module : modules_) {
+    if (layer >= 0 && layer_of(module) != layer) continue;
+    for (const auto& p : patterns)
+      if (module.find(p) != std::string::npos) {
+        out.push_back(module);
+        break;
+      }
+  }
+  return out;
+}
+
+std::vector<std::string> FreezePolicy::initial() const {
+  if (config_.policy == "ov") return matching({"self_attn.o_proj", "self_attn.v_proj"}, -1);
+  if (config_.policy == "modules") {
+    auto out = matching(config_.modules, -1);
+    if (out.empty()) fail("freeze.modules", "no quantized module matches any pattern");
+    return out;
+  }
+  return {};
+}
+
+std::vector<std::string> FreezePolicy::react(const std::vector<InstabilityEvent>& events,
+                                             const std::set<std::string>& frozen) const {
+  if (config_.policy != "auto") return {};
+  std::set<std::string> chosen;
+  for (const auto& e : events) {
+    if (e.kind != "spike" && e.kind != "nonfinite") continue;
+    const auto [layer, projection] = parse_series(e.series);
+    if (layer < 0) continue;
+    bool watched = false;
+    for (const auto& w : config_.auto_watch) watched |= w == projection;
+    if (!watched) continue;
+    for (const auto& m : matching(config_.auto_watch, config_.scope == "layer" ? layer : -1))
+      if (!frozen.count(m)) chosen.insert(m);
+  }
+  return {chosen.begin(), chosen.end()};
+}
+
+std::vector<std::string> freeze_module(model::LlamaForCausalLMImpl& model, const std::string& module_name) {
+  std::vector<std::string> frozen;
+  const auto prefix = module_name + ".";
+  for (auto& item : model.named_parameters(/*recurse=*/true)) {
+    if (item.key().rfind(prefix, 0) != 0) continue;
+    auto param = item.value();
+    param.requires_grad_(false);
+    param.mutable_grad() = torch::Tensor();
+    frozen.push_back(item.key());
+  }
+  if (frozen.empty()) fail("freeze", "module '" + module_name + "' has no parameters");
+  return frozen;
+}
+
+}  // namespace qkd::monitor

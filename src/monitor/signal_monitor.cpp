@@ -1,0 +1,117 @@
+#include "qkd/monitor/signal_monitor.h"
+
+#include <regex>
+
+namespace qkd::monitor {
+
+namespace {
+struct ProjectionRef {
+  int64_t layer;
+  std::string type;
+  model::Linear linear;
+};
+
+std::vector<ProjectionRef> projections(model::LlamaForCausalLMImpl& model) {
+  static const std::regex pattern("model\\.layers\\.(\\d+)\\.(self_attn|mlp)\\.([a-z_]+)");
+  std::vector<ProjectionRef> out;
+  for (auto& [name, linear] : model.named_linears()) {
+    std::smatch m;
+    if (std::regex_match(name, m, pattern)) out.push_back({std::stoll(m[1].str()), m[3].str(), linear});
+  }
+  return out;
+}
+
+std::string key_of(const ProjectionRef& p) { return std::to_string(p.layer) + "." + p.type; }
+
+nlohmann::json& layer_entry(nlohmann::json& layers, int64_t layer) {
+  while (static_cast<int64_t>(layers.size()) <= layer)
+    layers.push_back({{"layer", static_cast<int64_t>(layers.size())}});
+  return layers[layer];
+}
+
+double relative_quant_error(model::LinearImpl& linear) {
+  if (!linear.weight_quantizer()) return 0.0;
+  const auto w = linear.weight.detach().to(torch::kFloat32);
+  const auto q = linear.weight_quantizer()->fake_quantize(linear.weight.detach()).to(torch::kFloat32);
+  const double norm = w.norm().item<double>();
+  return norm > 0 ? (w - q).norm().item<double>() / norm : 0.0;
+}
+}  // namespace
+
+// Accumulates the RMS of block outputs on measured steps (summed over micro-batches).
+struct SignalMonitor::Observer : model::ActivationObserver {
+  std::map<std::pair<int64_t, std::string>, std::pair<double, int64_t>> sums;
+  void observe(int64_t layer, const char* site, const torch::Tensor& output) override {
+    const double rms = output.detach().to(torch::kFloat32).pow(2).mean().sqrt().item<double>();
+    auto& s = sums[{layer, site}];
+    s.first += rms;
+    s.second += 1;
+  }
+};
+
+SignalMonitor::SignalMonitor(MonitorConfig config, model::LlamaForCausalLM student)
+    : config_(config), student_(student), detector_(config), observer_(std::make_unique<Observer>()) {}
+
+SignalMonitor::~SignalMonitor() { student_->set_activation_observer(nullptr); }
+
+// Steps count from 1, so the first update (the "step-0 gradients" of the literature) is always measured.
+bool SignalMonitor::measures(int64_t step) const { return config_.enabled && (step - 1) % config_.interval == 0; }
+
+void SignalMonitor::begin_step(int64_t step) {
+  measuring_ = measures(step);
+  if (!measuring_) return;
+  observer_->sums.clear();
+  pending_ = nlohmann::json::array();
+  student_->set_activation_observer(observer_.get());
+}
+
+void SignalMonitor::record_gradients() {
+  if (!measuring_) return;
+  student_->set_activation_observer(nullptr);
+  torch::NoGradGuard no_grad;
+  before_.clear();
+  for (auto& p : projections(*student_)) {
+    auto& entry = layer_entry(pending_, p.layer);
+    const auto& grad = p.linear->weight.grad();
+    double grad_sq = grad.defined() ? grad.to(torch::kFloat64).pow(2).sum().item<double>() : 0.0;
+    const auto injected = injected_.find("layer" + key_of(p) + ".grad_sq");
+    if (injected != injected_.end()) {
+      grad_sq *= injected->second;
+      injected_.erase(injected);
+    }
+    entry["grad_sq"][p.type] = grad_sq;
+    entry["weight_norm"][p.type] = p.linear->weight.detach().to(torch::kFloat32).norm().item<double>();
+    if (p.linear->weight.requires_grad()) before_[key_of(p)] = p.linear->weight.detach().clone();
+  }
+  for (const auto& [key, sum] : observer_->sums)
+    layer_entry(pending_, key.first)[key.second == "attn_out" ? "attn_rms" : "mlp_rms"] = sum.first / sum.second;
+}
+
+std::vector<InstabilityEvent> SignalMonitor::end_step(int64_t step, double kd_loss, nlohmann::json* record) {
+  std::vector<InstabilityEvent> events;
+  detector_.observe_loss(step, kd_loss, events);
+  if (record) *record = nullptr;
+  if (!measuring_) return events;
+  measuring_ = false;
+  torch::NoGradGuard no_grad;
+  nlohmann::json totals = nlohmann::json::object();
+  for (auto& p : projections(*student_)) {
+    auto& entry = layer_entry(pending_, p.layer);
+    const auto it = before_.find(key_of(p));
+    double ratio = 0.0;
+    if (it != before_.end()) {
+      const double norm = it->second.to(torch::kFloat32).norm().item<double>();
+      ratio = norm > 0 ? (p.linear->weight.detach() - it->second).to(torch::kFloat32).norm().item<double>() / norm : 0.0;
+    }
+    entry["update_ratio"][p.type] = ratio;
+    entry["quant_error"][p.type] = relative_quant_error(*p.linear);
+    const double grad_sq = entry["grad_sq"][p.type].get<double>();
+    totals[p.type] = totals.value(p.type, 0.0) + grad_sq;
+    if (p.linear->weight.requires_grad()) detector_.observe(step, "layer" + key_of(p) + ".grad_sq", grad_sq, events);
+  }
+  before_.clear();
+  if (record) *record = {{"step", step}, {"layers", pending_}, {"total_grad_sq", totals}};
+  return events;
+}
+
+}  // namespace qkd::monitor

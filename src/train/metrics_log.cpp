@@ -1,0 +1,68 @@
+#include "qkd/train/metrics_log.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+#include <vector>
+
+#include "qkd/common/atomic_file.h"
+#include "qkd/common/error.h"
+#include "qkd/common/system.h"
+
+namespace qkd::train {
+
+namespace {
+// Keeps complete lines with step <= keep_up_to_step (a torn last line is dropped too).
+void truncate_after_step(const std::string& path, int64_t keep_up_to_step) {
+  if (!std::filesystem::exists(path)) return;
+  std::ifstream in(path);
+  std::ostringstream kept;
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object()) continue;
+    if (j.value("step", int64_t{0}) <= keep_up_to_step) kept << line << "\n";
+  }
+  write_text_atomically(path, kept.str());
+}
+}  // namespace
+
+JsonlWriter::JsonlWriter(const std::string& path, int64_t keep_up_to_step) : path_(path) {
+  truncate_after_step(path, keep_up_to_step);
+  out_.open(path, std::ios::app);
+  if (!out_) fail(path, "cannot open for writing");
+}
+
+void JsonlWriter::write(const nlohmann::json& line) {
+  out_ << line.dump() << "\n";
+  out_.flush();
+}
+
+ProgressLine::ProgressLine(int64_t total_steps, int64_t first_step)
+    : total_(total_steps), first_(first_step), tty_(stderr_is_terminal()),
+      start_(std::chrono::steady_clock::now()), last_plain_(start_) {}
+
+void ProgressLine::update(int64_t step, double loss, double tokens_per_s) {
+  const auto now = std::chrono::steady_clock::now();
+  const double elapsed = std::chrono::duration<double>(now - start_).count();
+  const double per_step = elapsed / static_cast<double>(std::max<int64_t>(1, step - first_));
+  const double eta = per_step * static_cast<double>(total_ - step);
+  char text[160];
+  std::snprintf(text, sizeof(text), "step %lld/%lld | loss %.5f | %.0f tok/s | ETA %s", static_cast<long long>(step),
+                static_cast<long long>(total_), loss, tokens_per_s, format_duration(eta).c_str());
+  if (tty_) {
+    std::fprintf(stderr, "\r\033[K%s", text);
+    std::fflush(stderr);
+  } else if (std::chrono::duration<double>(now - last_plain_).count() >= 10.0 || step == total_) {
+    spdlog::info("{}", text);
+    last_plain_ = now;
+  }
+}
+
+void ProgressLine::finish() {
+  if (tty_) std::fprintf(stderr, "\n");
+}
+
+}  // namespace qkd::train

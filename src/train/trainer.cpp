@@ -1,0 +1,168 @@
+// The KD-QAT loop. Each step: teacher forward, student forward, loss, backward (over micro-batches),
+// monitor, clip, optimizer step, freeze policy; then logging, validation and checkpoints.
+#include "qkd/train/trainer.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <cmath>
+#include <filesystem>
+
+#include "qkd/checkpoint/student_checkpoint.h"
+#include "qkd/checkpoint/hf_checkpoint.h"
+#include "qkd/common/atomic_file.h"
+#include "qkd/common/system.h"
+#include "qkd/common/torch_compat.h"
+#include "qkd/train/grad_utils.h"
+#include "qkd/train/stop_signal.h"
+#include "qkd/train/training_session.h"
+
+namespace qkd::train {
+
+namespace {
+
+struct StepLosses {
+  double loss = 0.0, divergence = 0.0, cross_entropy = 0.0;
+  int64_t tokens = 0;
+};
+
+// One micro-batch: the frozen teacher and the fake-quantized student see the same tokens; the loss
+// gradient flows into the student only.
+void distill_micro_batch(TrainingSession& s, StepLosses& totals, double loss_multiplier) {
+  const auto batch = s.data->next_batch(s.config.train.micro_batch).to(s.device);
+  const compat::AutocastScope autocast(s.device, s.config.train.precision);
+  torch::Tensor teacher_logits;
+  {
+    torch::NoGradGuard no_grad;
+    teacher_logits = s.teacher->forward(batch);
+  }
+  const auto student_logits = s.student->forward(batch);
+  const auto result = loss::kd_loss(teacher_logits, student_logits, batch, s.config.kd);
+  (result.loss * loss_multiplier).backward();
+  const double share = 1.0 / static_cast<double>(s.config.train.grad_accum);
+  totals.loss += result.loss.item<double>() * share;
+  totals.divergence += result.divergence * share;
+  totals.cross_entropy += result.cross_entropy * share;
+  totals.tokens += batch.numel();
+}
+
+void log_events(TrainingSession& s, const std::vector<monitor::InstabilityEvent>& events) {
+  for (const auto& e : events) {
+    spdlog::warn("step {}: {} in {} (value {:.4g}, baseline {:.4g})", e.step, e.kind, e.series, e.value, e.baseline);
+    s.events->write(e.to_json());
+  }
+}
+
+void write_eval(TrainingSession& s, TrainSummary& summary) {
+  auto results = evaluate_student(s);
+  if (results.is_null()) return;
+  spdlog::info("step {} eval: {}", s.step, results.dump());
+  results["type"] = "eval";
+  results["step"] = s.step;
+  s.metrics->write(results);
+  summary.final_eval = results;
+}
+
+std::string export_student(TrainingSession& s) {
+  const auto dir = (std::filesystem::path(s.config.run_dir) / "student").string();
+  checkpoint::save_student_checkpoint(*s.student, s.config.quant, dir,
+                                      checkpoint::parse_dtype(s.config.export_.dtype, "export.dtype"),
+                                      s.config.teacher.path);
+  spdlog::info("student exported to {}", dir);
+  return dir;
+}
+
+// QKD_RAISE_SIGTERM_AT_STEP=k sends this process a real SIGTERM after step k, so tests exercise
+// the signal path at an exact step instead of racing a timer.
+void raise_test_signal_if_asked(int64_t step) {
+  static const char* at = std::getenv("QKD_RAISE_SIGTERM_AT_STEP");
+  if (at && std::atoll(at) == step) std::raise(SIGTERM);
+}
+
+}  // namespace
+
+nlohmann::json TrainSummary::to_json() const {
+  return {{"steps_completed", steps_completed}, {"interrupted", interrupted},    {"skipped_steps", skipped_steps},
+          {"wall_seconds", wall_seconds},       {"tokens_per_second", tokens_per_second},
+          {"peak_rss_mb", peak_rss_mb},         {"final_eval", final_eval},
+          {"last_checkpoint", last_checkpoint}, {"export_dir", export_dir}};
+}
+
+TrainSummary run_training(const RunConfig& config, const TrainHooks& hooks) {
+  install_stop_handlers();
+  auto session = open_session(config);
+  TrainingSession& s = *session;
+  const auto& train = config.train;
+  TrainSummary summary;
+  const auto start = std::chrono::steady_clock::now();
+  int64_t tokens_seen = 0;
+  if (s.step == 0 && config.eval.at_start) write_eval(s, summary);
+  ProgressLine progress(train.steps, s.step);
+  while (s.step < train.steps && !stop_requested()) {
+    const int64_t step = s.step + 1;
+    if (hooks.before_step) hooks.before_step(step, *s.monitor);
+    const auto step_start = std::chrono::steady_clock::now();
+    const double lr = learning_rate_at(s.step, train.steps, config.optim.lr, config.optim.warmup_steps,
+                                       config.optim.schedule, config.optim.min_lr_ratio);
+    const bool fp16 = train.precision == "fp16" && s.device.is_cuda();
+    const double multiplier = (fp16 ? s.loss_scale : 1.0) / static_cast<double>(train.grad_accum);
+    StepLosses losses;
+    s.monitor->begin_step(step);
+    for (int64_t micro = 0; micro < train.grad_accum; ++micro) distill_micro_batch(s, losses, multiplier);
+    if (fp16) unscale_gradients(*s.optimizer, *s.student, s.loss_scale);
+    s.monitor->record_gradients();
+    const double grad_norm = global_grad_norm(*s.student);
+    const bool finite = std::isfinite(grad_norm) && std::isfinite(losses.loss);
+    if (finite) {
+      if (config.optim.grad_clip > 0.0) clip_gradients(*s.student, grad_norm, config.optim.grad_clip);
+      s.optimizer->step(lr);
+    } else {
+      ++s.skipped_steps;
+      s.events->write({{"step", step}, {"kind", "skip"}, {"reason", "non-finite loss or gradient"}, {"grad_norm", std::to_string(grad_norm)}});
+    }
+    if (fp16) s.loss_scale = next_loss_scale(s.loss_scale, finite, step);
+    s.optimizer->zero_grad();
+    s.step = step;
+    nlohmann::json signal_record;
+    const auto events = s.monitor->end_step(step, losses.divergence, &signal_record);
+    if (!signal_record.is_null()) s.signal->write(signal_record);
+    raise_test_signal_if_asked(step);
+    log_events(s, events);
+    const auto to_freeze = s.freeze->react(events, s.frozen_modules);
+    if (!to_freeze.empty()) freeze_modules(s, to_freeze, "auto: monitor saw o/v instability at step " + std::to_string(step));
+
+    tokens_seen += losses.tokens;
+    const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+    const double tokens_per_s = static_cast<double>(losses.tokens) / std::max(1e-9, step_seconds);
+    if (step % train.log_interval == 0 || step == 1 || step == train.steps) {
+      s.metrics->write({{"type", "train"}, {"step", step}, {"loss", losses.loss}, {"kd", losses.divergence},
+                        {"ce", losses.cross_entropy}, {"lr", lr}, {"grad_norm", std::isfinite(grad_norm) ? grad_norm : -1.0},
+                        {"tokens_per_s", tokens_per_s}, {"step_seconds", step_seconds}, {"peak_mem_mb", peak_rss_mb()},
+                        {"trainable_params", trainable_parameter_count(*s.student)}, {"skipped_steps", s.skipped_steps}});
+    }
+    progress.update(step, losses.loss, tokens_per_s);
+    if (train.eval_interval > 0 && step % train.eval_interval == 0 && step != train.steps) write_eval(s, summary);
+    if (config.checkpoint.interval > 0 && step % config.checkpoint.interval == 0 && step != train.steps)
+      summary.last_checkpoint = save_checkpoint(s);
+  }
+  progress.finish();
+  summary.interrupted = s.step < train.steps;
+  summary.last_checkpoint = save_checkpoint(s);
+  if (!summary.interrupted) {
+    write_eval(s, summary);
+    if (config.export_.hf) summary.export_dir = export_student(s);
+  } else {
+    spdlog::warn("stopped by signal after step {}; resume with the same command", s.step);
+  }
+  summary.steps_completed = s.step;
+  summary.skipped_steps = s.skipped_steps;
+  summary.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  summary.tokens_per_second = static_cast<double>(tokens_seen) / std::max(1e-9, summary.wall_seconds);
+  summary.peak_rss_mb = peak_rss_mb();
+  write_text_atomically((std::filesystem::path(config.run_dir) / "summary.json").string(), summary.to_json().dump(2) + "\n");
+  return summary;
+}
+
+}  // namespace qkd::train

@@ -1,0 +1,232 @@
+#include "qkd/train/training_session.h"
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+
+#include "qkd/checkpoint/hf_checkpoint.h"
+#include "qkd/checkpoint/student_checkpoint.h"
+#include "qkd/common/atomic_file.h"
+#include "qkd/common/error.h"
+#include "qkd/common/system.h"
+#include "qkd/quant/student.h"
+#include "qkd/train/rng_state.h"
+
+namespace qkd::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+torch::Device parse_device(const std::string& name) {
+  if (name != "cpu" && !torch::cuda::is_available()) fail("train.device", "\"" + name + "\" requested but CUDA is not available");
+  return torch::Device(name);
+}
+
+// CPU kernels for fp16 matmul are missing or slow; a CPU teacher runs in fp32 (or bf16 if asked).
+torch::Dtype teacher_dtype(const RunConfig& config, const torch::Device& device) {
+  auto dtype = checkpoint::parse_dtype(config.teacher.dtype, "teacher.dtype");
+  if (device.is_cpu() && dtype == torch::kFloat16) dtype = torch::kFloat32;
+  return dtype;
+}
+
+model::LlamaForCausalLM load_teacher(const RunConfig& config, const torch::Device& device) {
+  const auto dtype = teacher_dtype(config, device);
+  auto teacher = checkpoint::load_llama(config.teacher.path, {dtype, device});
+  teacher->eval();
+  for (auto& p : teacher->parameters()) p.requires_grad_(false);
+  spdlog::info("teacher {} computed in {} on {}", config.teacher.path, checkpoint::dtype_to_string(dtype), device.str());
+  return teacher;
+}
+
+model::LlamaForCausalLM build_student(const RunConfig& config, const torch::Device& device,
+                                      std::vector<std::string>& quantized) {
+  const auto dtype = checkpoint::parse_dtype(config.student.dtype, "student.dtype");
+  model::LlamaForCausalLM student{nullptr};
+  if (config.student.path == "teacher") {
+    student = checkpoint::load_llama(config.teacher.path, {dtype, torch::kCPU});
+    quantized = quant::attach_quantizers(*student, config.quant);
+  } else {
+    auto loaded = checkpoint::load_model_or_student(config.student.path, {dtype, torch::kCPU});
+    student = loaded.model;
+    if (!loaded.quant) quantized = quant::attach_quantizers(*student, config.quant);
+    else if (*loaded.quant != config.quant) fail("student.init", config.student.path + " was quantized with a different quant section");
+    else quantized = quant::quantized_modules(*student);
+  }
+  student->to(device);
+  student->train();
+  return student;
+}
+
+bool exempt_from_decay(const std::string& name) {
+  return name.find("norm") != std::string::npos || name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0 ||
+         name.find("_quantizer.") != std::string::npos;
+}
+
+bool is_projection_parameter(const std::string& name) {
+  return name.find(".self_attn.") != std::string::npos || name.find(".mlp.") != std::string::npos;
+}
+
+std::unique_ptr<AdamW> build_optimizer(const RunConfig& config, model::LlamaForCausalLMImpl& student) {
+  auto optimizer = std::make_unique<AdamW>(
+      AdamWOptions{config.optim.beta1, config.optim.beta2, config.optim.eps, config.optim.weight_decay});
+  for (auto& item : student.named_parameters(/*recurse=*/true)) {
+    auto param = item.value();
+    if (!config.optim.train_embeddings && !is_projection_parameter(item.key())) param.requires_grad_(false);
+    if (!param.requires_grad()) continue;
+    optimizer->add_parameter(item.key(), param, config.optim.decay_norms_and_biases || !exempt_from_decay(item.key()));
+  }
+  return optimizer;
+}
+
+// Refuses a checkpoint whose teacher/student/quant sections differ from the config, showing how.
+void check_identity(const nlohmann::json& saved, const nlohmann::json& current, const std::string& dir) {
+  if (saved == current) return;
+  std::string diff;
+  for (const auto& op : nlohmann::json::diff(saved, current)) {
+    diff += (diff.empty() ? "" : "; ") + op.value("path", std::string()) + ": checkpoint " +
+            (saved.contains(nlohmann::json::json_pointer(op.value("path", std::string("/"))))
+                 ? saved.at(nlohmann::json::json_pointer(op.value("path", std::string("/")))).dump()
+                 : std::string("(absent)")) +
+            ", config " + op.value("value", nlohmann::json()).dump();
+  }
+  fail(dir, "checkpoint was made with a different model or quantizer config (" + diff + ")");
+}
+
+std::optional<std::string> checkpoint_to_resume(const RunConfig& config, const CheckpointStore& store) {
+  const auto& resume = config.checkpoint.resume;
+  if (resume == "never") {
+    if (store.newest()) fail("checkpoint.resume", "\"never\" but " + config.run_dir + " already has checkpoints; use auto or another run_dir");
+    return std::nullopt;
+  }
+  if (resume == "auto") return store.newest();
+  if (!fs::is_directory(resume)) fail("checkpoint.resume", "expected auto, never or a checkpoint directory, got \"" + resume + "\"");
+  return resume;
+}
+
+void restore(TrainingSession& s, const std::string& dir) {
+  auto data = CheckpointStore::load(dir);
+  check_identity(data.state.at("identity"), model_identity(s.config), dir);
+  for (const auto& module : data.state.at("frozen").get<std::vector<std::string>>()) {
+    for (const auto& name : monitor::freeze_module(*s.student, module)) s.optimizer->remove_parameter(name);
+    s.frozen_modules.insert(module);
+  }
+  checkpoint::copy_weights_into(*s.student, data.student, dir + "/student.safetensors");
+  checkpoint::load_quantizer_state_from(*s.student, data.student, dir + "/student.safetensors");
+  s.optimizer->load_state(data.optimizer, dir + "/optimizer.safetensors");
+  s.data->restore(data.state.at("data_cursor"));
+  s.monitor->load_state(data.state.at("monitor"));
+  restore_rng_state(data.state.at("rng"));
+  s.step = data.step;
+  s.skipped_steps = data.state.value("skipped_steps", int64_t{0});
+  s.loss_scale = data.state.value("loss_scale", 65536.0);
+  spdlog::info("resumed from {} at step {}", dir, s.step);
+}
+
+// Input ranges from the first act_calib_batches batches of a fresh copy of the training stream (the
+// run's own stream is left untouched, so calibration does not shift the data order).
+void calibrate_activations(TrainingSession& s) {
+  data::DataStream calibration(s.config.data, s.tokenizer.get());
+  quant::begin_activation_calibration(*s.student);
+  torch::NoGradGuard no_grad;
+  for (int64_t i = 0; i < s.config.quant.act_calib_batches; ++i)
+    s.student->forward(calibration.next_batch(s.config.train.micro_batch).to(s.device));
+  quant::end_activation_calibration(*s.student);
+  spdlog::info("calibrated {}-bit input ranges on {} batches", s.config.quant.act_bits, s.config.quant.act_calib_batches);
+}
+
+}  // namespace
+
+int64_t trainable_parameter_count(model::LlamaForCausalLMImpl& model) {
+  int64_t n = 0;
+  for (const auto& p : model.parameters()) n += p.requires_grad() ? p.numel() : 0;
+  return n;
+}
+
+std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
+  auto s = std::make_unique<TrainingSession>();
+  s->config = config;
+  set_cpu_threads(config.train.threads);
+  torch::manual_seed(config.train.seed);
+  s->device = parse_device(config.train.device);
+  s->tokenizer = std::make_unique<tokenizer::Tokenizer>(tokenizer::load_tokenizer_for_checkpoint(config.teacher.path));
+  s->data = std::make_unique<data::DataStream>(config.data, s->tokenizer.get());
+  s->teacher = load_teacher(config, s->device);
+  s->student = build_student(config, s->device, s->quantized_modules);
+  s->optimizer = build_optimizer(config, *s->student);
+  s->monitor = std::make_unique<monitor::SignalMonitor>(config.monitor, s->student);
+  s->freeze = std::make_unique<monitor::FreezePolicy>(config.freeze, s->quantized_modules);
+  s->checkpoints = std::make_unique<CheckpointStore>(config.run_dir);
+  const auto resume_from = checkpoint_to_resume(config, *s->checkpoints);
+  // Everything is validated: only now does the run directory appear.
+  fs::create_directories(config.run_dir);
+  write_text_atomically((fs::path(config.run_dir) / "config.json").string(), config.resolved.dump(2) + "\n");
+  if (resume_from) {
+    restore(*s, *resume_from);
+  } else {
+    if (config.quant.act_bits > 0) calibrate_activations(*s);
+    freeze_modules(*s, s->freeze->initial(), "freeze.policy " + config.freeze.policy);
+  }
+  s->metrics = std::make_unique<JsonlWriter>((fs::path(config.run_dir) / "metrics.jsonl").string(), s->step);
+  s->signal = std::make_unique<JsonlWriter>((fs::path(config.run_dir) / "signal.jsonl").string(), s->step);
+  s->events = std::make_unique<JsonlWriter>((fs::path(config.run_dir) / "events.jsonl").string(), s->step);
+  spdlog::info("student: {} quantized projections ({} bits), {} trainable parameters", s->quantized_modules.size(),
+               config.quant.bits, trainable_parameter_count(*s->student));
+  return s;
+}
+
+void freeze_modules(TrainingSession& s, const std::vector<std::string>& modules, const std::string& reason) {
+  if (modules.empty()) return;
+  const int64_t before = trainable_parameter_count(*s.student);
+  for (const auto& module : modules) {
+    for (const auto& name : monitor::freeze_module(*s.student, module)) s.optimizer->remove_parameter(name);
+    s.frozen_modules.insert(module);
+  }
+  const int64_t after = trainable_parameter_count(*s.student);
+  spdlog::info("froze {} modules ({}): trainable parameters {} -> {}", modules.size(), reason, before, after);
+  if (s.events)
+    s.events->write({{"step", s.step}, {"kind", "freeze"}, {"modules", modules}, {"reason", reason},
+                     {"trainable_before", before}, {"trainable_after", after}});
+}
+
+std::string save_checkpoint(TrainingSession& s) {
+  CheckpointData data;
+  data.step = s.step;
+  data.student = checkpoint::model_weights(*s.student, s.student->parameters().front().scalar_type());
+  for (auto& item : quant::quantizer_state(*s.student)) data.student.push_back(std::move(item));
+  data.optimizer = s.optimizer->state();
+  data.state = {{"identity", model_identity(s.config)},
+                {"data_cursor", s.data->cursor()},
+                {"frozen", std::vector<std::string>(s.frozen_modules.begin(), s.frozen_modules.end())},
+                {"monitor", s.monitor->state()},
+                {"rng", capture_rng_state()},
+                {"skipped_steps", s.skipped_steps},
+                {"loss_scale", s.loss_scale}};
+  const auto dir = s.checkpoints->save(data, s.config.checkpoint.keep_last);
+  spdlog::info("checkpoint {}", dir);
+  return dir;
+}
+
+nlohmann::json evaluate_student(TrainingSession& s) {
+  const auto& e = s.config.eval;
+  if (e.ppl.empty() && e.mc.empty()) return nullptr;
+  eval::EvalPlan plan;
+  plan.ppl_files = e.ppl;
+  plan.mc_files = e.mc;
+  plan.ppl.seq_len = e.seq_len;
+  plan.ppl.batch_size = e.batch_size;
+  plan.ppl.max_windows = e.max_windows;
+  plan.ppl.device = s.device;
+  plan.mc.max_len = e.seq_len;
+  plan.mc.batch_size = e.batch_size;
+  plan.mc.max_items = e.mc_limit;
+  plan.mc.device = s.device;
+  s.student->eval();
+  torch::NoGradGuard no_grad;
+  auto student = s.student;
+  const auto results = eval::evaluate_all([&](const torch::Tensor& ids) { return student->forward(ids); }, *s.tokenizer, plan);
+  s.student->train();
+  return eval::results_to_json(results);
+}
+
+}  // namespace qkd::train

@@ -1,0 +1,157 @@
+// The main job through the real binary: a short KD-QAT run, SIGTERM + resume equal to an
+// uninterrupted run, and bad input failing fast without leaving a run directory behind.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "qkd/io/safetensors.h"
+#include "test_support.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using qkd::test::repo_path;
+using qkd::test::run_cli;
+using qkd::test::scratch_dir;
+
+// Small enough for CI: 6 steps of 2x2x32 tokens on the shipped teacher, one thread so that two runs
+// are bitwise comparable.
+json small_run(const std::string& run_dir) {
+  return {{"run_dir", run_dir},
+          {"teacher", {{"path", repo_path("assets/models/kjv-teacher-7m")}}},
+          {"quant", {{"bits", 4}}},
+          {"data", {{"sources", {{{"path", repo_path("assets/data/kjv/kjv-train.u16")}}}}, {"seq_len", 32}, {"seed", 3}}},
+          {"kd", {{"ce_weight", 0.5}}},
+          {"optim", {{"lr", 1e-3}, {"warmup_steps", 2}, {"grad_clip", 1.0}}},
+          {"train", {{"steps", 6}, {"micro_batch", 2}, {"grad_accum", 2}, {"log_interval", 1}, {"threads", 1}}},
+          {"eval", {{"ppl", {repo_path("assets/data/kjv/kjv-val.u16")}}, {"seq_len", 32}, {"max_windows", 8}, {"at_start", false}}},
+          {"monitor", {{"interval", 2}}},
+          {"freeze", {{"policy", "auto"}, {"scope", "layer"}}},
+          {"checkpoint", {{"interval", 2}, {"keep_last", 2}}},
+          {"export", {{"hf", true}, {"dtype", "float32"}}}};
+}
+
+std::string write_config(const json& config, const std::string& path) {
+  std::ofstream(path) << config.dump(2);
+  return path;
+}
+
+std::vector<json> jsonl(const std::string& path, bool drop_timing) {
+  std::vector<json> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = json::parse(line);
+    if (drop_timing)
+      for (auto key : {"tokens_per_s", "step_seconds", "peak_mem_mb"}) j.erase(key);
+    out.push_back(j);
+  }
+  return out;
+}
+
+TEST(TrainCli, ResumeAfterSigtermMatchesUninterruptedRunBitwise) {
+  const auto dir = scratch_dir("resume");
+  const auto straight = write_config(small_run(dir + "/straight"), dir + "/straight.json");
+  const auto resumed = write_config(small_run(dir + "/resumed"), dir + "/resumed.json");
+  const auto full = run_cli("--config " + straight);
+  ASSERT_EQ(full.exit_code, 0) << full.output;
+
+  const auto stopped = run_cli("train --config " + resumed, "QKD_RAISE_SIGTERM_AT_STEP=3");
+  ASSERT_EQ(stopped.exit_code, 0) << stopped.output;
+  EXPECT_NE(stopped.output.find("stopped by signal after step 3"), std::string::npos) << stopped.output;
+  EXPECT_TRUE(fs::exists(dir + "/resumed/checkpoints/step-00000003/state.json"));
+  EXPECT_FALSE(fs::exists(dir + "/resumed/student"));  // no export from an interrupted run
+  const auto second = run_cli("train --config " + resumed);
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("resumed from"), std::string::npos) << second.output;
+
+  const auto a = qkd::io::read_safetensors(dir + "/straight/student/model.safetensors");
+  const auto b = qkd::io::read_safetensors(dir + "/resumed/student/model.safetensors");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
+  EXPECT_EQ(jsonl(dir + "/straight/metrics.jsonl", true), jsonl(dir + "/resumed/metrics.jsonl", true));
+  EXPECT_EQ(jsonl(dir + "/straight/signal.jsonl", false), jsonl(dir + "/resumed/signal.jsonl", false));
+  // keep_last 2: the end checkpoint and one before it.
+  EXPECT_TRUE(fs::exists(dir + "/straight/checkpoints/step-00000006"));
+  EXPECT_TRUE(fs::exists(dir + "/straight/checkpoints/step-00000004"));
+  EXPECT_FALSE(fs::exists(dir + "/straight/checkpoints/step-00000002"));
+}
+
+TEST(TrainCli, ExportedStudentEvaluatesAndLoadsForLogits) {
+  const auto dir = scratch_dir("export");
+  auto config = small_run(dir + "/run");
+  config["train"]["steps"] = 2;
+  const auto result = run_cli("--config " + write_config(config, dir + "/c.json"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_TRUE(fs::exists(dir + "/run/student/quantization.json"));
+  const auto eval = run_cli("eval --model " + repo_path("assets/models/kjv-teacher-7m") + " --student " + dir +
+                            "/run/student --ppl " + repo_path("assets/data/kjv/kjv-val.u16") +
+                            " --seq-len 32 --max-windows 8 --json " + dir + "/eval.json");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  json summary, evaluated;
+  std::ifstream(dir + "/run/summary.json") >> summary;
+  std::ifstream(dir + "/eval.json") >> evaluated;
+  // The trainer's final validation and a separate eval of the exported student agree.
+  EXPECT_NEAR(summary.at("final_eval").at("ppl").at("kjv-val.u16").get<double>(),
+              evaluated.at("ppl").at("kjv-val.u16").get<double>(), 1e-3);
+}
+
+struct BadInput {
+  std::string name;
+  std::function<void(json&, const std::string& dir)> edit;
+  std::string expected;
+};
+
+class TrainBadInput : public ::testing::TestWithParam<BadInput> {};
+
+TEST_P(TrainBadInput, FailsFastWithActionableMessageAndNoRunDir) {
+  const auto dir = scratch_dir("bad");
+  auto config = small_run(dir + "/run");
+  GetParam().edit(config, dir);
+  const auto path = dir + "/config.json";
+  if (GetParam().name == "malformed_json") std::ofstream(path) << "{\"run_dir\": ";
+  else write_config(config, path);
+  const auto result = run_cli("--config " + path);
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find(GetParam().expected), std::string::npos) << result.output;
+  EXPECT_FALSE(fs::exists(dir + "/run")) << "a failed start must not leave a run directory";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, TrainBadInput,
+    ::testing::Values(
+        BadInput{"malformed_json", [](json&, const std::string&) {}, "not valid JSON"},
+        BadInput{"unknown_key", [](json& c, const std::string&) { c["optim"]["lr_max"] = 1; }, "optim.lr_max: unknown key"},
+        BadInput{"missing_teacher", [](json& c, const std::string&) { c["teacher"]["path"] = "/no/such/teacher"; },
+                 "teacher.path: checkpoint directory not found"},
+        BadInput{"empty_dataset",
+                 [](json& c, const std::string& dir) {
+                   std::ofstream(dir + "/empty.jsonl").close();
+                   c["data"]["sources"][0]["path"] = dir + "/empty.jsonl";
+                 },
+                 "empty.jsonl"},
+        BadInput{"malformed_jsonl_strict",
+                 [](json& c, const std::string& dir) {
+                   std::ofstream(dir + "/bad.jsonl") << "{\"text\": \"In the beginning\"}\n{\"text\": \n";
+                   c["data"]["sources"][0]["path"] = dir + "/bad.jsonl";
+                   c["data"]["strict"] = true;
+                 },
+                 "bad.jsonl:2"}),
+    [](const auto& info) { return info.param.name; });
+
+TEST(TrainCli, CheckpointFromAnotherModelIsRefusedWithTheDifference) {
+  const auto dir = scratch_dir("othermodel");
+  auto config = small_run(dir + "/run");
+  config["train"]["steps"] = 2;
+  config["export"]["hf"] = false;
+  ASSERT_EQ(run_cli("--config " + write_config(config, dir + "/a.json")).exit_code, 0);
+  config["quant"]["bits"] = 3;
+  const auto result = run_cli("--config " + write_config(config, dir + "/b.json"));
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find("different model or quantizer config"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("/quant/bits: checkpoint 4, config 3"), std::string::npos) << result.output;
+}
+
+}  // namespace
