@@ -8,9 +8,11 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "qkd/common/blas_kernels.h"
 #include "qkd/common/error.h"
 
 int main(int argc, char** argv) {
+  qkd::ensure_fast_blas_kernels(argv);
   spdlog::set_default_logger(spdlog::stderr_color_mt("qkd"));
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
   CLI::App app{"qkd-train: quantization-aware knowledge distillation of LLaMA-family models"};
