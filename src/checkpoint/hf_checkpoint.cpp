@@ -98,6 +98,7 @@ void copy_weights_into(model::LlamaForCausalLMImpl& model, const io::NamedTensor
     }
     if (it->second.sizes() != tensor.sizes()) {
       misshaped.push_back(name + " " + shape_string(tensor.sizes()) + " (expected " + shape_string(it->second.sizes()) + ")");
+      loaded.insert(name);  // present, reported as misshaped rather than missing
       continue;
     }
     it->second.copy_(tensor.to(it->second.scalar_type()));

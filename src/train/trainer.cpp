@@ -83,6 +83,8 @@ void raise_test_signal_if_asked(int64_t step) {
 
 }  // namespace
 
+TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks);
+
 nlohmann::json TrainSummary::to_json() const {
   return {{"steps_completed", steps_completed}, {"interrupted", interrupted},    {"skipped_steps", skipped_steps},
           {"wall_seconds", wall_seconds},       {"tokens_per_second", tokens_per_second},
@@ -93,7 +95,18 @@ nlohmann::json TrainSummary::to_json() const {
 TrainSummary run_training(const RunConfig& config, const TrainHooks& hooks) {
   install_stop_handlers();
   auto session = open_session(config);
-  TrainingSession& s = *session;
+  try {
+    return train_session(*session, hooks);
+  } catch (...) {
+    // A fresh run that fails before its first checkpoint (a malformed record under data.strict, say)
+    // leaves nothing behind: its directory would hold only a config and partial logs.
+    if (session->created_run_dir && session->checkpoints->list().empty()) std::filesystem::remove_all(config.run_dir);
+    throw;
+  }
+}
+
+TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
+  const auto& config = s.config;
   const auto& train = config.train;
   TrainSummary summary;
   const auto start = std::chrono::steady_clock::now();

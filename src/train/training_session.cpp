@@ -159,6 +159,7 @@ std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
   s->checkpoints = std::make_unique<CheckpointStore>(config.run_dir);
   const auto resume_from = checkpoint_to_resume(config, *s->checkpoints);
   // Everything is validated: only now does the run directory appear.
+  s->created_run_dir = !fs::exists(config.run_dir);
   fs::create_directories(config.run_dir);
   write_text_atomically((fs::path(config.run_dir) / "config.json").string(), config.resolved.dump(2) + "\n");
   if (resume_from) {

@@ -88,7 +88,7 @@ TEST(TrainCli, ExportedStudentEvaluatesAndLoadsForLogits) {
   EXPECT_TRUE(fs::exists(dir + "/run/student/quantization.json"));
   const auto eval = run_cli("eval --model " + repo_path("assets/models/kjv-teacher-7m") + " --student " + dir +
                             "/run/student --ppl " + repo_path("assets/data/kjv/kjv-val.u16") +
-                            " --seq-len 32 --max-windows 8 --json " + dir + "/eval.json");
+                            " --seq-len 32 --max-windows 8 --threads 1 --json " + dir + "/eval.json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   json summary, evaluated;
   std::ifstream(dir + "/run/summary.json") >> summary;
@@ -102,6 +102,7 @@ struct BadInput {
   std::string name;
   std::function<void(json&, const std::string& dir)> edit;
   std::string expected;
+  friend void PrintTo(const BadInput& input, std::ostream* os) { *os << input.name; }
 };
 
 class TrainBadInput : public ::testing::TestWithParam<BadInput> {};

@@ -138,7 +138,7 @@ TEST_P(AutoFreeze, InjectedVProjSpikeFreezesExactlyTheScope) {
       {"teacher", {{"path", repo_path("assets/models/kjv-teacher-7m")}}},
       {"data", {{"sources", {{{"path", repo_path("assets/data/kjv/kjv-val.u16")}}}}, {"seq_len", 16}}},
       {"optim", {{"lr", 1e-4}, {"schedule", "constant"}}},
-      {"train", {{"steps", 8}, {"micro_batch", 2}, {"threads", 2}}},
+      {"train", {{"steps", 8}, {"micro_batch", 2}, {"threads", 1}}},
       {"freeze", {{"policy", "auto"}, {"scope", scope}}},
       {"monitor", {{"interval", 1}, {"spike_factor", 1000.0}, {"window", 4}, {"min_history", 2}}},
       {"checkpoint", {{"interval", 1}, {"keep_last", 20}, {"resume", "never"}}},

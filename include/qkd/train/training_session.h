@@ -33,6 +33,7 @@ struct TrainingSession {
   std::set<std::string> frozen_modules;
   std::unique_ptr<CheckpointStore> checkpoints;
   std::unique_ptr<JsonlWriter> metrics, signal, events;
+  bool created_run_dir = false;  // this invocation made run_dir (a failed fresh start removes it again)
   int64_t step = 0;  // completed optimizer steps
   int64_t skipped_steps = 0;
   double loss_scale = 65536.0;  // fp16 dynamic loss scaling only
