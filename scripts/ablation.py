@@ -39,7 +39,7 @@ def run(args, policy, lr):
         "train": {"steps": args.steps, "micro_batch": args.micro_batch, "log_interval": 1, "device": args.device,
                   "threads": args.threads},
         "eval": {"ppl": ["assets/data/kjv/kjv-val.u16"], "mc": ["assets/data/kjv/kjv-cloze-val.jsonl"],
-                 "seq_len": 256, "batch_size": 16, "at_start": False},
+                 "seq_len": 256, "batch_size": 16, "at_start": False, "mc_limit": args.mc_limit},
         "freeze": POLICIES[policy],
         "monitor": {"interval": args.monitor_interval, "spike_factor": args.spike_factor, "window": 8, "min_history": 2},
         "checkpoint": {"resume": "never"},
@@ -82,6 +82,7 @@ def main():
     ap.add_argument("--monitor-interval", type=int, default=1)
     ap.add_argument("--spike-factor", type=float, default=3.0)
     ap.add_argument("--kl-every", type=int, default=10)
+    ap.add_argument("--mc-limit", type=int, default=0, help="cloze items scored per run (0: all 1,000)")
     ap.add_argument("--runs-dir", default="runs/ablation")
     ap.add_argument("--out", default="docs/ablation.md")
     args = ap.parse_args()
@@ -100,7 +101,7 @@ def main():
         "# Freeze ablation on kjv-teacher-7m",
         "",
         f"Measured by `python3 scripts/ablation.py --steps {args.steps} --micro-batch {args.micro_batch} "
-        f"--seq-len {args.seq_len} --bits {args.bits}` on {args.device} ({os.cpu_count()} cores): "
+        f"--seq-len {args.seq_len} --bits {args.bits} --mc-limit {args.mc_limit}` on {args.device} ({os.cpu_count()} cores): "
         f"{args.steps} steps of {args.micro_batch}x{args.seq_len} = {tokens} tokens per step"
         + ("" if tokens == 32 * 256 and args.steps == 300 else
            f" (the reference recipe uses 300 steps of 32x256 = 8192 tokens; this run has {tokens / 8192:.3g}x the tokens per step)")
