@@ -96,6 +96,14 @@ def main():
     report = os.path.splitext(args.out)[0] + "-report.html"
     subprocess.run([args.binary, "report", "--title", "qkd-train freeze ablation", "--out", report] +
                    sum((["--run", r["run_dir"]] for r in results), []), check=True)
+    screenshot = os.path.splitext(args.out)[0] + "-report.png"
+    if shutil.which("chromium"):  # proof that the report renders in a headless browser
+        import tempfile
+        with tempfile.TemporaryDirectory() as profile:
+            subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+                            f"--screenshot={os.path.abspath(screenshot)}", "--window-size=1400,4000",
+                            "file://" + os.path.abspath(report)], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tokens = args.micro_batch * args.seq_len
     lines = [
         "# Freeze ablation on kjv-teacher-7m",
@@ -117,7 +125,8 @@ def main():
         lines.append(f"| {r['policy']} | {r['lr']:g} | {r['ppl']:.3f} | {hf_cols[0]} | {r['acc']:.3f} / {r['acc_norm']:.3f} | "
                      f"{r['kl_peak']:.4f} | {hf_cols[1]} | {r['kl_final']:.4f} | {hf_cols[2]} | {r['spikes']} | "
                      f"{','.join(map(str, r['freezes'])) or '-'} | {r['step_s']:.3f} |")
-    lines += ["", f"Report: `{os.path.basename(report)}` (screenshot `ablation-report.png`).", ""]
+    lines += ["", f"Report: `{os.path.basename(report)}`" +
+              (f" (headless Chromium screenshot: `{os.path.basename(screenshot)}`)." if os.path.exists(screenshot) else "."), ""]
     open(args.out, "w").write("\n".join(lines))
     json.dump(results, open(os.path.splitext(args.out)[0] + ".json", "w"), indent=1)
     print("\n".join(lines))

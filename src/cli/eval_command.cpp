@@ -28,17 +28,7 @@ void run_eval(const EvalOptions& o) {
   auto model = loaded.model;
   model->eval();
   spdlog::info("evaluating {}{}", o.student.empty() ? o.model : o.student, loaded.quant ? " (fake-quantized student)" : "");
-  eval::EvalPlan plan;
-  plan.ppl_files = o.ppl;
-  plan.mc_files = o.mc;
-  plan.ppl.seq_len = o.seq_len;
-  plan.ppl.batch_size = o.batch_size;
-  plan.ppl.max_windows = o.max_windows;
-  plan.ppl.device = device;
-  plan.mc.max_len = o.seq_len;
-  plan.mc.batch_size = o.batch_size;
-  plan.mc.max_items = o.mc_limit;
-  plan.mc.device = device;
+  auto plan = eval::make_eval_plan(o.ppl, o.mc, o.seq_len, o.batch_size, o.max_windows, o.mc_limit, device);
   plan.progress = [](const std::string& file, int64_t done, int64_t total) { show_progress(file, done, total); };
   torch::NoGradGuard no_grad;
   const auto results = eval::evaluate_all([&](const torch::Tensor& ids) { return model->forward(ids); }, tokenizer, plan);

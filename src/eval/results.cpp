@@ -48,4 +48,21 @@ EvalResults evaluate_all(const LogitsFn& logits_fn, const tokenizer::Tokenizer& 
   return results;
 }
 
+EvalPlan make_eval_plan(const std::vector<std::string>& ppl_files, const std::vector<std::string>& mc_files,
+                        int64_t seq_len, int64_t batch_size, int64_t max_windows, int64_t mc_limit,
+                        torch::Device device) {
+  EvalPlan plan;
+  plan.ppl_files = ppl_files;
+  plan.mc_files = mc_files;
+  plan.ppl.seq_len = seq_len;
+  plan.ppl.batch_size = batch_size;
+  plan.ppl.max_windows = max_windows;
+  plan.ppl.device = device;
+  plan.mc.max_len = seq_len;
+  plan.mc.batch_size = batch_size;
+  plan.mc.max_items = mc_limit;
+  plan.mc.device = device;
+  return plan;
+}
+
 }  // namespace qkd::eval

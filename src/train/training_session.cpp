@@ -211,17 +211,7 @@ std::string save_checkpoint(TrainingSession& s) {
 nlohmann::json evaluate_student(TrainingSession& s) {
   const auto& e = s.config.eval;
   if (e.ppl.empty() && e.mc.empty()) return nullptr;
-  eval::EvalPlan plan;
-  plan.ppl_files = e.ppl;
-  plan.mc_files = e.mc;
-  plan.ppl.seq_len = e.seq_len;
-  plan.ppl.batch_size = e.batch_size;
-  plan.ppl.max_windows = e.max_windows;
-  plan.ppl.device = s.device;
-  plan.mc.max_len = e.seq_len;
-  plan.mc.batch_size = e.batch_size;
-  plan.mc.max_items = e.mc_limit;
-  plan.mc.device = s.device;
+  const auto plan = eval::make_eval_plan(e.ppl, e.mc, e.seq_len, e.batch_size, e.max_windows, e.mc_limit, s.device);
   s.student->eval();
   torch::NoGradGuard no_grad;
   auto student = s.student;

@@ -31,6 +31,12 @@ struct EvalPlan {
   FileProgressFn progress;             // optional
 };
 
+// The plan the CLI and the trainer's validation both use: windows of seq_len for perplexity, the same
+// length as the multiple-choice limit, one batch size.
+EvalPlan make_eval_plan(const std::vector<std::string>& ppl_files, const std::vector<std::string>& mc_files,
+                        int64_t seq_len, int64_t batch_size, int64_t max_windows, int64_t mc_limit,
+                        torch::Device device);
+
 // Scores every file in order. Keys are file names ("kjv-val.u16"), or the path as given when two
 // files share a name.
 EvalResults evaluate_all(const LogitsFn& logits_fn, const tokenizer::Tokenizer& tokenizer, const EvalPlan& plan);
