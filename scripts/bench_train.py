@@ -25,7 +25,8 @@ def main():
         label, overrides = RUNS[key]
         run_dir = f"runs/bench-{key}"
         summary_path = os.path.join(run_dir, "summary.json")
-        if not (args.reuse and os.path.exists(summary_path)):
+        finished = os.path.exists(summary_path) and not json.load(open(summary_path))["interrupted"]
+        if not (args.reuse and finished):
             shutil.rmtree(run_dir, ignore_errors=True)
             cmd = [args.binary, "--config", "configs/tiny-kjv.json", "--set", f"run_dir={run_dir}"] + overrides
             subprocess.run(cmd, check=True)

@@ -32,7 +32,7 @@ def main():
                 error = float(re.search(r"mean relative weight error ([0-9.]+)", log).group(1))
                 result = os.path.join(tmp, "eval.json")
                 subprocess.run([args.binary, "eval", "--model", args.model, "--student", out, "--ppl",
-                                "assets/data/kjv/kjv-val.u16", "--seq-len", "256", "--batch-size", "16", "--json", result],
+                                "assets/data/kjv/kjv-val.u16", "--seq-len", "256", "--batch-size", "16", "--threads", "1", "--json", result],
                                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 cells.append((error, json.load(open(result))["ppl"]["kjv-val.u16"]))
             (e_mm, p_mm), (e_s, p_s) = cells
