@@ -10,7 +10,7 @@ docs/ablation-report.html (qkd-train report over all runs).
   python3 scripts/ablation.py [--steps 300 --micro-batch 32 --seq-len 256]   # the reference recipe (GPU)
   python3 scripts/ablation.py --steps 120 --micro-batch 4 --seq-len 256      # a CPU budget
 """
-import argparse, json, os, shutil, subprocess, statistics, time
+import argparse, json, os, shutil, subprocess, statistics
 
 POLICIES = {
     "none": {"policy": "none"},
@@ -28,7 +28,10 @@ HF = {  # ../shared/reference/hf-ablation.json (policy, lr) -> (peak KL, final K
 
 def run(args, policy, lr):
     run_dir = os.path.join(args.runs_dir, f"{policy}-lr{lr:g}")
-    shutil.rmtree(run_dir, ignore_errors=True)
+    summary_path = os.path.join(run_dir, "summary.json")
+    reuse = args.reuse and os.path.exists(summary_path) and not json.load(open(summary_path))["interrupted"]
+    if not reuse:
+        shutil.rmtree(run_dir, ignore_errors=True)
     config = {
         "run_dir": run_dir, "label": f"{policy} lr {lr:g}",
         "teacher": {"path": "assets/models/kjv-teacher-7m", "dtype": args.teacher_dtype},
@@ -47,11 +50,11 @@ def run(args, policy, lr):
     }
     os.makedirs(args.runs_dir, exist_ok=True)
     path = run_dir + ".json"
-    json.dump(config, open(path, "w"), indent=2)
-    start = time.time()
-    subprocess.run([args.binary, "--config", path], check=True, stderr=subprocess.DEVNULL)
-    wall = time.time() - start
-    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    if not reuse:
+        json.dump(config, open(path, "w"), indent=2)
+        subprocess.run([args.binary, "--config", path], check=True, stderr=subprocess.DEVNULL)
+    summary = json.load(open(summary_path))
+    wall = summary["wall_seconds"]
     metrics = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
     train = [m for m in metrics if m["type"] == "train"]
     kl = [m["kd"] for m in train]
@@ -66,6 +69,11 @@ def run(args, policy, lr):
         "freezes": [e["step"] for e in events if e["kind"] == "freeze"],
         "step_s": statistics.median(m["step_seconds"] for m in train), "wall": wall, "run_dir": run_dir,
     }
+
+def freeze_steps(r):
+    if r["policy"] not in ("none", "auto"):
+        return "0 (static)"
+    return ",".join(map(str, r["freezes"])) or "-"
 
 def main():
     ap = argparse.ArgumentParser()
@@ -85,6 +93,7 @@ def main():
     ap.add_argument("--mc-limit", type=int, default=0, help="cloze items scored per run (0: all 1,000)")
     ap.add_argument("--runs-dir", default="runs/ablation")
     ap.add_argument("--out", default="docs/ablation.md")
+    ap.add_argument("--reuse", action="store_true", help="take finished runs from --runs-dir instead of rerunning them")
     args = ap.parse_args()
     results = []
     for lr in [float(x) for x in args.lrs.split(",")]:
@@ -124,7 +133,7 @@ def main():
         hf_cols = [f"{hf[2]:.2f}", f"{hf[0]:.3f}", f"{hf[1]:.4f}"] if hf else ["-", "-", "-"]
         lines.append(f"| {r['policy']} | {r['lr']:g} | {r['ppl']:.3f} | {hf_cols[0]} | {r['acc']:.3f} / {r['acc_norm']:.3f} | "
                      f"{r['kl_peak']:.4f} | {hf_cols[1]} | {r['kl_final']:.4f} | {hf_cols[2]} | {r['spikes']} | "
-                     f"{','.join(map(str, r['freezes'])) or '-'} | {r['step_s']:.3f} |")
+                     f"{freeze_steps(r)} | {r['step_s']:.3f} |")
     lines += ["", f"Report: `{os.path.basename(report)}`" +
               (f" (headless Chromium screenshot: `{os.path.basename(screenshot)}`)." if os.path.exists(screenshot) else "."), ""]
     open(args.out, "w").write("\n".join(lines))

@@ -162,15 +162,14 @@ std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
   s->created_run_dir = !fs::exists(config.run_dir);
   fs::create_directories(config.run_dir);
   write_text_atomically((fs::path(config.run_dir) / "config.json").string(), config.resolved.dump(2) + "\n");
-  if (resume_from) {
-    restore(*s, *resume_from);
-  } else {
-    if (config.quant.act_bits > 0) calibrate_activations(*s);
-    freeze_modules(*s, s->freeze->initial(), "freeze.policy " + config.freeze.policy);
-  }
+  if (resume_from) restore(*s, *resume_from);
   s->metrics = std::make_unique<JsonlWriter>((fs::path(config.run_dir) / "metrics.jsonl").string(), s->step);
   s->signal = std::make_unique<JsonlWriter>((fs::path(config.run_dir) / "signal.jsonl").string(), s->step);
   s->events = std::make_unique<JsonlWriter>((fs::path(config.run_dir) / "events.jsonl").string(), s->step);
+  if (!resume_from) {
+    if (config.quant.act_bits > 0) calibrate_activations(*s);
+    freeze_modules(*s, s->freeze->initial(), "freeze.policy " + config.freeze.policy);  // logged as a step-0 event
+  }
   spdlog::info("student: {} quantized projections ({} bits), {} trainable parameters", s->quantized_modules.size(),
                config.quant.bits, trainable_parameter_count(*s->student));
   return s;
