@@ -2,6 +2,7 @@
 // Shared helpers for tests: where the reference material lives, scratch directories, running the CLI.
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace qkd::test {
 
@@ -11,6 +12,9 @@ std::string shared_dir();
 std::string repo_path(const std::string& relative);
 // A fresh empty directory under the system temp dir, unique per call.
 std::string scratch_dir(const std::string& tag);
+
+// Every line of a JSON Lines file (run directories' metrics/signal/events).
+std::vector<nlohmann::json> read_jsonl(const std::string& path);
 
 struct CommandResult {
   int exit_code = -1;

@@ -39,16 +39,11 @@ std::string write_config(const json& config, const std::string& path) {
 }
 
 std::vector<json> jsonl(const std::string& path, bool drop_timing) {
-  std::vector<json> out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = json::parse(line);
-    if (drop_timing)
+  auto lines = qkd::test::read_jsonl(path);
+  if (drop_timing)
+    for (auto& j : lines)
       for (auto key : {"tokens_per_s", "step_seconds", "peak_mem_mb"}) j.erase(key);
-    out.push_back(j);
-  }
-  return out;
+  return lines;
 }
 
 TEST(TrainCli, ResumeAfterSigtermMatchesUninterruptedRunBitwise) {

@@ -18,6 +18,7 @@ namespace {
 
 using nlohmann::json;
 using qkd::test::scratch_dir;
+using qkd::test::read_jsonl;
 using qkd::test::shared_dir;
 
 json reference() {
@@ -60,14 +61,6 @@ json recipe_config(const std::string& dir, bool ov_freeze) {
           {"monitor", {{"interval", 1}}},
           {"checkpoint", {{"resume", "never"}}},
           {"export", {{"hf", false}}}};
-}
-
-std::vector<json> read_jsonl(const std::string& path) {
-  std::vector<json> lines;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) lines.push_back(json::parse(line));
-  return lines;
 }
 
 class Trajectory : public ::testing::TestWithParam<bool> {};

@@ -18,6 +18,7 @@ namespace {
 
 using nlohmann::json;
 using qkd::monitor::InstabilityEvent;
+using qkd::test::read_jsonl;
 using qkd::test::repo_path;
 
 qkd::monitor::MonitorConfig detector_config() {
@@ -118,14 +119,6 @@ TEST(Freeze, FrozenProjectionsGetNoGradientAtAll) {
   EXPECT_FALSE(params["model.layers.0.self_attn.v_proj.weight"].grad().defined());
   EXPECT_TRUE(params["model.layers.0.self_attn.q_proj.weight"].grad().defined());
   EXPECT_TRUE(params["model.layers.1.self_attn.v_proj.weight"].grad().defined());
-}
-
-std::vector<json> read_jsonl(const std::string& path) {
-  std::vector<json> out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) out.push_back(json::parse(line));
-  return out;
 }
 
 class AutoFreeze : public ::testing::TestWithParam<std::string> {};
