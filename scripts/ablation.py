@@ -43,8 +43,8 @@ def run(args, policy, lr):
                   "threads": args.threads},
         "eval": {"ppl": ["assets/data/kjv/kjv-val.u16"], "mc": ["assets/data/kjv/kjv-cloze-val.jsonl"],
                  "seq_len": 256, "batch_size": 16, "at_start": False, "mc_limit": args.mc_limit},
-        "freeze": POLICIES[policy],
-        "monitor": {"interval": args.monitor_interval, "spike_factor": args.spike_factor, "window": 8, "min_history": 2},
+        "freeze": dict(POLICIES[policy], **({"release_lr_factor": args.release_lr_factor} if policy == "auto" else {})),
+        "monitor": {"interval": args.monitor_interval, "spike_factor": args.spike_factor},
         "checkpoint": {"resume": "never"},
         "export": {"hf": False},
     }
@@ -89,6 +89,7 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--monitor-interval", type=int, default=1)
     ap.add_argument("--spike-factor", type=float, default=3.0)
+    ap.add_argument("--release-lr-factor", type=float, default=0.0, help="auto: release o/v once lr <= factor x lr at freeze")
     ap.add_argument("--kl-every", type=int, default=10)
     ap.add_argument("--mc-limit", type=int, default=0, help="cloze items scored per run (0: all 1,000)")
     ap.add_argument("--runs-dir", default="runs/ablation")

@@ -46,6 +46,11 @@ void InstabilityDetector::observe_loss(int64_t step, double loss, std::vector<In
   loss_high_ = high;
 }
 
+void InstabilityDetector::forget(const std::string& prefix) {
+  for (auto it = history_.begin(); it != history_.end();)
+    it = it->first.rfind(prefix, 0) == 0 ? history_.erase(it) : std::next(it);
+}
+
 nlohmann::json InstabilityDetector::state() const {
   nlohmann::json series = nlohmann::json::object();
   for (const auto& [name, values] : history_) series[name] = std::vector<double>(values.begin(), values.end());

@@ -25,6 +25,8 @@ FreezeConfig freeze_config_from_json(const nlohmann::json& json, const std::stri
   c.modules = r.strings("modules", c.modules);
   c.scope = r.one_of("scope", c.scope, {"layer", "all"});
   c.auto_watch = r.strings("auto_watch", c.auto_watch);
+  c.rollback = r.boolean("rollback", c.rollback);
+  c.release_lr_factor = r.number("release_lr_factor", c.release_lr_factor, 0.0, 1.0);
   r.finish();
   if (c.policy == "modules" && c.modules.empty()) fail(where + ".modules", "policy \"modules\" needs at least one pattern");
   return c;
@@ -36,7 +38,8 @@ nlohmann::json to_json(const MonitorConfig& c) {
 }
 
 nlohmann::json to_json(const FreezeConfig& c) {
-  return {{"policy", c.policy}, {"modules", c.modules}, {"scope", c.scope}, {"auto_watch", c.auto_watch}};
+  return {{"policy", c.policy}, {"modules", c.modules}, {"scope", c.scope}, {"auto_watch", c.auto_watch},
+          {"rollback", c.rollback}, {"release_lr_factor", c.release_lr_factor}};
 }
 
 }  // namespace qkd::monitor

@@ -11,12 +11,19 @@ struct ProjectionRef {
   model::Linear linear;
 };
 
-std::vector<ProjectionRef> projections(model::LlamaForCausalLMImpl& model) {
+// "model.layers.3.self_attn.v_proj" -> {3, "v_proj"}; layer -1 for modules outside the blocks.
+std::pair<int64_t, std::string> parse_projection(const std::string& module) {
   static const std::regex pattern("model\\.layers\\.(\\d+)\\.(self_attn|mlp)\\.([a-z_]+)");
+  std::smatch m;
+  if (!std::regex_match(module, m, pattern)) return {-1, ""};
+  return {std::stoll(m[1].str()), m[3].str()};
+}
+
+std::vector<ProjectionRef> projections(model::LlamaForCausalLMImpl& model) {
   std::vector<ProjectionRef> out;
   for (auto& [name, linear] : model.named_linears()) {
-    std::smatch m;
-    if (std::regex_match(name, m, pattern)) out.push_back({std::stoll(m[1].str()), m[3].str(), linear});
+    auto [layer, type] = parse_projection(name);
+    if (layer >= 0) out.push_back({layer, type, linear});
   }
   return out;
 }
@@ -65,8 +72,10 @@ void SignalMonitor::begin_step(int64_t step) {
   student_->set_activation_observer(observer_.get());
 }
 
-void SignalMonitor::record_gradients() {
-  if (!measuring_) return;
+std::vector<InstabilityEvent> SignalMonitor::judge_gradients(int64_t step, double kd_loss) {
+  std::vector<InstabilityEvent> events;
+  detector_.observe_loss(step, kd_loss, events);
+  if (!measuring_) return events;
   student_->set_activation_observer(nullptr);
   torch::NoGradGuard no_grad;
   before_.clear();
@@ -74,24 +83,25 @@ void SignalMonitor::record_gradients() {
     auto& entry = layer_entry(pending_, p.layer);
     const auto& grad = p.linear->weight.grad();
     double grad_sq = grad.defined() ? grad.to(torch::kFloat64).pow(2).sum().item<double>() : 0.0;
-    const auto injected = injected_.find("layer" + key_of(p) + ".grad_sq");
+    const auto series = "layer" + key_of(p) + ".grad_sq";
+    const auto injected = injected_.find(series);
     if (injected != injected_.end()) {
       grad_sq *= injected->second;
       injected_.erase(injected);
     }
     entry["grad_sq"][p.type] = grad_sq;
     entry["weight_norm"][p.type] = p.linear->weight.detach().to(torch::kFloat32).norm().item<double>();
-    if (p.linear->weight.requires_grad()) before_[key_of(p)] = p.linear->weight.detach().clone();
+    if (!p.linear->weight.requires_grad()) continue;  // frozen: no gradient, nothing to judge
+    before_[key_of(p)] = p.linear->weight.detach().clone();
+    detector_.observe(step, series, grad_sq, events);
   }
   for (const auto& [key, sum] : observer_->sums)
     layer_entry(pending_, key.first)[key.second == "attn_out" ? "attn_rms" : "mlp_rms"] = sum.first / sum.second;
+  return events;
 }
 
-std::vector<InstabilityEvent> SignalMonitor::end_step(int64_t step, double kd_loss, nlohmann::json* record) {
-  std::vector<InstabilityEvent> events;
-  detector_.observe_loss(step, kd_loss, events);
-  if (record) *record = nullptr;
-  if (!measuring_) return events;
+nlohmann::json SignalMonitor::end_step(int64_t step) {
+  if (!measuring_) return nullptr;
   measuring_ = false;
   torch::NoGradGuard no_grad;
   nlohmann::json totals = nlohmann::json::object();
@@ -105,13 +115,17 @@ std::vector<InstabilityEvent> SignalMonitor::end_step(int64_t step, double kd_lo
     }
     entry["update_ratio"][p.type] = ratio;
     entry["quant_error"][p.type] = relative_quant_error(*p.linear);
-    const double grad_sq = entry["grad_sq"][p.type].get<double>();
-    totals[p.type] = totals.value(p.type, 0.0) + grad_sq;
-    if (p.linear->weight.requires_grad()) detector_.observe(step, "layer" + key_of(p) + ".grad_sq", grad_sq, events);
+    totals[p.type] = totals.value(p.type, 0.0) + entry["grad_sq"][p.type].get<double>();
   }
   before_.clear();
-  if (record) *record = {{"step", step}, {"layers", pending_}, {"total_grad_sq", totals}};
-  return events;
+  return {{"step", step}, {"layers", pending_}, {"total_grad_sq", totals}};
+}
+
+void SignalMonitor::forget(const std::vector<std::string>& modules) {
+  for (const auto& module : modules) {
+    const auto [layer, type] = parse_projection(module);
+    if (layer >= 0) detector_.forget("layer" + std::to_string(layer) + "." + type + ".");
+  }
 }
 
 }  // namespace qkd::monitor

@@ -20,14 +20,14 @@ void AdamW::zero_grad() {
 // Same operations as torch.optim.AdamW (foreach=False): decay, lerp of m, v, bias-corrected step.
 void AdamW::step(double lr) {
   ++step_count_;
-  const double bc1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_count_));
-  const double bc2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step_count_));
-  const double step_size = lr / bc1;
-  const double bc2_sqrt = std::sqrt(bc2);
   torch::NoGradGuard no_grad;
   for (auto& [_, slot] : params_) {
     const auto& grad = slot.param.grad();
     if (!grad.defined()) continue;
+    ++slot.steps;
+    const double bc1 = 1.0 - std::pow(options_.beta1, static_cast<double>(slot.steps));
+    const double bc2_sqrt = std::sqrt(1.0 - std::pow(options_.beta2, static_cast<double>(slot.steps)));
+    const double step_size = lr / bc1;
     if (slot.decay && options_.weight_decay != 0.0) slot.param.mul_(1.0 - lr * options_.weight_decay);
     slot.exp_avg.lerp_(grad, 1.0 - options_.beta1);
     slot.exp_avg_sq.mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
@@ -54,6 +54,7 @@ io::NamedTensors AdamW::state() const {
   for (const auto& [name, slot] : params_) {
     out.emplace_back(name + ".exp_avg", slot.exp_avg.detach().cpu());
     out.emplace_back(name + ".exp_avg_sq", slot.exp_avg_sq.detach().cpu());
+    out.emplace_back(name + ".step", torch::tensor({slot.steps}, torch::kInt64));
   }
   return out;
 }
@@ -72,6 +73,9 @@ void AdamW::load_state(const io::NamedTensors& state, const std::string& source)
       if (it->second.sizes() != target.sizes()) fail(source, "tensor '" + it->first + "': shape differs from the model");
       target.copy_(it->second);
     }
+    const auto steps = by_name.find(name + ".step");
+    if (steps == by_name.end()) fail(source, "tensor '" + name + ".step' missing from optimizer state");
+    slot.steps = steps->second.item<int64_t>();
   }
 }
 

@@ -58,6 +58,8 @@ std::string CheckpointStore::save(const CheckpointData& data, int64_t keep_last)
   fs::create_directories(tmp_dir);
   io::write_safetensors((tmp_dir / "student.safetensors").string(), data.student);
   io::write_safetensors((tmp_dir / "optimizer.safetensors").string(), data.optimizer);
+  if (!data.stable_weights.empty())
+    io::write_safetensors((tmp_dir / "stable_weights.safetensors").string(), data.stable_weights);
   auto state = data.state;
   state["step"] = data.step;
   write_text_atomically((tmp_dir / "state.json").string(), state.dump(1) + "\n");
@@ -83,6 +85,8 @@ CheckpointData CheckpointStore::load(const std::string& dir) {
   data.step = data.state.at("step").get<int64_t>();
   data.student = io::read_safetensors((fs::path(dir) / "student.safetensors").string());
   data.optimizer = io::read_safetensors((fs::path(dir) / "optimizer.safetensors").string());
+  const auto stable = fs::path(dir) / "stable_weights.safetensors";
+  if (fs::exists(stable)) data.stable_weights = io::read_safetensors(stable.string());
   return data;
 }
 

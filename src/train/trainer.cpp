@@ -1,5 +1,7 @@
-// The KD-QAT loop. Each step: teacher forward, student forward, loss, backward (over micro-batches),
-// monitor, clip, optimizer step, freeze policy; then logging, validation and checkpoints.
+// The KD-QAT loop. Each step: release of auto-frozen projections whose learning rate has decayed;
+// teacher forward, student forward, loss, backward (over micro-batches); monitor; freeze of what the
+// monitor saw destabilize (before the update); clip and optimizer step; then logging, validation and
+// checkpoints.
 #include "qkd/train/trainer.h"
 
 #include <spdlog/spdlog.h>
@@ -65,6 +67,26 @@ void write_eval(TrainingSession& s, TrainSummary& summary) {
   summary.final_eval = results;
 }
 
+// auto freeze: the watched projections that spiked stop training before this step's update. With
+// rollback they go back to their last calm weights and the whole update is skipped, because its
+// gradients were computed at the destabilized point. Returns whether the update is skipped.
+bool freeze_destabilized(TrainingSession& s, const std::vector<std::string>& modules, int64_t step, double lr) {
+  const auto restored = s.freeze->rolls_back() ? s.stable_weights.restore(*s.student, modules) : std::vector<std::string>{};
+  freeze_modules(s, modules, "auto: monitor saw o/v instability at step " + std::to_string(step), step);
+  s.freeze->note_auto_freeze(modules, lr);
+  if (!s.freeze->rolls_back()) return false;
+  s.events->write({{"step", step}, {"kind", "skip"}, {"reason", "auto freeze rolled back the destabilized projections"},
+                   {"rolled_back", restored}});
+  return true;
+}
+
+// Measured steps whose gradients raised no freeze: the watched weights that produced them are the
+// rollback target for a later spike. Captured before the update.
+void keep_calm_weights(TrainingSession& s, int64_t step) {
+  if (!s.freeze->rolls_back() || !s.monitor->measures(step)) return;
+  s.stable_weights.capture(*s.student, s.freeze->rollback_candidates(s.frozen_modules));
+}
+
 std::string export_student(TrainingSession& s) {
   const auto dir = (std::filesystem::path(s.config.run_dir) / "student").string();
   checkpoint::save_student_checkpoint(*s.student, s.config.quant, dir,
@@ -119,16 +141,23 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
     const auto step_start = std::chrono::steady_clock::now();
     const double lr = learning_rate_at(s.step, train.steps, config.optim.lr, config.optim.warmup_steps,
                                        config.optim.schedule, config.optim.min_lr_ratio);
+    release_modules(s, s.freeze->take_releases(lr), fmt::format("auto: learning rate decayed to {:.3g}", lr), step);
     const bool fp16 = train.precision == "fp16" && s.device.is_cuda();
     const double multiplier = (fp16 ? s.loss_scale : 1.0) / static_cast<double>(train.grad_accum);
     StepLosses losses;
     s.monitor->begin_step(step);
     for (int64_t micro = 0; micro < train.grad_accum; ++micro) distill_micro_batch(s, losses, multiplier);
     if (fp16) unscale_gradients(*s.optimizer, *s.student, s.loss_scale);
-    s.monitor->record_gradients();
+    const auto events = s.monitor->judge_gradients(step, losses.divergence);
+    log_events(s, events);
+    const auto destabilized = s.freeze->react(events, s.frozen_modules);
+    const bool rolled_back = !destabilized.empty() && freeze_destabilized(s, destabilized, step, lr);
     const double grad_norm = global_grad_norm(*s.student);
     const bool finite = std::isfinite(grad_norm) && std::isfinite(losses.loss);
-    if (finite) {
+    if (rolled_back) {
+      ++s.skipped_steps;
+    } else if (finite) {
+      if (destabilized.empty()) keep_calm_weights(s, step);
       if (config.optim.grad_clip > 0.0) clip_gradients(*s.student, grad_norm, config.optim.grad_clip);
       s.optimizer->step(lr);
     } else {
@@ -138,13 +167,9 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
     if (fp16) s.loss_scale = next_loss_scale(s.loss_scale, finite, step);
     s.optimizer->zero_grad();
     s.step = step;
-    nlohmann::json signal_record;
-    const auto events = s.monitor->end_step(step, losses.divergence, &signal_record);
+    const auto signal_record = s.monitor->end_step(step);
     if (!signal_record.is_null()) s.signal->write(signal_record);
     raise_test_signal_if_asked(step);
-    log_events(s, events);
-    const auto to_freeze = s.freeze->react(events, s.frozen_modules);
-    if (!to_freeze.empty()) freeze_modules(s, to_freeze, "auto: monitor saw o/v instability at step " + std::to_string(step));
 
     tokens_seen += losses.tokens;
     const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();

@@ -67,6 +67,10 @@ bool is_projection_parameter(const std::string& name) {
   return name.find(".self_attn.") != std::string::npos || name.find(".mlp.") != std::string::npos;
 }
 
+bool decays(const RunConfig& config, const std::string& name) {
+  return config.optim.decay_norms_and_biases || !exempt_from_decay(name);
+}
+
 std::unique_ptr<AdamW> build_optimizer(const RunConfig& config, model::LlamaForCausalLMImpl& student) {
   auto optimizer = std::make_unique<AdamW>(
       AdamWOptions{config.optim.beta1, config.optim.beta2, config.optim.eps, config.optim.weight_decay});
@@ -74,7 +78,7 @@ std::unique_ptr<AdamW> build_optimizer(const RunConfig& config, model::LlamaForC
     auto param = item.value();
     if (!config.optim.train_embeddings && !is_projection_parameter(item.key())) param.requires_grad_(false);
     if (!param.requires_grad()) continue;
-    optimizer->add_parameter(item.key(), param, config.optim.decay_norms_and_biases || !exempt_from_decay(item.key()));
+    optimizer->add_parameter(item.key(), param, decays(config, item.key()));
   }
   return optimizer;
 }
@@ -116,6 +120,8 @@ void restore(TrainingSession& s, const std::string& dir) {
   s.optimizer->load_state(data.optimizer, dir + "/optimizer.safetensors");
   s.data->restore(data.state.at("data_cursor"));
   s.monitor->load_state(data.state.at("monitor"));
+  s.freeze->load_state(data.state.value("freeze", nlohmann::json()));
+  s.stable_weights.load_state(data.stable_weights, *s.student, dir + "/stable_weights.safetensors");
   restore_rng_state(data.state.at("rng"));
   s.step = data.step;
   s.skipped_steps = data.state.value("skipped_steps", int64_t{0});
@@ -168,25 +174,45 @@ std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
   s->events = std::make_unique<JsonlWriter>((fs::path(config.run_dir) / "events.jsonl").string(), s->step);
   if (!resume_from) {
     if (config.quant.act_bits > 0) calibrate_activations(*s);
-    freeze_modules(*s, s->freeze->initial(), "freeze.policy " + config.freeze.policy);  // logged as a step-0 event
+    freeze_modules(*s, s->freeze->initial(), "freeze.policy " + config.freeze.policy, 0);
   }
   spdlog::info("student: {} quantized projections ({} bits), {} trainable parameters", s->quantized_modules.size(),
                config.quant.bits, trainable_parameter_count(*s->student));
   return s;
 }
 
-void freeze_modules(TrainingSession& s, const std::vector<std::string>& modules, const std::string& reason) {
+namespace {
+void log_trainable_change(TrainingSession& s, const char* kind, const std::vector<std::string>& modules,
+                          const std::string& reason, int64_t step, int64_t before) {
+  const int64_t after = trainable_parameter_count(*s.student);
+  spdlog::info("{} {} modules ({}): trainable parameters {} -> {}", kind, modules.size(), reason, before, after);
+  if (s.events)
+    s.events->write({{"step", step}, {"kind", kind}, {"modules", modules}, {"reason", reason},
+                     {"trainable_before", before}, {"trainable_after", after}});
+}
+}  // namespace
+
+void freeze_modules(TrainingSession& s, const std::vector<std::string>& modules, const std::string& reason, int64_t step) {
   if (modules.empty()) return;
   const int64_t before = trainable_parameter_count(*s.student);
   for (const auto& module : modules) {
     for (const auto& name : monitor::freeze_module(*s.student, module)) s.optimizer->remove_parameter(name);
     s.frozen_modules.insert(module);
   }
-  const int64_t after = trainable_parameter_count(*s.student);
-  spdlog::info("froze {} modules ({}): trainable parameters {} -> {}", modules.size(), reason, before, after);
-  if (s.events)
-    s.events->write({{"step", s.step}, {"kind", "freeze"}, {"modules", modules}, {"reason", reason},
-                     {"trainable_before", before}, {"trainable_after", after}});
+  log_trainable_change(s, "freeze", modules, reason, step, before);
+}
+
+void release_modules(TrainingSession& s, const std::vector<std::string>& modules, const std::string& reason, int64_t step) {
+  if (modules.empty()) return;
+  const int64_t before = trainable_parameter_count(*s.student);
+  auto params = s.student->named_parameters(/*recurse=*/true);
+  for (const auto& module : modules) {
+    for (const auto& name : monitor::release_module(*s.student, module))
+      s.optimizer->add_parameter(name, params[name], decays(s.config, name));
+    s.frozen_modules.erase(module);
+  }
+  s.monitor->forget(modules);
+  log_trainable_change(s, "release", modules, reason, step, before);
 }
 
 std::string save_checkpoint(TrainingSession& s) {
@@ -195,9 +221,11 @@ std::string save_checkpoint(TrainingSession& s) {
   data.student = checkpoint::model_weights(*s.student, s.student->parameters().front().scalar_type());
   for (auto& item : quant::quantizer_state(*s.student)) data.student.push_back(std::move(item));
   data.optimizer = s.optimizer->state();
+  data.stable_weights = s.stable_weights.state();
   data.state = {{"identity", model_identity(s.config)},
                 {"data_cursor", s.data->cursor()},
                 {"frozen", std::vector<std::string>(s.frozen_modules.begin(), s.frozen_modules.end())},
+                {"freeze", s.freeze->state()},
                 {"monitor", s.monitor->state()},
                 {"rng", capture_rng_state()},
                 {"skipped_steps", s.skipped_steps},

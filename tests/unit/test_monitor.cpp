@@ -6,11 +6,14 @@
 #include <fstream>
 
 #include "qkd/checkpoint/hf_checkpoint.h"
+#include "qkd/common/error.h"
 #include "qkd/io/safetensors.h"
 #include "qkd/loss/kd_loss.h"
 #include "qkd/monitor/freeze_policy.h"
 #include "qkd/monitor/instability_detector.h"
+#include "qkd/monitor/stable_weights.h"
 #include "qkd/quant/student.h"
+#include "qkd/train/stop_signal.h"
 #include "qkd/train/trainer.h"
 #include "test_support.h"
 
@@ -63,6 +66,21 @@ TEST(InstabilityDetector, NonFiniteValuesAndLossRise) {
   EXPECT_DOUBLE_EQ(events[1].baseline, 0.03);
 }
 
+TEST(InstabilityDetector, ForgetStartsANewBaseline) {
+  qkd::monitor::InstabilityDetector d(detector_config());
+  std::vector<InstabilityEvent> events;
+  for (double v : {1.0, 1.0, 1.0}) {
+    d.observe(1, "layer0.v_proj.grad_sq", v, events);
+    d.observe(1, "layer1.v_proj.grad_sq", v, events);
+  }
+  d.forget("layer0.v_proj.");
+  for (double v : {5.0, 5.0, 5.0}) d.observe(2, "layer0.v_proj.grad_sq", v, events);  // rebuilding history: no judgement
+  d.observe(3, "layer1.v_proj.grad_sq", 5.0, events);                                // old baseline 1.0: a spike
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].series, "layer1.v_proj.grad_sq");
+  EXPECT_EQ(d.state().at("series").at("layer0.v_proj.grad_sq").size(), 3u);
+}
+
 TEST(InstabilityDetector, StateRoundTrips) {
   qkd::monitor::InstabilityDetector a(detector_config()), b(detector_config());
   std::vector<InstabilityEvent> ea, eb;
@@ -107,6 +125,53 @@ TEST(FreezePolicy, AutoReactsToWatchedSpikesInScope) {
                                                                  {"model.layers.0.self_attn.v_proj"}).size(), 5u);
 }
 
+TEST(FreezePolicy, AutoReleasesOnceTheLearningRateHasDecayed) {
+  qkd::monitor::FreezeConfig c;
+  c.policy = "auto";
+  c.release_lr_factor = 0.25;
+  qkd::monitor::FreezePolicy policy(c, projections(2));
+  const std::vector<std::string> ov0 = {"model.layers.0.self_attn.o_proj", "model.layers.0.self_attn.v_proj"};
+  policy.note_auto_freeze(ov0, 1e-3);
+  EXPECT_TRUE(policy.take_releases(5e-4).empty());
+  qkd::monitor::FreezePolicy resumed(c, projections(2));
+  resumed.load_state(policy.state());
+  EXPECT_EQ(resumed.take_releases(2.5e-4), ov0);
+  EXPECT_TRUE(resumed.take_releases(1e-5).empty());  // handed back once
+  c.release_lr_factor = 0.0;                          // 0: auto freezes are for good
+  qkd::monitor::FreezePolicy keeps(c, projections(2));
+  keeps.note_auto_freeze(ov0, 1e-3);
+  EXPECT_TRUE(keeps.take_releases(0.0).empty());
+}
+
+TEST(FreezePolicy, RollbackCandidatesAreTheWatchedModulesStillTraining) {
+  qkd::monitor::FreezeConfig c;
+  c.policy = "auto";
+  qkd::monitor::FreezePolicy policy(c, projections(2));
+  EXPECT_EQ(policy.rollback_candidates({"model.layers.0.self_attn.v_proj"}),
+            (std::vector<std::string>{"model.layers.0.self_attn.o_proj", "model.layers.1.self_attn.v_proj",
+                                      "model.layers.1.self_attn.o_proj"}));
+  c.rollback = false;
+  EXPECT_TRUE(qkd::monitor::FreezePolicy(c, projections(2)).rollback_candidates({}).empty());
+}
+
+TEST(StableWeights, RestoresOnlyCapturedModulesAndRoundTrips) {
+  auto model = qkd::checkpoint::load_llama(repo_path("assets/models/kjv-teacher-7m"));
+  const std::string v0 = "model.layers.0.self_attn.v_proj";
+  auto params = model->named_parameters();
+  const auto original = params[v0 + ".weight"].detach().clone();
+  qkd::monitor::StableWeights stable;
+  stable.capture(*model, {v0});
+  {
+    torch::NoGradGuard no_grad;
+    params[v0 + ".weight"].add_(1.0);
+  }
+  qkd::monitor::StableWeights reloaded;
+  reloaded.load_state(stable.state(), *model, "test");
+  EXPECT_EQ(reloaded.restore(*model, {v0, "model.layers.1.self_attn.v_proj"}), std::vector<std::string>{v0});
+  EXPECT_TRUE(torch::equal(params[v0 + ".weight"], original));
+  EXPECT_THROW(reloaded.load_state({{"no-bar", original}}, *model, "test"), qkd::Error);
+}
+
 TEST(Freeze, FrozenProjectionsGetNoGradientAtAll) {
   auto student = qkd::checkpoint::load_llama(repo_path("assets/models/kjv-teacher-7m"));
   qkd::quant::attach_quantizers(*student, {});
@@ -121,60 +186,141 @@ TEST(Freeze, FrozenProjectionsGetNoGradientAtAll) {
   EXPECT_TRUE(params["model.layers.1.self_attn.v_proj.weight"].grad().defined());
 }
 
+// A tiny auto-freeze run on the shipped teacher with a checkpoint after every step. The monitor's
+// spike_factor is out of reach, so only the injected spike (at `spike_step`, on layer 2's v_proj) can
+// trigger; `stop_after` > 0 interrupts the run there (a resumed run then finishes it).
+json auto_run(const std::string& dir, const json& freeze) {
+  return {{"run_dir", dir},
+          {"teacher", {{"path", repo_path("assets/models/kjv-teacher-7m")}}},
+          {"data", {{"sources", {{{"path", repo_path("assets/data/kjv/kjv-val.u16")}}}}, {"seq_len", 16}}},
+          {"optim", {{"lr", 1e-4}, {"schedule", "cosine"}}},
+          {"train", {{"steps", 8}, {"micro_batch", 2}, {"threads", 1}}},
+          {"freeze", freeze},
+          {"monitor", {{"interval", 1}, {"spike_factor", 1000.0}}},
+          {"checkpoint", {{"interval", 1}, {"keep_last", 20}, {"resume", "auto"}}},
+          {"export", {{"hf", false}}}};
+}
+
+qkd::train::TrainSummary train_with_spike(const json& config, int64_t spike_step, int64_t stop_after = 0) {
+  qkd::train::TrainHooks hooks;
+  hooks.before_step = [=](int64_t step, qkd::monitor::SignalMonitor& monitor) {
+    if (step == spike_step) monitor.inject_for_test("layer2.v_proj.grad_sq", 1e6);
+    if (step == stop_after) qkd::train::request_stop();  // finishes this step, checkpoints, returns
+  };
+  qkd::train::clear_stop_request();
+  auto summary = qkd::train::run_training(qkd::train::parse_run_config(config), hooks);
+  qkd::train::clear_stop_request();
+  return summary;
+}
+
+std::map<std::string, torch::Tensor> student_at(const std::string& dir, int step) {
+  char name[64];
+  std::snprintf(name, sizeof(name), "/checkpoints/step-%08d/student.safetensors", step);
+  std::map<std::string, torch::Tensor> out;
+  for (auto& [key, tensor] : qkd::io::read_safetensors(dir + name))
+    if (key.find("_quantizer.") == std::string::npos) out[key] = tensor;
+  return out;
+}
+
+bool in_modules(const std::string& parameter, const std::vector<std::string>& modules) {
+  return std::any_of(modules.begin(), modules.end(), [&](const std::string& m) { return parameter.rfind(m + ".", 0) == 0; });
+}
+
+bool is_projection(const std::string& parameter) {
+  return parameter.find("self_attn.") != std::string::npos || parameter.find("mlp.") != std::string::npos;
+}
+
+json only_event(const std::string& dir, const std::string& kind) {
+  json found;
+  for (const auto& e : read_jsonl(dir + "/events.jsonl"))
+    if (e.at("kind") == kind) {
+      EXPECT_TRUE(found.is_null()) << "more than one " << kind << " event";
+      found = e;
+    }
+  EXPECT_FALSE(found.is_null()) << "no " << kind << " event";
+  return found;
+}
+
 class AutoFreeze : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(AutoFreeze, InjectedVProjSpikeFreezesExactlyTheScope) {
+// The spike seen in step 5's gradients freezes exactly the scope before step 5's update; rollback
+// returns the frozen weights to their values before step 4's update (the last calm measurement) and
+// step 5 applies no update at all. Afterwards the frozen weights stay bitwise unchanged, others move.
+TEST_P(AutoFreeze, InjectedVProjSpikeFreezesExactlyTheScopeAndRollsItBack) {
   const std::string scope = GetParam();
   const auto dir = qkd::test::scratch_dir("autofreeze-" + scope);
-  const json config = {
-      {"run_dir", dir},
-      {"teacher", {{"path", repo_path("assets/models/kjv-teacher-7m")}}},
-      {"data", {{"sources", {{{"path", repo_path("assets/data/kjv/kjv-val.u16")}}}}, {"seq_len", 16}}},
-      {"optim", {{"lr", 1e-4}, {"schedule", "constant"}}},
-      {"train", {{"steps", 8}, {"micro_batch", 2}, {"threads", 1}}},
-      {"freeze", {{"policy", "auto"}, {"scope", scope}}},
-      {"monitor", {{"interval", 1}, {"spike_factor", 1000.0}, {"window", 4}, {"min_history", 2}}},
-      {"checkpoint", {{"interval", 1}, {"keep_last", 20}, {"resume", "never"}}},
-      {"export", {{"hf", false}}}};
-  qkd::train::TrainHooks hooks;
-  hooks.before_step = [](int64_t step, qkd::monitor::SignalMonitor& monitor) {
-    if (step == 5) monitor.inject_for_test("layer2.v_proj.grad_sq", 1e6);
-  };
-  qkd::train::run_training(qkd::train::parse_run_config(config), hooks);
+  train_with_spike(auto_run(dir, {{"policy", "auto"}, {"scope", scope}, {"release_lr_factor", 0.0}}), 5);
 
-  std::vector<std::string> frozen;
-  int64_t freeze_step = 0;
-  for (const auto& e : read_jsonl(dir + "/events.jsonl"))
-    if (e.at("kind") == "freeze") {
-      frozen = e.at("modules").get<std::vector<std::string>>();
-      freeze_step = e.at("step").get<int64_t>();
-    }
-  ASSERT_EQ(freeze_step, 5);
+  const auto freeze = only_event(dir, "freeze");
+  ASSERT_EQ(freeze.at("step"), 5);
+  const auto frozen = freeze.at("modules").get<std::vector<std::string>>();
   if (scope == "layer") {
     EXPECT_EQ(frozen, (std::vector<std::string>{"model.layers.2.self_attn.o_proj", "model.layers.2.self_attn.v_proj"}));
   } else {
     EXPECT_EQ(frozen.size(), 12u);  // o and v of all 6 layers
   }
-  const auto at_freeze = qkd::io::read_safetensors(dir + "/checkpoints/step-00000005/student.safetensors");
-  const auto at_end = qkd::io::read_safetensors(dir + "/checkpoints/step-00000008/student.safetensors");
-  std::map<std::string, torch::Tensor> end(at_end.begin(), at_end.end());
-  int unchanged = 0, moved = 0;
-  for (const auto& [name, before] : at_freeze) {
-    if (name.find("_quantizer.") != std::string::npos) continue;
-    const bool is_frozen = std::any_of(frozen.begin(), frozen.end(), [&](const std::string& m) { return name.rfind(m + ".", 0) == 0; });
-    const bool same = torch::equal(before, end.at(name));
-    if (is_frozen) {
-      EXPECT_TRUE(same) << name << " moved after being frozen";
-      ++unchanged;
-    } else if (name.find("self_attn") != std::string::npos || name.find("mlp") != std::string::npos) {
-      EXPECT_FALSE(same) << name << " should still train";
-      ++moved;
+  const auto skip = only_event(dir, "skip");
+  EXPECT_EQ(skip.at("step"), 5);
+  EXPECT_EQ(skip.at("rolled_back").get<std::vector<std::string>>(), frozen);
+
+  const auto s3 = student_at(dir, 3), s4 = student_at(dir, 4), s5 = student_at(dir, 5), s8 = student_at(dir, 8);
+  int frozen_params = 0, moving = 0;
+  for (const auto& [name, at5] : s5) {
+    if (!is_projection(name)) continue;
+    if (in_modules(name, frozen)) {
+      EXPECT_FALSE(torch::equal(s3.at(name), s4.at(name))) << name << " did not train before the spike";
+      EXPECT_TRUE(torch::equal(at5, s3.at(name))) << name << " was not rolled back to its last calm weights";
+      EXPECT_TRUE(torch::equal(at5, s8.at(name))) << name << " moved after being frozen";
+      ++frozen_params;
+    } else {
+      EXPECT_TRUE(torch::equal(at5, s4.at(name))) << name << " was updated by the step that saw the spike";
+      EXPECT_FALSE(torch::equal(at5, s8.at(name))) << name << " should still train";
+      ++moving;
     }
   }
-  EXPECT_EQ(unchanged, static_cast<int>(frozen.size()));
-  EXPECT_GT(moved, 0);
+  EXPECT_EQ(frozen_params, static_cast<int>(frozen.size()));
+  EXPECT_GT(moving, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Scopes, AutoFreeze, ::testing::Values("layer", "all"));
+
+// Cosine over 8 steps from 1e-4: step 2 runs at 0.962e-4, so factor 0.5 releases at the first step
+// whose rate is <= 0.481e-4, step 6 (0.309e-4; step 5 is at 0.5e-4).
+const json kReleasingAuto = {{"policy", "auto"}, {"scope", "all"}, {"release_lr_factor", 0.5}};
+
+TEST(AutoFreeze, ReleasesTheFrozenProjectionsOnceTheLearningRateHasDecayed) {
+  const auto dir = qkd::test::scratch_dir("autofreeze-release");
+  train_with_spike(auto_run(dir, kReleasingAuto), 2);
+  const auto freeze = only_event(dir, "freeze"), release = only_event(dir, "release");
+  EXPECT_EQ(freeze.at("step"), 2);
+  EXPECT_EQ(release.at("step"), 6);
+  EXPECT_EQ(release.at("modules"), freeze.at("modules"));
+  EXPECT_EQ(release.at("trainable_after"), freeze.at("trainable_before"));
+  const auto frozen = freeze.at("modules").get<std::vector<std::string>>();
+  const auto s2 = student_at(dir, 2), s5 = student_at(dir, 5), s6 = student_at(dir, 6);
+  for (const auto& name : frozen) {
+    EXPECT_TRUE(torch::equal(s2.at(name + ".weight"), s5.at(name + ".weight"))) << name << " trained while frozen";
+    EXPECT_FALSE(torch::equal(s5.at(name + ".weight"), s6.at(name + ".weight"))) << name << " did not train after release";
+  }
+}
+
+class AutoFreezeResume : public ::testing::TestWithParam<int> {};
+
+// Stopped after step 2 the rollback target (captured at step 2) must come back from the checkpoint;
+// stopped after step 4 the freeze, its learning rate and the per-parameter AdamW counts must.
+TEST_P(AutoFreezeResume, IsBitwiseEqualToAnUninterruptedRun) {
+  const int stop_after = GetParam();
+  const auto dir = qkd::test::scratch_dir("autofreeze-resume-" + std::to_string(stop_after));
+  train_with_spike(auto_run(dir + "/straight", kReleasingAuto), 3);
+  const auto first = train_with_spike(auto_run(dir + "/resumed", kReleasingAuto), 3, stop_after);
+  ASSERT_TRUE(first.interrupted);
+  ASSERT_EQ(first.steps_completed, stop_after);
+  train_with_spike(auto_run(dir + "/resumed", kReleasingAuto), 3);
+  const auto a = student_at(dir + "/straight", 8), b = student_at(dir + "/resumed", 8);
+  for (const auto& [name, tensor] : a) EXPECT_TRUE(torch::equal(tensor, b.at(name))) << name;
+  EXPECT_EQ(read_jsonl(dir + "/straight/events.jsonl"), read_jsonl(dir + "/resumed/events.jsonl"));
+}
+
+INSTANTIATE_TEST_SUITE_P(StopPoints, AutoFreezeResume, ::testing::Values(2, 4));
 
 }  // namespace

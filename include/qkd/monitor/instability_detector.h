@@ -29,6 +29,9 @@ class InstabilityDetector {
   void observe(int64_t step, const std::string& series, double value, std::vector<InstabilityEvent>& events);
   // KD loss: judged every step (free), reported once per excursion above the threshold.
   void observe_loss(int64_t step, double loss, std::vector<InstabilityEvent>& events);
+  // Drops the history of every series starting with `prefix` ("layer3.v_proj."): a released projection
+  // is judged against its new regime, not against the values from before its freeze.
+  void forget(const std::string& prefix);
 
   nlohmann::json state() const;
   void load_state(const nlohmann::json& state);

@@ -11,7 +11,9 @@ struct MonitorConfig {
   int64_t interval = 10;       // steps between measurements (other steps cost nothing)
   double spike_factor = 3.0;   // spike: value > spike_factor x rolling median of the series
   int64_t window = 8;          // rolling median over this many previous measurements
-  int64_t min_history = 3;     // measurements needed before spikes are judged
+  // Measurements needed before spikes are judged. One is enough: without warm-up the first update is
+  // what destabilizes o/v, and the step-2 gradients are the first chance to see it (docs/ablation.md).
+  int64_t min_history = 1;
   double loss_factor = 2.0;    // KD-loss rise over its running minimum that counts as instability
 };
 
@@ -21,6 +23,14 @@ struct FreezeConfig {
   std::vector<std::string> modules;      // policy "modules": substrings of module names, e.g. "v_proj"
   std::string scope = "all";             // auto: freeze o/v in the spiking "layer" or in "all" layers
   std::vector<std::string> auto_watch = {"o_proj", "v_proj"};  // auto: projections whose spikes trigger
+  // auto: a triggered projection goes back to its weights from the last measured step whose gradients
+  // were unremarkable, and the step that saw the spike applies no update (its gradients were computed
+  // at the destabilized point).
+  bool rollback = true;
+  // auto: release (unfreeze) a triggered projection once the learning rate has decayed to this
+  // fraction of its value at the freeze, so o/v still fine-tune at low learning rates; 0 keeps it frozen.
+  // 0.25 measured best of 0 / 0.1 / 0.25 / 0.5 in the CPU ablation (docs/ablation.md).
+  double release_lr_factor = 0.25;
 };
 
 MonitorConfig monitor_config_from_json(const nlohmann::json& json, const std::string& where = "monitor");

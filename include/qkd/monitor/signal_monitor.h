@@ -30,11 +30,15 @@ class SignalMonitor {
   bool measures(int64_t step) const;
   // Measured steps only: attach the activation observer before the forward passes of `step`.
   void begin_step(int64_t step);
-  // After backward, before clipping: gradient norms, and a copy of the weights for the update ratio.
-  void record_gradients();
-  // After the optimizer step: finishes the record, runs the detector, returns its events.
-  // `record` receives the JSON written to signal.jsonl (null on unmeasured steps).
-  std::vector<InstabilityEvent> end_step(int64_t step, double kd_loss, nlohmann::json* record);
+  // After backward, before clipping and the optimizer step. Every step: judges the KD loss. Measured
+  // steps: reads gradient and weight norms, keeps the weights for the update ratio and judges the
+  // gradient series, so a freeze policy can act before this step's update is applied.
+  std::vector<InstabilityEvent> judge_gradients(int64_t step, double kd_loss);
+  // After the optimizer step: on measured steps the finished record for signal.jsonl (update ratio,
+  // quantization error added); null on other steps.
+  nlohmann::json end_step(int64_t step);
+  // Released modules ("model.layers.3.self_attn.v_proj") start a new baseline in the detector.
+  void forget(const std::vector<std::string>& modules);
 
   // Detector history, for checkpoints.
   nlohmann::json state() const { return detector_.state(); }

@@ -37,14 +37,18 @@ class AdamW {
   std::vector<std::string> parameter_names() const;
   int64_t numel() const;
 
-  // Moments as "<name>.exp_avg"/"<name>.exp_avg_sq" plus "__step__".
+  // Moments as "<name>.exp_avg"/"<name>.exp_avg_sq", each parameter's update count as "<name>.step",
+  // plus the optimizer's "__step__".
   io::NamedTensors state() const;
   void load_state(const io::NamedTensors& state, const std::string& source);
 
  private:
+  // Each parameter counts its own updates for the bias correction, as torch.optim does: one released
+  // after a freeze starts again from step 1 instead of inheriting a correction meant for old moments.
   struct Slot {
     torch::Tensor param, exp_avg, exp_avg_sq;
     bool decay = true;
+    int64_t steps = 0;
   };
   AdamWOptions options_;
   std::map<std::string, Slot> params_;

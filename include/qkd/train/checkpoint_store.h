@@ -3,6 +3,7 @@
 //   student.safetensors    student weights and quantizer state
 //   optimizer.safetensors  AdamW moments and step count
 //   state.json             step, data cursor, RNG state, freeze state, monitor state, config identity
+//   stable_weights.safetensors  (auto freeze with rollback only) the weights a spike rolls back to
 // A checkpoint is assembled in a hidden temporary directory, every file fsync'ed, and renamed into
 // place, so a crash mid-write never leaves a directory that looks like a valid checkpoint.
 #include <nlohmann/json.hpp>
@@ -19,6 +20,7 @@ struct CheckpointData {
   int64_t step = 0;  // number of completed optimizer steps
   io::NamedTensors student;
   io::NamedTensors optimizer;
+  io::NamedTensors stable_weights;  // optional: written only when non-empty
   nlohmann::json state;  // everything else, JSON-serializable
 };
 

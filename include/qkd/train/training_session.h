@@ -11,6 +11,7 @@
 #include "qkd/model/llama.h"
 #include "qkd/monitor/freeze_policy.h"
 #include "qkd/monitor/signal_monitor.h"
+#include "qkd/monitor/stable_weights.h"
 #include "qkd/tokenizer/tokenizer.h"
 #include "qkd/train/adamw.h"
 #include "qkd/train/checkpoint_store.h"
@@ -31,6 +32,7 @@ struct TrainingSession {
   std::unique_ptr<monitor::SignalMonitor> monitor;
   std::unique_ptr<monitor::FreezePolicy> freeze;
   std::set<std::string> frozen_modules;
+  monitor::StableWeights stable_weights;  // auto freeze with rollback: last calm o/v weights
   std::unique_ptr<CheckpointStore> checkpoints;
   std::unique_ptr<JsonlWriter> metrics, signal, events;
   bool created_run_dir = false;  // this invocation made run_dir (a failed fresh start removes it again)
@@ -44,8 +46,12 @@ struct TrainingSession {
 std::unique_ptr<TrainingSession> open_session(const RunConfig& config);
 
 // Freezes modules (weights get no gradient computation, optimizer state dropped), logs the
-// trainable-parameter counts before and after, and records an event.
-void freeze_modules(TrainingSession& session, const std::vector<std::string>& modules, const std::string& reason);
+// trainable-parameter counts before and after, and records an event at `step`.
+void freeze_modules(TrainingSession& session, const std::vector<std::string>& modules, const std::string& reason,
+                    int64_t step);
+// Lets frozen modules train again with fresh optimizer state; logged like a freeze.
+void release_modules(TrainingSession& session, const std::vector<std::string>& modules, const std::string& reason,
+                     int64_t step);
 
 // Checkpoint of the session's current state; returns its directory.
 std::string save_checkpoint(TrainingSession& session);
