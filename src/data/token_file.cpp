@@ -1,15 +1,9 @@
 #include "qkd/data/token_file.h"
 
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include "qkd/common/error.h"
+#include "qkd/common/mapped_file.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "token files are little-endian; reading them on a big-endian host needs byte swapping"
@@ -17,13 +11,9 @@
 
 namespace qkd::data {
 
-// Read-only mapping of the whole file; unmapped when the last TokenFile copy goes away.
+// The mapped file; shared by every copy of the TokenFile.
 struct TokenFile::Mapping {
-  const unsigned char* data = nullptr;
-  size_t size = 0;
-  ~Mapping() {
-    if (data != nullptr) ::munmap(const_cast<unsigned char*>(data), size);
-  }
+  std::shared_ptr<MappedFile> file;
 };
 
 namespace {
@@ -41,44 +31,25 @@ int resolve_width(const std::string& path, int width_bytes) {
   return width_bytes;
 }
 
-// Size of the file behind `fd`, checked to hold whole tokens; closes `fd` before throwing.
-size_t checked_byte_count(int fd, const std::string& path, int width) {
-  struct stat st {};
-  std::string problem;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    problem = "not a regular file";
-  } else if (st.st_size == 0) {
-    problem = "empty token file";
-  } else if (static_cast<size_t>(st.st_size) % static_cast<size_t>(width) != 0) {
-    problem = "odd byte count " + std::to_string(st.st_size) + " (not a multiple of the " + std::to_string(width) +
-              "-byte token width)";
-  }
-  if (!problem.empty()) {
-    ::close(fd);
-    fail(path, problem);
-  }
-  return static_cast<size_t>(st.st_size);
+// Checks that the mapped file holds whole tokens.
+void check_byte_count(const MappedFile& file, int width) {
+  if (file.size() == 0) fail(file.path(), "empty token file");
+  if (file.size() % static_cast<size_t>(width) != 0)
+    fail(file.path(), "odd byte count " + std::to_string(file.size()) + " (not a multiple of the " + std::to_string(width) +
+                          "-byte token width)");
 }
 
 }  // namespace
 
 TokenFile TokenFile::open(const std::string& path, int width_bytes) {
   const int width = resolve_width(path, width_bytes);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, std::string("cannot open token file: ") + std::strerror(errno));
-  const size_t bytes = checked_byte_count(fd, path, width);
-  void* addr = ::mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_errno = errno;
-  ::close(fd);  // the mapping keeps the file referenced
-  if (addr == MAP_FAILED) fail(path, std::string("cannot memory-map token file: ") + std::strerror(map_errno));
-
   TokenFile file;
   file.mapping_ = std::make_shared<Mapping>();
-  file.mapping_->data = static_cast<const unsigned char*>(addr);
-  file.mapping_->size = bytes;
+  file.mapping_->file = MappedFile::open(path);
+  check_byte_count(*file.mapping_->file, width);
   file.path_ = path;
   file.width_ = width;
-  file.count_ = static_cast<int64_t>(bytes / static_cast<size_t>(width));
+  file.count_ = static_cast<int64_t>(file.mapping_->file->size() / static_cast<size_t>(width));
   return file;
 }
 
@@ -87,8 +58,8 @@ int64_t TokenFile::at(int64_t i) const {
     fail(path_, "token index " + std::to_string(i) + " out of range [0, " + std::to_string(count_) + ")");
   }
   // The mapping is page-aligned and the width divides the page size, so these reads are aligned.
-  if (width_ == 2) return reinterpret_cast<const uint16_t*>(mapping_->data)[i];
-  return reinterpret_cast<const uint32_t*>(mapping_->data)[i];
+  if (width_ == 2) return reinterpret_cast<const uint16_t*>(mapping_->file->data())[i];
+  return reinterpret_cast<const uint32_t*>(mapping_->file->data())[i];
 }
 
 torch::Tensor TokenFile::slice(int64_t begin, int64_t length) const {
@@ -100,10 +71,10 @@ torch::Tensor TokenFile::slice(int64_t begin, int64_t length) const {
   auto out = torch::empty({length}, torch::kInt64);
   int64_t* dst = out.data_ptr<int64_t>();
   if (width_ == 2) {
-    const uint16_t* src = reinterpret_cast<const uint16_t*>(mapping_->data) + begin;
+    const uint16_t* src = reinterpret_cast<const uint16_t*>(mapping_->file->data()) + begin;
     for (int64_t i = 0; i < length; ++i) dst[i] = src[i];
   } else {
-    const uint32_t* src = reinterpret_cast<const uint32_t*>(mapping_->data) + begin;
+    const uint32_t* src = reinterpret_cast<const uint32_t*>(mapping_->file->data()) + begin;
     for (int64_t i = 0; i < length; ++i) dst[i] = src[i];
   }
   return out;

@@ -1,21 +1,16 @@
 #include "qkd/io/safetensors.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <limits>
 #include <set>
 #include <sstream>
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <nlohmann/json.hpp>
 
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
+#include "qkd/common/mapped_file.h"
 
 // safetensors stores little-endian data; tensors are handed out as views of the raw bytes.
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -120,61 +115,18 @@ std::string span_text(size_t begin, size_t end) {
 // ---------------------------------------------------------------------------------------------
 // mapping
 
-namespace {
-
-// The whole file, mapped copy-on-write: views are zero-copy, and an in-place op on a view changes a
-// private page instead of crashing on a read-only one (the file itself is never modified).
-struct MappedBytes {
-  std::string path;
-  unsigned char* data = nullptr;
-  size_t size = 0;
+// The private type the header declares: the mapped file plus where its data section starts. Views
+// are zero-copy; the copy-on-write mapping lets an in-place op on a view change a private page
+// instead of crashing on a read-only one.
+struct SafetensorsFile::Mapping {
+  std::shared_ptr<MappedFile> file;
   size_t data_start = 0;  // 8 + header length
-  MappedBytes() = default;
-  MappedBytes(const MappedBytes&) = delete;  // one owner per mapping: it is unmapped exactly once
-  MappedBytes& operator=(const MappedBytes&) = delete;
-  ~MappedBytes() {
-    if (data != nullptr) ::munmap(data, size);
-  }
 };
-
-}  // namespace
-
-// The private type the header declares; the helpers below only need its bytes.
-struct SafetensorsFile::Mapping : MappedBytes {};
 
 namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the limit the reference implementation uses
 constexpr int kMaxJsonDepth = 8;                     // the format needs 3; deeper input is hostile
-
-size_t regular_file_size(int fd, const std::string& path) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) header_fail(path, std::string("cannot stat file: ") + std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) header_fail(path, "not a regular file");
-  return static_cast<size_t>(st.st_size);
-}
-
-void map_file(const std::string& path, MappedBytes& mapping) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
-  size_t size = 0;
-  void* addr = MAP_FAILED;
-  int map_errno = 0;
-  try {
-    size = regular_file_size(fd, path);
-    if (size < 8) header_fail(path, "file is " + std::to_string(size) + " bytes, shorter than the 8-byte header length");
-    addr = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-    map_errno = errno;
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
-  ::close(fd);  // the mapping keeps the file referenced
-  if (addr == MAP_FAILED) fail(path, std::string("cannot memory-map: ") + std::strerror(map_errno));
-  mapping.path = path;
-  mapping.data = static_cast<unsigned char*>(addr);
-  mapping.size = size;
-}
 
 uint64_t read_u64_le(const unsigned char* bytes) {
   uint64_t value = 0;
@@ -183,14 +135,14 @@ uint64_t read_u64_le(const unsigned char* bytes) {
 }
 
 // Validates the 8-byte header length against the file and returns it.
-size_t header_length(const MappedBytes& map) {
-  const uint64_t length = read_u64_le(map.data);
-  if (length > map.size - 8) {
-    header_fail(map.path, "length prefix " + std::to_string(length) + " exceeds the file size (" +
-                              std::to_string(map.size) + " bytes); truncated or not a safetensors file");
+size_t header_length(const MappedFile& map) {
+  const uint64_t length = read_u64_le(map.data());
+  if (length > map.size() - 8) {
+    header_fail(map.path(), "length prefix " + std::to_string(length) + " exceeds the file size (" +
+                              std::to_string(map.size()) + " bytes); truncated or not a safetensors file");
   }
   if (length > kMaxHeaderBytes) {
-    header_fail(map.path, "length prefix " + std::to_string(length) + " exceeds the 100 MB limit");
+    header_fail(map.path(), "length prefix " + std::to_string(length) + " exceeds the 100 MB limit");
   }
   return static_cast<size_t>(length);
 }
@@ -226,16 +178,16 @@ class DuplicateKeyGuard {
   std::set<std::string> entry_keys_;
 };
 
-json parse_header_json(const MappedBytes& map, size_t length) {
-  const char* begin = reinterpret_cast<const char*>(map.data) + 8;
+json parse_header_json(const MappedFile& map, size_t length) {
+  const char* begin = reinterpret_cast<const char*>(map.data()) + 8;
   json header;
   try {
-    DuplicateKeyGuard guard(map.path);
+    DuplicateKeyGuard guard(map.path());
     header = json::parse(begin, begin + length, std::ref(guard));
   } catch (const json::exception& e) {
-    header_fail(map.path, "invalid JSON: " + one_line(e.what()));
+    header_fail(map.path(), "invalid JSON: " + one_line(e.what()));
   }
-  if (!header.is_object()) header_fail(map.path, std::string("must be a JSON object, found ") + header.type_name());
+  if (!header.is_object()) header_fail(map.path(), std::string("must be a JSON object, found ") + header.type_name());
   return header;
 }
 
@@ -372,19 +324,22 @@ std::vector<TensorInfo> parse_tensors(const std::string& path, const json& heade
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
   SafetensorsFile file;
   file.mapping_ = std::make_shared<Mapping>();
-  map_file(path, *file.mapping_);
-  const size_t length = header_length(*file.mapping_);
+  file.mapping_->file = MappedFile::open(path);
+  const auto& mapped = *file.mapping_->file;
+  if (mapped.size() < 8)
+    header_fail(path, "file is " + std::to_string(mapped.size()) + " bytes, shorter than the 8-byte header length");
+  const size_t length = header_length(mapped);
   file.mapping_->data_start = 8 + length;
-  const json header = parse_header_json(*file.mapping_, length);
+  const json header = parse_header_json(mapped, length);
   file.metadata_ = parse_metadata(path, header);
-  file.tensors_ = parse_tensors(path, header, file.mapping_->size - file.mapping_->data_start);
+  file.tensors_ = parse_tensors(path, header, mapped.size() - file.mapping_->data_start);
   for (size_t i = 0; i < file.tensors_.size(); ++i) file.index_[file.tensors_[i].name] = i;
   return file;
 }
 
 const std::string& SafetensorsFile::path() const {
   static const std::string none;
-  return mapping_ ? mapping_->path : none;
+  return mapping_ ? mapping_->file->path() : none;
 }
 
 const std::vector<TensorInfo>& SafetensorsFile::tensors() const { return tensors_; }
@@ -413,7 +368,7 @@ torch::Tensor SafetensorsFile::tensor(const std::string& name) const {
   const auto options = torch::TensorOptions().dtype(to_torch(meta.dtype));
   const size_t bytes = meta.end - meta.begin;
   if (bytes == 0) return torch::empty(meta.shape, options);
-  unsigned char* data = mapping_->data + mapping_->data_start + meta.begin;
+  unsigned char* data = mapping_->file->data() + mapping_->data_start + meta.begin;
   if (meta.dtype == DType::BOOL) check_bool_bytes(data, bytes, path(), name);
   if (reinterpret_cast<uintptr_t>(data) % dtype_size(meta.dtype) != 0) {
     // Misaligned (odd header length or mixed dtypes): element loads need alignment, so copy.

@@ -79,12 +79,13 @@ std::string module_kind(const std::string& module) {
 std::string freeze_summary(const RunData& run) {
   std::string out = "policy " + escape_xml(config_text(run.config, "freeze.policy"));
   for (const auto& e : run.events) {
-    if (e.kind != "freeze") continue;
+    if (e.kind != "freeze" && e.kind != "release") continue;
     std::map<std::string, int> kinds;
     for (const auto& m : e.modules) ++kinds[module_kind(m)];
     std::string detail;
     for (const auto& [kind, n] : kinds) detail += (detail.empty() ? "" : ", ") + escape_xml(kind) + "×" + std::to_string(n);
-    out += "<br>step " + std::to_string(e.step) + ": " + std::to_string(e.modules.size()) + " modules" +
+    out += "<br>step " + std::to_string(e.step) + ": " + (e.kind == "release" ? "released " : "") +
+           std::to_string(e.modules.size()) + " modules" +
            (detail.empty() ? "" : " (" + detail + ")");
   }
   return out;

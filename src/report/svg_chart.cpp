@@ -143,6 +143,7 @@ std::string event_dash(const std::string& kind) {
   if (kind == "spike") return "4 3";
   if (kind == "nonfinite") return "1 2";
   if (kind == "loss_rise") return "8 3 2 3";
+  if (kind == "release") return "6 2";
   return "2 4";
 }
 
@@ -152,6 +153,7 @@ std::string event_glyph(const std::string& kind) {
   if (kind == "nonfinite") return "N";
   if (kind == "loss_rise") return "L";
   if (kind == "skip") return "K";
+  if (kind == "release") return "R";
   return "?";
 }
 

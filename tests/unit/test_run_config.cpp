@@ -61,6 +61,20 @@ TEST(RunConfig, OutOfRangeValues) {
   j = minimal();
   j["freeze"] = {{"policy", "sometimes"}};
   EXPECT_EQ(error_of(j), "freeze.policy: expected one of none, ov, auto, modules, got \"sometimes\"");
+  j = minimal();
+  j["freeze"] = {{"release_lr_factor", 1.5}};
+  EXPECT_NE(error_of(j).find("freeze.release_lr_factor"), std::string::npos) << error_of(j);
+}
+
+TEST(RunConfig, AutoFreezeNeedsTheMonitor) {
+  auto j = minimal();
+  j["freeze"] = {{"policy", "auto"}};
+  j["monitor"] = {{"enabled", false}};
+  EXPECT_EQ(error_of(j), "freeze.policy: \"auto\" needs the monitor (monitor.enabled true)");
+  j["monitor"] = {{"interval", 1}};
+  const auto c = qkd::train::parse_run_config(j);
+  EXPECT_TRUE(c.freeze.rollback);
+  EXPECT_DOUBLE_EQ(c.freeze.release_lr_factor, 0.25);
 }
 
 TEST(RunConfig, MissingTeacherPath) {

@@ -18,7 +18,7 @@ struct Series {
   bool dashed = false;
 };
 
-// A vertical line at x; `kind` (spike, nonfinite, loss_rise, freeze, skip) picks the dash pattern
+// A vertical line at x; `kind` (spike, nonfinite, loss_rise, freeze, release, skip) picks the dash pattern
 // and the one-letter glyph on top; `tooltip` becomes the marker's <title>.
 struct EventMarker {
   double x = 0;
