@@ -106,13 +106,26 @@ std::string run_row(const RunData& run, size_t index) {
   return row.str();
 }
 
+// The run's cost from summary.json, one line: steps, wall time, throughput, memory, skipped steps.
+std::string summary_text(const json& summary) {
+  auto number = [&](const char* key) { return summary.contains(key) && summary.at(key).is_number() ? summary.at(key).get<double>() : NAN; };
+  std::string out;
+  auto add = [&](const std::string& part) { out += (out.empty() ? "" : ", ") + part; };
+  if (!std::isnan(number("steps_completed"))) add(format_number(number("steps_completed")) + " steps");
+  if (!std::isnan(number("wall_seconds"))) add(format_number(number("wall_seconds")) + " s wall");
+  if (!std::isnan(number("tokens_per_second"))) add(format_number(number("tokens_per_second")) + " tokens/s");
+  if (!std::isnan(number("peak_rss_mb"))) add("peak RSS " + format_number(number("peak_rss_mb")) + " MB");
+  if (number("skipped_steps") > 0) add(format_number(number("skipped_steps")) + " updates skipped");
+  if (summary.value("interrupted", false)) add("interrupted");
+  return out;
+}
+
 std::string run_notes(const RunData& run) {
   std::string out;
   for (const auto& text : run.notes) out += "<li>" + escape_xml(run.label) + ": " + escape_xml(text) + "</li>";
-  if (!run.summary.is_null()) {
-    std::string text = run.summary.dump();
-    if (text.size() > 600) text = text.substr(0, 600) + " …";
-    out += "<li>" + escape_xml(run.label) + ": summary.json <code>" + escape_xml(text) + "</code></li>";
+  if (run.summary.is_object()) {
+    const auto text = summary_text(run.summary);
+    if (!text.empty()) out += "<li>" + escape_xml(run.label) + ": " + escape_xml(text) + "</li>";
   }
   return out;
 }

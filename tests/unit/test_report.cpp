@@ -72,9 +72,10 @@ TEST(ReportLoad, ReadsFixtureRunsAndIgnoresPartialLastLines) {
   ASSERT_EQ(run.signals.size(), 3u);
   ASSERT_EQ(run.signals[0].layers.size(), 3u);
   EXPECT_EQ(run.signals[2].layers[1].grad_sq.count("v_proj"), 0u);  // frozen: absent
-  ASSERT_EQ(run.events.size(), 3u);                                  // same-step events all kept
+  ASSERT_EQ(run.events.size(), 5u);                                  // same-step events all kept
   EXPECT_EQ(run.events[2].kind, "freeze");
   EXPECT_EQ(run.events[2].modules.size(), 6u);
+  EXPECT_EQ(run.events[4].kind, "release");
   EXPECT_EQ(count(::testing::PrintToString(run.notes), "partially written"), 2u);
 
   const RunData none = load_run(fixture("run_none"));
@@ -205,6 +206,9 @@ TEST(ReportPage, ShowsEscapedRunLabelsAndTable) {
   EXPECT_NE(html.find("0.9 (step 3)"), std::string::npos);       // peak KD
   EXPECT_NE(html.find("step 3: 6 modules (o_proj×3, v_proj×3)"), std::string::npos);
   EXPECT_NE(html.find("events.jsonl not found"), std::string::npos);
+  EXPECT_NE(html.find("step 5: released 2 modules (o_proj×1, v_proj×1)"), std::string::npos);
+  EXPECT_NE(html.find("5 steps, 12.5 s wall, 2100 tokens/s, peak RSS 812 MB, 1 updates skipped"), std::string::npos)
+      << "summary.json line";
 }
 
 TEST(ReportPage, FreezeEventIsMarkedOnEveryStepChart) {
