@@ -27,9 +27,11 @@ HF = {  # ../shared/reference/hf-ablation.json (policy, lr) -> (peak KL, final K
 }
 
 def freeze_section(policy):
-    """A POLICIES entry, or "auto-r<F>": auto releasing at F x the learning rate at the freeze (a sweep)."""
+    """A POLICIES entry, or "auto-r<F>[-w<N>]": auto releasing at F x the learning rate at the freeze,
+    with the released projections' learning rate ramped over N updates (a sweep)."""
     if policy.startswith("auto-r"):
-        return {"policy": "auto", "scope": "all", "release_lr_factor": float(policy[len("auto-r"):])}
+        factor, _, warmup = policy[len("auto-r"):].partition("-w")
+        return {"policy": "auto", "scope": "all", "release_lr_factor": float(factor), "release_warmup_steps": int(warmup or 0)}
     return POLICIES[policy]
 
 def run(args, policy, lr):

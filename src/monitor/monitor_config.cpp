@@ -27,6 +27,7 @@ FreezeConfig freeze_config_from_json(const nlohmann::json& json, const std::stri
   c.auto_watch = r.strings("auto_watch", c.auto_watch);
   c.rollback = r.boolean("rollback", c.rollback);
   c.release_lr_factor = r.number("release_lr_factor", c.release_lr_factor, 0.0, 1.0);
+  c.release_warmup_steps = r.integer("release_warmup_steps", c.release_warmup_steps, 0, 1'000'000);
   r.finish();
   if (c.policy == "modules" && c.modules.empty()) fail(where + ".modules", "policy \"modules\" needs at least one pattern");
   return c;
@@ -39,7 +40,8 @@ nlohmann::json to_json(const MonitorConfig& c) {
 
 nlohmann::json to_json(const FreezeConfig& c) {
   return {{"policy", c.policy}, {"modules", c.modules}, {"scope", c.scope}, {"auto_watch", c.auto_watch},
-          {"rollback", c.rollback}, {"release_lr_factor", c.release_lr_factor}};
+          {"rollback", c.rollback}, {"release_lr_factor", c.release_lr_factor},
+          {"release_warmup_steps", c.release_warmup_steps}};
 }
 
 }  // namespace qkd::monitor

@@ -1,14 +1,15 @@
 #include "qkd/train/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "qkd/common/error.h"
 
 namespace qkd::train {
 
-void AdamW::add_parameter(const std::string& name, torch::Tensor param, bool decay) {
+void AdamW::add_parameter(const std::string& name, torch::Tensor param, bool decay, int64_t warmup_steps) {
   params_[name] = Slot{param, torch::zeros_like(param, torch::MemoryFormat::Preserve),
-                       torch::zeros_like(param, torch::MemoryFormat::Preserve), decay};
+                       torch::zeros_like(param, torch::MemoryFormat::Preserve), decay, 0, warmup_steps};
 }
 
 void AdamW::remove_parameter(const std::string& name) { params_.erase(name); }
@@ -25,10 +26,12 @@ void AdamW::step(double lr) {
     const auto& grad = slot.param.grad();
     if (!grad.defined()) continue;
     ++slot.steps;
+    const double slot_lr =
+        slot.warmup > 0 ? lr * std::min(1.0, static_cast<double>(slot.steps) / static_cast<double>(slot.warmup)) : lr;
     const double bc1 = 1.0 - std::pow(options_.beta1, static_cast<double>(slot.steps));
     const double bc2_sqrt = std::sqrt(1.0 - std::pow(options_.beta2, static_cast<double>(slot.steps)));
-    const double step_size = lr / bc1;
-    if (slot.decay && options_.weight_decay != 0.0) slot.param.mul_(1.0 - lr * options_.weight_decay);
+    const double step_size = slot_lr / bc1;
+    if (slot.decay && options_.weight_decay != 0.0) slot.param.mul_(1.0 - slot_lr * options_.weight_decay);
     slot.exp_avg.lerp_(grad, 1.0 - options_.beta1);
     slot.exp_avg_sq.mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
     const auto denom = (slot.exp_avg_sq.sqrt() / bc2_sqrt).add_(options_.eps);
@@ -55,6 +58,7 @@ io::NamedTensors AdamW::state() const {
     out.emplace_back(name + ".exp_avg", slot.exp_avg.detach().cpu());
     out.emplace_back(name + ".exp_avg_sq", slot.exp_avg_sq.detach().cpu());
     out.emplace_back(name + ".step", torch::tensor({slot.steps}, torch::kInt64));
+    out.emplace_back(name + ".warmup", torch::tensor({slot.warmup}, torch::kInt64));
   }
   return out;
 }
@@ -73,9 +77,11 @@ void AdamW::load_state(const io::NamedTensors& state, const std::string& source)
       if (it->second.sizes() != target.sizes()) fail(source, "tensor '" + it->first + "': shape differs from the model");
       target.copy_(it->second);
     }
-    const auto steps = by_name.find(name + ".step");
-    if (steps == by_name.end()) fail(source, "tensor '" + name + ".step' missing from optimizer state");
-    slot.steps = steps->second.item<int64_t>();
+    for (auto* counter : {"step", "warmup"}) {
+      const auto it = by_name.find(name + "." + counter);
+      if (it == by_name.end()) fail(source, "tensor '" + name + "." + counter + "' missing from optimizer state");
+      (std::string(counter) == "step" ? slot.steps : slot.warmup) = it->second.item<int64_t>();
+    }
   }
 }
 

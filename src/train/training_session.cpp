@@ -208,7 +208,7 @@ void release_modules(TrainingSession& s, const std::vector<std::string>& modules
   auto params = s.student->named_parameters(/*recurse=*/true);
   for (const auto& module : modules) {
     for (const auto& name : monitor::release_module(*s.student, module))
-      s.optimizer->add_parameter(name, params[name], decays(s.config, name));
+      s.optimizer->add_parameter(name, params[name], decays(s.config, name), s.config.freeze.release_warmup_steps);
     s.frozen_modules.erase(module);
   }
   s.monitor->forget(modules);

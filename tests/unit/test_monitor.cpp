@@ -304,6 +304,29 @@ TEST(AutoFreeze, ReleasesTheFrozenProjectionsOnceTheLearningRateHasDecayed) {
   }
 }
 
+// No injection: with the default detector, a learning rate far too high for the 4-bit student makes the
+// o/v gradients jump after the first update and `auto` fires at step 2; a gentle one never fires.
+TEST(AutoFreeze, ReactsToARealInstabilityAndOnlyToIt) {
+  const auto dir = qkd::test::scratch_dir("autofreeze-natural");
+  for (const double lr : {1e-2, 1e-5}) {
+    const auto run = dir + "/lr" + std::to_string(lr);
+    auto config = auto_run(run, {{"policy", "auto"}});
+    config["monitor"] = {{"interval", 1}};
+    config["optim"]["lr"] = lr;
+    config["train"]["steps"] = 4;
+    config["data"]["seq_len"] = 64;
+    train_with_spike(config, /*spike_step=*/0);
+    std::vector<int64_t> freezes;
+    for (const auto& e : read_jsonl(run + "/events.jsonl"))
+      if (e.at("kind") == "freeze") freezes.push_back(e.at("step").get<int64_t>());
+    if (lr > 1e-3) {
+      EXPECT_EQ(freezes, std::vector<int64_t>{2}) << "lr " << lr;
+    } else {
+      EXPECT_TRUE(freezes.empty()) << "lr " << lr;
+    }
+  }
+}
+
 class AutoFreezeResume : public ::testing::TestWithParam<int> {};
 
 // Stopped after step 2 the rollback target (captured at step 2) must come back from the checkpoint;

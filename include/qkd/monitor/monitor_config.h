@@ -31,6 +31,8 @@ struct FreezeConfig {
   // fraction of its value at the freeze, so o/v still fine-tune at low learning rates; 0 keeps it frozen.
   // 0.25 measured best of 0 / 0.1 / 0.25 / 0.5 in the CPU ablation (docs/ablation.md).
   double release_lr_factor = 0.25;
+  // auto: a released projection's learning rate ramps up over this many of its updates.
+  int64_t release_warmup_steps = 0;
 };
 
 MonitorConfig monitor_config_from_json(const nlohmann::json& json, const std::string& where = "monitor");

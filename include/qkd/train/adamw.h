@@ -24,7 +24,10 @@ class AdamW {
   explicit AdamW(AdamWOptions options) : options_(options) {}
 
   // `decay` false for parameters exempt from weight decay (norms and biases by default).
-  void add_parameter(const std::string& name, torch::Tensor param, bool decay);
+  // `warmup_steps` > 0 ramps this parameter's learning rate linearly over its first updates (a
+  // projection released after a freeze must not take a full-size first Adam step: that step,
+  // sign(g) x lr on every element, is what destabilized it).
+  void add_parameter(const std::string& name, torch::Tensor param, bool decay, int64_t warmup_steps = 0);
   // Stops updating `name` and frees its moment estimates (used by the freeze policies).
   void remove_parameter(const std::string& name);
   bool has_parameter(const std::string& name) const { return params_.count(name) > 0; }
@@ -37,8 +40,8 @@ class AdamW {
   std::vector<std::string> parameter_names() const;
   int64_t numel() const;
 
-  // Moments as "<name>.exp_avg"/"<name>.exp_avg_sq", each parameter's update count as "<name>.step",
-  // plus the optimizer's "__step__".
+  // Moments as "<name>.exp_avg"/"<name>.exp_avg_sq", each parameter's update count as "<name>.step"
+  // and warm-up length as "<name>.warmup", plus the optimizer's "__step__".
   io::NamedTensors state() const;
   void load_state(const io::NamedTensors& state, const std::string& source);
 
@@ -49,6 +52,7 @@ class AdamW {
     torch::Tensor param, exp_avg, exp_avg_sq;
     bool decay = true;
     int64_t steps = 0;
+    int64_t warmup = 0;
   };
   AdamWOptions options_;
   std::map<std::string, Slot> params_;
