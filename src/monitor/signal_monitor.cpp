@@ -72,23 +72,38 @@ void SignalMonitor::begin_step(int64_t step) {
   student_->set_activation_observer(observer_.get());
 }
 
+bool SignalMonitor::judges(int64_t step) const { return measures(step) || (config_.enabled && !watched_.empty()); }
+
+double SignalMonitor::gradient_sq(model::LinearImpl& linear, const std::string& series) {
+  const auto& grad = linear.weight.grad();
+  double grad_sq = grad.defined() ? grad.to(torch::kFloat64).pow(2).sum().item<double>() : 0.0;
+  const auto injected = injected_.find(series);
+  if (injected != injected_.end()) {
+    grad_sq *= injected->second;
+    injected_.erase(injected);
+  }
+  return grad_sq;
+}
+
 std::vector<InstabilityEvent> SignalMonitor::judge_gradients(int64_t step, double kd_loss) {
   std::vector<InstabilityEvent> events;
   detector_.observe_loss(step, kd_loss, events);
-  if (!measuring_) return events;
-  student_->set_activation_observer(nullptr);
   torch::NoGradGuard no_grad;
+  if (!measuring_) {  // between measurements only the watched series, one reduction per weight
+    if (!judges(step)) return events;
+    for (auto& p : projections(*student_)) {
+      if (!p.linear->weight.requires_grad() || !watched_.count(p.type)) continue;
+      const auto series = "layer" + key_of(p) + ".grad_sq";
+      detector_.observe(step, series, gradient_sq(*p.linear, series), events);
+    }
+    return events;
+  }
+  student_->set_activation_observer(nullptr);
   before_.clear();
   for (auto& p : projections(*student_)) {
     auto& entry = layer_entry(pending_, p.layer);
-    const auto& grad = p.linear->weight.grad();
-    double grad_sq = grad.defined() ? grad.to(torch::kFloat64).pow(2).sum().item<double>() : 0.0;
     const auto series = "layer" + key_of(p) + ".grad_sq";
-    const auto injected = injected_.find(series);
-    if (injected != injected_.end()) {
-      grad_sq *= injected->second;
-      injected_.erase(injected);
-    }
+    const double grad_sq = gradient_sq(*p.linear, series);
     entry["grad_sq"][p.type] = grad_sq;
     entry["weight_norm"][p.type] = p.linear->weight.detach().to(torch::kFloat32).norm().item<double>();
     if (!p.linear->weight.requires_grad()) continue;  // frozen: no gradient, nothing to judge

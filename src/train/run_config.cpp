@@ -1,7 +1,5 @@
 #include "qkd/train/run_config.h"
 
-#include <spdlog/spdlog.h>
-
 #include <filesystem>
 #include <fstream>
 
@@ -168,9 +166,6 @@ RunConfig parse_run_config(const json& j) {
   c.monitor = monitor::monitor_config_from_json(section(j, "monitor"), "monitor");
   top.raw("monitor");
   if (c.freeze.policy == "auto" && !c.monitor.enabled) fail("freeze.policy", "\"auto\" needs the monitor (monitor.enabled true)");
-  if (c.freeze.policy == "auto" && c.monitor.interval > 1)
-    spdlog::warn("freeze.policy auto reacts on measured steps only: monitor.interval {} lets o/v run up to {} steps "
-                 "past a spike (1 reacts at the next step)", c.monitor.interval, c.monitor.interval);
   c.checkpoint = read_checkpoint(section(j, "checkpoint"));
   top.raw("checkpoint");
   c.export_ = read_export(section(j, "export"));

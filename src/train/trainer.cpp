@@ -80,10 +80,10 @@ bool freeze_destabilized(TrainingSession& s, const std::vector<std::string>& mod
   return true;
 }
 
-// Measured steps whose gradients raised no freeze: the watched weights that produced them are the
+// Judged steps whose gradients raised no freeze: the watched weights that produced them are the
 // rollback target for a later spike. Captured before the update.
 void keep_calm_weights(TrainingSession& s, int64_t step) {
-  if (!s.freeze->rolls_back() || !s.monitor->measures(step)) return;
+  if (!s.freeze->rolls_back() || !s.monitor->judges(step)) return;
   s.stable_weights.capture(*s.student, s.freeze->rollback_candidates(s.frozen_modules));
 }
 

@@ -161,6 +161,7 @@ std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
   s->student = build_student(config, s->device, s->quantized_modules);
   s->optimizer = build_optimizer(config, *s->student);
   s->monitor = std::make_unique<monitor::SignalMonitor>(config.monitor, s->student);
+  if (config.freeze.policy == "auto") s->monitor->watch_every_step(config.freeze.auto_watch);
   s->freeze = std::make_unique<monitor::FreezePolicy>(config.freeze, s->quantized_modules);
   s->checkpoints = std::make_unique<CheckpointStore>(config.run_dir);
   const auto resume_from = checkpoint_to_resume(config, *s->checkpoints);

@@ -284,6 +284,19 @@ TEST_P(AutoFreeze, InjectedVProjSpikeFreezesExactlyTheScopeAndRollsItBack) {
 
 INSTANTIATE_TEST_SUITE_P(Scopes, AutoFreeze, ::testing::Values("layer", "all"));
 
+// signal.jsonl holds only step 1 at interval 10, but `auto` judges the watched o/v series every step:
+// the spike at step 5 freezes at step 5 and rolls back past step 4's update, as at interval 1.
+TEST(AutoFreeze, WatchesOvEveryStepWhateverTheInterval) {
+  const auto dir = qkd::test::scratch_dir("autofreeze-interval");
+  auto config = auto_run(dir, {{"policy", "auto"}, {"release_lr_factor", 0.0}});
+  config["monitor"]["interval"] = 10;
+  train_with_spike(config, 5);
+  EXPECT_EQ(only_event(dir, "freeze").at("step"), 5);
+  EXPECT_EQ(read_jsonl(dir + "/signal.jsonl").size(), 1u);
+  const auto s3 = student_at(dir, 3), s5 = student_at(dir, 5);
+  EXPECT_TRUE(torch::equal(s3.at("model.layers.2.self_attn.v_proj.weight"), s5.at("model.layers.2.self_attn.v_proj.weight")));
+}
+
 // Cosine over 8 steps from 1e-4: step 2 runs at 0.962e-4, so factor 0.5 releases at the first step
 // whose rate is <= 0.481e-4, step 6 (0.309e-4; step 5 is at 0.5e-4).
 const json kReleasingAuto = {{"policy", "auto"}, {"scope", "all"}, {"release_lr_factor", 0.5}};

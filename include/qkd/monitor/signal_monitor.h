@@ -3,11 +3,13 @@
 // squared Frobenius norm of the weight gradient, the weight norm, the update-to-weight ratio and the
 // relative quantization error, plus per-layer RMS of the attention and MLP outputs. Records go to
 // signal.jsonl; the instability detector turns them into events. Steps between measurements cost
-// nothing: no observer is attached and no tensor is touched.
+// nothing (no observer is attached, no tensor touched) unless `auto` freeze has series watched every
+// step, which costs one reduction per watched weight.
 #include <nlohmann/json.hpp>
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,6 +30,12 @@ class SignalMonitor {
   ~SignalMonitor();
 
   bool measures(int64_t step) const;
+  // Projection types ("o_proj", "v_proj") whose gradient series are judged on every step, not only on
+  // measured ones: what `auto` freeze watches, so it reacts at the next step whatever the interval.
+  // Costs one reduction per watched weight on the other steps.
+  void watch_every_step(const std::vector<std::string>& types) { watched_ = {types.begin(), types.end()}; }
+  // Whether judge_gradients looks at any gradient at `step` (measured, or watched series exist).
+  bool judges(int64_t step) const;
   // Measured steps only: attach the activation observer before the forward passes of `step`.
   void begin_step(int64_t step);
   // After backward, before clipping and the optimizer step. Every step: judges the KD loss. Measured
@@ -43,12 +51,14 @@ class SignalMonitor {
   // Detector history, for checkpoints.
   nlohmann::json state() const { return detector_.state(); }
   void load_state(const nlohmann::json& state) { detector_.load_state(state); }
-  // Test hook: multiplies the next recorded grad_sq of one series ("layer3.v_proj.grad_sq").
+  // Test hook: multiplies the next judged grad_sq of one series ("layer3.v_proj.grad_sq").
   void inject_for_test(const std::string& series, double factor) { injected_[series] = factor; }
 
  private:
   struct Observer;
+  double gradient_sq(model::LinearImpl& linear, const std::string& series);  // with test injection
   MonitorConfig config_;
+  std::set<std::string> watched_;
   model::LlamaForCausalLM student_;
   InstabilityDetector detector_;
   std::unique_ptr<Observer> observer_;
