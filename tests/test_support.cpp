@@ -9,6 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <string>
+#include <vector>
+
 namespace qkd::test {
 
 std::string shared_dir() {
@@ -20,12 +23,31 @@ std::string repo_path(const std::string& relative) {
   return (std::filesystem::path(QKD_SOURCE_DIR) / relative).string();
 }
 
+namespace {
+// Scratch directories are removed when the test process exits (each test runs in its own process
+// under ctest), so a suite run does not leave gigabytes of checkpoints in /tmp. QKD_KEEP_TEST_DIRS=1
+// keeps them for debugging.
+struct ScratchRegistry {
+  std::vector<std::filesystem::path> dirs;
+  ~ScratchRegistry() {
+    if (const char* keep = std::getenv("QKD_KEEP_TEST_DIRS"); keep && std::string(keep) == "1") return;
+    std::error_code ignored;
+    for (const auto& dir : dirs) std::filesystem::remove_all(dir, ignored);
+  }
+};
+ScratchRegistry& scratch_registry() {
+  static ScratchRegistry registry;
+  return registry;
+}
+}  // namespace
+
 std::string scratch_dir(const std::string& tag) {
   static std::atomic<int> counter{0};
   const auto dir = std::filesystem::temp_directory_path() /
                    ("qkd-test-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
+  scratch_registry().dirs.push_back(dir);
   return dir.string();
 }
 

@@ -189,7 +189,7 @@ TEST(Freeze, FrozenProjectionsGetNoGradientAtAll) {
 // A tiny auto-freeze run on the shipped teacher with a checkpoint after every step. The monitor's
 // spike_factor is out of reach, so only the injected spike (at `spike_step`, on layer 2's v_proj) can
 // trigger; `stop_after` > 0 interrupts the run there (a resumed run then finishes it).
-json auto_run(const std::string& dir, const json& freeze) {
+json auto_run(const std::string& dir, const json& freeze, int keep_last = 8) {
   return {{"run_dir", dir},
           {"teacher", {{"path", repo_path("assets/models/kjv-teacher-7m")}}},
           {"data", {{"sources", {{{"path", repo_path("assets/data/kjv/kjv-val.u16")}}}}, {"seq_len", 16}}},
@@ -197,7 +197,7 @@ json auto_run(const std::string& dir, const json& freeze) {
           {"train", {{"steps", 8}, {"micro_batch", 2}, {"threads", 1}}},
           {"freeze", freeze},
           {"monitor", {{"interval", 1}, {"spike_factor", 1000.0}}},
-          {"checkpoint", {{"interval", 1}, {"keep_last", 20}, {"resume", "auto"}}},
+          {"checkpoint", {{"interval", 1}, {"keep_last", keep_last}, {"resume", "auto"}}},
           {"export", {{"hf", false}}}};
 }
 
@@ -323,7 +323,7 @@ TEST(AutoFreeze, ReactsToARealInstabilityAndOnlyToIt) {
   const auto dir = qkd::test::scratch_dir("autofreeze-natural");
   for (const double lr : {1e-2, 1e-5}) {
     const auto run = dir + "/lr" + std::to_string(lr);
-    auto config = auto_run(run, {{"policy", "auto"}});
+    auto config = auto_run(run, {{"policy", "auto"}}, 1);
     config["monitor"] = {{"interval", 1}};
     config["optim"]["lr"] = lr;
     config["train"]["steps"] = 4;
@@ -347,11 +347,11 @@ class AutoFreezeResume : public ::testing::TestWithParam<int> {};
 TEST_P(AutoFreezeResume, IsBitwiseEqualToAnUninterruptedRun) {
   const int stop_after = GetParam();
   const auto dir = qkd::test::scratch_dir("autofreeze-resume-" + std::to_string(stop_after));
-  train_with_spike(auto_run(dir + "/straight", kReleasingAuto), 3);
-  const auto first = train_with_spike(auto_run(dir + "/resumed", kReleasingAuto), 3, stop_after);
+  train_with_spike(auto_run(dir + "/straight", kReleasingAuto, 1), 3);
+  const auto first = train_with_spike(auto_run(dir + "/resumed", kReleasingAuto, 1), 3, stop_after);
   ASSERT_TRUE(first.interrupted);
   ASSERT_EQ(first.steps_completed, stop_after);
-  train_with_spike(auto_run(dir + "/resumed", kReleasingAuto), 3);
+  train_with_spike(auto_run(dir + "/resumed", kReleasingAuto, 1), 3);
   const auto a = student_at(dir + "/straight", 8), b = student_at(dir + "/resumed", 8);
   for (const auto& [name, tensor] : a) EXPECT_TRUE(torch::equal(tensor, b.at(name))) << name;
   EXPECT_EQ(read_jsonl(dir + "/straight/events.jsonl"), read_jsonl(dir + "/resumed/events.jsonl"));
