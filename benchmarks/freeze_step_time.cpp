@@ -19,6 +19,7 @@
 #include "qkd/loss/kd_loss.h"
 #include "qkd/monitor/freeze_policy.h"
 #include "qkd/quant/student.h"
+#include "qkd/train/training_session.h"
 
 namespace {
 
@@ -31,14 +32,15 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kSettings = 
              "mlp.up_proj", "mlp.down_proj"}},
 };
 
-bool matches(const std::string& module, const std::vector<std::string>& patterns) {
-  return std::any_of(patterns.begin(), patterns.end(), [&](const std::string& p) { return module.find(p) != std::string::npos; });
-}
-
+// Freezes what `freeze.policy: modules` with these patterns freezes in training, releases the rest.
 void apply_setting(qkd::model::LlamaForCausalLMImpl& student, const std::vector<std::string>& modules,
                    const std::vector<std::string>& patterns) {
+  qkd::monitor::FreezeConfig config;
+  config.policy = patterns.empty() ? "none" : "modules";
+  config.modules = patterns;
+  const auto frozen = qkd::monitor::FreezePolicy(config, modules).initial();
   for (const auto& m : modules) {
-    if (matches(m, patterns)) qkd::monitor::freeze_module(student, m);
+    if (std::find(frozen.begin(), frozen.end(), m) != frozen.end()) qkd::monitor::freeze_module(student, m);
     else qkd::monitor::release_module(student, m);
   }
 }
@@ -103,9 +105,8 @@ int main(int argc, char** argv) {
                           {"settings", nlohmann::json::array()}};
     for (const auto& [name, patterns] : kSettings) {
       apply_setting(*student, modules, patterns);
-      int64_t n = 0;
-      for (const auto& p : student->parameters()) n += p.requires_grad() ? p.numel() : 0;
-      out["settings"].push_back({{"name", name}, {"frozen", patterns}, {"trainable_params", n},
+      out["settings"].push_back({{"name", name}, {"frozen", patterns},
+                                 {"trainable_params", qkd::train::trainable_parameter_count(*student)},
                                  {"step_s", timed[name]["step_s"]}, {"backward_s", timed[name]["backward_s"]}});
     }
     std::cout << out.dump(1) << std::endl;

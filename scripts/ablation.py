@@ -12,6 +12,8 @@ docs/ablation-report.html (qkd-train report over all runs).
 """
 import argparse, json, os, shutil, subprocess, statistics
 
+from doc_output import write_keeping_reading
+
 POLICIES = {
     "none": {"policy": "none"},
     "ov": {"policy": "ov"},
@@ -152,13 +154,7 @@ def main():
                      f"{freeze_steps(r)} | {r['step_s']:.3f} |")
     lines += ["", f"Report: `{os.path.basename(report)}`" +
               (f" (headless Chromium screenshot: `{os.path.basename(screenshot)}`)." if os.path.exists(screenshot) else "."), ""]
-    # The hand-written analysis below the table survives a rerun; check it against the new numbers.
-    reading = ""
-    if os.path.exists(args.out):
-        old = open(args.out).read()
-        if "\n## Reading the table" in old:
-            reading = old[old.index("\n## Reading the table"):]
-    open(args.out, "w").write("\n".join(lines) + reading)
+    write_keeping_reading(args.out, "\n".join(lines))
     json.dump(results, open(os.path.splitext(args.out)[0] + ".json", "w"), indent=1)
     print("\n".join(lines))
 

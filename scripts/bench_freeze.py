@@ -11,6 +11,8 @@ Writes docs/freeze-benchmark.md.
 """
 import argparse, json, os, statistics, subprocess
 
+from doc_output import write_keeping_reading
+
 def removed_share(frozen, model_dir):
     """Weight-gradient multiply-adds of the frozen projections as a share of the step's linear-layer
     multiply-adds: teacher forward, student forward, student input gradients and student weight gradients,
@@ -65,12 +67,7 @@ def main():
                      f"{100 * paired(s, 'backward_s'):+.1f}% | {100 * (min(s['backward_s']) / min(none['backward_s']) - 1):+.1f}% | "
                      f"{100 * removed_share(s['frozen'], args.model):.1f}% |")
     lines.append("")
-    reading = ""  # hand-written analysis below the table survives a rerun
-    if os.path.exists(args.out):
-        old = open(args.out).read()
-        if "\n## Reading" in old:
-            reading = old[old.index("\n## Reading"):]
-    open(args.out, "w").write("\n".join(lines) + reading)
+    write_keeping_reading(args.out, "\n".join(lines))
     print("\n".join(lines))
 
 if __name__ == "__main__":

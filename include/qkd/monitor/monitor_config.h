@@ -23,7 +23,7 @@ struct FreezeConfig {
   std::vector<std::string> modules;      // policy "modules": substrings of module names, e.g. "v_proj"
   std::string scope = "all";             // auto: freeze o/v in the spiking "layer" or in "all" layers
   std::vector<std::string> auto_watch = {"o_proj", "v_proj"};  // auto: projections whose spikes trigger
-  // auto: a triggered projection goes back to its weights from the last measured step whose gradients
+  // auto: a triggered projection goes back to its weights from the last judged step whose gradients
   // were unremarkable, and the step that saw the spike applies no update (its gradients were computed
   // at the destabilized point).
   bool rollback = true;

@@ -38,9 +38,9 @@ class SignalMonitor {
   bool judges(int64_t step) const;
   // Measured steps only: attach the activation observer before the forward passes of `step`.
   void begin_step(int64_t step);
-  // After backward, before clipping and the optimizer step. Every step: judges the KD loss. Measured
-  // steps: reads gradient and weight norms, keeps the weights for the update ratio and judges the
-  // gradient series, so a freeze policy can act before this step's update is applied.
+  // After backward, before clipping and the optimizer step. Every step: judges the KD loss and the
+  // watched series. Measured steps: reads gradient and weight norms, keeps the weights for the update
+  // ratio and judges every gradient series, so a freeze policy can act before this step's update.
   std::vector<InstabilityEvent> judge_gradients(int64_t step, double kd_loss);
   // After the optimizer step: on measured steps the finished record for signal.jsonl (update ratio,
   // quantization error added); null on other steps.

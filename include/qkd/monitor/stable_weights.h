@@ -1,8 +1,8 @@
 #pragma once
 // The last weights of the watched projections that produced unremarkable gradients: what `auto`
-// freeze rolls a destabilized projection back to. Captured on measured steps before the optimizer
-// update (the weights that gave those gradients), so a spike seen at step t undoes the updates since
-// the last calm measurement.
+// freeze rolls a destabilized projection back to. Captured on every judged step (auto watches o/v
+// every step) before the optimizer update, i.e. the weights that gave those calm gradients, so a
+// spike seen at step t undoes the updates since the last calm step.
 #include <map>
 #include <string>
 #include <vector>
