@@ -142,30 +142,25 @@ TEST_P(Trajectory, StepZeroGradientNormsPerProjectionMatchReference) {
   }
 }
 
-// The reference file's "<mode>/grad0/<name>" tensors are not step-0 gradients: full and ov_freeze
-// differ in them although the two modes are identical at step 0, and their norms disagree with the
-// step-0 per-projection totals of the same reference (reproduced above to 1e-5). They match the
-// gradients of the 10th backward pass, within the drift that 10 steps of fp32 training allow.
-TEST_P(Trajectory, ReferenceGrad0TensorsAreTheTenthBackwardGradients) {
+// Step-0 gradients of individual weights against the reference's "<mode>/grad0/<name>" tensors:
+// relative Frobenius error of the difference at most 1e-4. Frozen weights have no gradient here and
+// none in the reference.
+TEST_P(Trajectory, StepZeroGradientsMatchReferenceTensors) {
   const bool ov = GetParam();
   const std::string prefix = std::string(ov ? "ov_freeze" : "full") + "/grad0/";
   const auto tensors = reference_tensors();
   RecipeRun run(ov);
-  for (int step = 0; step < 9; ++step) {
-    run.backward();
-    run.step();
-  }
   run.backward();
   const auto params = run.student->named_parameters();
   int checked = 0;
   for (const auto& info : tensors.tensors()) {
     if (info.name.rfind(prefix, 0) != 0) continue;
     const auto name = info.name.substr(prefix.size());
-    const auto expected = tensors.tensor(info.name);
+    const auto expected = tensors.tensor(info.name).to(torch::kFloat64);
     const auto got = params[name].grad();
     ASSERT_TRUE(got.defined()) << name;
-    const double rel = ((got - expected).norm() / expected.norm()).item<double>();
-    EXPECT_LT(rel, 0.15) << name << ": norm " << got.norm().item<double>() << " vs " << expected.norm().item<double>();
+    const double rel = ((got.to(torch::kFloat64) - expected).norm() / expected.norm()).item<double>();
+    EXPECT_LT(rel, 1e-4) << name << ": norm " << got.norm().item<double>() << " vs " << expected.norm().item<double>();
     ++checked;
   }
   EXPECT_EQ(checked, ov ? 4 : 6);
