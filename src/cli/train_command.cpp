@@ -1,7 +1,12 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
+#include <filesystem>
+#include <iostream>
+
+#include "qkd/report/report.h"
 #include "qkd/train/run_config.h"
+#include "qkd/train/run_digest.h"
 #include "qkd/train/trainer.h"
 
 namespace qkd::cli {
@@ -19,6 +24,18 @@ void run(const TrainOptions& opts) {
                summary.interrupted ? "stopped" : "finished", summary.steps_completed, summary.wall_seconds,
                summary.tokens_per_second, summary.peak_rss_mb);
   if (!summary.final_eval.is_null()) spdlog::info("final eval: {}", summary.final_eval.dump());
+  train::DigestPaths paths{opts.config, ""};
+  if (!summary.interrupted) {
+    // The report is a convenience: a run that trained and exported does not fail because of it.
+    const auto report_path = (std::filesystem::path(config.run_dir) / "report.html").string();
+    try {
+      report::write_report({config.run_dir}, report_path);
+      paths.report = report_path;
+    } catch (const std::exception& e) {
+      spdlog::warn("no report written: {}", e.what());
+    }
+  }
+  std::cout << "\n" << train::format_run_digest(config, summary, paths) << std::flush;
 }
 
 void add_train_options(CLI::App& app, TrainOptions& opts, bool required) {

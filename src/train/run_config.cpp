@@ -81,6 +81,7 @@ EvalSection read_eval(const json& j) {
   e.max_windows = r.integer("max_windows", e.max_windows, 0, kMaxInt);
   e.mc_limit = r.integer("mc_limit", e.mc_limit, 0, kMaxInt);
   e.at_start = r.boolean("at_start", e.at_start);
+  e.baselines = r.boolean("baselines", e.baselines);
   r.finish();
   for (size_t i = 0; i < e.ppl.size(); ++i)
     if (!std::filesystem::exists(e.ppl[i])) fail("eval.ppl[" + std::to_string(i) + "]", "file not found: " + e.ppl[i]);
@@ -129,7 +130,8 @@ json resolved_json(const RunConfig& c) {
                      {"device", c.train.device}, {"precision", c.train.precision}, {"threads", c.train.threads},
                      {"seed", c.train.seed}}},
           {"eval", {{"ppl", c.eval.ppl}, {"mc", c.eval.mc}, {"seq_len", c.eval.seq_len}, {"batch_size", c.eval.batch_size},
-                    {"max_windows", c.eval.max_windows}, {"mc_limit", c.eval.mc_limit}, {"at_start", c.eval.at_start}}},
+                    {"max_windows", c.eval.max_windows}, {"mc_limit", c.eval.mc_limit}, {"at_start", c.eval.at_start},
+                    {"baselines", c.eval.baselines}}},
           {"freeze", monitor::to_json(c.freeze)},
           {"monitor", monitor::to_json(c.monitor)},
           {"checkpoint", {{"interval", c.checkpoint.interval}, {"keep_last", c.checkpoint.keep_last},

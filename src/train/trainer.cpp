@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include "qkd/checkpoint/student_checkpoint.h"
 #include "qkd/checkpoint/hf_checkpoint.h"
@@ -67,6 +68,28 @@ void write_eval(TrainingSession& s, TrainSummary& summary) {
   summary.final_eval = results;
 }
 
+// Fresh runs only: what the student is compared with at the end. Kept in baselines.json so a resumed
+// run's summary still has them.
+void write_baselines(TrainingSession& s) {
+  const auto baselines = evaluate_perplexity_baselines(s);
+  if (baselines.is_null()) return;
+  spdlog::info("baselines: teacher ppl {}, round-to-nearest student ppl {}", baselines.at("teacher").dump(),
+               baselines.at("student").dump());
+  s.metrics->write({{"type", "baseline"}, {"step", 0}, {"teacher_ppl", baselines.at("teacher")},
+                    {"round_to_nearest_ppl", baselines.at("student")}});
+  write_text_atomically(baselines_path(s.config.run_dir), baselines.dump(2) + "\n");
+}
+
+nlohmann::json read_baselines(const std::string& run_dir) {
+  const auto path = baselines_path(run_dir);
+  if (!std::filesystem::is_regular_file(path)) return nullptr;
+  std::ifstream in(path);
+  auto baselines = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (baselines.is_object() && baselines.contains("teacher") && baselines.contains("student")) return baselines;
+  spdlog::warn("{}: not a baselines record; the summary shows no baselines", path);
+  return nullptr;
+}
+
 // auto freeze: the watched projections that spiked stop training before this step's update. With
 // rollback they go back to their last calm weights and the whole update is skipped, because its
 // gradients were computed at the destabilized point. Returns whether the update is skipped.
@@ -107,11 +130,15 @@ void raise_test_signal_if_asked(int64_t step) {
 
 TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks);
 
+std::string baselines_path(const std::string& run_dir) {
+  return (std::filesystem::path(run_dir) / "baselines.json").string();
+}
+
 nlohmann::json TrainSummary::to_json() const {
   return {{"steps_completed", steps_completed}, {"interrupted", interrupted},    {"skipped_steps", skipped_steps},
           {"wall_seconds", wall_seconds},       {"tokens_per_second", tokens_per_second},
           {"peak_rss_mb", peak_rss_mb},         {"final_eval", final_eval},
-          {"last_checkpoint", last_checkpoint}, {"export_dir", export_dir}};
+          {"last_checkpoint", last_checkpoint}, {"export_dir", export_dir}, {"baselines", baselines}};
 }
 
 TrainSummary run_training(const RunConfig& config, const TrainHooks& hooks) {
@@ -133,6 +160,7 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
   TrainSummary summary;
   const auto start = std::chrono::steady_clock::now();
   int64_t tokens_seen = 0;
+  if (s.step == 0 && config.eval.baselines) write_baselines(s);
   if (s.step == 0 && config.eval.at_start) write_eval(s, summary);
   ProgressLine progress(train.steps, s.step);
   while (s.step < train.steps && !stop_requested()) {
@@ -194,6 +222,7 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
   } else {
     spdlog::warn("stopped by signal after step {}; resume with the same command", s.step);
   }
+  summary.baselines = read_baselines(config.run_dir);
   summary.steps_completed = s.step;
   summary.skipped_steps = s.skipped_steps;
   summary.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -236,16 +236,29 @@ std::string save_checkpoint(TrainingSession& s) {
   return dir;
 }
 
+namespace {
+eval::EvalResults evaluate_model(TrainingSession& s, model::LlamaForCausalLM model, const std::vector<std::string>& mc) {
+  const auto& e = s.config.eval;
+  const auto plan = eval::make_eval_plan(e.ppl, mc, e.seq_len, e.batch_size, e.max_windows, e.mc_limit, s.device);
+  const bool was_training = model->is_training();
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const auto results = eval::evaluate_all([&](const torch::Tensor& ids) { return model->forward(ids); }, *s.tokenizer, plan);
+  if (was_training) model->train();
+  return results;
+}
+}  // namespace
+
 nlohmann::json evaluate_student(TrainingSession& s) {
   const auto& e = s.config.eval;
   if (e.ppl.empty() && e.mc.empty()) return nullptr;
-  const auto plan = eval::make_eval_plan(e.ppl, e.mc, e.seq_len, e.batch_size, e.max_windows, e.mc_limit, s.device);
-  s.student->eval();
-  torch::NoGradGuard no_grad;
-  auto student = s.student;
-  const auto results = eval::evaluate_all([&](const torch::Tensor& ids) { return student->forward(ids); }, *s.tokenizer, plan);
-  s.student->train();
-  return eval::results_to_json(results);
+  return eval::results_to_json(evaluate_model(s, s.student, e.mc));
+}
+
+nlohmann::json evaluate_perplexity_baselines(TrainingSession& s) {
+  if (s.config.eval.ppl.empty()) return nullptr;
+  return {{"teacher", eval::results_to_json(evaluate_model(s, s.teacher, {})).at("ppl")},
+          {"student", eval::results_to_json(evaluate_model(s, s.student, {})).at("ppl")}};
 }
 
 }  // namespace qkd::train

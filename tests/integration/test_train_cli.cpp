@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <fmt/format.h>
+
 #include "qkd/io/safetensors.h"
 #include "test_support.h"
 
@@ -91,6 +93,45 @@ TEST(TrainCli, ExportedStudentEvaluatesAndLoadsForLogits) {
   // The trainer's final validation and a separate eval of the exported student agree.
   EXPECT_NEAR(summary.at("final_eval").at("ppl").at("kjv-val.u16").get<double>(),
               evaluated.at("ppl").at("kjv-val.u16").get<double>(), 1e-3);
+}
+
+// The console ends with what a newcomer acts on: outputs, perplexities side by side, next commands.
+TEST(TrainCli, FinishedRunEndsWithDigestOfOutputsBaselinesAndNextCommands) {
+  const auto dir = scratch_dir("digest");
+  auto config = small_run(dir + "/run");
+  config["train"]["steps"] = 2;
+  const auto config_path = write_config(config, dir + "/c.json");
+  const auto result = run_cli("--config " + config_path);
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto digest = result.output.substr(result.output.rfind("Done: 2 steps"));
+  EXPECT_NE(digest.find("student: " + dir + "/run/student"), std::string::npos) << digest;
+  EXPECT_NE(digest.find("report:  " + dir + "/run/report.html"), std::string::npos) << digest;
+  EXPECT_TRUE(fs::exists(dir + "/run/report.html"));
+  EXPECT_NE(digest.find("qkd-train report --run " + dir + "/run"), std::string::npos) << digest;
+  EXPECT_NE(digest.find("qkd-train eval --model"), std::string::npos) << digest;
+
+  json summary, baselines;
+  std::ifstream(dir + "/run/summary.json") >> summary;
+  std::ifstream(dir + "/run/baselines.json") >> baselines;
+  const double teacher = baselines.at("teacher").at("kjv-val.u16").get<double>();
+  const double rtn = baselines.at("student").at("kjv-val.u16").get<double>();
+  const double student = summary.at("final_eval").at("ppl").at("kjv-val.u16").get<double>();
+  EXPECT_EQ(summary.at("baselines"), baselines);
+  // The teacher baseline is the teacher evaluated on its own, through the eval command.
+  const auto eval = run_cli("eval --model " + repo_path("assets/models/kjv-teacher-7m") + " --ppl " +
+                            repo_path("assets/data/kjv/kjv-val.u16") + " --seq-len 32 --max-windows 8 --threads 1 --json " +
+                            dir + "/teacher.json");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  json teacher_eval;
+  std::ifstream(dir + "/teacher.json") >> teacher_eval;
+  EXPECT_NEAR(teacher, teacher_eval.at("ppl").at("kjv-val.u16").get<double>(), 1e-3);
+  const auto row = fmt::format("kjv-val.u16 {:.3f} {:.3f} {:.3f}", teacher, rtn, student);
+  std::string squeezed;  // the table's row with its column padding collapsed
+  for (char c : digest.substr(digest.find("kjv-val.u16"))) {
+    if (c == '\n') break;
+    if (c != ' ' || (!squeezed.empty() && squeezed.back() != ' ')) squeezed += c;
+  }
+  EXPECT_EQ(squeezed, row) << digest;
 }
 
 struct BadInput {

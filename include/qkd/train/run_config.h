@@ -50,6 +50,7 @@ struct EvalSection {
   int64_t max_windows = 0;  // 0: all
   int64_t mc_limit = 0;     // 0: all items
   bool at_start = true;     // evaluate the initial student (round-to-nearest) too
+  bool baselines = true;    // fresh runs: teacher and round-to-nearest perplexity on `ppl`, for comparison
 };
 
 struct CheckpointSection {

@@ -24,8 +24,12 @@ struct TrainSummary {
   nlohmann::json final_eval;  // results_to_json of the last evaluation (null when none configured)
   std::string last_checkpoint;
   std::string export_dir;
+  nlohmann::json baselines;   // {"teacher": {file: ppl}, "student": {file: ppl}} at step 0; null when not measured
   nlohmann::json to_json() const;
 };
+
+// Where a run keeps the teacher and round-to-nearest perplexities measured at its start.
+std::string baselines_path(const std::string& run_dir);
 
 TrainSummary run_training(const RunConfig& config, const TrainHooks& hooks = {});
 

@@ -58,6 +58,9 @@ std::string save_checkpoint(TrainingSession& session);
 
 // Validation through the eval harness on the student (null when nothing is configured).
 nlohmann::json evaluate_student(TrainingSession& session);
+// Perplexity of the teacher and of the student as it is now, on eval.ppl only:
+// {"teacher": {"<file>": ppl}, "student": {...}}; null when eval.ppl is empty.
+nlohmann::json evaluate_perplexity_baselines(TrainingSession& session);
 
 int64_t trainable_parameter_count(model::LlamaForCausalLMImpl& model);
 
