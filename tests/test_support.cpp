@@ -59,9 +59,11 @@ std::vector<nlohmann::json> read_jsonl(const std::string& path) {
   return lines;
 }
 
-CommandResult run_cli(const std::string& args, const std::string& env) {
+CommandResult run_cli(const std::string& args, const std::string& env, int timeout_seconds) {
 #ifdef QKD_BINARY
-  const std::string command = (env.empty() ? "" : "env " + env + " ") + std::string(QKD_BINARY) + " " + args + " 2>&1";
+  const std::string limit = timeout_seconds > 0 ? "timeout -s KILL " + std::to_string(timeout_seconds) + " " : "";
+  const std::string command =
+      (env.empty() ? "" : "env " + env + " ") + limit + std::string(QKD_BINARY) + " " + args + " 2>&1";
 #else
   const std::string command = "false " + args;
 #endif

@@ -22,6 +22,7 @@ struct CommandResult {
 };
 // Runs the built qkd-train binary with `args` (a shell-quoted string) and captures its output.
 // `env` ("NAME=value ...") is set for that process only.
-CommandResult run_cli(const std::string& args, const std::string& env = "");
+// With timeout_seconds > 0 the process is killed after that long (exit code 137: a hang).
+CommandResult run_cli(const std::string& args, const std::string& env = "", int timeout_seconds = 0);
 
 }  // namespace qkd::test

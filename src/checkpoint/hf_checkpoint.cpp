@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "qkd/checkpoint/hf_config.h"
+#include "qkd/common/json_io.h"
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
 
@@ -18,9 +19,8 @@ namespace {
 
 // Shard files named by model.safetensors.index.json, in first-use order.
 std::vector<std::string> shard_files(const fs::path& index_path) {
-  std::ifstream in(index_path);
-  const auto index = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (index.is_discarded() || !index.is_object()) fail(index_path.string(), "not valid JSON");
+  const auto index = read_json_file(index_path.string());
+  if (!index.is_object()) fail(index_path.string(), "expected a JSON object");
   if (!index.contains("weight_map") || !index["weight_map"].is_object())
     fail(index_path.string(), "missing field 'weight_map'");
   std::vector<std::string> files;
@@ -55,6 +55,26 @@ std::string shape_string(const at::IntArrayRef& shape) {
   out << "[";
   for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
   return out.str() + "]";
+}
+
+// Parameters the config promises (biases left out): a config.json that claims a million layers fails
+// here, before the model is allocated, instead of growing memory until the machine gives out.
+double promised_parameters(const model::LlamaConfig& c) {
+  const double h = c.hidden_size, heads = c.num_attention_heads, kv = c.num_key_value_heads, d = c.head_dim;
+  const double per_layer = h * heads * d * 2 + h * kv * d * 2 + 3 * h * c.intermediate_size + 2 * h;
+  return c.vocab_size * h * (c.tie_word_embeddings ? 1 : 2) + c.num_hidden_layers * per_layer + h;
+}
+
+void check_weights_cover_config(const model::LlamaConfig& config, const io::NamedTensors& tensors, const std::string& dir) {
+  double held = 0;
+  for (const auto& [name, tensor] : tensors) held += static_cast<double>(tensor.numel());
+  // Small differences are left to copy_weights_into, which lists every missing or misshaped tensor.
+  const double promised = promised_parameters(config);
+  if (promised > 2 * held + (1 << 24))
+    fail((fs::path(dir) / "config.json").string(),
+         "describes a model of " + std::to_string(static_cast<int64_t>(promised)) + " parameters (num_hidden_layers " +
+             std::to_string(config.num_hidden_layers) + ", hidden_size " + std::to_string(config.hidden_size) +
+             ") but the weights hold " + std::to_string(static_cast<int64_t>(held)));
 }
 
 }  // namespace
@@ -93,7 +113,7 @@ void copy_weights_into(model::LlamaForCausalLMImpl& model, const io::NamedTensor
     if (ignored) continue;
     const auto it = params.find(name);
     if (it == params.end()) {
-      unexpected.push_back(name);
+      unexpected.push_back(printable(name));
       continue;
     }
     if (it->second.sizes() != tensor.sizes()) {
@@ -116,9 +136,11 @@ void copy_weights_into(model::LlamaForCausalLMImpl& model, const io::NamedTensor
 
 model::LlamaForCausalLM load_llama(const std::string& dir, const LoadOptions& options) {
   const auto config = read_llama_config((fs::path(dir) / "config.json").string());
+  const auto tensors = read_checkpoint_tensors(dir);
+  check_weights_cover_config(config, tensors, dir);
   model::LlamaForCausalLM model(config);
   model->to(options.dtype);
-  copy_weights_into(*model, read_checkpoint_tensors(dir), dir);
+  copy_weights_into(*model, tensors, dir);
   model->to(options.device);
   return model;
 }

@@ -1,8 +1,11 @@
 #include "qkd/checkpoint/hf_config.h"
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
+#include "qkd/common/json_io.h"
 #include "qkd/common/error.h"
 
 namespace qkd::checkpoint {
@@ -19,26 +22,44 @@ class ConfigReader {
     const auto it = j_.find(key);
     if (it == j_.end() || it->is_null()) fail(source_, std::string("missing field '") + key + "'");
     if (!it->is_number_integer() || it->get<int64_t>() <= 0)
-      fail(source_, std::string("field '") + key + "': expected a positive integer, got " + it->dump());
+      fail(source_, std::string("field '") + key + "': expected a positive integer, got " + json_excerpt(*it));
     return it->get<int64_t>();
   }
   int64_t optional_int(const char* key, int64_t fallback) const {
     const auto it = j_.find(key);
     if (it == j_.end() || it->is_null()) return fallback;
     if (it->is_array() && !it->empty() && it->front().is_number_integer()) return it->front().get<int64_t>();
-    if (!it->is_number_integer()) fail(source_, std::string("field '") + key + "': expected an integer, got " + it->dump());
+    if (!it->is_number_integer()) fail(source_, std::string("field '") + key + "': expected an integer, got " + json_excerpt(*it));
     return it->get<int64_t>();
+  }
+  int64_t optional_positive_int(const char* key, int64_t fallback) const {
+    const auto value = optional_int(key, fallback);
+    if (value <= 0) fail(source_, std::string("field '") + key + "': expected a positive integer, got " + std::to_string(value));
+    return value;
+  }
+  // Finite and > 0: epsilons, rope bases and factors (0 or negative values give NaN logits).
+  double optional_positive_number(const json& obj, const char* key, double fallback) const {
+    const double value = optional_number(obj, key, fallback);
+    if (!(value > 0.0) || !std::isfinite(value))
+      fail(source_, std::string("field '") + key + "': expected a positive number, got " + json_excerpt(obj.at(key)));
+    return value;
+  }
+  // A token id inside the vocabulary; `lowest` -1 allows "none".
+  void check_token_id(const char* key, int64_t id, int64_t vocab, int64_t lowest) const {
+    if (id < lowest || id >= vocab)
+      fail(source_, std::string("field '") + key + "': " + std::to_string(id) + " is outside the vocabulary [0, " +
+                        std::to_string(vocab) + ")");
   }
   double optional_number(const json& obj, const char* key, double fallback) const {
     const auto it = obj.find(key);
     if (it == obj.end() || it->is_null()) return fallback;
-    if (!it->is_number()) fail(source_, std::string("field '") + key + "': expected a number, got " + it->dump());
+    if (!it->is_number()) fail(source_, std::string("field '") + key + "': expected a number, got " + json_excerpt(*it));
     return it->get<double>();
   }
   bool optional_bool(const char* key, bool fallback) const {
     const auto it = j_.find(key);
     if (it == j_.end() || it->is_null()) return fallback;
-    if (!it->is_boolean()) fail(source_, std::string("field '") + key + "': expected true or false, got " + it->dump());
+    if (!it->is_boolean()) fail(source_, std::string("field '") + key + "': expected true or false, got " + json_excerpt(*it));
     return it->get<bool>();
   }
   const json& raw() const { return j_; }
@@ -53,22 +74,27 @@ class ConfigReader {
 model::RopeConfig parse_rope(const ConfigReader& r) {
   model::RopeConfig rope;
   const json& j = r.raw();
-  rope.theta = r.optional_number(j, "rope_theta", 10000.0);
+  rope.theta = r.optional_positive_number(j, "rope_theta", 10000.0);
   const json* params = nullptr;
   if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) params = &j["rope_parameters"];
   else if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) params = &j["rope_scaling"];
   if (!params) return rope;
-  rope.theta = r.optional_number(*params, "rope_theta", rope.theta);
-  std::string type = params->value("rope_type", params->value("type", std::string("default")));
+  rope.theta = r.optional_positive_number(*params, "rope_theta", rope.theta);
+  const auto type_field = params->contains("rope_type") ? params->at("rope_type") : params->contains("type") ? params->at("type") : json("default");
+  if (!type_field.is_string()) fail(r.source(), "field 'rope_type': expected a string, got " + json_excerpt(type_field));
+  const std::string type = type_field.get<std::string>();
   if (type != "default" && type != "llama3")
-    fail(r.source(), "rope type '" + type + "' is not supported (expected default or llama3)");
+    fail(r.source(), "rope type '" + printable(type) + "' is not supported (expected default or llama3)");
   rope.type = type;
   if (type == "llama3") {
-    rope.factor = r.optional_number(*params, "factor", 8.0);
-    rope.low_freq_factor = r.optional_number(*params, "low_freq_factor", 1.0);
-    rope.high_freq_factor = r.optional_number(*params, "high_freq_factor", 4.0);
-    rope.original_max_position_embeddings =
-        static_cast<int64_t>(r.optional_number(*params, "original_max_position_embeddings", 8192));
+    rope.factor = r.optional_positive_number(*params, "factor", 8.0);
+    rope.low_freq_factor = r.optional_positive_number(*params, "low_freq_factor", 1.0);
+    rope.high_freq_factor = r.optional_positive_number(*params, "high_freq_factor", 4.0);
+    if (rope.high_freq_factor <= rope.low_freq_factor)
+      fail(r.source(), "field 'high_freq_factor': must be greater than low_freq_factor (the llama3 ramp divides by their difference)");
+    const double original = r.optional_positive_number(*params, "original_max_position_embeddings", 8192);
+    if (original > 1e9) fail(r.source(), "field 'original_max_position_embeddings': implausibly large");
+    rope.original_max_position_embeddings = static_cast<int64_t>(original);
   }
   return rope;
 }
@@ -77,8 +103,8 @@ model::RopeConfig parse_rope(const ConfigReader& r) {
 
 model::LlamaConfig parse_llama_config(const json& j, const std::string& source) {
   if (!j.is_object()) fail(source, "expected a JSON object");
-  const auto model_type = j.value("model_type", std::string());
-  if (model_type != "llama") fail(source, "model_type: expected \"llama\", got \"" + model_type + "\"");
+  const auto model_type = j.contains("model_type") && j.at("model_type").is_string() ? j.at("model_type").get<std::string>() : std::string();
+  if (model_type != "llama") fail(source, "model_type: expected \"llama\", got \"" + printable(model_type) + "\"");
   ConfigReader r(j, source);
   model::LlamaConfig c;
   c.hidden_size = r.required_int("hidden_size");
@@ -86,33 +112,43 @@ model::LlamaConfig parse_llama_config(const json& j, const std::string& source) 
   c.num_hidden_layers = r.required_int("num_hidden_layers");
   c.num_attention_heads = r.required_int("num_attention_heads");
   c.vocab_size = r.required_int("vocab_size");
-  c.num_key_value_heads = r.optional_int("num_key_value_heads", c.num_attention_heads);
-  c.head_dim = r.optional_int("head_dim", c.hidden_size / c.num_attention_heads);
-  c.max_position_embeddings = r.optional_int("max_position_embeddings", 2048);
-  c.rms_norm_eps = r.optional_number(j, "rms_norm_eps", 1e-6);
+  c.num_key_value_heads = r.optional_positive_int("num_key_value_heads", c.num_attention_heads);
+  c.head_dim = r.optional_positive_int("head_dim", std::max<int64_t>(1, c.hidden_size / c.num_attention_heads));
+  c.max_position_embeddings = r.optional_positive_int("max_position_embeddings", 2048);
+  c.rms_norm_eps = r.optional_positive_number(j, "rms_norm_eps", 1e-6);
   c.tie_word_embeddings = r.optional_bool("tie_word_embeddings", false);
   c.attention_bias = r.optional_bool("attention_bias", false);
   c.mlp_bias = r.optional_bool("mlp_bias", false);
   c.bos_token_id = r.optional_int("bos_token_id", 1);
   c.eos_token_id = r.optional_int("eos_token_id", 2);
   c.pad_token_id = r.optional_int("pad_token_id", -1);
-  c.torch_dtype = j.value("dtype", j.value("torch_dtype", std::string("float32")));
+  const auto dtype_field = j.contains("dtype") ? j.at("dtype") : j.contains("torch_dtype") ? j.at("torch_dtype") : json("float32");
+  if (!dtype_field.is_string()) fail(source, "field 'dtype': expected a string, got " + json_excerpt(dtype_field));
+  c.torch_dtype = dtype_field.get<std::string>();
+  r.check_token_id("bos_token_id", c.bos_token_id, c.vocab_size, 0);
+  r.check_token_id("eos_token_id", c.eos_token_id, c.vocab_size, 0);
+  r.check_token_id("pad_token_id", c.pad_token_id, c.vocab_size, -1);
+  // Bounds that keep sizes (and their products below) far from int64 overflow.
+  for (const auto& [key, value] : {std::pair<const char*, int64_t>{"hidden_size", c.hidden_size}, {"intermediate_size", c.intermediate_size},
+                                   {"num_hidden_layers", c.num_hidden_layers}, {"num_attention_heads", c.num_attention_heads},
+                                   {"vocab_size", c.vocab_size}, {"head_dim", c.head_dim}})
+    if (value > (int64_t{1} << 24)) fail(source, std::string("field '") + key + "': " + std::to_string(value) + " is implausibly large");
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     fail(source, "num_key_value_heads: " + std::to_string(c.num_key_value_heads) +
                      " does not divide num_attention_heads " + std::to_string(c.num_attention_heads));
   if (c.head_dim % 2 != 0) fail(source, "head_dim: must be even for rotary embeddings");
+  if (c.num_key_value_heads > c.num_attention_heads)
+    fail(source, "num_key_value_heads: " + std::to_string(c.num_key_value_heads) + " is more than num_attention_heads " +
+                     std::to_string(c.num_attention_heads));
   if (j.contains("hidden_act") && j["hidden_act"] != "silu")
-    fail(source, "hidden_act: only \"silu\" is supported, got " + j["hidden_act"].dump());
+    fail(source, "hidden_act: only \"silu\" is supported, got " + json_excerpt(j["hidden_act"]));
   c.rope = parse_rope(r);
   return c;
 }
 
 model::LlamaConfig read_llama_config(const std::string& path) {
   if (!std::filesystem::exists(path)) fail(path, "config.json not found");
-  std::ifstream in(path);
-  json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) fail(path, "not valid JSON");
-  return parse_llama_config(j, path);
+  return parse_llama_config(read_json_file(path), path);
 }
 
 json llama_config_to_json(const model::LlamaConfig& c) {

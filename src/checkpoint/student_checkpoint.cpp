@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "qkd/common/json_io.h"
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
 #include "qkd/quant/student.h"
@@ -15,9 +16,8 @@ namespace {
 constexpr const char* kQuantizerStateFile = "quantizer_state.safetensors";
 
 quant::QuantSpec read_spec(const fs::path& path) {
-  std::ifstream in(path);
-  const auto json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded() || !json.is_object() || !json.contains("quant")) fail(path.string(), "missing field 'quant'");
+  const auto json = read_json_file(path.string());
+  if (!json.is_object() || !json.contains("quant")) fail(path.string(), "missing field 'quant'");
   return quant::quant_spec_from_json(json.at("quant"), path.string() + ": quant");
 }
 }  // namespace
@@ -49,13 +49,16 @@ LoadedModel load_model_or_student(const std::string& dir, const LoadOptions& opt
 
 void save_student_checkpoint(model::LlamaForCausalLMImpl& student, const quant::QuantSpec& spec, const std::string& dir,
                              torch::Dtype dtype, const std::string& tokenizer_source_dir) {
-  save_hf_checkpoint(student, dir, dtype, tokenizer_source_dir);
-  io::write_safetensors((fs::path(dir) / kQuantizerStateFile).string(), quant::quantizer_state(student));
-  const nlohmann::json description = {
-      {"format", "qkd-train student"},
-      {"note", "model.safetensors holds the latent float weights; the forward pass fake-quantizes them as 'quant' says"},
-      {"quant", quant::quant_spec_to_json(spec)}};
-  write_text_atomically((fs::path(dir) / quant::kQuantSpecFileName).string(), description.dump(2) + "\n");
+  // Whole or not at all: a directory without quantization.json would load as a float model.
+  write_directory_atomically(dir, [&](const std::string& temp) {
+    save_hf_checkpoint(student, temp, dtype, tokenizer_source_dir);
+    io::write_safetensors((fs::path(temp) / kQuantizerStateFile).string(), quant::quantizer_state(student));
+    const nlohmann::json description = {
+        {"format", "qkd-train student"},
+        {"note", "model.safetensors holds the latent float weights; the forward pass fake-quantizes them as 'quant' says"},
+        {"quant", quant::quant_spec_to_json(spec)}};
+    write_text_atomically((fs::path(temp) / quant::kQuantSpecFileName).string(), description.dump(2) + "\n");
+  });
 }
 
 }  // namespace qkd::checkpoint

@@ -20,10 +20,12 @@ struct EvalOptions {
 
 void run_eval(const EvalOptions& o) {
   if (o.ppl.empty() && o.mc.empty()) fail("eval", "nothing to evaluate: give --ppl and/or --mc files");
+  if (!o.json_out.empty()) require_replaceable_output(o.json_out);  // before minutes of evaluation
   set_cpu_threads(o.threads);
   const torch::Device device(o.device);
   const auto dtype = checkpoint::parse_dtype(o.dtype, "--dtype");
   const auto tokenizer = tokenizer::load_tokenizer_for_checkpoint(o.model);
+  eval::check_eval_inputs(o.ppl, o.mc, tokenizer.vocab_size());
   auto loaded = checkpoint::load_model_or_student(o.student.empty() ? o.model : o.student, {dtype, device});
   auto model = loaded.model;
   model->eval();

@@ -2,6 +2,7 @@
 
 #include "cli/commands.h"
 #include "qkd/checkpoint/hf_checkpoint.h"
+#include "qkd/common/atomic_file.h"
 #include "qkd/eval/logits_dump.h"
 
 namespace qkd::cli {
@@ -16,6 +17,7 @@ void add_logits_command(CLI::App& app) {
   cmd->add_option("--input", opts->input, "safetensors file with int64 input_ids_K [batch, seq]")->required();
   cmd->add_option("--output", opts->output, "safetensors file to write logits_K into")->required();
   cmd->callback([opts] {
+    require_replaceable_output(opts->output);
     auto model = checkpoint::load_llama(opts->model, {torch::kFloat32, torch::kCPU});
     model->eval();
     const int n = eval::dump_logits(*model, opts->input, opts->output);

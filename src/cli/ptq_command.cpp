@@ -1,6 +1,7 @@
 #include <fstream>
 
 #include "cli/commands.h"
+#include "qkd/common/json_io.h"
 #include "qkd/common/error.h"
 #include "qkd/ptq/ptq.h"
 
@@ -17,10 +18,8 @@ struct PtqCliOptions {
 quant::QuantSpec resolve_spec(const PtqCliOptions& o) {
   nlohmann::json section = nlohmann::json::object();
   if (!o.quant_json.empty()) {
-    std::ifstream in(o.quant_json);
-    if (!in) fail(o.quant_json, "file not found");
-    const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object()) fail(o.quant_json, "not a JSON object");
+    const auto j = read_json_file(o.quant_json);
+    if (!j.is_object()) fail(o.quant_json, "not a JSON object");
     section = j.contains("quant") ? j.at("quant") : j;
   }
   for (const auto& [key, value] : o.flags.items()) section[key] = value;

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -114,7 +116,21 @@ std::string write_and_sync(int fd, const std::string& path, const std::function<
 
 }  // namespace
 
+void require_replaceable_output(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (S_ISLNK(st.st_mode)) fail(path, "output path is a symbolic link; refusing to replace it");
+    if (!S_ISREG(st.st_mode)) fail(path, "output path exists and is not a regular file; refusing to replace it");
+  } else if (errno != ENOENT) {
+    fail(path, "cannot inspect output path: " + errno_text(errno));
+  }
+  const auto dir = parent_dir_of(path);
+  if (!std::filesystem::is_directory(dir)) fail(path, "output directory " + dir + " does not exist");
+}
+
 void write_file_atomically(const std::string& path, const std::function<void(std::ostream&)>& write) {
+  // The rename would otherwise replace a device file or symlink (as root, /dev/null) with a file.
+  require_replaceable_output(path);
   const std::string temp = temp_path_for(path);
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
   if (fd < 0) fail(path, "cannot create temporary file '" + temp + "': " + errno_text(errno));
@@ -129,6 +145,65 @@ void write_file_atomically(const std::string& path, const std::function<void(std
     throw Error(problem);
   }
   sync_directory(parent_dir_of(path));
+}
+
+namespace {
+// Swaps `temp` into `dir`'s place; the old directory ends up at `temp`.
+void swap_into_place(const std::string& temp, const std::string& dir) {
+  if (!std::filesystem::exists(dir)) {
+    if (::rename(temp.c_str(), dir.c_str()) != 0) fail(dir, "cannot rename temporary directory into place: " + errno_text(errno));
+    return;
+  }
+  if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0) return;
+  // File systems without RENAME_EXCHANGE: move the old one aside first (dir is briefly absent).
+  const auto aside = temp + "-old";
+  if (::rename(dir.c_str(), aside.c_str()) != 0) fail(dir, "cannot move the previous directory aside: " + errno_text(errno));
+  if (::rename(temp.c_str(), dir.c_str()) != 0) fail(dir, "cannot rename temporary directory into place: " + errno_text(errno));
+  ::rename(aside.c_str(), temp.c_str());
+}
+
+// The pid in "<anything>.tmp-<pid>" or "<anything>.tmp-<pid>-<n>"; 0 when the name is not a temporary.
+pid_t temporary_owner(const std::string& name) {
+  const auto at = name.rfind(".tmp-");
+  if (at == std::string::npos) return 0;
+  const auto digits = name.substr(at + 5);
+  const auto dash = digits.find('-');
+  const auto pid_text = digits.substr(0, dash);
+  if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos || pid_text.size() > 9) return 0;
+  return static_cast<pid_t>(std::stol(pid_text));
+}
+}  // namespace
+
+void write_directory_atomically(const std::string& dir, const std::function<void(const std::string& temp_dir)>& fill) {
+  const std::filesystem::path final_path(dir);
+  const auto parent = parent_dir_of(dir);
+  const auto temp = (std::filesystem::path(parent) / ("." + final_path.filename().string() + ".tmp-" + std::to_string(::getpid()))).string();
+  std::error_code ignored;
+  std::filesystem::remove_all(temp, ignored);
+  try {
+    std::filesystem::create_directories(temp);
+    fill(temp);
+    sync_directory(temp);
+    swap_into_place(temp, dir);
+  } catch (...) {
+    std::filesystem::remove_all(temp, ignored);
+    throw;
+  }
+  std::filesystem::remove_all(temp, ignored);  // the previous directory, when there was one
+  sync_directory(parent);
+}
+
+int remove_stale_temporaries(const std::string& dir) {
+  int removed = 0;
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) return 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const pid_t owner = temporary_owner(entry.path().filename().string());
+    if (owner <= 0 || owner == ::getpid() || ::kill(owner, 0) == 0 || errno != ESRCH) continue;
+    std::error_code ignored;
+    if (std::filesystem::remove_all(entry.path(), ignored) > 0) ++removed;
+  }
+  return removed;
 }
 
 void write_text_atomically(const std::string& path, const std::string& text) {

@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "qkd/common/error.h"
+#include "qkd/common/json_io.h"
 
 namespace qkd {
 
@@ -21,7 +22,7 @@ std::string number_text(double v) {
 
 FieldReader::FieldReader(const nlohmann::json& object, std::string path)
     : object_(object.is_null() ? empty_object() : object), path_(std::move(path)) {
-  if (!object_.is_object()) fail(path_, "expected an object, got " + object_.dump());
+  if (!object_.is_object()) fail(path_, "expected an object, got " + json_excerpt(object_));
 }
 
 std::string FieldReader::path_of(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
@@ -36,7 +37,7 @@ const nlohmann::json* FieldReader::raw(const std::string& key) {
 std::string FieldReader::string(const std::string& key, const std::string& fallback) {
   const auto* v = raw(key);
   if (!v) return fallback;
-  if (!v->is_string()) fail(path_of(key), "expected a string, got " + v->dump());
+  if (!v->is_string()) fail(path_of(key), "expected a string, got " + json_excerpt(*v));
   return v->get<std::string>();
 }
 
@@ -58,14 +59,14 @@ std::string FieldReader::one_of(const std::string& key, const std::string& fallb
 bool FieldReader::boolean(const std::string& key, bool fallback) {
   const auto* v = raw(key);
   if (!v) return fallback;
-  if (!v->is_boolean()) fail(path_of(key), "expected true or false, got " + v->dump());
+  if (!v->is_boolean()) fail(path_of(key), "expected true or false, got " + json_excerpt(*v));
   return v->get<bool>();
 }
 
 int64_t FieldReader::integer(const std::string& key, int64_t fallback, int64_t min, int64_t max) {
   const auto* v = raw(key);
   if (!v) return fallback;
-  if (!v->is_number_integer()) fail(path_of(key), "expected an integer, got " + v->dump());
+  if (!v->is_number_integer()) fail(path_of(key), "expected an integer, got " + json_excerpt(*v));
   const auto value = v->get<int64_t>();
   if (value < min || value > max)
     fail(path_of(key), "expected an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "], got " +
@@ -76,27 +77,27 @@ int64_t FieldReader::integer(const std::string& key, int64_t fallback, int64_t m
 double FieldReader::number(const std::string& key, double fallback, double min, double max) {
   const auto* v = raw(key);
   if (!v) return fallback;
-  if (!v->is_number()) fail(path_of(key), "expected a number, got " + v->dump());
+  if (!v->is_number()) fail(path_of(key), "expected a number, got " + json_excerpt(*v));
   const auto value = v->get<double>();
   if (!(value >= min && value <= max))
-    fail(path_of(key), "expected a number in [" + number_text(min) + ", " + number_text(max) + "], got " + v->dump());
+    fail(path_of(key), "expected a number in [" + number_text(min) + ", " + number_text(max) + "], got " + json_excerpt(*v));
   return value;
 }
 
 double FieldReader::positive(const std::string& key, double fallback) {
   const auto* v = raw(key);
   if (!v) return fallback;
-  if (!v->is_number() || !(v->get<double>() > 0)) fail(path_of(key), "expected a positive number, got " + v->dump());
+  if (!v->is_number() || !(v->get<double>() > 0)) fail(path_of(key), "expected a positive number, got " + json_excerpt(*v));
   return v->get<double>();
 }
 
 std::vector<std::string> FieldReader::strings(const std::string& key, const std::vector<std::string>& fallback) {
   const auto* v = raw(key);
   if (!v) return fallback;
-  if (!v->is_array()) fail(path_of(key), "expected an array of strings, got " + v->dump());
+  if (!v->is_array()) fail(path_of(key), "expected an array of strings, got " + json_excerpt(*v));
   std::vector<std::string> out;
   for (size_t i = 0; i < v->size(); ++i) {
-    if (!(*v)[i].is_string()) fail(path_of(key) + "[" + std::to_string(i) + "]", "expected a string, got " + (*v)[i].dump());
+    if (!(*v)[i].is_string()) fail(path_of(key) + "[" + std::to_string(i) + "]", "expected a string, got " + json_excerpt((*v)[i]));
     out.push_back((*v)[i].get<std::string>());
   }
   return out;

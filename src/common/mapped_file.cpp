@@ -1,3 +1,4 @@
+#include "qkd/common/input_file.h"
 #include "qkd/common/mapped_file.h"
 
 #include <cerrno>
@@ -23,11 +24,9 @@ struct Descriptor {
 }  // namespace
 
 std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
-  const Descriptor file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  if (file.fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  const Descriptor file{open_regular_file(path)};
   struct stat st {};
   if (::fstat(file.fd, &st) != 0) fail(path, std::string("cannot stat file: ") + std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) fail(path, "not a regular file");
   std::shared_ptr<MappedFile> mapped(new MappedFile());
   mapped->path_ = path;
   mapped->size_ = static_cast<size_t>(st.st_size);

@@ -5,6 +5,8 @@
 #include <fstream>
 #include <set>
 
+#include "qkd/common/input_file.h"
+#include "qkd/common/json_io.h"
 #include "qkd/common/error.h"
 
 namespace qkd::data {
@@ -31,7 +33,7 @@ void reject_unknown_keys(const nlohmann::json& object, const std::string& where,
 }
 
 [[noreturn]] void expected(const std::string& where, const std::string& what, const nlohmann::json& got) {
-  fail(where, "expected " + what + ", got " + got.dump());
+  fail(where, "expected " + what + ", got " + json_excerpt(got));
 }
 
 int64_t positive_int(const nlohmann::json& value, const std::string& where) {
@@ -78,11 +80,12 @@ SourceConfig source_from_json(const nlohmann::json& json, const std::string& whe
 
 // First non-blank line of a JSON-lines file, parsed; discarded value when it is not JSON.
 nlohmann::json first_record(const std::string& path) {
+  require_regular_file(path);
   std::ifstream in(path, std::ios::binary);
   std::string line;
   while (std::getline(in, line)) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    return nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    return parse_json_or_discarded(line);
   }
   fail(path, "empty data source (no records)");
 }

@@ -1,5 +1,6 @@
 #include "qkd/data/data_stream.h"
 
+#include "qkd/common/json_io.h"
 #include "qkd/common/error.h"
 #include "qkd/data/shuffle.h"
 
@@ -13,8 +14,8 @@ constexpr uint64_t kMixingStream = 0xDA7A;  // sub-stream id of the source-choic
 void require_same(const nlohmann::json& cursor, const char* key, const nlohmann::json& expected) {
   if (!cursor.contains(key)) fail("data cursor", std::string("missing '") + key + "'");
   if (cursor[key] != expected) {
-    fail("data cursor", std::string(key) + " " + cursor[key].dump() + " does not match the data config's " +
-                            expected.dump());
+    fail("data cursor", std::string(key) + " " + json_excerpt(cursor[key]) + " does not match the data config's " +
+                            json_excerpt(expected));
   }
 }
 }  // namespace
@@ -92,7 +93,7 @@ nlohmann::json DataStream::cursor() const {
 }
 
 void DataStream::restore(const nlohmann::json& cursor) {
-  if (!cursor.is_object()) fail("data cursor", "expected an object, got " + cursor.dump());
+  if (!cursor.is_object()) fail("data cursor", "expected an object, got " + json_excerpt(cursor));
   require_same(cursor, "version", kCursorVersion);
   require_same(cursor, "seq_len", config_.seq_len);
   require_same(cursor, "seed", config_.seed);

@@ -4,12 +4,15 @@
 
 #include <algorithm>
 
+#include "qkd/common/input_file.h"
+#include "qkd/common/json_io.h"
 #include "qkd/common/error.h"
 #include "qkd/data/record_render.h"
 
 namespace qkd::data {
 
 LineReader::LineReader(const std::string& path) : path_(path) {
+  require_regular_file(path);
   if (!file_.open(path, std::ios::in | std::ios::binary)) fail(path, "cannot open data source");
 }
 
@@ -78,7 +81,7 @@ class JsonlDocumentSource : public DocumentSource {
         continue;
       }
       if (is_blank(line)) continue;
-      const auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      const auto record = parse_json_or_discarded(line);
       if (record.is_discarded() || !record.is_object()) {
         report_malformed(source_.path, line_number, record.is_discarded() ? "invalid JSON" : "not a JSON object",
                          config_.strict, counters_);

@@ -53,6 +53,16 @@ TokenFile TokenFile::open(const std::string& path, int width_bytes) {
   return file;
 }
 
+void TokenFile::check_vocabulary(int64_t vocab_size) const {
+  for (int64_t i = 0; i < count_; ++i) {
+    const int64_t token = width_ == 2 ? reinterpret_cast<const uint16_t*>(mapping_->file->data())[i]
+                                      : reinterpret_cast<const uint32_t*>(mapping_->file->data())[i];
+    if (token >= vocab_size)
+      fail(path_, "token " + std::to_string(token) + " at position " + std::to_string(i) +
+                      " is outside the vocabulary of " + std::to_string(vocab_size));
+  }
+}
+
 int64_t TokenFile::at(int64_t i) const {
   if (i < 0 || i >= count_) {
     fail(path_, "token index " + std::to_string(i) + " out of range [0, " + std::to_string(count_) + ")");

@@ -2,6 +2,8 @@
 
 #include <fstream>
 
+#include "qkd/common/input_file.h"
+#include "qkd/common/json_io.h"
 #include "qkd/common/error.h"
 
 namespace qkd::eval {
@@ -12,6 +14,7 @@ bool is_blank(const std::string& line) { return line.find_first_not_of(" \t\r\n"
 
 void for_each_jsonl_record(const std::string& path,
                            const std::function<void(const nlohmann::json& record, const std::string& where, int64_t line)>& visit) {
+  require_regular_file(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, "cannot open file");
   std::string line;
@@ -20,12 +23,7 @@ void for_each_jsonl_record(const std::string& path,
     ++line_no;
     if (is_blank(line)) continue;
     const std::string where = path + ":" + std::to_string(line_no);
-    nlohmann::json record;
-    try {
-      record = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      fail(where, std::string("bad JSON: ") + e.what());
-    }
+    const auto record = parse_json(line, where);
     if (!record.is_object()) fail(where, "expected a JSON object");
     visit(record, where, line_no);
   }

@@ -118,6 +118,7 @@ PerplexityResult perplexity_of_jsonl(const LogitsFn& logits_fn, const tokenizer:
 PerplexityResult perplexity_of_file(const LogitsFn& logits_fn, const tokenizer::Tokenizer& tokenizer,
                                     const std::string& path, const PerplexityOptions& options) {
   if (has_extension(path, ".u16") || has_extension(path, ".u32")) {
+    data::TokenFile::open(path).check_vocabulary(tokenizer.vocab_size());
     return perplexity_of_token_file(logits_fn, path, options);
   }
   if (has_extension(path, ".jsonl") || has_extension(path, ".json")) {

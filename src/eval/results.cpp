@@ -2,6 +2,10 @@
 
 #include <filesystem>
 
+#include "qkd/common/error.h"
+#include "qkd/data/token_file.h"
+#include "qkd/eval/jsonl_lines.h"
+#include "qkd/eval/mc_formats.h"
 #include "qkd/tokenizer/tokenizer.h"
 
 namespace qkd::eval {
@@ -29,6 +33,23 @@ nlohmann::json results_to_json(const EvalResults& results) {
     out["mc"][file] = {{"acc", score.acc}, {"acc_norm", score.acc_norm}, {"n", score.n}};
   }
   return out;
+}
+
+void check_eval_inputs(const std::vector<std::string>& ppl_files, const std::vector<std::string>& mc_files,
+                       int64_t vocab_size) {
+  for (const auto& path : ppl_files) {
+    const auto ext = std::filesystem::path(path).extension();
+    if (ext == ".u16" || ext == ".u32") {
+      data::TokenFile::open(path).check_vocabulary(vocab_size);
+    } else if (ext == ".jsonl" || ext == ".json") {
+      for_each_jsonl_record(path, [](const nlohmann::json& record, const std::string& where, int64_t) {
+        require_string(record, "text", where);
+      });
+    } else {
+      fail(path, "unknown perplexity file type (expected .u16, .u32 or .jsonl)");
+    }
+  }
+  for (const auto& path : mc_files) load_mc_file(path);
 }
 
 EvalResults evaluate_all(const LogitsFn& logits_fn, const tokenizer::Tokenizer& tokenizer, const EvalPlan& plan) {

@@ -4,6 +4,7 @@
 #include <regex>
 #include <utility>
 
+#include "qkd/common/json_io.h"
 #include "qkd/common/error.h"
 #include "qkd/common/json_fields.h"
 
@@ -44,10 +45,10 @@ std::vector<double> read_numbers(FieldReader& reader, const std::string& key, st
   const auto* value = reader.raw(key);
   if (!value) return fallback;
   const auto where = reader.path_of(key);
-  if (!value->is_array()) fail(where, "expected an array of numbers, got " + value->dump());
+  if (!value->is_array()) fail(where, "expected an array of numbers, got " + json_excerpt(*value));
   std::vector<double> out;
   for (size_t i = 0; i < value->size(); ++i) {
-    if (!(*value)[i].is_number()) fail(where + "[" + std::to_string(i) + "]", "expected a number, got " + (*value)[i].dump());
+    if (!(*value)[i].is_number()) fail(where + "[" + std::to_string(i) + "]", "expected a number, got " + json_excerpt((*value)[i]));
     out.push_back((*value)[i].get<double>());
   }
   return out;

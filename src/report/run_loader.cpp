@@ -3,6 +3,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "qkd/common/input_file.h"
+#include "qkd/common/json_io.h"
 #include "qkd/common/error.h"
 #include "qkd/report/run_data.h"
 
@@ -15,21 +17,10 @@ namespace {
 
 bool is_blank(const std::string& line) { return line.find_first_not_of(" \t\r\n") == std::string::npos; }
 
-std::string read_whole_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "cannot open file");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+std::string read_whole_file(const std::string& path) { return read_text_file(path, size_t{1} << 30); }
 
 json read_json_object(const std::string& path) {
-  json value;
-  try {
-    value = json::parse(read_whole_file(path));
-  } catch (const json::parse_error& e) {
-    fail(path, std::string("bad JSON: ") + e.what());
-  }
+  const json value = read_json_file(path);
   if (!value.is_object()) fail(path, "expected a JSON object");
   return value;
 }
@@ -91,12 +82,10 @@ bool read_jsonl(const std::string& path, const std::function<void(const json& re
     ++line_no;
     if (is_blank(line)) continue;
     const std::string where = path + ":" + std::to_string(line_no);
-    json record;
-    try {
-      record = json::parse(line);
-    } catch (const json::parse_error& e) {
+    const json record = parse_json_or_discarded(line);
+    if (record.is_discarded()) {
       if (!terminated) return true;  // the writer was interrupted mid-line
-      fail(where, std::string("bad JSON: ") + e.what());
+      parse_json(line, where);       // fails with the parser's reason
     }
     if (!record.is_object()) fail(where, "expected a JSON object");
     visit(record, where);

@@ -8,6 +8,8 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "qkd/common/input_file.h"
+#include "qkd/common/json_io.h"
 #include "qkd/common/error.h"
 
 namespace qkd::tokenizer {
@@ -73,6 +75,9 @@ const SentencepieceShim& shim() {
 
 Tokenizer::Tokenizer(const std::string& model_path) : path_(model_path) {
   if (!std::filesystem::exists(model_path)) fail(model_path, "tokenizer model not found");
+  // sentencepiece reads the path itself: a FIFO or /dev/zero must not reach it.
+  require_regular_file(model_path);
+  if (std::filesystem::file_size(model_path) > (uint64_t{1} << 30)) fail(model_path, "larger than 1 GiB: not a sentencepiece model");
   const auto& api = shim();
   char error[512] = {0};
   void* handle = api.load(model_path.c_str(), error, sizeof(error));
@@ -136,8 +141,7 @@ Tokenizer load_tokenizer_for_checkpoint(const std::string& dir) {
   Tokenizer tok((std::filesystem::path(dir) / "tokenizer.model").string());
   const auto config_path = std::filesystem::path(dir) / "config.json";
   if (std::filesystem::exists(config_path)) {
-    std::ifstream in(config_path);
-    const auto config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    const auto config = read_json_file(config_path.string());
     if (config.is_object()) {
       SpecialTokens special = tok.special();
       read_id(config, "bos_token_id", special.bos);

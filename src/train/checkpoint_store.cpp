@@ -8,6 +8,7 @@
 #include <fstream>
 #include <regex>
 
+#include "qkd/common/json_io.h"
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
 
@@ -30,7 +31,11 @@ bool is_complete(const fs::path& dir) {
 }
 }  // namespace
 
-CheckpointStore::CheckpointStore(std::string run_dir) : root_((fs::path(run_dir) / "checkpoints").string()) {}
+CheckpointStore::CheckpointStore(std::string run_dir) : root_((fs::path(run_dir) / "checkpoints").string()) {
+  // A run killed while writing a checkpoint leaves its temporary directory (tens of MB) behind.
+  remove_stale_temporaries(root_);
+  remove_stale_temporaries(run_dir);
+}
 
 std::vector<std::string> CheckpointStore::list() const {
   std::vector<std::string> out;
@@ -53,20 +58,16 @@ std::optional<std::string> CheckpointStore::newest() const {
 std::string CheckpointStore::save(const CheckpointData& data, int64_t keep_last) const {
   fs::create_directories(root_);
   const auto final_dir = fs::path(root_) / checkpoint_name(data.step);
-  const auto tmp_dir = fs::path(root_) / (".tmp-" + checkpoint_name(data.step) + "-" + std::to_string(::getpid()));
-  fs::remove_all(tmp_dir);
-  fs::create_directories(tmp_dir);
-  io::write_safetensors((tmp_dir / "student.safetensors").string(), data.student);
-  io::write_safetensors((tmp_dir / "optimizer.safetensors").string(), data.optimizer);
-  if (!data.stable_weights.empty())
-    io::write_safetensors((tmp_dir / "stable_weights.safetensors").string(), data.stable_weights);
-  auto state = data.state;
-  state["step"] = data.step;
-  write_text_atomically((tmp_dir / "state.json").string(), state.dump(1) + "\n");
-  sync_directory(tmp_dir.string());
-  fs::remove_all(final_dir);
-  fs::rename(tmp_dir, final_dir);
-  sync_directory(root_);
+  write_directory_atomically(final_dir.string(), [&](const std::string& temp) {
+    const fs::path tmp_dir(temp);
+    io::write_safetensors((tmp_dir / "student.safetensors").string(), data.student);
+    io::write_safetensors((tmp_dir / "optimizer.safetensors").string(), data.optimizer);
+    if (!data.stable_weights.empty())
+      io::write_safetensors((tmp_dir / "stable_weights.safetensors").string(), data.stable_weights);
+    auto state = data.state;
+    state["step"] = data.step;
+    write_text_atomically((tmp_dir / "state.json").string(), state.dump(1) + "\n");
+  });
   auto all = list();
   while (static_cast<int64_t>(all.size()) > keep_last) {
     fs::remove_all(all.front());
@@ -78,11 +79,12 @@ std::string CheckpointStore::save(const CheckpointData& data, int64_t keep_last)
 CheckpointData CheckpointStore::load(const std::string& dir) {
   if (!is_complete(dir)) fail(dir, "not a complete checkpoint (state.json, student.safetensors, optimizer.safetensors)");
   CheckpointData data;
-  std::ifstream in(fs::path(dir) / "state.json");
-  data.state = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (data.state.is_discarded() || !data.state.contains("step"))
-    fail((fs::path(dir) / "state.json").string(), "not valid checkpoint state JSON");
+  const auto state_path = (fs::path(dir) / "state.json").string();
+  data.state = read_json_file(state_path);
+  if (!data.state.is_object() || !data.state.contains("step") || !data.state.at("step").is_number_integer())
+    fail(state_path, "step: missing or not an integer");
   data.step = data.state.at("step").get<int64_t>();
+  if (data.step < 0) fail(state_path, "step: expected a non-negative integer, got " + std::to_string(data.step));
   data.student = io::read_safetensors((fs::path(dir) / "student.safetensors").string());
   data.optimizer = io::read_safetensors((fs::path(dir) / "optimizer.safetensors").string());
   const auto stable = fs::path(dir) / "stable_weights.safetensors";

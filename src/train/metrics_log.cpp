@@ -7,6 +7,7 @@
 #include <sstream>
 #include <vector>
 
+#include "qkd/common/json_io.h"
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
 #include "qkd/common/system.h"
@@ -16,12 +17,12 @@ namespace qkd::train {
 namespace {
 // Keeps complete lines with step <= keep_up_to_step (a torn last line is dropped too).
 void truncate_after_step(const std::string& path, int64_t keep_up_to_step) {
-  if (!std::filesystem::exists(path)) return;
+  if (!std::filesystem::is_regular_file(path)) return;
   std::ifstream in(path);
   std::ostringstream kept;
   std::string line;
   while (std::getline(in, line)) {
-    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    const auto j = parse_json_or_discarded(line);
     if (j.is_discarded() || !j.is_object()) continue;
     if (j.value("step", int64_t{0}) <= keep_up_to_step) kept << line << "\n";
   }
@@ -38,6 +39,9 @@ JsonlWriter::JsonlWriter(const std::string& path, int64_t keep_up_to_step) : pat
 void JsonlWriter::write(const nlohmann::json& line) {
   out_ << line.dump() << "\n";
   out_.flush();
+  // A lost record must not pass silently (a full disk, say): the run stops here, and resuming from its
+  // last checkpoint rewrites the records after it.
+  if (!out_) fail(path_, "cannot write a record (disk full or I/O error); resume from the last checkpoint");
 }
 
 ProgressLine::ProgressLine(int64_t total_steps, int64_t first_step)

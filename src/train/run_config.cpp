@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "qkd/checkpoint/hf_checkpoint.h"
+#include "qkd/common/json_io.h"
 #include "qkd/common/error.h"
 #include "qkd/common/json_fields.h"
 
@@ -184,8 +185,12 @@ void apply_override(json& j, const std::string& assignment) {
   if (eq == std::string::npos || eq == 0) fail("--set " + assignment, "expected key.path=value");
   const auto key = assignment.substr(0, eq);
   const auto text = assignment.substr(eq + 1);
-  json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (value.is_discarded()) value = text;  // bare words are strings
+  json value = parse_json_or_discarded(text);
+  if (value.is_discarded()) {
+    if (!text.empty() && (text.front() == '[' || text.front() == '{'))
+      fail("--set " + key, "bad JSON value (or nested deeper than " + std::to_string(kMaxJsonDepth) + " levels)");
+    value = text;  // bare words are strings
+  }
   json* node = &j;
   size_t start = 0;
   while (true) {
@@ -204,14 +209,8 @@ void apply_override(json& j, const std::string& assignment) {
 }
 
 RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides) {
-  std::ifstream in(path);
-  if (!in) fail(path, "config file not found");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::parse_error& e) {
-    fail(path, std::string("not valid JSON: ") + e.what());
-  }
+  if (!std::filesystem::exists(path)) fail(path, "config file not found");
+  json j = read_json_file(path);
   for (const auto& o : overrides) apply_override(j, o);
   try {
     return parse_run_config(j);

@@ -4,11 +4,13 @@
 
 #include <filesystem>
 
+#include "qkd/common/json_io.h"
 #include "qkd/checkpoint/hf_checkpoint.h"
 #include "qkd/checkpoint/student_checkpoint.h"
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
 #include "qkd/common/system.h"
+#include "qkd/data/token_file.h"
 #include "qkd/quant/student.h"
 #include "qkd/train/rng_state.h"
 
@@ -90,9 +92,9 @@ void check_identity(const nlohmann::json& saved, const nlohmann::json& current, 
   for (const auto& op : nlohmann::json::diff(saved, current)) {
     diff += (diff.empty() ? "" : "; ") + op.value("path", std::string()) + ": checkpoint " +
             (saved.contains(nlohmann::json::json_pointer(op.value("path", std::string("/"))))
-                 ? saved.at(nlohmann::json::json_pointer(op.value("path", std::string("/")))).dump()
+                 ? json_excerpt(saved.at(nlohmann::json::json_pointer(op.value("path", std::string("/")))))
                  : std::string("(absent)")) +
-            ", config " + op.value("value", nlohmann::json()).dump();
+            ", config " + json_excerpt(op.value("value", nlohmann::json()));
   }
   fail(dir, "checkpoint was made with a different model or quantizer config (" + diff + ")");
 }
@@ -149,6 +151,16 @@ int64_t trainable_parameter_count(model::LlamaForCausalLMImpl& model) {
   return n;
 }
 
+namespace {
+// Token files hold ids the embedding must have; one out of range would crash mid-run with torch's
+// "index out of range in self".
+void check_token_sources(const data::DataConfig& data, int64_t vocab_size) {
+  for (const auto& source : data.sources)
+    if (data::is_token_file_format(data::resolve_source_format(source)))
+      data::TokenFile::open(source.path).check_vocabulary(vocab_size);
+}
+}  // namespace
+
 std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
   auto s = std::make_unique<TrainingSession>();
   s->config = config;
@@ -157,6 +169,8 @@ std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
   s->device = parse_device(config.train.device);
   s->tokenizer = std::make_unique<tokenizer::Tokenizer>(tokenizer::load_tokenizer_for_checkpoint(config.teacher.path));
   s->data = std::make_unique<data::DataStream>(config.data, s->tokenizer.get());
+  check_token_sources(config.data, s->tokenizer->vocab_size());
+  eval::check_eval_inputs(config.eval.ppl, config.eval.mc, s->tokenizer->vocab_size());
   s->teacher = load_teacher(config, s->device);
   s->student = build_student(config, s->device, s->quantized_modules);
   s->optimizer = build_optimizer(config, *s->student);

@@ -159,7 +159,7 @@ TEST_P(TrainBadInput, FailsFastWithActionableMessageAndNoRunDir) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, TrainBadInput,
     ::testing::Values(
-        BadInput{"malformed_json", [](json&, const std::string&) {}, "not valid JSON"},
+        BadInput{"malformed_json", [](json&, const std::string&) {}, "config.json: bad JSON"},
         BadInput{"unknown_key", [](json& c, const std::string&) { c["optim"]["lr_max"] = 1; }, "optim.lr_max: unknown key"},
         BadInput{"missing_teacher", [](json& c, const std::string&) { c["teacher"]["path"] = "/no/such/teacher"; },
                  "teacher.path: checkpoint directory not found"},

@@ -6,8 +6,11 @@
 #include <iterator>
 #include <stdexcept>
 
+#include <unistd.h>
+
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
+#include "qkd/train/metrics_log.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -99,3 +102,58 @@ TEST(AtomicFile, RelativePathInCurrentDirectory) {
   fs::current_path(old);
   EXPECT_EQ(read_text(dir + "/plain.txt"), "here");
 }
+
+namespace {
+
+TEST(AtomicDirectory, FailedFillLeavesThePreviousDirectoryAndNoTemporary) {
+  const auto root = qkd::test::scratch_dir("atomic-dir");
+  const auto dir = root + "/student";
+  qkd::write_directory_atomically(dir, [](const std::string& temp) { std::ofstream(temp + "/a.txt") << "old"; });
+  EXPECT_THROW(qkd::write_directory_atomically(dir,
+                                               [](const std::string& temp) {
+                                                 std::ofstream(temp + "/a.txt") << "new";
+                                                 throw qkd::Error("killed half way");
+                                               }),
+               qkd::Error);
+  EXPECT_EQ(read_text(dir + "/a.txt"), "old");
+  EXPECT_EQ(entries(root), std::vector<std::string>{"student"});
+  qkd::write_directory_atomically(dir, [](const std::string& temp) { std::ofstream(temp + "/b.txt") << "new"; });
+  EXPECT_EQ(entries(dir), std::vector<std::string>{"b.txt"});  // replaced whole, not merged
+  EXPECT_EQ(entries(root), std::vector<std::string>{"student"});
+}
+
+TEST(AtomicDirectory, StaleTemporariesOfDeadProcessesAreRemovedAndLiveOnesKept) {
+  const auto root = qkd::test::scratch_dir("stale");
+  // Above Linux's largest pid_max (2^22): no live process can own it.
+  fs::create_directories(root + "/.step-00000004.tmp-4194305");
+  std::ofstream(root + "/config.json.tmp-4194305-0") << "x";
+  fs::create_directories(root + "/.student.tmp-" + std::to_string(::getpid()));
+  fs::create_directories(root + "/step-00000002");
+  EXPECT_EQ(qkd::remove_stale_temporaries(root), 2);
+  EXPECT_EQ(entries(root), (std::vector<std::string>{".student.tmp-" + std::to_string(::getpid()), "step-00000002"}));
+}
+
+TEST(AtomicFile, DeviceFilesAndSymlinksAreNeverReplaced) {
+  const auto root = qkd::test::scratch_dir("no-replace");
+  std::ofstream(root + "/real") << "keep";
+  fs::create_symlink(root + "/real", root + "/link");
+  EXPECT_THROW(qkd::write_text_atomically(root + "/link", "new"), qkd::Error);
+  EXPECT_TRUE(fs::is_symlink(root + "/link"));
+  EXPECT_EQ(read_text(root + "/real"), "keep");
+  EXPECT_THROW(qkd::require_replaceable_output("/dev/null"), qkd::Error);
+  fs::create_directories(root + "/dir");
+  EXPECT_THROW(qkd::write_text_atomically(root + "/dir", "new"), qkd::Error);
+}
+
+// /dev/full fails every write with ENOSPC: the writer must say so, not drop the record.
+TEST(JsonlWriter, FullDiskEndsTheRunWithAnErrorNamingTheFile) {
+  qkd::train::JsonlWriter writer("/dev/full", 0);
+  try {
+    writer.write({{"step", 1}, {"loss", 0.5}});
+    FAIL() << "a failed write passed silently";
+  } catch (const qkd::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/dev/full"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace

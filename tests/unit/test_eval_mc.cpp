@@ -317,5 +317,5 @@ TEST(EvalMcFormats, BadInputsNameFileAndLine) {
   EXPECT_EQ(error_of([&] { load_mc_file(path); }), path + ":1: answerKey \"E\" is not among the choice labels");
   path = write("empty.jsonl", "\n");
   EXPECT_EQ(error_of([&] { load_mc_file(path); }), path + ": no multiple-choice items");
-  EXPECT_EQ(error_of([&] { load_mc_file(dir + "/nope.jsonl"); }), dir + "/nope.jsonl: cannot open file");
+  EXPECT_EQ(error_of([&] { load_mc_file(dir + "/nope.jsonl"); }), dir + "/nope.jsonl: cannot open: No such file or directory");
 }

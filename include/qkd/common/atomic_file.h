@@ -11,8 +11,21 @@ namespace qkd {
 // On any failure the temporary file is removed and qkd::Error names `path`.
 void write_file_atomically(const std::string& path, const std::function<void(std::ostream&)>& write);
 
+// Fails (naming `path`) unless it is absent or a regular file, and its directory exists. Commands call
+// it on their output paths before doing any work; write_file_atomically calls it too.
+void require_replaceable_output(const std::string& path);
+
 // Convenience for small text files (configs, JSON summaries).
 void write_text_atomically(const std::string& path, const std::string& text);
+
+// Builds a directory under a temporary name next to `dir` (".<name>.tmp-<pid>"; `fill` writes into the
+// path it is given), syncs it and swaps it into place: `dir` is always either absent, the old complete
+// directory or the new complete one. On failure the temporary directory is removed and the error rethrown.
+void write_directory_atomically(const std::string& dir, const std::function<void(const std::string& temp_dir)>& fill);
+
+// Removes the temporaries ("*.tmp-<pid>" directories, "*.tmp-<pid>-<n>" files) that processes which no
+// longer run left in `dir` when they were killed; returns how many were removed.
+int remove_stale_temporaries(const std::string& dir);
 
 // fsync a directory so that a rename inside it is durable.
 void sync_directory(const std::string& dir);

@@ -20,6 +20,8 @@ class TokenFile {
   // Tokens [begin, begin+length) as int64 tensor (a copy; the mapping stays private).
   torch::Tensor slice(int64_t begin, int64_t length) const;
   const std::string& path() const { return path_; }
+  // Fails, naming the file and the first offending position, when a token is >= vocab_size.
+  void check_vocabulary(int64_t vocab_size) const;
   int width() const { return width_; }
 
  private:

@@ -37,6 +37,12 @@ EvalPlan make_eval_plan(const std::vector<std::string>& ppl_files, const std::ve
                         int64_t seq_len, int64_t batch_size, int64_t max_windows, int64_t mc_limit,
                         torch::Device device);
 
+// Reads every file of the plan once without a model: token files against the vocabulary, JSONL text
+// records, multiple-choice items. Runs before any compute, so a bad file fails in seconds, not after
+// training.
+void check_eval_inputs(const std::vector<std::string>& ppl_files, const std::vector<std::string>& mc_files,
+                       int64_t vocab_size);
+
 // Scores every file in order. Keys are file names ("kjv-val.u16"), or the path as given when two
 // files share a name.
 EvalResults evaluate_all(const LogitsFn& logits_fn, const tokenizer::Tokenizer& tokenizer, const EvalPlan& plan);

@@ -1,0 +1,81 @@
+#include "qkd/common/json_io.h"
+
+#include <cstdio>
+
+#include "qkd/common/error.h"
+#include "qkd/common/input_file.h"
+
+namespace qkd {
+
+namespace {
+// Depth of the deepest array/object, scanning the text once outside of strings; stops early past the
+// limit, so a 100,000-deep input costs 65 characters of scanning.
+bool nesting_within_limit(const std::string& text) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth) return false;
+    } else if (c == ']' || c == '}') --depth;
+  }
+  return true;
+}
+
+std::string one_line(std::string message) {
+  for (auto& c : message)
+    if (c == '\n' || c == '\r') c = ' ';
+  return message.size() > 200 ? message.substr(0, 200) + "..." : message;
+}
+}  // namespace
+
+nlohmann::json parse_json(const std::string& text, const std::string& where) {
+  if (!nesting_within_limit(text))
+    fail(where, "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    // nlohmann's text starts with "[json.exception.parse_error.101] "; keep only what it says.
+    std::string what = e.what();
+    const auto bracket = what.find("] ");
+    if (bracket != std::string::npos) what = what.substr(bracket + 2);
+    fail(where, "bad JSON: " + one_line(what));
+  }
+}
+
+nlohmann::json parse_json_or_discarded(const std::string& text) {
+  if (!nesting_within_limit(text)) return nlohmann::json::value_t::discarded;
+  return nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+}
+
+nlohmann::json read_json_file(const std::string& path) { return parse_json(read_text_file(path), path); }
+
+std::string json_excerpt(const nlohmann::json& value, size_t max_chars) {
+  // Replace: invalid UTF-8 in strings becomes U+FFFD instead of throwing from dump().
+  std::string text = value.dump(-1, ' ', /*ensure_ascii=*/true, nlohmann::json::error_handler_t::replace);
+  if (text.size() > max_chars) text = text.substr(0, max_chars) + "...";
+  return text;
+}
+
+std::string printable(const std::string& text, size_t max_chars) {
+  std::string out;
+  for (const unsigned char c : text) {
+    if (out.size() >= max_chars) return out + "...";
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      char code[8];
+      std::snprintf(code, sizeof code, "\\x%02x", c);
+      out += code;
+    }
+  }
+  return out;
+}
+
+}  // namespace qkd
