@@ -140,7 +140,10 @@ model::LlamaForCausalLM load_llama(const std::string& dir, const LoadOptions& op
   check_weights_cover_config(config, tensors, dir);
   model::LlamaForCausalLM model(config);
   model->to(options.dtype);
-  copy_weights_into(*model, tensors, dir);
+  // A mismatch is between two files: the message names both.
+  const auto index = fs::path(dir) / "model.safetensors.index.json";
+  const auto weights = fs::exists(index) ? index : fs::path(dir) / "model.safetensors";
+  copy_weights_into(*model, tensors, (fs::path(dir) / "config.json").string() + " (weights " + weights.string() + ")");
   model->to(options.device);
   return model;
 }

@@ -41,12 +41,14 @@ nlohmann::json parse_json(const std::string& text, const std::string& where) {
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    // nlohmann's text starts with "[json.exception.parse_error.101] "; keep only what it says.
-    std::string what = e.what();
-    const auto bracket = what.find("] ");
-    if (bracket != std::string::npos) what = what.substr(bracket + 2);
-    fail(where, "bad JSON: " + one_line(what));
+    fail(where, "bad JSON: " + one_line(json_error_text(e)));
   }
+}
+
+std::string json_error_text(const nlohmann::json::exception& e) {
+  std::string what = e.what();
+  const auto bracket = what.find("] ");
+  return bracket == std::string::npos ? what : what.substr(bracket + 2);
 }
 
 nlohmann::json parse_json_or_discarded(const std::string& text) {

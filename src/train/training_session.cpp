@@ -110,7 +110,19 @@ std::optional<std::string> checkpoint_to_resume(const RunConfig& config, const C
   return resume;
 }
 
+void restore_state(TrainingSession& s, const std::string& dir);
+
+// state.json was written by this program, but a hand-edited or damaged one must still fail with
+// its name and not nlohmann's bare "key 'identity' not found".
 void restore(TrainingSession& s, const std::string& dir) {
+  try {
+    restore_state(s, dir);
+  } catch (const nlohmann::json::exception& e) {
+    fail(dir + "/state.json", "malformed checkpoint state: " + json_error_text(e));
+  }
+}
+
+void restore_state(TrainingSession& s, const std::string& dir) {
   auto data = CheckpointStore::load(dir);
   check_identity(data.state.at("identity"), model_identity(s.config), dir);
   for (const auto& module : data.state.at("frozen").get<std::vector<std::string>>()) {

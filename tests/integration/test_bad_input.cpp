@@ -198,6 +198,11 @@ TEST(BadInput, NegativeCheckpointStepIsRefused) {
   bigger["train"]["steps"] = 3;
   std::ofstream(config) << bigger.dump();
   expect_clean_failure(run_cli("--config " + config, "", 120), state, "step");
+  // A state without its fields names the file, not nlohmann's bare "key 'identity' not found".
+  j["step"] = 2;
+  j.erase("identity");
+  std::ofstream(state) << j.dump();
+  expect_clean_failure(run_cli("--config " + config, "", 120), state, "identity");
 }
 
 TEST(BadInput, LeftoverTemporaryCheckpointsOfDeadProcessesAreRemovedOnStart) {

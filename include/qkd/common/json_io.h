@@ -19,6 +19,9 @@ nlohmann::json parse_json_or_discarded(const std::string& text);
 // A regular file of at most 64 MiB, parsed with parse_json; errors name the file.
 nlohmann::json read_json_file(const std::string& path);
 
+// nlohmann's exception text without its "[json.exception.type_error.302] " prefix.
+std::string json_error_text(const nlohmann::json::exception& e);
+
 // `value` as compact JSON, at most max_chars characters ("..." marks a cut), control characters escaped.
 std::string json_excerpt(const nlohmann::json& value, size_t max_chars = 80);
 
