@@ -184,19 +184,27 @@ TEST(BadInput, EvalFilesAreCheckedBeforeTheFirstStep) {
   EXPECT_FALSE(fs::exists(dir + "/run"));
 }
 
-TEST(BadInput, NegativeCheckpointStepIsRefused) {
-  const auto dir = scratch_dir("negative-step");
+// Runs small_run to its end (2 steps), then rewrites its config to 3 steps so that the next run
+// resumes from the step-2 checkpoint; returns the config path.
+std::string finish_two_steps_then_ask_for_three(const std::string& dir) {
   const auto config = dir + "/c.json";
   std::ofstream(config) << small_run(dir + "/run").dump();
-  ASSERT_EQ(run_cli("--config " + config, "", 120).exit_code, 0);
+  const auto first = run_cli("--config " + config, "", 120);
+  EXPECT_EQ(first.exit_code, 0) << first.output;
+  auto longer = small_run(dir + "/run");
+  longer["train"]["steps"] = 3;
+  std::ofstream(config) << longer.dump();
+  return config;
+}
+
+TEST(BadInput, NegativeCheckpointStepIsRefused) {
+  const auto dir = scratch_dir("negative-step");
+  const auto config = finish_two_steps_then_ask_for_three(dir);
   const auto state = dir + "/run/checkpoints/step-00000002/state.json";
   json j;
   std::ifstream(state) >> j;
   j["step"] = -5;
   std::ofstream(state) << j.dump();
-  auto bigger = small_run(dir + "/run");
-  bigger["train"]["steps"] = 3;
-  std::ofstream(config) << bigger.dump();
   expect_clean_failure(run_cli("--config " + config, "", 120), state, "step");
   // A state without its fields names the file, not nlohmann's bare "key 'identity' not found".
   j["step"] = 2;
@@ -207,16 +215,11 @@ TEST(BadInput, NegativeCheckpointStepIsRefused) {
 
 TEST(BadInput, LeftoverTemporaryCheckpointsOfDeadProcessesAreRemovedOnStart) {
   const auto dir = scratch_dir("leftovers");
-  const auto config = dir + "/c.json";
-  std::ofstream(config) << small_run(dir + "/run").dump();
-  ASSERT_EQ(run_cli("--config " + config, "", 120).exit_code, 0);
+  const auto config = finish_two_steps_then_ask_for_three(dir);
   // pid 2^22 + 1 is above Linux's pid_max limit, so no process can own it.
   const auto stale = dir + "/run/checkpoints/.step-00000003.tmp-4194305";
   fs::create_directories(stale);
   std::ofstream(stale + "/student.safetensors") << "partial";
-  auto longer = small_run(dir + "/run");
-  longer["train"]["steps"] = 3;
-  std::ofstream(config) << longer.dump();
   const auto r = run_cli("--config " + config, "", 120);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_FALSE(fs::exists(stale));
