@@ -11,11 +11,12 @@
 #include <cstdlib>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 
 #include "qkd/checkpoint/student_checkpoint.h"
 #include "qkd/checkpoint/hf_checkpoint.h"
 #include "qkd/common/atomic_file.h"
+#include "qkd/common/input_file.h"
+#include "qkd/common/json_io.h"
 #include "qkd/common/system.h"
 #include "qkd/common/torch_compat.h"
 #include "qkd/train/grad_utils.h"
@@ -83,8 +84,7 @@ void write_baselines(TrainingSession& s) {
 nlohmann::json read_baselines(const std::string& run_dir) {
   const auto path = baselines_path(run_dir);
   if (!std::filesystem::is_regular_file(path)) return nullptr;
-  std::ifstream in(path);
-  auto baselines = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  const auto baselines = parse_json_or_discarded(read_text_file(path));
   if (baselines.is_object() && baselines.contains("teacher") && baselines.contains("student")) return baselines;
   spdlog::warn("{}: not a baselines record; the summary shows no baselines", path);
   return nullptr;
