@@ -1,5 +1,7 @@
 #pragma once
 // Shared helpers for tests: where the reference material lives, scratch directories, running the CLI.
+#include <sys/types.h>
+
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -24,5 +26,12 @@ struct CommandResult {
 // `env` ("NAME=value ...") is set for that process only.
 // With timeout_seconds > 0 the process is killed after that long (exit code 137: a hang).
 CommandResult run_cli(const std::string& args, const std::string& env = "", int timeout_seconds = 0);
+
+// Starts the binary with `args` in the background, stdout and stderr appended to `log`; returns its pid.
+pid_t start_cli(const std::vector<std::string>& args, const std::string& log);
+// Waits up to `seconds`; true (with the wait status) when the process ended by itself.
+bool wait_for_exit(pid_t pid, double seconds, int& status);
+// The whole file ("" when it cannot be read).
+std::string read_file(const std::string& path);
 
 }  // namespace qkd::test

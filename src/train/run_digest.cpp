@@ -53,6 +53,8 @@ std::string next_commands(const RunConfig& config, const TrainSummary& summary, 
 }  // namespace
 
 std::string format_run_digest(const RunConfig& config, const TrainSummary& summary, const DigestPaths& paths) {
+  if (summary.interrupted && summary.last_checkpoint.empty())
+    return "Stopped before step 1 (nothing to checkpoint yet).\nStart again: run the same command.\n";
   if (summary.interrupted)
     return fmt::format("Stopped after step {} of {}; checkpoint {}\nResume: run the same command again.\n",
                        summary.steps_completed, config.train.steps, summary.last_checkpoint);

@@ -22,4 +22,8 @@ bool stop_requested() { return g_stop.load(); }
 void request_stop() { g_stop.store(true); }
 void clear_stop_request() { g_stop.store(false); }
 
+void throw_if_stop_requested() {
+  if (stop_requested()) throw StopRequested();
+}
+
 }  // namespace qkd::train

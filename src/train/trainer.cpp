@@ -7,8 +7,6 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
-#include <csignal>
-#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 
@@ -59,8 +57,8 @@ void log_events(TrainingSession& s, const std::vector<monitor::InstabilityEvent>
   }
 }
 
-void write_eval(TrainingSession& s, TrainSummary& summary) {
-  auto results = evaluate_student(s);
+void write_eval(TrainingSession& s, TrainSummary& summary, OnStop on_stop) {
+  auto results = evaluate_student(s, on_stop);
   if (results.is_null()) return;
   spdlog::info("step {} eval: {}", s.step, results.dump());
   results["type"] = "eval";
@@ -119,11 +117,29 @@ std::string export_student(TrainingSession& s) {
   return dir;
 }
 
-// QKD_RAISE_SIGTERM_AT_STEP=k sends this process a real SIGTERM after step k, so tests exercise
-// the signal path at an exact step instead of racing a timer.
-void raise_test_signal_if_asked(int64_t step) {
-  static const char* at = std::getenv("QKD_RAISE_SIGTERM_AT_STEP");
-  if (at && std::atoll(at) == step) std::raise(SIGTERM);
+// Baselines and the step-0 evaluation, abandoned on a stop request. Nothing needs saving then: the
+// state at step 0 follows from the config, and the same command starts the run again from scratch.
+bool evaluate_at_start(TrainingSession& s, TrainSummary& summary) {
+  try {
+    if (s.config.eval.baselines) write_baselines(s);
+    if (s.config.eval.at_start) write_eval(s, summary, OnStop::abandon);
+    return true;
+  } catch (const StopRequested&) {
+    spdlog::warn("stopped by signal during the start-of-run evaluation; the same command starts the run again");
+    return false;
+  }
+}
+
+// The final evaluation, abandoned on a stop request: the end checkpoint is already written, so the
+// same command resumes at the last step and evaluates and exports then.
+bool evaluate_at_end(TrainingSession& s, TrainSummary& summary) {
+  try {
+    write_eval(s, summary, OnStop::abandon);
+    return true;
+  } catch (const StopRequested&) {
+    spdlog::warn("stopped by signal during the final evaluation; resume with the same command to evaluate and export");
+    return false;
+  }
 }
 
 }  // namespace
@@ -160,10 +176,9 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
   TrainSummary summary;
   const auto start = std::chrono::steady_clock::now();
   int64_t tokens_seen = 0;
-  if (s.step == 0 && config.eval.baselines) write_baselines(s);
-  if (s.step == 0 && config.eval.at_start) write_eval(s, summary);
+  const bool started = s.step > 0 || evaluate_at_start(s, summary);
   ProgressLine progress(train.steps, s.step);
-  while (s.step < train.steps && !stop_requested()) {
+  while (started && s.step < train.steps && !stop_requested()) {
     const int64_t step = s.step + 1;
     if (hooks.before_step) hooks.before_step(step, *s.monitor);
     const auto step_start = std::chrono::steady_clock::now();
@@ -197,7 +212,7 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
     s.step = step;
     const auto signal_record = s.monitor->end_step(step);
     if (!signal_record.is_null()) s.signal->write(signal_record);
-    raise_test_signal_if_asked(step);
+    if (hooks.after_step) hooks.after_step(step);
 
     tokens_seen += losses.tokens;
     const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
@@ -209,17 +224,20 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
                         {"trainable_params", trainable_parameter_count(*s.student)}, {"skipped_steps", s.skipped_steps}});
     }
     progress.update(step, losses.loss, tokens_per_s);
-    if (train.eval_interval > 0 && step % train.eval_interval == 0 && step != train.steps) write_eval(s, summary);
+    // Mid-run evaluations finish (they are bounded by eval.max_windows): the checkpoint written after a
+    // stop must come after its step's records, or the resumed run's records would lack this one.
+    if (train.eval_interval > 0 && step % train.eval_interval == 0 && step != train.steps)
+      write_eval(s, summary, OnStop::finish);
     if (config.checkpoint.interval > 0 && step % config.checkpoint.interval == 0 && step != train.steps)
       summary.last_checkpoint = save_checkpoint(s);
   }
   progress.finish();
   summary.interrupted = s.step < train.steps;
-  summary.last_checkpoint = save_checkpoint(s);
+  if (started) summary.last_checkpoint = save_checkpoint(s);
   if (!summary.interrupted) {
-    write_eval(s, summary);
-    if (config.export_.hf) summary.export_dir = export_student(s);
-  } else {
+    summary.interrupted = !evaluate_at_end(s, summary);
+    if (!summary.interrupted && config.export_.hf) summary.export_dir = export_student(s);
+  } else if (started) {
     spdlog::warn("stopped by signal after step {}; resume with the same command", s.step);
   }
   summary.baselines = read_baselines(config.run_dir);

@@ -13,6 +13,7 @@
 #include "qkd/data/token_file.h"
 #include "qkd/quant/student.h"
 #include "qkd/train/rng_state.h"
+#include "qkd/train/stop_signal.h"
 
 namespace qkd::train {
 
@@ -196,9 +197,11 @@ std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
   fs::create_directories(config.run_dir);
   write_text_atomically((fs::path(config.run_dir) / "config.json").string(), config.resolved.dump(2) + "\n");
   if (resume_from) restore(*s, *resume_from);
-  s->metrics = std::make_unique<JsonlWriter>((fs::path(config.run_dir) / "metrics.jsonl").string(), s->step);
-  s->signal = std::make_unique<JsonlWriter>((fs::path(config.run_dir) / "signal.jsonl").string(), s->step);
-  s->events = std::make_unique<JsonlWriter>((fs::path(config.run_dir) / "events.jsonl").string(), s->step);
+  // A fresh start redoes everything, so records left by an attempt that never checkpointed go.
+  const int64_t keep_records_up_to = resume_from ? s->step : -1;
+  s->metrics = std::make_unique<JsonlWriter>((fs::path(config.run_dir) / "metrics.jsonl").string(), keep_records_up_to);
+  s->signal = std::make_unique<JsonlWriter>((fs::path(config.run_dir) / "signal.jsonl").string(), keep_records_up_to);
+  s->events = std::make_unique<JsonlWriter>((fs::path(config.run_dir) / "events.jsonl").string(), keep_records_up_to);
   if (!resume_from) {
     if (config.quant.act_bits > 0) calibrate_activations(*s);
     freeze_modules(*s, s->freeze->initial(), "freeze.policy " + config.freeze.policy, 0);
@@ -263,28 +266,39 @@ std::string save_checkpoint(TrainingSession& s) {
 }
 
 namespace {
-eval::EvalResults evaluate_model(TrainingSession& s, model::LlamaForCausalLM model, const std::vector<std::string>& mc) {
+eval::EvalResults evaluate_model(TrainingSession& s, model::LlamaForCausalLM model, const std::vector<std::string>& mc,
+                                 OnStop on_stop) {
   const auto& e = s.config.eval;
   const auto plan = eval::make_eval_plan(e.ppl, mc, e.seq_len, e.batch_size, e.max_windows, e.mc_limit, s.device);
   const bool was_training = model->is_training();
   model->eval();
   torch::NoGradGuard no_grad;
-  const auto results = eval::evaluate_all([&](const torch::Tensor& ids) { return model->forward(ids); }, *s.tokenizer, plan);
-  if (was_training) model->train();
+  const auto forward = [&](const torch::Tensor& ids) {
+    if (on_stop == OnStop::abandon) throw_if_stop_requested();
+    return model->forward(ids);
+  };
+  struct RestoreMode {
+    model::LlamaForCausalLM& model;
+    bool training;
+    ~RestoreMode() {
+      if (training) model->train();
+    }
+  } restore{model, was_training};
+  const auto results = eval::evaluate_all(forward, *s.tokenizer, plan);
   return results;
 }
 }  // namespace
 
-nlohmann::json evaluate_student(TrainingSession& s) {
+nlohmann::json evaluate_student(TrainingSession& s, OnStop on_stop) {
   const auto& e = s.config.eval;
   if (e.ppl.empty() && e.mc.empty()) return nullptr;
-  return eval::results_to_json(evaluate_model(s, s.student, e.mc));
+  return eval::results_to_json(evaluate_model(s, s.student, e.mc, on_stop));
 }
 
 nlohmann::json evaluate_perplexity_baselines(TrainingSession& s) {
   if (s.config.eval.ppl.empty()) return nullptr;
-  return {{"teacher", eval::results_to_json(evaluate_model(s, s.teacher, {})).at("ppl")},
-          {"student", eval::results_to_json(evaluate_model(s, s.student, {})).at("ppl")}};
+  return {{"teacher", eval::results_to_json(evaluate_model(s, s.teacher, {}, OnStop::abandon)).at("ppl")},
+          {"student", eval::results_to_json(evaluate_model(s, s.student, {}, OnStop::abandon)).at("ppl")}};
 }
 
 }  // namespace qkd::train

@@ -1,17 +1,13 @@
 // SIGKILL at random points (during start-up, a step, a checkpoint write or the export), then the same
 // command again, until the run finishes: the result must be bitwise what an uninterrupted run gives.
 // QKD_KILLS / QKD_KILL_SEED change the number of kills and the seed.
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <random>
-#include <thread>
 
 #include "qkd/io/safetensors.h"
 #include "test_support.h"
@@ -40,28 +36,7 @@ json run_config(const std::string& run_dir) {
           {"export", {{"hf", true}, {"dtype", "float32"}}}};
 }
 
-// Starts the binary on `config`; returns its pid (output goes to `log`).
-pid_t start(const std::string& config, const std::string& log) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    ::execl(QKD_BINARY, QKD_BINARY, "--config", config.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  return pid;
-}
-
-// Waits up to `seconds`; true (and the exit status) when the process ended by itself.
-bool wait_for(pid_t pid, double seconds, int& status) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < until) {
-    if (::waitpid(pid, &status, WNOHANG) == pid) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return false;
-}
+pid_t start(const std::string& config, const std::string& log) { return qkd::test::start_cli({"--config", config}, log); }
 
 std::vector<json> records(const std::string& path) {
   auto lines = qkd::test::read_jsonl(path);
@@ -83,7 +58,7 @@ TEST(KillResume, RandomSigkillsResumeToTheUninterruptedResultBitwise) {
   std::ofstream(dir + "/killed.json") << run_config(dir + "/killed").dump();
 
   int status = 0;
-  ASSERT_TRUE(wait_for(start(dir + "/straight.json", dir + "/straight.log"), 600, status));
+  ASSERT_TRUE(qkd::test::wait_for_exit(start(dir + "/straight.json", dir + "/straight.log"), 600, status));
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "see " << dir << "/straight.log";
 
   int kills = 0, launches = 0;
@@ -92,13 +67,13 @@ TEST(KillResume, RandomSigkillsResumeToTheUninterruptedResultBitwise) {
   while (!finished && launches < 400) {
     const pid_t pid = start(dir + "/killed.json", dir + "/killed.log");
     ++launches;
-    if (kills < wanted_kills && !wait_for(pid, delay(rng), status)) {
+    if (kills < wanted_kills && !qkd::test::wait_for_exit(pid, delay(rng), status)) {
       ::kill(pid, SIGKILL);
       ::waitpid(pid, &status, 0);
       ++kills;
       continue;
     }
-    if (kills >= wanted_kills) ASSERT_TRUE(wait_for(pid, 600, status));
+    if (kills >= wanted_kills) ASSERT_TRUE(qkd::test::wait_for_exit(pid, 600, status));
     ASSERT_TRUE(WIFEXITED(status)) << "signal " << WTERMSIG(status) << " without a kill; see " << dir << "/killed.log";
     ASSERT_EQ(WEXITSTATUS(status), 0) << "see " << dir << "/killed.log";
     finished = true;

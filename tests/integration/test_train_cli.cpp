@@ -2,8 +2,13 @@
 // uninterrupted run, and bad input failing fast without leaving a run directory behind.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -48,17 +53,43 @@ std::vector<json> jsonl(const std::string& path, bool drop_timing) {
   return lines;
 }
 
+// Polls `path` until it holds `text` or the process ends; true when the text appeared.
+bool wait_for_text(const std::string& path, const std::string& text, pid_t pid, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < until) {
+    if (qkd::test::read_file(path).find(text) != std::string::npos) return true;
+    if (::waitpid(pid, nullptr, WNOHANG) == pid) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return false;
+}
+
+// A real SIGTERM from outside, mid-run: the step in flight finishes, a checkpoint is written, exit 0,
+// and the same command resumes to the uninterrupted result.
 TEST(TrainCli, ResumeAfterSigtermMatchesUninterruptedRunBitwise) {
   const auto dir = scratch_dir("resume");
-  const auto straight = write_config(small_run(dir + "/straight"), dir + "/straight.json");
-  const auto resumed = write_config(small_run(dir + "/resumed"), dir + "/resumed.json");
+  auto config = small_run(dir + "/straight");
+  config["train"]["steps"] = 12;  // room after the signal: the run must not finish before it lands
+  const auto straight = write_config(config, dir + "/straight.json");
+  config["run_dir"] = dir + "/resumed";
+  const auto resumed = write_config(config, dir + "/resumed.json");
   const auto full = run_cli("--config " + straight);
   ASSERT_EQ(full.exit_code, 0) << full.output;
 
-  const auto stopped = run_cli("train --config " + resumed, "QKD_RAISE_SIGTERM_AT_STEP=3");
-  ASSERT_EQ(stopped.exit_code, 0) << stopped.output;
-  EXPECT_NE(stopped.output.find("stopped by signal after step 3"), std::string::npos) << stopped.output;
-  EXPECT_TRUE(fs::exists(dir + "/resumed/checkpoints/step-00000003/state.json"));
+  const auto log = dir + "/stopped.log";
+  const pid_t pid = qkd::test::start_cli({"train", "--config", resumed}, log);
+  ASSERT_TRUE(wait_for_text(dir + "/resumed/metrics.jsonl", "\"step\":3,", pid, 120)) << qkd::test::read_file(log);
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ASSERT_TRUE(qkd::test::wait_for_exit(pid, 60, status)) << "no exit within 60 s of SIGTERM";
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << qkd::test::read_file(log);
+  const auto output = qkd::test::read_file(log);
+  const auto said = output.find("stopped by signal after step ");
+  ASSERT_NE(said, std::string::npos) << "the run finished before SIGTERM landed:\n" << output;
+  const int stopped_at = std::stoi(output.substr(said + std::string("stopped by signal after step ").size()));
+  EXPECT_GE(stopped_at, 3);
+  EXPECT_LT(stopped_at, 12);
+  EXPECT_TRUE(fs::exists(dir + fmt::format("/resumed/checkpoints/step-{:08d}/state.json", stopped_at)));
   EXPECT_FALSE(fs::exists(dir + "/resumed/student"));  // no export from an interrupted run
   const auto second = run_cli("train --config " + resumed);
   ASSERT_EQ(second.exit_code, 0) << second.output;
@@ -71,9 +102,45 @@ TEST(TrainCli, ResumeAfterSigtermMatchesUninterruptedRunBitwise) {
   EXPECT_EQ(jsonl(dir + "/straight/metrics.jsonl", true), jsonl(dir + "/resumed/metrics.jsonl", true));
   EXPECT_EQ(jsonl(dir + "/straight/signal.jsonl", false), jsonl(dir + "/resumed/signal.jsonl", false));
   // keep_last 2: the end checkpoint and one before it.
-  EXPECT_TRUE(fs::exists(dir + "/straight/checkpoints/step-00000006"));
-  EXPECT_TRUE(fs::exists(dir + "/straight/checkpoints/step-00000004"));
-  EXPECT_FALSE(fs::exists(dir + "/straight/checkpoints/step-00000002"));
+  EXPECT_TRUE(fs::exists(dir + "/straight/checkpoints/step-00000012"));
+  EXPECT_TRUE(fs::exists(dir + "/straight/checkpoints/step-00000010"));
+  EXPECT_FALSE(fs::exists(dir + "/straight/checkpoints/step-00000008"));
+}
+
+// SIGTERM during the start-of-run evaluation (baselines, then the step-0 eval with the cloze set: tens
+// of seconds) abandons it at the next batch instead of waiting for it. Nothing is checkpointed, and
+// the next start begins afresh, without the records the stopped attempt wrote.
+TEST(TrainCli, SigtermDuringStartEvaluationStopsPromptlyAndTheNextStartBeginsAfresh) {
+  const auto dir = scratch_dir("stop-at-start");
+  auto config = small_run(dir + "/run");
+  config["train"]["steps"] = 2;
+  config["eval"] = {{"ppl", {repo_path("assets/data/kjv/kjv-val.u16")}}, {"mc", {repo_path("assets/data/kjv/kjv-cloze-val.jsonl")}},
+                    {"seq_len", 32}, {"max_windows", 8}, {"at_start", true}, {"baselines", true}};
+  const auto path = write_config(config, dir + "/c.json");
+  const auto log = dir + "/stopped.log";
+  const pid_t pid = qkd::test::start_cli({"--config", path}, log);
+  // The baseline record is written; the step-0 evaluation of the cloze set has begun.
+  ASSERT_TRUE(wait_for_text(dir + "/run/metrics.jsonl", "\"type\":\"baseline\"", pid, 120)) << qkd::test::read_file(log);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  ::kill(pid, SIGTERM);
+  const auto signalled = std::chrono::steady_clock::now();
+  int status = 0;
+  ASSERT_TRUE(qkd::test::wait_for_exit(pid, 60, status));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - signalled).count();
+  const auto output = qkd::test::read_file(log);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output;
+  EXPECT_NE(output.find("stopped by signal during the start-of-run evaluation"), std::string::npos) << output;
+  EXPECT_NE(output.find("Stopped before step 1"), std::string::npos) << output;
+  EXPECT_LT(seconds, 5.0) << "waited for the evaluation to finish";
+  EXPECT_FALSE(fs::exists(dir + "/run/checkpoints") && !fs::is_empty(dir + "/run/checkpoints"));
+
+  // Started again without the start-of-run evaluation: the stale baseline record is gone.
+  const auto again = run_cli("--config " + path + " --set eval.at_start=false --set eval.baselines=false --set eval.mc=[]");
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  const auto records = jsonl(dir + "/run/metrics.jsonl", true);
+  ASSERT_FALSE(records.empty());
+  for (const auto& r : records) EXPECT_NE(r.value("type", ""), "baseline") << r.dump();
+  EXPECT_EQ(records.front().at("step"), 1);
 }
 
 TEST(TrainCli, ExportedStudentEvaluatesAndLoadsForLogits) {

@@ -9,14 +9,18 @@
 
 namespace qkd::train {
 
+// Optional calls into the loop, for tests: they inject synthetic monitor signals or stop requests at
+// an exact step without the library reading anything test-specific.
 struct TrainHooks {
-  // Called at the start of every step (1-based); tests inject synthetic monitor signals here.
+  // At the start of every step (1-based).
   std::function<void(int64_t step, monitor::SignalMonitor& monitor)> before_step;
+  // After every step's update and monitor record, before logging and checkpoints.
+  std::function<void(int64_t step)> after_step;
 };
 
 struct TrainSummary {
   int64_t steps_completed = 0;
-  bool interrupted = false;  // stopped by SIGINT/SIGTERM (a checkpoint was written)
+  bool interrupted = false;  // stopped by SIGINT/SIGTERM (a checkpoint was written unless it stopped before step 1)
   int64_t skipped_steps = 0;
   double wall_seconds = 0.0;
   double tokens_per_second = 0.0;

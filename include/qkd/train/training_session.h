@@ -56,10 +56,14 @@ void release_modules(TrainingSession& session, const std::vector<std::string>& m
 // Checkpoint of the session's current state; returns its directory.
 std::string save_checkpoint(TrainingSession& session);
 
+// What an evaluation does when SIGINT/SIGTERM arrives during it: `finish` it, or `abandon` it by
+// throwing StopRequested before the next batch.
+enum class OnStop { finish, abandon };
+
 // Validation through the eval harness on the student (null when nothing is configured).
-nlohmann::json evaluate_student(TrainingSession& session);
+nlohmann::json evaluate_student(TrainingSession& session, OnStop on_stop);
 // Perplexity of the teacher and of the student as it is now, on eval.ppl only:
-// {"teacher": {"<file>": ppl}, "student": {...}}; null when eval.ppl is empty.
+// {"teacher": {"<file>": ppl}, "student": {...}}; null when eval.ppl is empty. Abandoned on a stop.
 nlohmann::json evaluate_perplexity_baselines(TrainingSession& session);
 
 int64_t trainable_parameter_count(model::LlamaForCausalLMImpl& model);
