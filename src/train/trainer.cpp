@@ -212,7 +212,6 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
     s.step = step;
     const auto signal_record = s.monitor->end_step(step);
     if (!signal_record.is_null()) s.signal->write(signal_record);
-    if (hooks.after_step) hooks.after_step(step);
 
     tokens_seen += losses.tokens;
     const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();

@@ -9,13 +9,11 @@
 
 namespace qkd::train {
 
-// Optional calls into the loop, for tests: they inject synthetic monitor signals or stop requests at
-// an exact step without the library reading anything test-specific.
+// Optional calls into the loop, for tests: they inject synthetic monitor signals at an exact step
+// without the library reading anything test-specific.
 struct TrainHooks {
   // At the start of every step (1-based).
   std::function<void(int64_t step, monitor::SignalMonitor& monitor)> before_step;
-  // After every step's update and monitor record, before logging and checkpoints.
-  std::function<void(int64_t step)> after_step;
 };
 
 struct TrainSummary {
