@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   qkd::cli::add_ptq_command(app);
   qkd::cli::add_logits_command(app);
   qkd::cli::add_report_command(app);
+  qkd::cli::add_export_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -44,6 +44,9 @@ void add_ptq_command(CLI::App& app) {
   cmd->add_option_function<int64_t>("--act-bits", [o](int64_t v) { o->flags["act_bits"] = v; }, "input fake-quantization bits (0, 8 or 16)");
   cmd->add_option("--calib", o->ptq.calib_file, "token file for activation calibration");
   cmd->add_option("--dtype", o->ptq.dtype, "dtype of the written weights");
+  cmd->add_option_function<std::string>("--format", [o](const std::string& v) { o->ptq.formats = exporting::parse_format_list(v, "--format"); },
+                                        "export formats (hf, packed, encodings, gguf) into <out>/<format> instead of a student checkpoint");
+  cmd->add_option("--gguf-type", o->ptq.gguf_type, "gguf projections: q4_0 or q8_0")->check(CLI::IsMember({"q4_0", "q8_0"}));
   cmd->callback([o] {
     o->ptq.spec = resolve_spec(*o);
     ptq::run_ptq(o->ptq);

@@ -35,10 +35,18 @@ PtqReport run_ptq(const PtqOptions& o) {
   report.quantized_modules = static_cast<int64_t>(modules.size());
   const auto errors = quant::weight_quantization_errors(*model);
   for (const auto& [_, e] : errors) report.mean_relative_error += e / static_cast<double>(errors.size());
-  // The written weights are the rounded ones: the checkpoint loads in transformers as the PTQ model,
-  // and re-quantizing them in our forward is the identity.
-  quant::rtn_quantize_weights(*model);
-  checkpoint::save_student_checkpoint(*model, o.spec, o.out_dir, checkpoint::parse_dtype(o.dtype, "--dtype"), o.model_dir);
+  const auto dtype = checkpoint::parse_dtype(o.dtype, "--dtype");
+  if (!o.formats.empty()) {
+    exporting::ExportOptions options;
+    options.dtype = dtype;
+    options.gguf_type = o.gguf_type;
+    exporting::export_student({*model, o.spec, o.model_dir}, o.formats, o.out_dir, options);
+  } else {
+    // The written weights are the rounded ones: the checkpoint loads in transformers as the PTQ model,
+    // and re-quantizing them in our forward is the identity.
+    quant::rtn_quantize_weights(*model);
+    checkpoint::save_student_checkpoint(*model, o.spec, o.out_dir, dtype, o.model_dir);
+  }
   spdlog::info("ptq: {} modules quantized to {} bits, mean relative weight error {:.4f}, written to {}",
                report.quantized_modules, o.spec.bits, report.mean_relative_error, o.out_dir);
   return report;

@@ -105,6 +105,26 @@ torch::Tensor WeightQuantizer::fake_quantize(const torch::Tensor& w) {
   return q.to(w.scalar_type()).reshape(w.sizes());
 }
 
+WeightQuantizer::IntegerCodes WeightQuantizer::integer_codes(const torch::Tensor& w) {
+  check_shape(w);
+  torch::NoGradGuard no_grad;
+  // The same dtype and parameters as fake_quantize: fp32 for static scales and for fp16 on CPU,
+  // otherwise the weight's own dtype.
+  const bool in_fp32 = spec_.scale_policy == ScalePolicy::Static || (w.scalar_type() == torch::kHalf && w.device().is_cpu());
+  const auto x = to_blocks(w.detach()).to(in_fp32 ? torch::kFloat : w.scalar_type());
+  QuantParams p;
+  if (spec_.scale_policy == ScalePolicy::Static) {
+    if (!initialized_) fail(module_ + ".weight_quantizer", "static scale used before initialize()");
+    p = QuantParams{spec_.learnable_scale ? scale_.clamp_min(min_scale(torch::kFloat)) : scale_, zero_point_};
+  } else {
+    p = params_for(x.reshape(w.sizes()));
+  }
+  const auto zero = p.zero.defined() ? torch::round(p.zero.detach()) : torch::Tensor();
+  auto v = torch::round(x / p.scale.detach());
+  if (zero.defined()) v = v + zero;
+  return IntegerCodes{torch::clamp(v, levels_.qmin, levels_.qmax).to(torch::kInt16), p.scale.detach(), zero};
+}
+
 void WeightQuantizer::to(torch::Device device, torch::Dtype /*dtype*/, bool non_blocking) {
   torch::nn::Module::to(device, non_blocking);
 }

@@ -1,5 +1,6 @@
 #include "qkd/train/run_config.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -104,8 +105,15 @@ CheckpointSection read_checkpoint(const json& j) {
 ExportSection read_export(const json& j) {
   FieldReader r(j, "export");
   ExportSection e;
-  e.hf = r.boolean("hf", e.hf);
+  if (r.has("hf")) fail(r.path_of("hf"), "replaced by export.formats, a list such as [\"hf\", \"gguf\"] ([] for none)");
+  const auto names = r.strings("formats", exporting::format_names(e.formats));
+  e.formats.clear();
+  for (const auto& name : names) {
+    const auto format = exporting::parse_format(name, r.path_of("formats"));
+    if (std::find(e.formats.begin(), e.formats.end(), format) == e.formats.end()) e.formats.push_back(format);
+  }
   e.dtype = r.one_of("dtype", e.dtype, {"float32", "bfloat16", "float16"});
+  e.gguf_type = r.one_of("gguf_type", e.gguf_type, {"q4_0", "q8_0"});
   r.finish();
   return e;
 }
@@ -137,7 +145,7 @@ json resolved_json(const RunConfig& c) {
           {"monitor", monitor::to_json(c.monitor)},
           {"checkpoint", {{"interval", c.checkpoint.interval}, {"keep_last", c.checkpoint.keep_last},
                           {"resume", c.checkpoint.resume}}},
-          {"export", {{"hf", c.export_.hf}, {"dtype", c.export_.dtype}}}};
+          {"export", {{"formats", exporting::format_names(c.export_.formats)}, {"dtype", c.export_.dtype}, {"gguf_type", c.export_.gguf_type}}}};
 }
 
 }  // namespace

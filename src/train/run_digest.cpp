@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <filesystem>
+
 namespace qkd::train {
 
 namespace {
@@ -41,9 +44,11 @@ std::string next_commands(const RunConfig& config, const TrainSummary& summary, 
   if (!paths.report.empty())
     out += fmt::format("  qkd-train report --run {} --run OTHER_RUN_DIR --out compare.html   # overlay another run\n",
                        config.run_dir);
-  if (!summary.export_dir.empty() && !config.eval.ppl.empty())
-    out += fmt::format("  qkd-train eval --model {} --student {} --ppl {} --json {}/eval.json\n", config.teacher.path,
-                       summary.export_dir, config.eval.ppl.front(), config.run_dir);
+  const auto hf = std::find_if(summary.exported.begin(), summary.exported.end(),
+                               [](const std::string& p) { return std::filesystem::path(p).filename() == "hf"; });
+  if (hf != summary.exported.end() && !config.eval.ppl.empty())
+    out += fmt::format("  qkd-train eval --model {} --ppl {} --json {}/eval.json   # the exported student\n", *hf,
+                       config.eval.ppl.front(), config.run_dir);
   if (!paths.config.empty())
     out += fmt::format("  qkd-train --config {} --set freeze.policy=ov --set run_dir={}-ov   # the same run with ov-freeze\n",
                        paths.config, config.run_dir);
@@ -60,9 +65,7 @@ std::string format_run_digest(const RunConfig& config, const TrainSummary& summa
                        summary.steps_completed, config.train.steps, summary.last_checkpoint);
   std::string out = fmt::format("Done: {} steps in {:.0f} s ({:.0f} tokens/s), run directory {}\n", summary.steps_completed,
                                 summary.wall_seconds, summary.tokens_per_second, config.run_dir);
-  if (!summary.export_dir.empty())
-    out += fmt::format("  student: {} (Hugging Face directory with latent weights; quantization.json holds the grid)\n",
-                       summary.export_dir);
+  for (const auto& path : summary.exported) out += fmt::format("  student: {}\n", path);
   if (!paths.report.empty()) out += fmt::format("  report:  {}\n", paths.report);
   out += perplexity_table(summary);
   out += cloze_lines(summary);

@@ -108,13 +108,9 @@ void keep_calm_weights(TrainingSession& s, int64_t step) {
   s.stable_weights.capture(*s.student, s.freeze->rollback_candidates(s.frozen_modules));
 }
 
-std::string export_student(TrainingSession& s) {
-  const auto dir = (std::filesystem::path(s.config.run_dir) / "student").string();
-  checkpoint::save_student_checkpoint(*s.student, s.config.quant, dir,
-                                      checkpoint::parse_dtype(s.config.export_.dtype, "export.dtype"),
-                                      s.config.teacher.path);
-  spdlog::info("student exported to {}", dir);
-  return dir;
+std::vector<std::string> export_student(TrainingSession& s) {
+  const auto out_dir = (std::filesystem::path(s.config.run_dir) / "export").string();
+  return exporting::export_student(student_export_source(s), s.config.export_.formats, out_dir, export_options(s.config));
 }
 
 // Baselines and the step-0 evaluation, abandoned on a stop request. Nothing needs saving then: the
@@ -154,7 +150,7 @@ nlohmann::json TrainSummary::to_json() const {
   return {{"steps_completed", steps_completed}, {"interrupted", interrupted},    {"skipped_steps", skipped_steps},
           {"wall_seconds", wall_seconds},       {"tokens_per_second", tokens_per_second},
           {"peak_rss_mb", peak_rss_mb},         {"final_eval", final_eval},
-          {"last_checkpoint", last_checkpoint}, {"export_dir", export_dir}, {"baselines", baselines}};
+          {"last_checkpoint", last_checkpoint}, {"exported", exported}, {"baselines", baselines}};
 }
 
 TrainSummary run_training(const RunConfig& config, const TrainHooks& hooks) {
@@ -235,7 +231,7 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
   if (started) summary.last_checkpoint = save_checkpoint(s);
   if (!summary.interrupted) {
     summary.interrupted = !evaluate_at_end(s, summary);
-    if (!summary.interrupted && config.export_.hf) summary.export_dir = export_student(s);
+    if (!summary.interrupted) summary.exported = export_student(s);
   } else if (started) {
     spdlog::warn("stopped by signal after step {}; resume with the same command", s.step);
   }

@@ -206,6 +206,8 @@ std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
     if (config.quant.act_bits > 0) calibrate_activations(*s);
     freeze_modules(*s, s->freeze->initial(), "freeze.policy " + config.freeze.policy, 0);
   }
+  // A shape an export format cannot hold fails now, not after the training it would waste.
+  exporting::check_export(student_export_source(*s), config.export_.formats, export_options(config));
   spdlog::info("student: {} quantized projections ({} bits), {} trainable parameters", s->quantized_modules.size(),
                config.quant.bits, trainable_parameter_count(*s->student));
   return s;
@@ -243,6 +245,17 @@ void release_modules(TrainingSession& s, const std::vector<std::string>& modules
   }
   s.monitor->forget(modules);
   log_trainable_change(s, "release", modules, reason, step, before);
+}
+
+exporting::ExportSource student_export_source(TrainingSession& s) {
+  return exporting::ExportSource{*s.student, s.config.quant, s.config.teacher.path};
+}
+
+exporting::ExportOptions export_options(const RunConfig& config) {
+  exporting::ExportOptions options;
+  options.dtype = checkpoint::parse_dtype(config.export_.dtype, "export.dtype");
+  options.gguf_type = config.export_.gguf_type;
+  return options;
 }
 
 std::string save_checkpoint(TrainingSession& s) {

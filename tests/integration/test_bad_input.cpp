@@ -168,7 +168,7 @@ json small_run(const std::string& run_dir) {
           {"train", {{"steps", 2}, {"micro_batch", 2}, {"threads", 1}}},
           {"eval", {{"ppl", {kVal}}, {"seq_len", 32}, {"max_windows", 2}, {"at_start", false}, {"baselines", false}}},
           {"checkpoint", {{"interval", 1}}},
-          {"export", {{"hf", false}}}};
+          {"export", {{"formats", json::array()}}}};
 }
 
 TEST(BadInput, EvalFilesAreCheckedBeforeTheFirstStep) {

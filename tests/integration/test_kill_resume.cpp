@@ -33,7 +33,7 @@ json run_config(const std::string& run_dir) {
           {"monitor", {{"interval", 2}}},
           {"freeze", {{"policy", "auto"}, {"scope", "layer"}}},
           {"checkpoint", {{"interval", 1}, {"keep_last", 2}}},
-          {"export", {{"hf", true}, {"dtype", "float32"}}}};
+          {"export", {{"formats", {"hf"}}, {"dtype", "float32"}}}};
 }
 
 pid_t start(const std::string& config, const std::string& log) { return qkd::test::start_cli({"--config", config}, log); }
@@ -81,8 +81,8 @@ TEST(KillResume, RandomSigkillsResumeToTheUninterruptedResultBitwise) {
   std::printf("kill-resume: %d SIGKILLs over %d launches, then finished\n", kills, launches);
   EXPECT_GE(kills, wanted_kills) << "the run finished before enough kills: make it longer";
 
-  const auto a = qkd::io::read_safetensors(dir + "/straight/student/model.safetensors");
-  const auto b = qkd::io::read_safetensors(dir + "/killed/student/model.safetensors");
+  const auto a = qkd::io::read_safetensors(dir + "/straight/export/hf/model.safetensors");
+  const auto b = qkd::io::read_safetensors(dir + "/killed/export/hf/model.safetensors");
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
   char last[64];

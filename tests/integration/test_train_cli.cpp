@@ -37,7 +37,7 @@ json small_run(const std::string& run_dir) {
           {"monitor", {{"interval", 2}}},
           {"freeze", {{"policy", "auto"}, {"scope", "layer"}}},
           {"checkpoint", {{"interval", 2}, {"keep_last", 2}}},
-          {"export", {{"hf", true}, {"dtype", "float32"}}}};
+          {"export", {{"formats", {"hf"}}, {"dtype", "float32"}}}};
 }
 
 std::string write_config(const json& config, const std::string& path) {
@@ -90,13 +90,13 @@ TEST(TrainCli, ResumeAfterSigtermMatchesUninterruptedRunBitwise) {
   EXPECT_GE(stopped_at, 3);
   EXPECT_LT(stopped_at, 12);
   EXPECT_TRUE(fs::exists(dir + fmt::format("/resumed/checkpoints/step-{:08d}/state.json", stopped_at)));
-  EXPECT_FALSE(fs::exists(dir + "/resumed/student"));  // no export from an interrupted run
+  EXPECT_FALSE(fs::exists(dir + "/resumed/export"));  // no export from an interrupted run
   const auto second = run_cli("train --config " + resumed);
   ASSERT_EQ(second.exit_code, 0) << second.output;
   EXPECT_NE(second.output.find("resumed from"), std::string::npos) << second.output;
 
-  const auto a = qkd::io::read_safetensors(dir + "/straight/student/model.safetensors");
-  const auto b = qkd::io::read_safetensors(dir + "/resumed/student/model.safetensors");
+  const auto a = qkd::io::read_safetensors(dir + "/straight/export/hf/model.safetensors");
+  const auto b = qkd::io::read_safetensors(dir + "/resumed/export/hf/model.safetensors");
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
   EXPECT_EQ(jsonl(dir + "/straight/metrics.jsonl", true), jsonl(dir + "/resumed/metrics.jsonl", true));
@@ -143,23 +143,36 @@ TEST(TrainCli, SigtermDuringStartEvaluationStopsPromptlyAndTheNextStartBeginsAfr
   EXPECT_EQ(records.front().at("step"), 1);
 }
 
-TEST(TrainCli, ExportedStudentEvaluatesAndLoadsForLogits) {
+// The run ends with export/hf: a plain Hugging Face directory holding the dequantized weights, so
+// evaluating it as a float model gives the trainer's own final numbers; `qkd-train export` from the
+// run's checkpoint writes the same bytes.
+TEST(TrainCli, ExportedStudentIsAPlainCheckpointOfTheQuantizedModel) {
   const auto dir = scratch_dir("export");
   auto config = small_run(dir + "/run");
   config["train"]["steps"] = 2;
   const auto result = run_cli("--config " + write_config(config, dir + "/c.json"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  EXPECT_TRUE(fs::exists(dir + "/run/student/quantization.json"));
-  const auto eval = run_cli("eval --model " + repo_path("assets/models/kjv-teacher-7m") + " --student " + dir +
-                            "/run/student --ppl " + repo_path("assets/data/kjv/kjv-val.u16") +
+  EXPECT_TRUE(fs::exists(dir + "/run/export/hf/generation_config.json"));
+  EXPECT_FALSE(fs::exists(dir + "/run/export/hf/quantization.json"));
+  const auto eval = run_cli("eval --model " + dir + "/run/export/hf --ppl " + repo_path("assets/data/kjv/kjv-val.u16") +
                             " --seq-len 32 --max-windows 8 --threads 1 --json " + dir + "/eval.json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   json summary, evaluated;
   std::ifstream(dir + "/run/summary.json") >> summary;
   std::ifstream(dir + "/eval.json") >> evaluated;
-  // The trainer's final validation and a separate eval of the exported student agree.
   EXPECT_NEAR(summary.at("final_eval").at("ppl").at("kjv-val.u16").get<double>(),
               evaluated.at("ppl").at("kjv-val.u16").get<double>(), 1e-3);
+  // 4-bit per channel: at most 16 distinct values in a row of every projection.
+  for (const auto& [name, tensor] : qkd::io::read_safetensors(dir + "/run/export/hf/model.safetensors")) {
+    if (name.find("_proj.weight") == std::string::npos) continue;
+    EXPECT_LE(std::get<0>(at::_unique(tensor[0])).numel(), 16) << name;
+  }
+
+  const auto again = run_cli("export --checkpoint " + dir + "/run --format hf --dtype float32 --out " + dir + "/again");
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_EQ(qkd::test::read_file(dir + "/again/hf/model.safetensors"),
+            qkd::test::read_file(dir + "/run/export/hf/model.safetensors"));
+  EXPECT_EQ(qkd::test::read_file(dir + "/again/hf/config.json"), qkd::test::read_file(dir + "/run/export/hf/config.json"));
 }
 
 // The console ends with what a newcomer acts on: outputs, perplexities side by side, next commands.
@@ -171,7 +184,7 @@ TEST(TrainCli, FinishedRunEndsWithDigestOfOutputsBaselinesAndNextCommands) {
   const auto result = run_cli("--config " + config_path);
   ASSERT_EQ(result.exit_code, 0) << result.output;
   const auto digest = result.output.substr(result.output.rfind("Done: 2 steps"));
-  EXPECT_NE(digest.find("student: " + dir + "/run/student"), std::string::npos) << digest;
+  EXPECT_NE(digest.find("student: " + dir + "/run/export/hf"), std::string::npos) << digest;
   EXPECT_NE(digest.find("report:  " + dir + "/run/report.html"), std::string::npos) << digest;
   EXPECT_TRUE(fs::exists(dir + "/run/report.html"));
   EXPECT_NE(digest.find("qkd-train report --run " + dir + "/run"), std::string::npos) << digest;
@@ -249,7 +262,7 @@ TEST(TrainCli, CheckpointFromAnotherModelIsRefusedWithTheDifference) {
   const auto dir = scratch_dir("othermodel");
   auto config = small_run(dir + "/run");
   config["train"]["steps"] = 2;
-  config["export"]["hf"] = false;
+  config["export"]["formats"] = json::array();
   ASSERT_EQ(run_cli("--config " + write_config(config, dir + "/a.json")).exit_code, 0);
   config["quant"]["bits"] = 3;
   const auto result = run_cli("--config " + write_config(config, dir + "/b.json"));

@@ -60,7 +60,7 @@ json recipe_config(const std::string& dir, bool ov_freeze) {
           {"freeze", {{"policy", ov_freeze ? "ov" : "none"}}},
           {"monitor", {{"interval", 1}}},
           {"checkpoint", {{"resume", "never"}}},
-          {"export", {{"hf", false}}}};
+          {"export", {{"formats", json::array()}}}};
 }
 
 class Trajectory : public ::testing::TestWithParam<bool> {};

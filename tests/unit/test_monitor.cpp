@@ -198,7 +198,7 @@ json auto_run(const std::string& dir, const json& freeze, int keep_last = 8) {
           {"freeze", freeze},
           {"monitor", {{"interval", 1}, {"spike_factor", 1000.0}}},
           {"checkpoint", {{"interval", 1}, {"keep_last", keep_last}, {"resume", "auto"}}},
-          {"export", {{"hf", false}}}};
+          {"export", {{"formats", json::array()}}}};
 }
 
 qkd::train::TrainSummary train_with_spike(const json& config, int64_t spike_step, int64_t stop_after = 0) {

@@ -3,6 +3,7 @@
 // clipping search), activation ranges calibrated on token windows, written as a student checkpoint.
 #include <string>
 
+#include "qkd/export/export.h"
 #include "qkd/quant/quant_spec.h"
 
 namespace qkd::ptq {
@@ -13,7 +14,11 @@ struct PtqOptions {
   quant::QuantSpec spec;
   std::string calib_file;   // .u16/.u32 tokens for activation calibration (needed when spec.act_bits > 0)
   int64_t calib_seq_len = 256;
-  std::string dtype = "float32";  // dtype of the written latent weights
+  std::string dtype = "float32";  // dtype of the written weights
+  // Empty: a student checkpoint at out_dir (eval --student, export --checkpoint and student.init read
+  // it). Otherwise these formats at out_dir/<format>, as `qkd-train export` writes them.
+  std::vector<exporting::Format> formats;
+  std::string gguf_type = "q4_0";
 };
 
 struct PtqReport {

@@ -35,6 +35,16 @@ class WeightQuantizer : public qkd::model::TensorQuantizer {
   // The scale and zero point `w` is quantized with, in block shape (static: the stored ones).
   QuantParams params_for(const torch::Tensor& w);
 
+  // The integer levels fake_quantize(w) multiplies back, with the parameters it used, computed by the
+  // same operations in the same dtype: fake_quantize(w) == ((codes - zero) * scale) in that dtype.
+  struct IntegerCodes {
+    torch::Tensor codes;  // int16, block shape [rows, blocks_per_row, block_len], in [qmin, qmax]
+    torch::Tensor scale;  // [rows, blocks_per_row, 1], in the dtype the forward pass quantizes in
+    torch::Tensor zero;   // integer-valued, like scale; undefined when symmetric
+  };
+  IntegerCodes integer_codes(const torch::Tensor& w);
+  Levels levels() const { return levels_; }
+
   // Quantizer state stays fp32 when the model changes dtype; devices are followed.
   using torch::nn::Module::to;
   void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "qkd/data/data_config.h"
+#include "qkd/export/export.h"
 #include "qkd/loss/kd_loss.h"
 #include "qkd/monitor/monitor_config.h"
 #include "qkd/quant/quant_spec.h"
@@ -60,8 +61,10 @@ struct CheckpointSection {
 };
 
 struct ExportSection {
-  bool hf = true;                 // write the fake-quantized student as a Hugging Face checkpoint
-  std::string dtype = "float16";  // dtype of the exported weights
+  // Written to <run_dir>/export/<format> when the run finishes; empty: no export.
+  std::vector<exporting::Format> formats = {exporting::Format::hf};
+  std::string dtype = "float16";   // float weights of hf and packed
+  std::string gguf_type = "q4_0";  // gguf projections: q4_0 or q8_0
 };
 
 struct RunConfig {

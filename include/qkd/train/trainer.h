@@ -25,7 +25,7 @@ struct TrainSummary {
   double peak_rss_mb = 0.0;
   nlohmann::json final_eval;  // results_to_json of the last evaluation (null when none configured)
   std::string last_checkpoint;
-  std::string export_dir;
+  std::vector<std::string> exported;  // <run_dir>/export/<format> paths, in export.formats order
   nlohmann::json baselines;   // {"teacher": {file: ppl}, "student": {file: ppl}} at step 0; null when not measured
   nlohmann::json to_json() const;
 };

@@ -16,6 +16,7 @@
 #include "qkd/train/adamw.h"
 #include "qkd/train/checkpoint_store.h"
 #include "qkd/train/metrics_log.h"
+#include "qkd/export/export.h"
 #include "qkd/train/run_config.h"
 
 namespace qkd::train {
@@ -52,6 +53,10 @@ void freeze_modules(TrainingSession& session, const std::vector<std::string>& mo
 // Lets frozen modules train again with fresh optimizer state; logged like a freeze.
 void release_modules(TrainingSession& session, const std::vector<std::string>& modules, const std::string& reason,
                      int64_t step);
+
+// The student as the export writers read it, and the run's export settings.
+exporting::ExportSource student_export_source(TrainingSession& session);
+exporting::ExportOptions export_options(const RunConfig& config);
 
 // Checkpoint of the session's current state; returns its directory.
 std::string save_checkpoint(TrainingSession& session);

@@ -1,0 +1,52 @@
+#pragma once
+// Exporting a trained (or round-to-nearest) student in the formats runtimes load. One writer per
+// format (hf_export.h, compressed_tensors.h, aimet_encodings.h, gguf_writer.h), all over the integer
+// codes of integer_weights.h; export_student() checks every requested format, then writes each into
+// <out>/<format>/ whole or not at all.
+#include <string>
+#include <vector>
+
+#include "qkd/model/llama.h"
+#include "qkd/quant/quant_spec.h"
+
+namespace qkd::exporting {
+
+enum class Format { hf, packed, encodings, gguf };
+
+// "hf" | "packed" | "encodings" | "gguf"; throws qkd::Error naming `where` for anything else.
+Format parse_format(const std::string& name, const std::string& where);
+std::string format_name(Format format);
+std::vector<std::string> format_names(const std::vector<Format>& formats);
+// "hf,gguf" -> {hf, gguf}; duplicates removed, order kept.
+std::vector<Format> parse_format_list(const std::string& names, const std::string& where);
+
+// What every writer reads: the student with its quantizers attached and their state loaded, its quant
+// spec, and the directory holding tokenizer.model (and, when present, generation_config.json).
+struct ExportSource {
+  model::LlamaForCausalLMImpl& student;
+  quant::QuantSpec spec;
+  std::string tokenizer_dir;
+};
+
+// Copies tokenizer.model from source.tokenizer_dir into `dir` (every format ships it).
+void copy_tokenizer(const ExportSource& source, const std::string& dir);
+
+struct ExportOptions {
+  torch::Dtype dtype = torch::kFloat16;  // float weights of `hf` (and embeddings/norms of `packed`)
+  int64_t max_shard_bytes = int64_t{5} << 30;  // `hf`: above this, sharded with model.safetensors.index.json
+  std::string gguf_type = "q4_0";      // `gguf` projections: q4_0 or q8_0
+};
+
+// Where a format lands below `out_dir`: <out_dir>/hf, <out_dir>/packed, <out_dir>/encodings,
+// <out_dir>/gguf/model.gguf.
+std::string format_path(const std::string& out_dir, Format format);
+
+// Throws qkd::Error naming the tensor or setting when a format cannot hold the student; writes nothing.
+void check_export(const ExportSource& source, const std::vector<Format>& formats, const ExportOptions& options = {});
+
+// Checks every format against the student first (a shape a format cannot hold fails here, naming the
+// tensor, before any file is written), then writes each. Returns the written paths in `formats` order.
+std::vector<std::string> export_student(const ExportSource& source, const std::vector<Format>& formats,
+                                        const std::string& out_dir, const ExportOptions& options = {});
+
+}  // namespace qkd::exporting

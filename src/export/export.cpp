@@ -1,0 +1,97 @@
+#include "qkd/export/export.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <sstream>
+
+#include "qkd/common/atomic_file.h"
+#include "qkd/common/error.h"
+#include "qkd/export/hf_export.h"
+
+namespace qkd::exporting {
+
+namespace fs = std::filesystem;
+
+Format parse_format(const std::string& name, const std::string& where) {
+  if (name == "hf") return Format::hf;
+  if (name == "packed") return Format::packed;
+  if (name == "encodings") return Format::encodings;
+  if (name == "gguf") return Format::gguf;
+  fail(where, "unknown export format \"" + name + "\" (expected hf, packed, encodings or gguf)");
+}
+
+std::string format_name(Format format) {
+  switch (format) {
+    case Format::hf: return "hf";
+    case Format::packed: return "packed";
+    case Format::encodings: return "encodings";
+    case Format::gguf: return "gguf";
+  }
+  return "?";
+}
+
+std::vector<std::string> format_names(const std::vector<Format>& formats) {
+  std::vector<std::string> names;
+  for (const auto format : formats) names.push_back(format_name(format));
+  return names;
+}
+
+std::vector<Format> parse_format_list(const std::string& names, const std::string& where) {
+  std::vector<Format> formats;
+  std::stringstream in(names);
+  std::string name;
+  while (std::getline(in, name, ',')) {
+    if (name.empty()) fail(where, "empty format name in \"" + names + "\"");
+    const auto format = parse_format(name, where);
+    if (std::find(formats.begin(), formats.end(), format) == formats.end()) formats.push_back(format);
+  }
+  if (formats.empty()) fail(where, "no format given");
+  return formats;
+}
+
+std::string format_path(const std::string& out_dir, Format format) {
+  const auto dir = fs::path(out_dir) / format_name(format);
+  return (format == Format::gguf ? dir / "model.gguf" : dir).string();
+}
+
+namespace {
+
+void check_format(const ExportSource& source, Format format, const ExportOptions& options) {
+  switch (format) {
+    case Format::hf: return;  // any student: the dequantized weights are plain tensors
+    default: fail("export", format_name(format) + ": not built into this binary");
+  }
+  (void)source;
+  (void)options;
+}
+
+void write_format(const ExportSource& source, Format format, const std::string& path, const ExportOptions& options) {
+  switch (format) {
+    case Format::hf: return write_hf(source, path, options);
+    default: fail("export", format_name(format) + ": not built into this binary");
+  }
+}
+
+}  // namespace
+
+void check_export(const ExportSource& source, const std::vector<Format>& formats, const ExportOptions& options) {
+  for (const auto format : formats) check_format(source, format, options);
+}
+
+std::vector<std::string> export_student(const ExportSource& source, const std::vector<Format>& formats,
+                                        const std::string& out_dir, const ExportOptions& options) {
+  check_export(source, formats, options);
+  std::vector<std::string> written;
+  for (const auto format : formats) {
+    const auto path = format_path(out_dir, format);
+    fs::create_directories(fs::path(path).parent_path());
+    write_format(source, format, path, options);
+    spdlog::info("exported {} to {}", format_name(format), path);
+    written.push_back(path);
+  }
+  return written;
+}
+
+}  // namespace qkd::exporting
