@@ -36,7 +36,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kSettings = 
 void apply_setting(qkd::model::LlamaForCausalLMImpl& student, const std::vector<std::string>& modules,
                    const std::vector<std::string>& patterns) {
   qkd::monitor::FreezeConfig config;
-  config.policy = patterns.empty() ? "none" : "modules";
+  config.policy = patterns.empty() ? qkd::monitor::FreezeMode::none : qkd::monitor::FreezeMode::modules;
   config.modules = patterns;
   const auto frozen = qkd::monitor::FreezePolicy(config, modules).initial();
   for (const auto& m : modules) {

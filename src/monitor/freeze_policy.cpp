@@ -7,14 +7,6 @@
 namespace qkd::monitor {
 
 namespace {
-// "layer3.v_proj.grad_sq" -> (3, "v_proj"); (-1, "") for other series.
-std::pair<int64_t, std::string> parse_series(const std::string& series) {
-  static const std::regex pattern("layer(\\d+)\\.([a-z_]+)\\..*");
-  std::smatch m;
-  if (!std::regex_match(series, m, pattern)) return {-1, ""};
-  return {std::stoll(m[1].str()), m[2].str()};
-}
-
 int64_t layer_of(const std::string& module) {
   static const std::regex pattern("model\\.layers\\.(\\d+)\\..*");
   std::smatch m;
@@ -39,8 +31,8 @@ std::vector<std::string> FreezePolicy::matching(const std::vector<std::string>& 
 }
 
 std::vector<std::string> FreezePolicy::initial() const {
-  if (config_.policy == "ov") return matching({"self_attn.o_proj", "self_attn.v_proj"}, -1);
-  if (config_.policy == "modules") {
+  if (config_.policy == FreezeMode::ov) return matching({"self_attn.o_proj", "self_attn.v_proj"}, -1);
+  if (config_.policy == FreezeMode::modules) {
     auto out = matching(config_.modules, -1);
     if (out.empty()) fail("freeze.modules", "no quantized module matches any pattern");
     return out;
@@ -50,16 +42,15 @@ std::vector<std::string> FreezePolicy::initial() const {
 
 std::vector<std::string> FreezePolicy::react(const std::vector<InstabilityEvent>& events,
                                              const std::set<std::string>& frozen) const {
-  if (config_.policy != "auto") return {};
+  if (config_.policy != FreezeMode::automatic) return {};
   std::set<std::string> chosen;
   for (const auto& e : events) {
-    if (e.kind != "spike" && e.kind != "nonfinite") continue;
-    const auto [layer, projection] = parse_series(e.series);
-    if (layer < 0) continue;
+    if (e.kind != EventKind::spike && e.kind != EventKind::nonfinite) continue;
+    if (e.series.statistic != Statistic::grad_sq) continue;
     bool watched = false;
-    for (const auto& w : config_.auto_watch) watched |= w == projection;
+    for (const auto& w : config_.auto_watch) watched |= w == e.series.projection;
     if (!watched) continue;
-    for (const auto& m : matching(config_.auto_watch, config_.scope == "layer" ? layer : -1))
+    for (const auto& m : matching(config_.auto_watch, config_.scope == FreezeScope::layer ? e.series.layer : -1))
       if (!frozen.count(m)) chosen.insert(m);
   }
   return {chosen.begin(), chosen.end()};

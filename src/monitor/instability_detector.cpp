@@ -5,9 +5,18 @@
 
 namespace qkd::monitor {
 
+std::string event_kind_name(EventKind kind) {
+  switch (kind) {
+    case EventKind::spike: return "spike";
+    case EventKind::nonfinite: return "nonfinite";
+    case EventKind::loss_rise: return "loss_rise";
+  }
+  return "?";
+}
+
 nlohmann::json InstabilityEvent::to_json() const {
   auto finite_or_string = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(std::to_string(v)); };
-  return {{"step", step}, {"kind", kind}, {"series", series}, {"value", finite_or_string(value)},
+  return {{"step", step}, {"kind", event_kind_name(kind)}, {"series", series.name()}, {"value", finite_or_string(value)},
           {"baseline", finite_or_string(baseline)}};
 }
 
@@ -19,16 +28,16 @@ double median(std::vector<double> values) {
 }
 }  // namespace
 
-void InstabilityDetector::observe(int64_t step, const std::string& series, double value,
+void InstabilityDetector::observe(int64_t step, const SeriesKey& series, double value,
                                   std::vector<InstabilityEvent>& events) {
   auto& history = history_[series];
   if (!std::isfinite(value)) {
-    events.push_back({step, "nonfinite", series, value, history.empty() ? 0.0 : history.back()});
+    events.push_back({step, EventKind::nonfinite, series, value, history.empty() ? 0.0 : history.back()});
     return;  // a NaN must not poison the baseline
   }
   if (static_cast<int64_t>(history.size()) >= config_.min_history) {
     const double baseline = median({history.begin(), history.end()});
-    if (baseline > 0.0 && value > config_.spike_factor * baseline) events.push_back({step, "spike", series, value, baseline});
+    if (baseline > 0.0 && value > config_.spike_factor * baseline) events.push_back({step, EventKind::spike, series, value, baseline});
   }
   history.push_back(value);
   while (static_cast<int64_t>(history.size()) > config_.window) history.pop_front();
@@ -36,24 +45,24 @@ void InstabilityDetector::observe(int64_t step, const std::string& series, doubl
 
 void InstabilityDetector::observe_loss(int64_t step, double loss, std::vector<InstabilityEvent>& events) {
   if (!std::isfinite(loss)) {
-    events.push_back({step, "nonfinite", "kd_loss", loss, loss_min_});
+    events.push_back({step, EventKind::nonfinite, SeriesKey::kd_loss(), loss, loss_min_});
     return;
   }
   if (!loss_seen_ || loss < loss_min_) loss_min_ = loss;
   loss_seen_ = true;
   const bool high = loss > config_.loss_factor * loss_min_;
-  if (high && !loss_high_) events.push_back({step, "loss_rise", "kd_loss", loss, loss_min_});
+  if (high && !loss_high_) events.push_back({step, EventKind::loss_rise, SeriesKey::kd_loss(), loss, loss_min_});
   loss_high_ = high;
 }
 
-void InstabilityDetector::forget(const std::string& prefix) {
+void InstabilityDetector::forget(int64_t layer, const std::string& projection) {
   for (auto it = history_.begin(); it != history_.end();)
-    it = it->first.rfind(prefix, 0) == 0 ? history_.erase(it) : std::next(it);
+    it = it->first.layer == layer && it->first.projection == projection ? history_.erase(it) : std::next(it);
 }
 
 nlohmann::json InstabilityDetector::state() const {
   nlohmann::json series = nlohmann::json::object();
-  for (const auto& [name, values] : history_) series[name] = std::vector<double>(values.begin(), values.end());
+  for (const auto& [key, values] : history_) series[key.name()] = std::vector<double>(values.begin(), values.end());
   return {{"series", series}, {"loss_min", loss_min_}, {"loss_seen", loss_seen_}, {"loss_high", loss_high_}};
 }
 
@@ -61,7 +70,7 @@ void InstabilityDetector::load_state(const nlohmann::json& state) {
   history_.clear();
   for (const auto& [name, values] : state.at("series").items()) {
     const auto v = values.get<std::vector<double>>();
-    history_[name] = std::deque<double>(v.begin(), v.end());
+    history_[SeriesKey::parse(name)] = std::deque<double>(v.begin(), v.end());
   }
   loss_min_ = state.at("loss_min").get<double>();
   loss_seen_ = state.at("loss_seen").get<bool>();

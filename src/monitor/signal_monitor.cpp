@@ -29,6 +29,7 @@ std::vector<ProjectionRef> projections(model::LlamaForCausalLMImpl& model) {
 }
 
 std::string key_of(const ProjectionRef& p) { return std::to_string(p.layer) + "." + p.type; }
+SeriesKey gradient_series(const ProjectionRef& p) { return SeriesKey::gradient(p.layer, p.type); }
 
 nlohmann::json& layer_entry(nlohmann::json& layers, int64_t layer) {
   while (static_cast<int64_t>(layers.size()) <= layer)
@@ -74,7 +75,7 @@ void SignalMonitor::begin_step(int64_t step) {
 
 bool SignalMonitor::judges(int64_t step) const { return measures(step) || (config_.enabled && !watched_.empty()); }
 
-double SignalMonitor::gradient_sq(model::LinearImpl& linear, const std::string& series) {
+double SignalMonitor::gradient_sq(model::LinearImpl& linear, const SeriesKey& series) {
   const auto& grad = linear.weight.grad();
   double grad_sq = grad.defined() ? grad.to(torch::kFloat64).pow(2).sum().item<double>() : 0.0;
   const auto injected = injected_.find(series);
@@ -93,7 +94,7 @@ std::vector<InstabilityEvent> SignalMonitor::judge_gradients(int64_t step, doubl
     if (!judges(step)) return events;
     for (auto& p : projections(*student_)) {
       if (!p.linear->weight.requires_grad() || !watched_.count(p.type)) continue;
-      const auto series = "layer" + key_of(p) + ".grad_sq";
+      const auto series = gradient_series(p);
       detector_.observe(step, series, gradient_sq(*p.linear, series), events);
     }
     return events;
@@ -102,7 +103,7 @@ std::vector<InstabilityEvent> SignalMonitor::judge_gradients(int64_t step, doubl
   before_.clear();
   for (auto& p : projections(*student_)) {
     auto& entry = layer_entry(pending_, p.layer);
-    const auto series = "layer" + key_of(p) + ".grad_sq";
+    const auto series = gradient_series(p);
     const double grad_sq = gradient_sq(*p.linear, series);
     entry["grad_sq"][p.type] = grad_sq;
     entry["weight_norm"][p.type] = p.linear->weight.detach().to(torch::kFloat32).norm().item<double>();
@@ -139,7 +140,7 @@ nlohmann::json SignalMonitor::end_step(int64_t step) {
 void SignalMonitor::forget(const std::vector<std::string>& modules) {
   for (const auto& module : modules) {
     const auto [layer, type] = parse_projection(module);
-    if (layer >= 0) detector_.forget("layer" + std::to_string(layer) + "." + type + ".");
+    if (layer >= 0) detector_.forget(layer, type);
   }
 }
 

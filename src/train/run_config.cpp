@@ -66,7 +66,7 @@ TrainSection read_train(const json& j) {
   t.eval_interval = r.integer("eval_interval", t.eval_interval, 0, kMaxInt);
   t.device = r.string("device", t.device);
   if (t.device != "cpu" && t.device.rfind("cuda", 0) != 0) fail("train.device", "expected cpu, cuda or cuda:N, got \"" + t.device + "\"");
-  t.precision = r.one_of("precision", t.precision, {"fp32", "bf16", "fp16"});
+  t.precision = parse_precision(r.one_of("precision", precision_name(t.precision), {"fp32", "bf16", "fp16"}), "train.precision");
   t.threads = r.integer("threads", t.threads, 0, 4096);
   t.seed = static_cast<uint64_t>(r.integer("seed", 0, 0, kMaxInt));
   r.finish();
@@ -120,6 +120,15 @@ ExportSection read_export(const json& j) {
 
 json section(const json& j, const char* key) { return j.contains(key) ? j.at(key) : json(nullptr); }
 
+// Evaluation settings that evaluate nothing without an eval file.
+void note_unread_eval_settings(const json& eval, const RunConfig& c, std::vector<std::string>& unread) {
+  if (!c.eval.ppl.empty() || !c.eval.mc.empty()) return;
+  if (c.train.eval_interval > 0) unread.push_back("train.eval_interval: no eval.ppl or eval.mc file to evaluate");
+  if (eval.is_object())
+    for (const char* key : {"at_start", "baselines", "max_windows", "mc_limit", "seq_len", "batch_size"})
+      if (eval.contains(key)) unread.push_back(std::string("eval.") + key + ": no eval.ppl or eval.mc file to evaluate");
+}
+
 json resolved_json(const RunConfig& c) {
   return {{"run_dir", c.run_dir},
           {"label", c.label},
@@ -136,7 +145,7 @@ json resolved_json(const RunConfig& c) {
                      {"train_embeddings", c.optim.train_embeddings}}},
           {"train", {{"steps", c.train.steps}, {"micro_batch", c.train.micro_batch}, {"grad_accum", c.train.grad_accum},
                      {"log_interval", c.train.log_interval}, {"eval_interval", c.train.eval_interval},
-                     {"device", c.train.device}, {"precision", c.train.precision}, {"threads", c.train.threads},
+                     {"device", c.train.device}, {"precision", precision_name(c.train.precision)}, {"threads", c.train.threads},
                      {"seed", c.train.seed}}},
           {"eval", {{"ppl", c.eval.ppl}, {"mc", c.eval.mc}, {"seq_len", c.eval.seq_len}, {"batch_size", c.eval.batch_size},
                     {"max_windows", c.eval.max_windows}, {"mc_limit", c.eval.mc_limit}, {"at_start", c.eval.at_start},
@@ -172,11 +181,13 @@ RunConfig parse_run_config(const json& j) {
   top.raw("train");
   c.eval = read_eval(section(j, "eval"));
   top.raw("eval");
-  c.freeze = monitor::freeze_config_from_json(section(j, "freeze"), "freeze");
+  c.freeze = monitor::freeze_config_from_json(section(j, "freeze"), "freeze", &c.unread_settings);
   top.raw("freeze");
   c.monitor = monitor::monitor_config_from_json(section(j, "monitor"), "monitor");
   top.raw("monitor");
-  if (c.freeze.policy == "auto" && !c.monitor.enabled) fail("freeze.policy", "\"auto\" needs the monitor (monitor.enabled true)");
+  if (c.freeze.policy == monitor::FreezeMode::automatic && !c.monitor.enabled)
+    fail("freeze.policy", "\"auto\" needs the monitor (monitor.enabled true)");
+  note_unread_eval_settings(section(j, "eval"), c, c.unread_settings);
   c.checkpoint = read_checkpoint(section(j, "checkpoint"));
   top.raw("checkpoint");
   c.export_ = read_export(section(j, "export"));

@@ -52,7 +52,8 @@ void distill_micro_batch(TrainingSession& s, StepLosses& totals, double loss_mul
 
 void log_events(TrainingSession& s, const std::vector<monitor::InstabilityEvent>& events) {
   for (const auto& e : events) {
-    spdlog::warn("step {}: {} in {} (value {:.4g}, baseline {:.4g})", e.step, e.kind, e.series, e.value, e.baseline);
+    spdlog::warn("step {}: {} in {} (value {:.4g}, baseline {:.4g})", e.step, monitor::event_kind_name(e.kind),
+                 e.series.name(), e.value, e.baseline);
     s.events->write(e.to_json());
   }
 }
@@ -181,7 +182,7 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
     const double lr = learning_rate_at(s.step, train.steps, config.optim.lr, config.optim.warmup_steps,
                                        config.optim.schedule, config.optim.min_lr_ratio);
     release_modules(s, s.freeze->take_releases(lr), fmt::format("auto: learning rate decayed to {:.3g}", lr), step);
-    const bool fp16 = train.precision == "fp16" && s.device.is_cuda();
+    const bool fp16 = train.precision == Precision::fp16 && s.device.is_cuda();
     const double multiplier = (fp16 ? s.loss_scale : 1.0) / static_cast<double>(train.grad_accum);
     StepLosses losses;
     s.monitor->begin_step(step);

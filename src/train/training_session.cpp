@@ -174,6 +174,18 @@ void check_token_sources(const data::DataConfig& data, int64_t vocab_size) {
 }
 }  // namespace
 
+namespace {
+// The policy only freezes quantized projections: a policy that reaches none of them would train as if
+// it were "none", without a word.
+void check_freeze_reaches_quantized_modules(const RunConfig& config, const monitor::FreezePolicy& freeze) {
+  using monitor::FreezeMode;
+  if (config.freeze.policy == FreezeMode::ov && freeze.initial().empty())
+    fail("freeze.policy", "\"ov\" would freeze nothing: no o_proj or v_proj is quantized (see quant.modules)");
+  if (config.freeze.policy == FreezeMode::automatic && freeze.watched_modules().empty())
+    fail("freeze.auto_watch", "no watched projection is quantized (see quant.modules): auto would never freeze");
+}
+}  // namespace
+
 std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
   auto s = std::make_unique<TrainingSession>();
   s->config = config;
@@ -188,8 +200,10 @@ std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
   s->student = build_student(config, s->device, s->quantized_modules);
   s->optimizer = build_optimizer(config, *s->student);
   s->monitor = std::make_unique<monitor::SignalMonitor>(config.monitor, s->student);
-  if (config.freeze.policy == "auto") s->monitor->watch_every_step(config.freeze.auto_watch);
+  if (config.freeze.policy == monitor::FreezeMode::automatic) s->monitor->watch_every_step(config.freeze.auto_watch);
   s->freeze = std::make_unique<monitor::FreezePolicy>(config.freeze, s->quantized_modules);
+  check_freeze_reaches_quantized_modules(config, *s->freeze);
+  for (const auto& line : config.unread_settings) spdlog::warn("{}", line);
   s->checkpoints = std::make_unique<CheckpointStore>(config.run_dir);
   const auto resume_from = checkpoint_to_resume(config, *s->checkpoints);
   // Everything is validated: only now does the run directory appear.
@@ -204,7 +218,7 @@ std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
   s->events = std::make_unique<JsonlWriter>((fs::path(config.run_dir) / "events.jsonl").string(), keep_records_up_to);
   if (!resume_from) {
     if (config.quant.act_bits > 0) calibrate_activations(*s);
-    freeze_modules(*s, s->freeze->initial(), "freeze.policy " + config.freeze.policy, 0);
+    freeze_modules(*s, s->freeze->initial(), "freeze.policy " + monitor::freeze_mode_name(config.freeze.policy), 0);
   }
   // A shape an export format cannot hold fails now, not after the training it would waste.
   exporting::check_export(student_export_source(*s), config.export_.formats, export_options(config));

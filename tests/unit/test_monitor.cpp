@@ -20,9 +20,16 @@
 namespace {
 
 using nlohmann::json;
+using qkd::monitor::EventKind;
+using qkd::monitor::FreezeMode;
+using qkd::monitor::FreezeScope;
 using qkd::monitor::InstabilityEvent;
 using qkd::test::read_jsonl;
 using qkd::test::repo_path;
+
+qkd::monitor::SeriesKey grad(int64_t layer, const std::string& projection) {
+  return qkd::monitor::SeriesKey::gradient(layer, projection);
+}
 
 qkd::monitor::MonitorConfig detector_config() {
   qkd::monitor::MonitorConfig c;
@@ -36,17 +43,17 @@ qkd::monitor::MonitorConfig detector_config() {
 TEST(InstabilityDetector, SpikeIsJudgedAgainstTheRollingMedian) {
   qkd::monitor::InstabilityDetector d(detector_config());
   std::vector<InstabilityEvent> events;
-  for (double v : {1.0, 1.2, 0.9}) d.observe(1, "layer0.v_proj.grad_sq", v, events);
+  for (double v : {1.0, 1.2, 0.9}) d.observe(1, grad(0, "v_proj"), v, events);
   EXPECT_TRUE(events.empty());
-  d.observe(4, "layer0.v_proj.grad_sq", 2.9, events);  // < 3 x median 1.0
+  d.observe(4, grad(0, "v_proj"), 2.9, events);  // < 3 x median 1.0
   EXPECT_TRUE(events.empty());
   // The window now holds 1.0, 1.2, 0.9, 2.9: median 1.1, threshold 3.3.
-  d.observe(5, "layer0.v_proj.grad_sq", 3.2, events);
+  d.observe(5, grad(0, "v_proj"), 3.2, events);
   EXPECT_TRUE(events.empty());
   // Window 1.2, 0.9, 2.9, 3.2: median 2.05, threshold 6.15.
-  d.observe(6, "layer0.v_proj.grad_sq", 6.5, events);
+  d.observe(6, grad(0, "v_proj"), 6.5, events);
   ASSERT_EQ(events.size(), 1u);
-  EXPECT_EQ(events[0].kind, "spike");
+  EXPECT_EQ(events[0].kind, EventKind::spike);
   EXPECT_EQ(events[0].step, 6);
   EXPECT_DOUBLE_EQ(events[0].baseline, 2.05);
 }
@@ -54,14 +61,14 @@ TEST(InstabilityDetector, SpikeIsJudgedAgainstTheRollingMedian) {
 TEST(InstabilityDetector, NonFiniteValuesAndLossRise) {
   qkd::monitor::InstabilityDetector d(detector_config());
   std::vector<InstabilityEvent> events;
-  d.observe(1, "layer1.o_proj.grad_sq", std::nan(""), events);
+  d.observe(1, grad(1, "o_proj"), std::nan(""), events);
   ASSERT_EQ(events.size(), 1u);
-  EXPECT_EQ(events[0].kind, "nonfinite");
+  EXPECT_EQ(events[0].kind, EventKind::nonfinite);
   events.clear();
   for (double loss : {0.05, 0.04, 0.07, 0.09, 0.10, 0.03, 0.2}) d.observe_loss(1, loss, events);
   // 0.09 > 2 x 0.04 starts one excursion (reported once), 0.2 > 2 x 0.03 a second one.
   ASSERT_EQ(events.size(), 2u);
-  EXPECT_EQ(events[0].kind, "loss_rise");
+  EXPECT_EQ(events[0].kind, EventKind::loss_rise);
   EXPECT_DOUBLE_EQ(events[0].value, 0.09);
   EXPECT_DOUBLE_EQ(events[1].baseline, 0.03);
 }
@@ -70,24 +77,24 @@ TEST(InstabilityDetector, ForgetStartsANewBaseline) {
   qkd::monitor::InstabilityDetector d(detector_config());
   std::vector<InstabilityEvent> events;
   for (double v : {1.0, 1.0, 1.0}) {
-    d.observe(1, "layer0.v_proj.grad_sq", v, events);
-    d.observe(1, "layer1.v_proj.grad_sq", v, events);
+    d.observe(1, grad(0, "v_proj"), v, events);
+    d.observe(1, grad(1, "v_proj"), v, events);
   }
-  d.forget("layer0.v_proj.");
-  for (double v : {5.0, 5.0, 5.0}) d.observe(2, "layer0.v_proj.grad_sq", v, events);  // rebuilding history: no judgement
-  d.observe(3, "layer1.v_proj.grad_sq", 5.0, events);                                // old baseline 1.0: a spike
+  d.forget(0, "v_proj");
+  for (double v : {5.0, 5.0, 5.0}) d.observe(2, grad(0, "v_proj"), v, events);  // rebuilding history: no judgement
+  d.observe(3, grad(1, "v_proj"), 5.0, events);                                // old baseline 1.0: a spike
   ASSERT_EQ(events.size(), 1u);
-  EXPECT_EQ(events[0].series, "layer1.v_proj.grad_sq");
+  EXPECT_EQ(events[0].series, grad(1, "v_proj"));
   EXPECT_EQ(d.state().at("series").at("layer0.v_proj.grad_sq").size(), 3u);
 }
 
 TEST(InstabilityDetector, StateRoundTrips) {
   qkd::monitor::InstabilityDetector a(detector_config()), b(detector_config());
   std::vector<InstabilityEvent> ea, eb;
-  for (double v : {1.0, 1.1, 0.9}) a.observe(1, "s", v, ea);
+  for (double v : {1.0, 1.1, 0.9}) a.observe(1, grad(0, "v_proj"), v, ea);
   b.load_state(a.state());
-  a.observe(2, "s", 5.0, ea);
-  b.observe(2, "s", 5.0, eb);
+  a.observe(2, grad(0, "v_proj"), 5.0, ea);
+  b.observe(2, grad(0, "v_proj"), 5.0, eb);
   EXPECT_EQ(ea.size(), eb.size());
   EXPECT_EQ(a.state(), b.state());
 }
@@ -102,32 +109,32 @@ std::vector<std::string> projections(int layers) {
 
 TEST(FreezePolicy, StaticPolicies) {
   qkd::monitor::FreezeConfig ov;
-  ov.policy = "ov";
+  ov.policy = FreezeMode::ov;
   const auto frozen = qkd::monitor::FreezePolicy(ov, projections(2)).initial();
   EXPECT_EQ(frozen, (std::vector<std::string>{"model.layers.0.self_attn.v_proj", "model.layers.0.self_attn.o_proj",
                                                "model.layers.1.self_attn.v_proj", "model.layers.1.self_attn.o_proj"}));
   qkd::monitor::FreezeConfig qkv;
-  qkv.policy = "modules";
+  qkv.policy = FreezeMode::modules;
   qkv.modules = {"q_proj", "k_proj", "v_proj"};
   EXPECT_EQ(qkd::monitor::FreezePolicy(qkv, projections(3)).initial().size(), 9u);
 }
 
 TEST(FreezePolicy, AutoReactsToWatchedSpikesInScope) {
   qkd::monitor::FreezeConfig c;
-  c.policy = "auto";
-  c.scope = "layer";
+  c.policy = FreezeMode::automatic;
+  c.scope = FreezeScope::layer;
   qkd::monitor::FreezePolicy policy(c, projections(3));
-  EXPECT_TRUE(policy.react({{4, "spike", "layer1.q_proj.grad_sq", 1, 0.1}}, {}).empty());  // not watched
-  EXPECT_EQ(policy.react({{4, "spike", "layer1.v_proj.grad_sq", 1, 0.1}}, {}),
+  EXPECT_TRUE(policy.react({{4, EventKind::spike, grad(1, "q_proj"), 1, 0.1}}, {}).empty());  // not watched
+  EXPECT_EQ(policy.react({{4, EventKind::spike, grad(1, "v_proj"), 1, 0.1}}, {}),
             (std::vector<std::string>{"model.layers.1.self_attn.o_proj", "model.layers.1.self_attn.v_proj"}));
-  c.scope = "all";
-  EXPECT_EQ(qkd::monitor::FreezePolicy(c, projections(3)).react({{4, "spike", "layer1.o_proj.grad_sq", 1, 0.1}},
+  c.scope = FreezeScope::all;
+  EXPECT_EQ(qkd::monitor::FreezePolicy(c, projections(3)).react({{4, EventKind::spike, grad(1, "o_proj"), 1, 0.1}},
                                                                  {"model.layers.0.self_attn.v_proj"}).size(), 5u);
 }
 
 TEST(FreezePolicy, AutoReleasesOnceTheLearningRateHasDecayed) {
   qkd::monitor::FreezeConfig c;
-  c.policy = "auto";
+  c.policy = FreezeMode::automatic;
   c.release_lr_factor = 0.25;
   qkd::monitor::FreezePolicy policy(c, projections(2));
   const std::vector<std::string> ov0 = {"model.layers.0.self_attn.o_proj", "model.layers.0.self_attn.v_proj"};
@@ -145,7 +152,7 @@ TEST(FreezePolicy, AutoReleasesOnceTheLearningRateHasDecayed) {
 
 TEST(FreezePolicy, RollbackCandidatesAreTheWatchedModulesStillTraining) {
   qkd::monitor::FreezeConfig c;
-  c.policy = "auto";
+  c.policy = FreezeMode::automatic;
   qkd::monitor::FreezePolicy policy(c, projections(2));
   EXPECT_EQ(policy.rollback_candidates({"model.layers.0.self_attn.v_proj"}),
             (std::vector<std::string>{"model.layers.0.self_attn.o_proj", "model.layers.1.self_attn.v_proj",
@@ -204,7 +211,7 @@ json auto_run(const std::string& dir, const json& freeze, int keep_last = 8) {
 qkd::train::TrainSummary train_with_spike(const json& config, int64_t spike_step, int64_t stop_after = 0) {
   qkd::train::TrainHooks hooks;
   hooks.before_step = [=](int64_t step, qkd::monitor::SignalMonitor& monitor) {
-    if (step == spike_step) monitor.inject_for_test("layer2.v_proj.grad_sq", 1e6);
+    if (step == spike_step) monitor.scale_next_gradient(grad(2, "v_proj"), 1e6);
     if (step == stop_after) qkd::train::request_stop();  // finishes this step, checkpoints, returns
   };
   qkd::train::clear_stop_request();

@@ -1,8 +1,11 @@
 // Run-config validation: every mistake names its JSON path; overrides; defaults filled in.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "qkd/common/error.h"
 #include "qkd/train/run_config.h"
+#include "qkd/train/training_session.h"
 #include "test_support.h"
 
 namespace {
@@ -28,7 +31,7 @@ TEST(RunConfig, MinimalConfigGetsDefaults) {
   const auto c = qkd::train::parse_run_config(minimal());
   EXPECT_EQ(c.quant.bits, 4);
   EXPECT_EQ(c.student.path, "teacher");
-  EXPECT_EQ(c.freeze.policy, "none");
+  EXPECT_EQ(c.freeze.policy, qkd::monitor::FreezeMode::none);
   EXPECT_EQ(c.resolved.at("optim").at("lr"), 1e-4);
   EXPECT_EQ(c.resolved.at("data").at("seq_len"), 32);
 }
@@ -77,6 +80,57 @@ TEST(RunConfig, AutoFreezeNeedsTheMonitor) {
   EXPECT_DOUBLE_EQ(c.freeze.release_lr_factor, 0.25);
 }
 
+// Settings that would silently do nothing: rejected with their key, or reported as unread.
+TEST(RunConfig, AutoWatchEntriesMustBeProjectionTypes) {
+  auto j = minimal();
+  j["freeze"] = {{"policy", "auto"}, {"auto_watch", {"self_attn.o_proj", "self_attn.v_proj"}}};
+  EXPECT_EQ(error_of(j), "freeze.auto_watch[0]: \"self_attn.o_proj\" is not a projection type (expected one of q_proj, "
+                         "k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
+  j["freeze"]["auto_watch"] = json::array();
+  EXPECT_EQ(error_of(j), "freeze.auto_watch: empty: auto would watch nothing and never freeze");
+  j["freeze"]["auto_watch"] = {"v_proj"};
+  EXPECT_EQ(qkd::train::parse_run_config(j).freeze.auto_watch, std::vector<std::string>{"v_proj"});
+}
+
+TEST(RunConfig, SettingsAnotherPolicyReadsAreReportedAsUnread) {
+  auto j = minimal();
+  j["freeze"] = {{"policy", "ov"}, {"scope", "layer"}, {"modules", {"q_proj"}}};
+  const auto c = qkd::train::parse_run_config(j);
+  EXPECT_EQ(c.unread_settings, (std::vector<std::string>{"freeze.modules: only read by policy modules; policy is ov",
+                                                         "freeze.scope: only read by policy auto; policy is ov"}));
+  j["freeze"] = {{"policy", "auto"}, {"scope", "layer"}};
+  EXPECT_TRUE(qkd::train::parse_run_config(j).unread_settings.empty());
+}
+
+TEST(RunConfig, EvalSettingsWithoutEvalFilesAreReportedAsUnread) {
+  auto j = minimal();
+  j["eval"] = {{"at_start", true}};
+  j["train"] = {{"eval_interval", 5}};
+  EXPECT_EQ(qkd::train::parse_run_config(j).unread_settings,
+            (std::vector<std::string>{"train.eval_interval: no eval.ppl or eval.mc file to evaluate",
+                                      "eval.at_start: no eval.ppl or eval.mc file to evaluate"}));
+}
+
+// Caught when the session opens, where the quantized modules are known, before any step.
+TEST(RunConfig, FreezePoliciesThatReachNoQuantizedModuleAreRejected) {
+  auto j = minimal();
+  j["quant"] = {{"modules", {"q_proj", "k_proj"}}};
+  j["freeze"] = {{"policy", "ov"}};
+  const auto open = [](const json& config) {
+    try {
+      qkd::train::open_session(qkd::train::parse_run_config(config));
+    } catch (const qkd::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  j["run_dir"] = qkd::test::scratch_dir("ov-nothing") + "/run";
+  EXPECT_EQ(open(j), "freeze.policy: \"ov\" would freeze nothing: no o_proj or v_proj is quantized (see quant.modules)");
+  j["freeze"] = {{"policy", "auto"}};
+  EXPECT_EQ(open(j), "freeze.auto_watch: no watched projection is quantized (see quant.modules): auto would never freeze");
+  EXPECT_FALSE(std::filesystem::exists(j["run_dir"].get<std::string>()));
+}
+
 TEST(RunConfig, MissingTeacherPath) {
   auto j = minimal();
   j["teacher"]["path"] = "/nonexistent/teacher";
@@ -92,7 +146,7 @@ TEST(RunConfig, OverridesSetNestedValuesAsJson) {
   qkd::train::apply_override(j, "quant.modules=[\"v_proj\"]");
   const auto c = qkd::train::parse_run_config(j);
   EXPECT_DOUBLE_EQ(c.optim.lr, 0.001);
-  EXPECT_EQ(c.freeze.policy, "ov");
+  EXPECT_EQ(c.freeze.policy, qkd::monitor::FreezeMode::ov);
   EXPECT_EQ(c.quant.modules, std::vector<std::string>{"v_proj"});
   EXPECT_THROW(qkd::train::apply_override(j, "novalue"), qkd::Error);
 }

@@ -4,6 +4,8 @@
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
+#include "qkd/common/precision.h"
+
 #include <string>
 
 #if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
@@ -34,13 +36,13 @@ inline torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tenso
   return torch::matmul(probs, vv);
 }
 
-// Mixed precision for the scope's lifetime: CUDA autocast to bf16/fp16 for "bf16"/"fp16" on a CUDA
-// device; nothing on the CPU (there the compute dtype of the modules decides).
+// Mixed precision for the scope's lifetime: CUDA autocast to bf16/fp16 on a CUDA device; nothing on
+// the CPU (there the compute dtype of the modules decides).
 class AutocastScope {
  public:
-  AutocastScope(const torch::Device& device, const std::string& precision) {
-    if (!device.is_cuda() || precision == "fp32") return;
-    const auto dtype = precision == "bf16" ? at::kBFloat16 : at::kHalf;
+  AutocastScope(const torch::Device& device, Precision precision) {
+    if (!device.is_cuda() || precision == Precision::fp32) return;
+    const auto dtype = precision == Precision::bf16 ? at::kBFloat16 : at::kHalf;
 #if QKD_TORCH2 && (TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 4)
     previous_ = at::autocast::is_autocast_enabled(at::kCUDA);
     at::autocast::set_autocast_dtype(at::kCUDA, dtype);

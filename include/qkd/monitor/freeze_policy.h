@@ -25,9 +25,11 @@ class FreezePolicy {
   std::vector<std::string> initial() const;
   // auto: modules to freeze now because of `events` (those already frozen are left out).
   std::vector<std::string> react(const std::vector<InstabilityEvent>& events, const std::set<std::string>& frozen) const;
+  // auto: every module of auto_watch among the policy's modules, frozen or not.
+  std::vector<std::string> watched_modules() const { return matching(config_.auto_watch, -1); }
   // auto with rollback: the watched modules still training, whose calm weights are worth keeping.
   std::vector<std::string> rollback_candidates(const std::set<std::string>& frozen) const;
-  bool rolls_back() const { return config_.policy == "auto" && config_.rollback; }
+  bool rolls_back() const { return config_.policy == FreezeMode::automatic && config_.rollback; }
 
   // auto: remembers the learning rate at which `modules` were frozen...
   void note_auto_freeze(const std::vector<std::string>& modules, double lr);

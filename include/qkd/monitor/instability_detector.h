@@ -9,16 +9,20 @@
 #include <vector>
 
 #include "qkd/monitor/monitor_config.h"
+#include "qkd/monitor/series_key.h"
 
 namespace qkd::monitor {
 
+enum class EventKind { spike, nonfinite, loss_rise };
+std::string event_kind_name(EventKind kind);  // "spike" | "nonfinite" | "loss_rise"
+
 struct InstabilityEvent {
   int64_t step = 0;
-  std::string kind;    // spike | nonfinite | loss_rise
-  std::string series;  // "layer3.v_proj.grad_sq", "kd_loss"
+  EventKind kind = EventKind::spike;
+  SeriesKey series;
   double value = 0.0;
   double baseline = 0.0;
-  nlohmann::json to_json() const;
+  nlohmann::json to_json() const;  // {"step", "kind", "series": name, "value", "baseline"}
 };
 
 class InstabilityDetector {
@@ -26,19 +30,19 @@ class InstabilityDetector {
   explicit InstabilityDetector(MonitorConfig config) : config_(config) {}
 
   // Judges `value` against the series' history, then adds it to the history.
-  void observe(int64_t step, const std::string& series, double value, std::vector<InstabilityEvent>& events);
+  void observe(int64_t step, const SeriesKey& series, double value, std::vector<InstabilityEvent>& events);
   // KD loss: judged every step (free), reported once per excursion above the threshold.
   void observe_loss(int64_t step, double loss, std::vector<InstabilityEvent>& events);
-  // Drops the history of every series starting with `prefix` ("layer3.v_proj."): a released projection
-  // is judged against its new regime, not against the values from before its freeze.
-  void forget(const std::string& prefix);
+  // Drops the history of every series of one projection: a released projection is judged against its
+  // new regime, not against the values from before its freeze.
+  void forget(int64_t layer, const std::string& projection);
 
   nlohmann::json state() const;
   void load_state(const nlohmann::json& state);
 
  private:
   MonitorConfig config_;
-  std::map<std::string, std::deque<double>> history_;
+  std::map<SeriesKey, std::deque<double>> history_;
   double loss_min_ = 0.0;
   bool loss_seen_ = false;
   bool loss_high_ = false;

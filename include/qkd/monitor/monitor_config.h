@@ -17,12 +17,18 @@ struct MonitorConfig {
   double loss_factor = 2.0;    // KD-loss rise over its running minimum that counts as instability
 };
 
+// none | ov (o_proj+v_proj from step 0) | auto (monitor-triggered) | modules (freeze.modules)
+enum class FreezeMode { none, ov, automatic, modules };
+std::string freeze_mode_name(FreezeMode mode);  // "none" | "ov" | "auto" | "modules"
+// auto: freeze the watched projections of the spiking layer only, or of all layers.
+enum class FreezeScope { layer, all };
+
 struct FreezeConfig {
-  // none | ov (o_proj+v_proj from step 0) | auto (monitor-triggered) | modules (the list below)
-  std::string policy = "none";
+  FreezeMode policy = FreezeMode::none;
   std::vector<std::string> modules;      // policy "modules": substrings of module names, e.g. "v_proj"
-  std::string scope = "all";             // auto: freeze o/v in the spiking "layer" or in "all" layers
-  std::vector<std::string> auto_watch = {"o_proj", "v_proj"};  // auto: projections whose spikes trigger
+  FreezeScope scope = FreezeScope::all;
+  // auto: projection types (projection_types()) whose gradient spikes trigger, and which it freezes.
+  std::vector<std::string> auto_watch = {"o_proj", "v_proj"};
   // auto: a triggered projection goes back to its weights from the last judged step whose gradients
   // were unremarkable, and the step that saw the spike applies no update (its gradients were computed
   // at the destabilized point).
@@ -36,7 +42,10 @@ struct FreezeConfig {
 };
 
 MonitorConfig monitor_config_from_json(const nlohmann::json& json, const std::string& where = "monitor");
-FreezeConfig freeze_config_from_json(const nlohmann::json& json, const std::string& where = "freeze");
+// Keys the chosen policy does not read (freeze.scope with policy ov, say) are accepted, and each adds
+// a line to `ignored` ("freeze.scope: only read by policy auto; policy is ov") when given.
+FreezeConfig freeze_config_from_json(const nlohmann::json& json, const std::string& where = "freeze",
+                                     std::vector<std::string>* ignored = nullptr);
 nlohmann::json to_json(const MonitorConfig& config);
 nlohmann::json to_json(const FreezeConfig& config);
 

@@ -19,11 +19,6 @@
 
 namespace qkd::monitor {
 
-inline const std::vector<std::string>& projection_types() {
-  static const std::vector<std::string> types = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-  return types;
-}
-
 class SignalMonitor {
  public:
   SignalMonitor(MonitorConfig config, model::LlamaForCausalLM student);
@@ -51,12 +46,13 @@ class SignalMonitor {
   // Detector history, for checkpoints.
   nlohmann::json state() const { return detector_.state(); }
   void load_state(const nlohmann::json& state) { detector_.load_state(state); }
-  // Test hook: multiplies the next judged grad_sq of one series ("layer3.v_proj.grad_sq").
-  void inject_for_test(const std::string& series, double factor) { injected_[series] = factor; }
+  // Multiplies the next judged gradient of one series by `factor`: how tests (through TrainHooks) and
+  // fault drills stage a spike at an exact step.
+  void scale_next_gradient(const SeriesKey& series, double factor) { injected_[series] = factor; }
 
  private:
   struct Observer;
-  double gradient_sq(model::LinearImpl& linear, const std::string& series);  // with test injection
+  double gradient_sq(model::LinearImpl& linear, const SeriesKey& series);  // with scale_next_gradient applied
   MonitorConfig config_;
   std::set<std::string> watched_;
   model::LlamaForCausalLM student_;
@@ -65,7 +61,7 @@ class SignalMonitor {
   bool measuring_ = false;
   nlohmann::json pending_;                        // layers being filled for this step
   std::map<std::string, torch::Tensor> before_;   // weights before the optimizer step
-  std::map<std::string, double> injected_;
+  std::map<SeriesKey, double> injected_;
 };
 
 }  // namespace qkd::monitor

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "qkd/common/precision.h"
 #include "qkd/data/data_config.h"
 #include "qkd/export/export.h"
 #include "qkd/loss/kd_loss.h"
@@ -38,7 +39,7 @@ struct TrainSection {
   int64_t log_interval = 10;
   int64_t eval_interval = 0;  // 0: only at the end
   std::string device = "cpu";  // cpu | cuda | cuda:N
-  std::string precision = "fp32";  // fp32 | bf16 | fp16 (autocast on CUDA)
+  Precision precision = Precision::fp32;  // autocast on CUDA
   int64_t threads = 0;  // CPU threads, 0: all cores
   uint64_t seed = 0;
 };
@@ -83,6 +84,9 @@ struct RunConfig {
   CheckpointSection checkpoint;
   ExportSection export_;
   nlohmann::json resolved;  // the validated config with defaults filled in, as written to the run dir
+  // Settings given but not read by what the rest of the config chose ("freeze.scope: only read by
+  // policy auto; policy is ov"): logged as warnings when the run starts.
+  std::vector<std::string> unread_settings;
 };
 
 // Reads `path`, applies `overrides` ("a.b=value", value parsed as JSON when it parses, else a string)
