@@ -7,6 +7,7 @@
 #include "qkd/common/error.h"
 #include "qkd/common/system.h"
 #include "qkd/eval/results.h"
+#include "qkd/export/compressed_tensors.h"
 #include "qkd/tokenizer/tokenizer.h"
 
 namespace qkd::cli {
@@ -26,7 +27,12 @@ void run_eval(const EvalOptions& o) {
   const auto dtype = checkpoint::parse_dtype(o.dtype, "--dtype");
   const auto tokenizer = tokenizer::load_tokenizer_for_checkpoint(o.model);
   eval::check_eval_inputs(o.ppl, o.mc, tokenizer.vocab_size());
-  auto loaded = checkpoint::load_model_or_student(o.student.empty() ? o.model : o.student, {dtype, device});
+  const auto& model_dir = o.student.empty() ? o.model : o.student;
+  checkpoint::LoadedModel loaded;
+  if (exporting::is_packed_checkpoint(model_dir))  // compressed-tensors pack-quantized: unpacked to float
+    loaded.model = exporting::load_packed_checkpoint(model_dir, {dtype, device});
+  else
+    loaded = checkpoint::load_model_or_student(model_dir, {dtype, device});
   auto model = loaded.model;
   model->eval();
   spdlog::info("evaluating {}{}", o.student.empty() ? o.model : o.student, loaded.quant ? " (fake-quantized student)" : "");

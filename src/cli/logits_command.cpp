@@ -4,6 +4,7 @@
 #include "qkd/checkpoint/hf_checkpoint.h"
 #include "qkd/common/atomic_file.h"
 #include "qkd/eval/logits_dump.h"
+#include "qkd/export/compressed_tensors.h"
 
 namespace qkd::cli {
 
@@ -18,7 +19,9 @@ void add_logits_command(CLI::App& app) {
   cmd->add_option("--output", opts->output, "safetensors file to write logits_K into")->required();
   cmd->callback([opts] {
     require_replaceable_output(opts->output);
-    auto model = checkpoint::load_llama(opts->model, {torch::kFloat32, torch::kCPU});
+    auto model = exporting::is_packed_checkpoint(opts->model)
+                     ? exporting::load_packed_checkpoint(opts->model, {torch::kFloat32, torch::kCPU})
+                     : checkpoint::load_llama(opts->model, {torch::kFloat32, torch::kCPU});
     model->eval();
     const int n = eval::dump_logits(*model, opts->input, opts->output);
     spdlog::info("wrote {} logits tensors to {}", n, opts->output);

@@ -1,0 +1,302 @@
+// compressed-tensors "pack-quantized" export: layout, metadata, round trip through the loader, the CLI.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "qkd/checkpoint/hf_checkpoint.h"
+#include "qkd/checkpoint/student_checkpoint.h"
+#include "qkd/common/error.h"
+#include "qkd/export/compressed_tensors.h"
+#include "qkd/export/integer_weights.h"
+#include "qkd/io/safetensors.h"
+#include "qkd/quant/student.h"
+#include "test_support.h"
+
+namespace fs = std::filesystem;
+using namespace qkd;
+using nlohmann::json;
+
+namespace {
+
+std::string tiny_dir() { return test::shared_dir() + "/models/tiny-llama-gqa-sharded"; }
+std::string teacher_dir() { return test::repo_path("assets/models/kjv-teacher-7m"); }
+
+model::LlamaForCausalLM make_student(const std::string& dir, const quant::QuantSpec& spec) {
+  auto model = checkpoint::load_llama(dir);
+  quant::attach_quantizers(*model, spec);
+  model->eval();
+  return model;
+}
+
+quant::QuantSpec spec_of(int64_t bits, quant::Granularity g, bool symmetric, int64_t group_size = 16) {
+  quant::QuantSpec s;
+  s.bits = bits;
+  s.granularity = g;
+  s.symmetric = symmetric;
+  s.group_size = group_size;
+  return s;
+}
+
+torch::Tensor token_batch(int64_t vocab, int64_t seed) {
+  torch::manual_seed(seed);
+  return torch::randint(1, vocab, {2, 12}, torch::kLong);
+}
+
+json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return json::parse(in);
+}
+
+exporting::ExportOptions fp32_options() {
+  exporting::ExportOptions o;
+  o.dtype = torch::kFloat32;
+  return o;
+}
+
+void expect_round_trip(const quant::QuantSpec& spec, const std::string& tag) {
+  auto student = make_student(tiny_dir(), spec);
+  const auto dir = test::scratch_dir(tag) + "/packed";
+  exporting::write_packed({*student, spec, tiny_dir()}, dir, fp32_options());
+  ASSERT_TRUE(exporting::is_packed_checkpoint(dir));
+  auto loaded = exporting::load_packed_checkpoint(dir);
+  loaded->eval();
+  torch::NoGradGuard no_grad;
+  for (int64_t seed = 0; seed < 3; ++seed) {
+    const auto ids = token_batch(student->config().vocab_size, seed);
+    const auto a = student->forward(ids), b = loaded->forward(ids);
+    EXPECT_LT((a - b).abs().max().item<double>(), 1e-4) << tag << " seed " << seed;
+  }
+  // The unpacked weights are the student's grid values.
+  for (const auto& name : exporting::integer_weight_names(*student)) {
+    const auto expected = exporting::integer_weight(*student, name).dequantize();
+    const auto module = name.substr(0, name.size() - 7);
+    torch::Tensor actual;
+    for (auto& [m, linear] : loaded->named_linears())
+      if (m == module) actual = linear->weight;
+    ASSERT_TRUE(actual.defined()) << name;
+    EXPECT_TRUE(torch::equal(actual, expected)) << name;
+  }
+}
+
+}  // namespace
+
+TEST(ExportPacked, RoundTripPerChannelSymmetric4Bit) {
+  expect_round_trip(spec_of(4, quant::Granularity::PerChannel, true), "packed-ch4");
+}
+
+TEST(ExportPacked, RoundTripPerGroupAsymmetric4Bit) {
+  expect_round_trip(spec_of(4, quant::Granularity::PerGroup, false, 16), "packed-g4a");
+}
+
+TEST(ExportPacked, RoundTrip8BitAsymmetricPerChannelAndSymmetricPerGroup) {
+  expect_round_trip(spec_of(8, quant::Granularity::PerChannel, false), "packed-ch8a");
+  expect_round_trip(spec_of(8, quant::Granularity::PerGroup, true, 16), "packed-g8");
+}
+
+TEST(ExportPacked, RoundTripPerTensorAnd2BitAndQuantizedLmHead) {
+  expect_round_trip(spec_of(4, quant::Granularity::PerTensor, false), "packed-t4a");
+  auto s = spec_of(2, quant::Granularity::PerChannel, false);
+  s.lm_head_bits = 8;
+  expect_round_trip(s, "packed-ch2a-head8");
+}
+
+// A hand-computed layout: codes of row 0 of q_proj set explicitly, packed words written out.
+TEST(ExportPacked, PackingLayoutMatchesHandComputedWords) {
+  const auto spec = spec_of(4, quant::Granularity::PerChannel, true);
+  auto student = make_student(tiny_dir(), spec);
+  {
+    torch::NoGradGuard no_grad;
+    model::Linear q{nullptr};
+    for (auto& [name, linear] : student->named_linears())
+      if (name == "model.layers.0.self_attn.q_proj") q = linear;
+    ASSERT_TRUE(q);
+    auto row = torch::zeros({q->in_features()});
+    const std::vector<float> codes = {1, 2, 3, 4, 5, 6, 7, -7, -1, -2, -3, -4, 0, 0, 0, 0};
+    for (size_t i = 0; i < codes.size(); ++i) row[i] = codes[i] * 0.125f;  // scale = 0.875 / 7 = 0.125
+    q->weight[0].copy_(row);
+  }
+  const auto dir = test::scratch_dir("packed-layout") + "/packed";
+  exporting::write_packed({*student, spec, tiny_dir()}, dir, fp32_options());
+  const auto file = io::SafetensorsFile::open(dir + "/model.safetensors");
+  const auto packed = file.tensor("model.layers.0.self_attn.q_proj.weight_packed");
+  // Fields = code + 8, first element in the lowest nibble:
+  //   [9, 10, 11, 12, 13, 14, 15, 1] -> 0x1FEDCBA9; [7, 6, 5, 4, 8, 8, 8, 8] -> 0x88884567 (negative as int32)
+  EXPECT_EQ(packed[0][0].item<int32_t>(), 0x1FEDCBA9);
+  EXPECT_EQ(packed[0][1].item<int32_t>(), static_cast<int32_t>(0x88884567u));
+  EXPECT_EQ(packed[0][2].item<int32_t>(), static_cast<int32_t>(0x88888888u));  // zeros
+  EXPECT_FLOAT_EQ(file.tensor("model.layers.0.self_attn.q_proj.weight_scale")[0][0].item<float>(), 0.125f);
+}
+
+TEST(ExportPacked, ZeroPointsPackAlongOutputDimension) {
+  const auto spec = spec_of(4, quant::Granularity::PerGroup, false, 16);
+  auto student = make_student(tiny_dir(), spec);
+  const auto dir = test::scratch_dir("packed-zp") + "/packed";
+  exporting::write_packed({*student, spec, tiny_dir()}, dir, fp32_options());
+  const auto file = io::SafetensorsFile::open(dir + "/model.safetensors");
+  const auto w = exporting::integer_weight(*student, "model.layers.0.mlp.down_proj.weight");  // [64, 176]
+  const auto zp = file.tensor("model.layers.0.mlp.down_proj.weight_zero_point");
+  ASSERT_EQ(zp.sizes(), (std::vector<int64_t>{64 / 8, 176 / 16}));
+  // Word [r, g] holds the zero points of rows 8r..8r+7 of group g, row 8r in the lowest nibble.
+  for (int64_t r = 0; r < 8; ++r)
+    for (int64_t g = 0; g < 11; ++g) {
+      uint32_t word = 0;
+      for (int64_t i = 0; i < 8; ++i) word |= static_cast<uint32_t>(w.zero[8 * r + i][g].item<int32_t>()) << (4 * i);
+      EXPECT_EQ(static_cast<uint32_t>(zp[r][g].item<int32_t>()), word) << r << "," << g;
+    }
+}
+
+TEST(ExportPacked, TensorsDtypesAndConfigAsTheFormatSpecifies) {
+  auto spec = spec_of(4, quant::Granularity::PerGroup, true, 16);
+  auto student = make_student(tiny_dir(), spec);
+  const auto dir = test::scratch_dir("packed-meta") + "/packed";
+  exporting::write_packed({*student, spec, tiny_dir()}, dir, exporting::ExportOptions{});  // fp16
+  const auto file = io::SafetensorsFile::open(dir + "/model.safetensors");
+  EXPECT_EQ(file.metadata().at("format"), "pt");
+  const std::string m = "model.layers.1.mlp.down_proj";  // [64, 176]
+  EXPECT_FALSE(file.contains(m + ".weight"));
+  EXPECT_EQ(file.info(m + ".weight_packed").dtype, io::DType::I32);
+  EXPECT_EQ(file.info(m + ".weight_packed").shape, (std::vector<int64_t>{64, 22}));
+  EXPECT_EQ(file.info(m + ".weight_scale").dtype, io::DType::F16);
+  EXPECT_EQ(file.info(m + ".weight_scale").shape, (std::vector<int64_t>{64, 11}));
+  EXPECT_FALSE(file.contains(m + ".weight_zero_point"));  // symmetric
+  EXPECT_EQ(file.info(m + ".weight_shape").dtype, io::DType::I64);
+  EXPECT_EQ(file.tensor(m + ".weight_shape")[0].item<int64_t>(), 64);
+  EXPECT_EQ(file.tensor(m + ".weight_shape")[1].item<int64_t>(), 176);
+  EXPECT_EQ(file.info("model.embed_tokens.weight").dtype, io::DType::F16);
+  EXPECT_EQ(file.info("model.norm.weight").dtype, io::DType::F16);
+  EXPECT_EQ(file.info("lm_head.weight").dtype, io::DType::F16);
+
+  const auto config = read_json(dir + "/config.json");
+  EXPECT_EQ(config.at("model_type"), "llama");
+  const auto& qc = config.at("quantization_config");
+  EXPECT_EQ(qc.at("quant_method"), "compressed-tensors");
+  EXPECT_EQ(qc.at("format"), "pack-quantized");
+  EXPECT_EQ(qc.at("quantization_status"), "compressed");
+  EXPECT_EQ(qc.at("ignore"), json::array({"lm_head"}));
+  const auto& group = qc.at("config_groups").at("group_0");
+  EXPECT_EQ(group.at("targets"), json::array({"re:.*_proj$"}));
+  const auto& w = group.at("weights");
+  EXPECT_EQ(w.at("num_bits"), 4);
+  EXPECT_EQ(w.at("type"), "int");
+  EXPECT_EQ(w.at("symmetric"), true);
+  EXPECT_EQ(w.at("strategy"), "group");
+  EXPECT_EQ(w.at("group_size"), 16);
+  EXPECT_EQ(w.at("dynamic"), false);
+  EXPECT_TRUE(group.at("input_activations").is_null());
+  EXPECT_TRUE(fs::exists(dir + "/tokenizer.model"));
+  EXPECT_TRUE(fs::exists(dir + "/generation_config.json"));
+  EXPECT_TRUE(exporting::is_packed_checkpoint(dir));
+  EXPECT_FALSE(exporting::is_packed_checkpoint(tiny_dir()));
+
+  // fp16 scales: still close to the student.
+  auto loaded = exporting::load_packed_checkpoint(dir);
+  torch::NoGradGuard no_grad;
+  const auto ids = token_batch(student->config().vocab_size, 7);
+  EXPECT_LT((student->forward(ids) - loaded->forward(ids)).abs().max().item<double>(), 1e-2);
+}
+
+TEST(ExportPacked, StaticInputActivationsAreWrittenAsInputScale) {
+  auto spec = spec_of(4, quant::Granularity::PerChannel, false);
+  spec.act_bits = 8;
+  auto student = make_student(tiny_dir(), spec);
+  quant::begin_activation_calibration(*student);
+  {
+    torch::NoGradGuard no_grad;
+    student->forward(token_batch(student->config().vocab_size, 3));
+  }
+  quant::end_activation_calibration(*student);
+  const auto dir = test::scratch_dir("packed-act") + "/packed";
+  exporting::write_packed({*student, spec, tiny_dir()}, dir, fp32_options());
+  const auto file = io::SafetensorsFile::open(dir + "/model.safetensors");
+  for (const auto& name : exporting::integer_weight_names(*student)) {
+    const auto module = name.substr(0, name.size() - 7);
+    ASSERT_TRUE(file.contains(module + ".input_scale")) << module;
+    EXPECT_EQ(file.info(module + ".input_zero_point").dtype, io::DType::I8) << module;
+    EXPECT_EQ(file.info(module + ".weight_zero_point").dtype, io::DType::I32) << module;
+  }
+  const auto act = read_json(dir + "/config.json").at("quantization_config").at("config_groups").at("group_0").at("input_activations");
+  EXPECT_EQ(act.at("num_bits"), 8);
+  EXPECT_EQ(act.at("strategy"), "tensor");
+  EXPECT_EQ(act.at("dynamic"), false);
+  EXPECT_EQ(act.at("symmetric"), false);
+  // Loading simulates the input quantizers again, with the stored scales and zero points.
+  auto loaded = exporting::load_packed_checkpoint(dir);
+  loaded->eval();
+  torch::NoGradGuard no_grad;
+  for (int64_t seed = 10; seed < 13; ++seed) {
+    const auto ids = token_batch(student->config().vocab_size, seed);
+    EXPECT_LT((student->forward(ids) - loaded->forward(ids)).abs().max().item<double>(), 1e-4) << seed;
+  }
+}
+
+TEST(ExportPacked, ShapesAndWidthsTheFormatCannotHoldFailBeforeWriting) {
+  model::LlamaConfig c;
+  c.vocab_size = 64;
+  c.hidden_size = 32;
+  c.intermediate_size = 20;  // down_proj in_features 20: not a multiple of 8 four-bit codes
+  c.num_hidden_layers = 1;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 8;
+  model::LlamaForCausalLM m(c);
+  const auto spec = spec_of(4, quant::Granularity::PerChannel, true);
+  quant::attach_quantizers(*m, spec);
+  const auto dir = test::scratch_dir("packed-bad") + "/packed";
+  try {
+    exporting::write_packed({*m, spec, ""}, dir, fp32_options());
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.layers.0.mlp.down_proj.weight"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("in_features 20"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir));
+
+  auto student = make_student(tiny_dir(), spec_of(3, quant::Granularity::PerChannel, true));
+  try {
+    exporting::check_packed({*student, spec_of(3, quant::Granularity::PerChannel, true), tiny_dir()});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("quant.bits:", 0), 0u) << e.what();
+  }
+}
+
+TEST(ExportPacked, CliEvalOnPackedDirMatchesStudent) {
+  const auto spec = spec_of(4, quant::Granularity::PerGroup, false, 32);
+  auto student = make_student(teacher_dir(), spec);
+  const auto scratch = test::scratch_dir("packed-cli");
+  const auto student_dir = scratch + "/student", packed_dir = scratch + "/packed";
+  checkpoint::save_student_checkpoint(*student, spec, student_dir, torch::kFloat32, teacher_dir());
+  exporting::write_packed({*student, spec, teacher_dir()}, packed_dir, fp32_options());
+  const auto val = test::shared_dir() + "/data/kjv/kjv-val.u16";
+  const std::string common = " --ppl " + val + " --max-windows 3 --seq-len 64 --batch-size 3";
+  const auto a = test::run_cli("eval --model " + teacher_dir() + " --student " + student_dir + common + " --json " + scratch + "/a.json", "", 300);
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  const auto b = test::run_cli("eval --model " + packed_dir + common + " --json " + scratch + "/b.json", "", 300);
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  // One perplexity file: the only entry of "ppl".
+  const auto ppl_of = [&](const std::string& name) {
+    const auto ppl = read_json(scratch + "/" + name).at("ppl");
+    EXPECT_EQ(ppl.size(), 1u) << ppl.dump();
+    return ppl.begin().value().get<double>();
+  };
+  const double ppl_a = ppl_of("a.json");
+  const double ppl_b = ppl_of("b.json");
+  EXPECT_GT(ppl_a, 1.0);
+  EXPECT_NEAR(ppl_b, ppl_a, 1e-6 * ppl_a);
+  // --student accepts a packed directory too.
+  const auto c = test::run_cli("eval --model " + teacher_dir() + " --student " + packed_dir + common + " --json " + scratch + "/c.json", "", 300);
+  ASSERT_EQ(c.exit_code, 0) << c.output;
+  EXPECT_NEAR(ppl_of("c.json"), ppl_a, 1e-6 * ppl_a);
+
+  // `logits` reads the packed directory too: fp32 logits of the student.
+  const auto reference = test::shared_dir() + "/models/kjv-teacher-7m/reference_logits.safetensors";
+  const auto d = test::run_cli("logits --model " + packed_dir + " --input " + reference + " --output " + scratch + "/logits.safetensors", "", 300);
+  ASSERT_EQ(d.exit_code, 0) << d.output;
+  const auto input = io::SafetensorsFile::open(reference).tensor("input_ids_0");
+  const auto logits = io::SafetensorsFile::open(scratch + "/logits.safetensors").tensor("logits_0");
+  torch::NoGradGuard no_grad;
+  EXPECT_LT((logits - student->forward(input)).abs().max().item<double>(), 1e-4);
+}
