@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fresh Debian 12 -> installed packages -> Release build -> the main job or the test suite.
 #   bash scripts/bootstrap.sh run    # builds qkd-train only, then the main job (configs/tiny-kjv.json)
-#   bash scripts/bootstrap.sh test   # builds everything, then the whole test suite with ctest
+#   bash scripts/bootstrap.sh test   # builds everything, installs node-llama-cpp (llama.cpp for the GGUF
+#                                    # check), then the whole test suite with ctest
 # Every failure names the command (and the packages) that failed before the non-zero exit.
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
@@ -19,14 +20,18 @@ esac
 
 # The README's package list (tests/setup/test_bootstrap.sh checks that the two agree).
 packages=(build-essential cmake libtorch-dev libopenblas0-openmp libcli11-dev nlohmann-json3-dev libspdlog-dev
-          libsentencepiece-dev libgtest-dev)
+          libsentencepiece-dev libgtest-dev nodejs npm)
 
 # dpkg-query exits 1 for a package it has never heard of; that is "missing", not an error.
+# npm also counts as present when an npm command is (NodeSource's nodejs bundles it and conflicts with
+# Debian's npm package).
 missing_packages() {
   local package status
   for package in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$package" 2>/dev/null) || status=""
-    [[ "$status" == ii* ]] || echo "$package"
+    [[ "$status" == ii* ]] && continue
+    [ "$package" = npm ] && command -v npm >/dev/null 2>&1 && continue
+    echo "$package"
   done
 }
 
@@ -60,6 +65,38 @@ install_missing_packages() {
 
 install_missing_packages
 
+# llama.cpp for tests/integration/test_llama_cpp.cpp: node-llama-cpp's prebuilt CPU binaries, pinned,
+# in a cache folder outside the tree (NODE_LLAMA_CPP_DIR overrides it; the test looks in the same
+# places). Only the binaries of this machine's platform are installed (~85 MB instead of ~730 MB with
+# every CUDA/Vulkan variant), and no install script runs: nothing is compiled or downloaded later.
+node_llama_cpp_version=3.21.1
+install_node_llama_cpp() {
+  local dir=${NODE_LLAMA_CPP_DIR:-${HOME:-/root}/.cache/qkd-train/node-llama-cpp}
+  local installed=$dir/node_modules/node-llama-cpp/package.json
+  if [ -f "$installed" ] && grep -q "\"version\": \"$node_llama_cpp_version\"" "$installed"; then
+    say "node-llama-cpp $node_llama_cpp_version already in $dir"
+    return
+  fi
+  # node-llama-cpp 3.x declares Node.js >= 20; Debian 12's own nodejs is 18.
+  local node_major
+  node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null) || node_major=""
+  if [ -n "$node_major" ] && [ "$node_major" -lt 20 ]; then
+    say "warning: node-llama-cpp $node_llama_cpp_version declares Node.js >= 20, this node is $(node --version)"
+  fi
+  local platform
+  case "$(uname -m 2>/dev/null || echo x86_64)" in
+    x86_64|amd64) platform=linux-x64 ;;
+    aarch64|arm64) platform=linux-arm64 ;;
+    armv7l) platform=linux-armv7l ;;
+    *) fail "no prebuilt node-llama-cpp binaries for $(uname -m)" ;;
+  esac
+  mkdir -p "$dir" || fail "cannot create $dir"
+  say "installing node-llama-cpp@$node_llama_cpp_version ($platform) into $dir"
+  npm install --prefix "$dir" --no-audit --no-fund --ignore-scripts --omit=optional --omit=dev \
+      "node-llama-cpp@$node_llama_cpp_version" "@node-llama-cpp/$platform@$node_llama_cpp_version" \
+    || fail "\`npm install node-llama-cpp@$node_llama_cpp_version\` into $dir failed"
+}
+
 # `run` needs only the binary; `test` builds every test executable too (most of the build time).
 jobs=${QKD_BUILD_JOBS:-$(nproc 2>/dev/null || echo 2)}
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release || fail "\`cmake\` configure failed (see above)"
@@ -69,6 +106,7 @@ case "$mode" in
     ./build/qkd-train --config configs/tiny-kjv.json || fail "the main job (configs/tiny-kjv.json) failed"
     ;;
   test)
+    install_node_llama_cpp
     cmake --build build -j "$jobs" || fail "\`cmake --build build\` failed"
     ctest --test-dir build --output-on-failure -j "${QKD_TEST_JOBS:-$jobs}" || fail "\`ctest\` reported failures"
     ;;

@@ -8,6 +8,9 @@
 
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
+#include "qkd/export/aimet_encodings.h"
+#include "qkd/export/compressed_tensors.h"
+#include "qkd/export/gguf_writer.h"
 #include "qkd/export/hf_export.h"
 
 namespace qkd::exporting {
@@ -61,16 +64,18 @@ namespace {
 void check_format(const ExportSource& source, Format format, const ExportOptions& options) {
   switch (format) {
     case Format::hf: return;  // any student: the dequantized weights are plain tensors
-    default: fail("export", format_name(format) + ": not built into this binary");
+    case Format::packed: return check_packed(source);
+    case Format::encodings: return check_encodings(source);
+    case Format::gguf: return check_gguf(source, options);
   }
-  (void)source;
-  (void)options;
 }
 
 void write_format(const ExportSource& source, Format format, const std::string& path, const ExportOptions& options) {
   switch (format) {
     case Format::hf: return write_hf(source, path, options);
-    default: fail("export", format_name(format) + ": not built into this binary");
+    case Format::packed: return write_packed(source, path, options);
+    case Format::encodings: return write_encodings(source, path, options);
+    case Format::gguf: return write_gguf(source, path, options);
   }
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/bootstrap.sh on a machine where none of the packages is installed, in a fresh copy of the
-# tree, with stub dpkg-query, apt-get, sudo, id, cmake, ctest and qkd-train on a PATH that holds
-# nothing else but a few core tools: nothing is installed or built for real.
+# tree, with stub dpkg-query, apt-get, sudo, id, cmake, ctest, npm and qkd-train on a PATH that holds
+# nothing else but a few core tools: nothing is installed or built for real. The npm stub appears
+# when apt-get "installs" npm (or with the packages already installed), as the real one would.
 #   bash tests/setup/test_bootstrap.sh SOURCE_DIR
 set -uo pipefail
 src=$(cd "${1:?usage: test_bootstrap.sh SOURCE_DIR}" && pwd)
@@ -22,7 +23,7 @@ if [ -z "${readme_packages// /}" ]; then echo "FAIL: README.md has no 'Packages:
 # Core tools the script and the stubs may use; everything else on PATH is a stub.
 tools=$work/tools
 mkdir -p "$tools"
-for tool in bash env tr dirname nproc cat mkdir touch chmod grep rm; do
+for tool in bash env tr dirname nproc cat mkdir touch chmod grep rm cp uname; do
   ln -s "$(command -v "$tool")" "$tools/$tool"
 done
 
@@ -46,8 +47,18 @@ echo "dpkg-query: no packages found matching $pkg" >&2; exit 1'
 if [ "$1" = install ]; then
   [ "${STUB_INSTALL_FAIL:-0}" = 1 ] && { echo "E: Unable to locate package" >&2; exit 100; }
   for a in "$@"; do case "$a" in -*|install) ;; *) touch "$STUB_STATE/$a" ;; esac; done
+  for a in "$@"; do [ "$a" = npm ] && cp "$STUB_NPM" "$STUB_BIN/npm"; done
 fi
 exit 0'
+  # npm: "installs" node-llama-cpp into --prefix DIR (a package.json with the version), or fails.
+  write_stub npm 'if [ "${STUB_NPM_FAIL:-0}" = 1 ]; then echo "npm ERR! network" >&2; exit 1; fi
+prefix=""; prev=""
+for a in "$@"; do [ "$prev" = --prefix ] && prefix=$a; prev=$a; done
+mkdir -p "$prefix/node_modules/node-llama-cpp"
+echo "{\"name\": \"node-llama-cpp\", \"version\": \"3.21.1\"}" > "$prefix/node_modules/node-llama-cpp/package.json"
+exit 0'
+  cp "$stubs/npm" "$tree/npm-stub"; rm "$stubs/npm"
+  [ "${STUB_HAS_NPM:-0}" = 1 ] && cp "$tree/npm-stub" "$stubs/npm"
   write_stub id 'echo "${STUB_UID:-0}"'
   [ "${STUB_NO_SUDO:-0}" = 1 ] || write_stub sudo 'exec "$@"'
   write_stub ctest 'exit 0'
@@ -60,7 +71,8 @@ exit 0'
 run_bootstrap() {  # run_bootstrap MODE [VAR=value...]: sets rc, log, err
   local mode=$1; shift
   : > "$tree/log"
-  (cd "$work" && env -i PATH="$stubs:$tools" STUB_LOG="$tree/log" STUB_STATE="$tree/state" "$@" \
+  (cd "$work" && env -i PATH="$stubs:$tools" HOME="$tree/home" STUB_LOG="$tree/log" STUB_STATE="$tree/state" \
+     STUB_NPM="$tree/npm-stub" STUB_BIN="$stubs" "$@" \
      "$tools/bash" "$tree/scripts/bootstrap.sh" "$mode" > "$tree/out" 2> "$tree/err")
   rc=$?
   log=$(cat "$tree/log")
@@ -86,6 +98,9 @@ check "bare test: apt-get install names every README package" installs_every_rea
 check "bare test: builds everything" logged '^cmake --build build -j'
 check "bare test: no --target for test" not_logged '--target'
 check "bare test: runs ctest" logged '^ctest --test-dir build'
+check "bare test: npm installs node-llama-cpp 3.21.1 into the cache" \
+  logged "^npm install --prefix $tree/home/.cache/qkd-train/node-llama-cpp .*node-llama-cpp@3.21.1"
+check "bare test: only this platform's binaries" logged '^npm install .*--omit=optional.* @node-llama-cpp/linux-'
 
 # 2. Bare machine, `run`: only the qkd-train target, then the main job.
 new_tree bare-run; run_bootstrap run
@@ -93,6 +108,27 @@ check "bare run: exit 0 (stderr: $err)" test "$rc" -eq 0
 check "bare run: builds only qkd-train" logged '^cmake --build build --target qkd-train'
 check "bare run: runs the main job" logged '^qkd-train --config configs/tiny-kjv.json'
 check "bare run: no ctest" not_logged '^ctest'
+check "bare run: no npm" not_logged '^npm'
+
+# 2b. node-llama-cpp already in the cache: npm is not called again; NODE_LLAMA_CPP_DIR moves the cache.
+STUB_HAS_NPM=1 new_tree npm-cached; run_bootstrap test STUB_INSTALLED=1
+run_bootstrap test STUB_INSTALLED=1
+check "npm cached: exit 0 (stderr: $err)" test "$rc" -eq 0
+check "npm cached: npm skipped" not_logged '^npm'
+check "npm cached: says so" said 'node-llama-cpp 3.21.1 already in'
+run_bootstrap test STUB_INSTALLED=1 NODE_LLAMA_CPP_DIR="$tree/nlc"
+check "NODE_LLAMA_CPP_DIR: npm installs there" logged "^npm install --prefix $tree/nlc "
+
+# 2c. npm install fails: the script stops naming it, no tests run.
+STUB_HAS_NPM=1 new_tree npm-fails; run_bootstrap test STUB_INSTALLED=1 STUB_NPM_FAIL=1
+check "npm fails: exit 1" test "$rc" -eq 1
+check "npm fails: names the command" said 'npm install node-llama-cpp@3.21.1. into .* failed'
+check "npm fails: no ctest" not_logged '^ctest'
+
+# 2d. npm already on PATH without Debian's npm package (NodeSource's nodejs bundles it): not installed.
+STUB_HAS_NPM=1 new_tree npm-on-path; run_bootstrap test
+check "npm on PATH: exit 0 (stderr: $err)" test "$rc" -eq 0
+check "npm on PATH: apt-get install leaves npm out" bash -c '! grep "^apt-get install" <<< "$1" | grep -qw npm' _ "$log"
 
 # 3. Not root: apt-get goes through sudo.
 new_tree sudo; run_bootstrap test STUB_UID=1000
@@ -121,13 +157,13 @@ check "update fails: names apt-get update" said 'apt-get update. failed'
 check "update fails: no install" not_logged '^apt-get install'
 
 # 7. Everything installed: apt-get is not called at all.
-new_tree installed; run_bootstrap test STUB_INSTALLED=1
+STUB_HAS_NPM=1 new_tree installed; run_bootstrap test STUB_INSTALLED=1
 check "installed: exit 0 (stderr: $err)" test "$rc" -eq 0
 check "installed: apt-get skipped" not_logged '^apt-get'
 check "installed: still builds and tests" logged '^ctest'
 
 # 8. A failing build names itself.
-new_tree build-fails
+STUB_HAS_NPM=1 new_tree build-fails
 write_stub cmake 'if [ "$1" = --build ]; then exit 2; fi; exit 0'
 run_bootstrap test STUB_INSTALLED=1
 check "build fails: exit 1" test "$rc" -eq 1

@@ -1,0 +1,600 @@
+#include "qkd/export/gguf_writer.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "qkd/common/atomic_file.h"
+#include "qkd/common/error.h"
+#include "qkd/export/integer_weights.h"
+#include "qkd/quant/weight_quantizer.h"
+#include "qkd/tokenizer/sentencepiece_vocab.h"
+
+// GGUF v3 as llama.cpp reads it (ggml/include/gguf.h, docs/gguf.md): a little-endian header, the
+// key/value metadata, the tensor table (name, dims with ne[0] the fastest-varying, ggml type, offset
+// into the data section), then the data section, every tensor aligned to general.alignment.
+
+namespace qkd::exporting {
+
+namespace {
+
+constexpr uint32_t kGgufVersion = 3;
+constexpr uint64_t kAlignment = 32;
+constexpr int64_t kBlock = 32;  // elements per Q4_0 / Q8_0 block (QK4_0, QK8_0)
+
+// ggml_type
+enum class TensorType : uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8 };
+// gguf_type
+enum ValueType : uint32_t {
+  kUint8 = 0, kInt8 = 1, kUint16 = 2, kInt16 = 3, kUint32 = 4, kInt32 = 5, kFloat32 = 6, kBool = 7,
+  kString = 8, kArray = 9, kUint64 = 10, kInt64 = 11, kFloat64 = 12,
+};
+// llama_ftype
+constexpr uint32_t kFileTypeQ4_0 = 2, kFileTypeQ8_0 = 7;
+
+const char* type_name(TensorType type) {
+  switch (type) {
+    case TensorType::F32: return "F32";
+    case TensorType::F16: return "F16";
+    case TensorType::Q4_0: return "Q4_0";
+    case TensorType::Q8_0: return "Q8_0";
+  }
+  return "?";
+}
+
+uint64_t tensor_bytes(TensorType type, int64_t elements) {
+  switch (type) {
+    case TensorType::F32: return 4 * uint64_t(elements);
+    case TensorType::F16: return 2 * uint64_t(elements);
+    case TensorType::Q4_0: return uint64_t(elements / kBlock) * 18;
+    case TensorType::Q8_0: return uint64_t(elements / kBlock) * 34;
+  }
+  return 0;
+}
+
+uint64_t align_up(uint64_t n) { return (n + kAlignment - 1) / kAlignment * kAlignment; }
+
+// ---- binary output ------------------------------------------------------------------------------
+
+class Out {
+ public:
+  explicit Out(std::ostream& os) : os_(os) {}
+  template <typename T>
+  void pod(T value) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    bytes(&value, sizeof(T));
+  }
+  void bytes(const void* data, size_t n) {
+    os_.write(static_cast<const char*>(data), static_cast<std::streamsize>(n));
+    written_ += n;
+  }
+  void string(const std::string& s) {
+    pod<uint64_t>(s.size());
+    bytes(s.data(), s.size());
+  }
+  void pad_to_alignment() {
+    static const char zeros[kAlignment] = {};
+    bytes(zeros, align_up(written_) - written_);
+  }
+  uint64_t written() const { return written_; }
+
+ private:
+  std::ostream& os_;
+  uint64_t written_ = 0;
+};
+
+// One metadata value, serialized as it is added.
+struct Metadata {
+  std::string buffer;
+  uint64_t count = 0;
+
+  void key(const std::string& name, ValueType type) {
+    count++;
+    raw<uint64_t>(name.size());
+    buffer += name;
+    raw<uint32_t>(type);
+  }
+  template <typename T>
+  void raw(T value) {
+    buffer.append(reinterpret_cast<const char*>(&value), sizeof(T));
+  }
+  void str(const std::string& s) {
+    raw<uint64_t>(s.size());
+    buffer += s;
+  }
+  void u32(const std::string& name, uint64_t value) {
+    if (value > std::numeric_limits<uint32_t>::max()) fail(name, std::to_string(value) + " does not fit uint32");
+    key(name, kUint32);
+    raw<uint32_t>(static_cast<uint32_t>(value));
+  }
+  void f32(const std::string& name, double value) {
+    key(name, kFloat32);
+    raw<float>(static_cast<float>(value));
+  }
+  void boolean(const std::string& name, bool value) {
+    key(name, kBool);
+    raw<uint8_t>(value ? 1 : 0);
+  }
+  void string(const std::string& name, const std::string& value) {
+    key(name, kString);
+    str(value);
+  }
+  template <typename T, typename F>
+  void array(const std::string& name, ValueType element_type, const std::vector<T>& values, F&& write_one) {
+    key(name, kArray);
+    raw<uint32_t>(element_type);
+    raw<uint64_t>(values.size());
+    for (const auto& v : values) write_one(v);
+  }
+};
+
+// ---- fp16 and block quantization ----------------------------------------------------------------
+
+// fp16 bits of each value of a float tensor (round to nearest even, as ggml's GGML_FP32_TO_FP16).
+std::vector<uint16_t> to_fp16_bits(const torch::Tensor& values) {
+  const auto half = values.to(torch::kFloat).contiguous().to(torch::kHalf).contiguous();
+  std::vector<uint16_t> bits(half.numel());
+  std::memcpy(bits.data(), half.data_ptr<at::Half>(), bits.size() * 2);
+  return bits;
+}
+
+float fp16_value(float x) { return static_cast<float>(static_cast<at::Half>(x)); }
+
+struct ErrorSums {
+  double diff2 = 0, ref2 = 0;
+  double relative() const { return ref2 > 0 ? std::sqrt(diff2 / ref2) : std::sqrt(diff2); }
+};
+
+// Blocks of codes with their fp16 scales, [rows, in] codes and [rows, in / 32] scales, written as
+// Q4_0 (codes in -8..7) or Q8_0 (codes in -128..127), exactly.
+std::string pack_codes(TensorType type, const torch::Tensor& codes, const torch::Tensor& chunk_scale) {
+  const auto rows = codes.size(0), in = codes.size(1), chunks = in / kBlock;
+  const auto c = codes.to(torch::kShort).contiguous();
+  const auto* code = c.data_ptr<int16_t>();
+  const auto d = to_fp16_bits(chunk_scale);
+  std::string out(tensor_bytes(type, rows * in), '\0');
+  char* p = out.data();
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t k = 0; k < chunks; ++k) {
+      const int16_t* q = code + r * in + k * kBlock;
+      std::memcpy(p, &d[r * chunks + k], 2);
+      p += 2;
+      if (type == TensorType::Q4_0) {
+        for (int j = 0; j < 16; ++j)
+          p[j] = static_cast<char>(uint8_t(q[j] + 8) | uint8_t((q[j + 16] + 8) << 4));
+        p += 16;
+      } else {
+        for (int j = 0; j < 32; ++j) p[j] = static_cast<char>(static_cast<int8_t>(q[j]));
+        p += 32;
+      }
+    }
+  }
+  return out;
+}
+
+// ggml's reference quantizers (quantize_row_q4_0_ref, quantize_row_q8_0_ref) over [rows, in] floats.
+// Adds ||w - dequantized||^2 and ||w||^2 to `sums`.
+std::string quantize_floats(TensorType type, const torch::Tensor& weight, ErrorSums& sums) {
+  const auto w = weight.to(torch::kFloat).contiguous();
+  const auto rows = w.size(0), in = w.size(1), chunks = in / kBlock;
+  const float* x = w.data_ptr<float>();
+  std::string out(tensor_bytes(type, rows * in), '\0');
+  char* p = out.data();
+  for (int64_t b = 0; b < rows * chunks; ++b, x += kBlock) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < kBlock; ++j) {
+      if (std::fabs(x[j]) > amax) {
+        amax = std::fabs(x[j]);
+        max = x[j];
+      }
+    }
+    const float d = type == TensorType::Q4_0 ? max / -8 : amax / 127;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    const auto dh = static_cast<at::Half>(d);
+    const float dq = static_cast<float>(dh);
+    std::memcpy(p, &dh.x, 2);
+    p += 2;
+    int q[kBlock];
+    if (type == TensorType::Q4_0) {
+      for (int j = 0; j < kBlock; ++j)
+        q[j] = std::min(15, static_cast<int>(static_cast<int8_t>(x[j] * id + 8.5f))) - 8;
+      for (int j = 0; j < 16; ++j) p[j] = static_cast<char>(uint8_t(q[j] + 8) | uint8_t((q[j + 16] + 8) << 4));
+      p += 16;
+    } else {
+      for (int j = 0; j < kBlock; ++j) {
+        q[j] = static_cast<int>(std::round(x[j] * id));
+        p[j] = static_cast<char>(static_cast<int8_t>(q[j]));
+      }
+      p += 32;
+    }
+    for (int j = 0; j < kBlock; ++j) {
+      const double diff = double(x[j]) - double(q[j]) * dq;
+      sums.diff2 += diff * diff;
+      sums.ref2 += double(x[j]) * x[j];
+    }
+  }
+  return out;
+}
+
+// The row permutation llama.cpp's converter applies to q_proj / k_proj (LlamaModel.permute): Hugging
+// Face's rotate-half layout of each head to ggml's interleaved (GGML_ROPE_TYPE_NORM) pairs.
+torch::Tensor permute_rows(const torch::Tensor& x, int64_t heads) {
+  std::vector<int64_t> shape = {heads, 2, x.size(0) / heads / 2};
+  for (int64_t d = 1; d < x.dim(); ++d) shape.push_back(x.size(d));
+  return x.reshape(shape).transpose(1, 2).reshape(x.sizes()).contiguous();
+}
+
+// llama.cpp's rope_freqs for llama3 scaling (convert_hf_to_gguf.py, LlamaModel): per frequency, the
+// factor ggml divides theta by, so that base_freq / factor is transformers' scaled frequency.
+std::vector<float> llama3_rope_factors(const model::LlamaConfig& config) {
+  // The converter computes in torch float32 (freqs is a float32 tensor; Python floats mix in as float32).
+  const auto& rope = config.rope;
+  const int64_t dim = config.head_dim;
+  const float old_context = static_cast<float>(rope.original_max_position_embeddings);
+  const float low = static_cast<float>(rope.low_freq_factor), high = static_cast<float>(rope.high_freq_factor);
+  const float factor = static_cast<float>(rope.factor);
+  const float low_freq_wavelen = static_cast<float>(rope.original_max_position_embeddings / rope.low_freq_factor);
+  const float high_freq_wavelen = static_cast<float>(rope.original_max_position_embeddings / rope.high_freq_factor);
+  const auto exponents = torch::arange(0, dim, 2, torch::kFloat32) / static_cast<double>(dim);
+  const auto freqs = (1.0 / torch::pow(torch::tensor(rope.theta, torch::kFloat64).to(torch::kFloat32), exponents)).contiguous();
+  std::vector<float> factors;
+  for (int64_t i = 0; i < freqs.numel(); ++i) {
+    const float freq = freqs.data_ptr<float>()[i];
+    const float wavelen = static_cast<float>(2 * M_PI) / freq;
+    if (wavelen < high_freq_wavelen) {
+      factors.push_back(1.0f);
+    } else if (wavelen > low_freq_wavelen) {
+      factors.push_back(factor);
+    } else {
+      const float smooth = (old_context / wavelen - low) / (high - low);
+      factors.push_back(1.0f / ((1.0f - smooth) / factor + smooth));
+    }
+  }
+  return factors;
+}
+
+// ---- the tensor plan ----------------------------------------------------------------------------
+
+struct Planned {
+  std::string name;     // GGUF name, "blk.0.attn_q.weight"
+  std::string hf_name;  // "model.layers.0.self_attn.q_proj.weight" ("" for rope_freqs)
+  std::vector<int64_t> ne;
+  TensorType type = TensorType::F32;
+  int64_t permute_heads = 0;  // q/k rows: heads of the permutation; 0: none
+  bool projection = false;    // a Linear weight written in options.gguf_type
+  uint64_t offset = 0;
+  uint64_t bytes = 0;
+};
+
+TensorType projection_type(const ExportOptions& options) {
+  if (options.gguf_type == "q4_0") return TensorType::Q4_0;
+  if (options.gguf_type == "q8_0") return TensorType::Q8_0;
+  fail("gguf_type", "expected q4_0 or q8_0, got \"" + options.gguf_type + "\"");
+}
+
+std::vector<Planned> plan_tensors(model::LlamaForCausalLMImpl& student, const ExportOptions& options) {
+  const auto& config = student.config();
+  const auto proj_type = projection_type(options);
+  const auto big_type = proj_type == TensorType::Q8_0 ? TensorType::Q8_0 : TensorType::F16;
+  std::vector<Planned> plan;
+  auto add = [&](std::string name, std::string hf_name, std::vector<int64_t> ne, TensorType type) -> Planned& {
+    Planned p;
+    p.name = std::move(name);
+    p.hf_name = std::move(hf_name);
+    p.ne = std::move(ne);
+    p.type = type;
+    plan.push_back(std::move(p));
+    return plan.back();
+  };
+  auto add_linear = [&](const std::string& name, const std::string& hf_module, const model::Linear& linear,
+                        int64_t permute_heads) {
+    auto& p = add(name + ".weight", hf_module + ".weight", {linear->in_features(), linear->out_features()}, proj_type);
+    p.projection = true;
+    p.permute_heads = permute_heads;
+    if (linear->bias.defined()) {
+      auto& b = add(name + ".bias", hf_module + ".bias", {linear->out_features()}, TensorType::F32);
+      b.permute_heads = permute_heads;
+    }
+  };
+
+  if (config.rope.type == "llama3") add("rope_freqs.weight", "", {config.head_dim / 2}, TensorType::F32);
+  add("token_embd.weight", "model.embed_tokens.weight", {config.hidden_size, config.vocab_size}, big_type);
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+    const auto& layer = student.model->layer_list.at(i);
+    const auto hf = "model.layers." + std::to_string(i);
+    const auto blk = "blk." + std::to_string(i);
+    add(blk + ".attn_norm.weight", hf + ".input_layernorm.weight", {config.hidden_size}, TensorType::F32);
+    add_linear(blk + ".attn_q", hf + ".self_attn.q_proj", layer->self_attn->q_proj, config.num_attention_heads);
+    add_linear(blk + ".attn_k", hf + ".self_attn.k_proj", layer->self_attn->k_proj, config.num_key_value_heads);
+    add_linear(blk + ".attn_v", hf + ".self_attn.v_proj", layer->self_attn->v_proj, 0);
+    add_linear(blk + ".attn_output", hf + ".self_attn.o_proj", layer->self_attn->o_proj, 0);
+    add(blk + ".ffn_norm.weight", hf + ".post_attention_layernorm.weight", {config.hidden_size}, TensorType::F32);
+    add_linear(blk + ".ffn_gate", hf + ".mlp.gate_proj", layer->mlp->gate_proj, 0);
+    add_linear(blk + ".ffn_up", hf + ".mlp.up_proj", layer->mlp->up_proj, 0);
+    add_linear(blk + ".ffn_down", hf + ".mlp.down_proj", layer->mlp->down_proj, 0);
+  }
+  add("output_norm.weight", "model.norm.weight", {config.hidden_size}, TensorType::F32);
+  if (student.lm_head) {
+    const bool quantized = static_cast<bool>(student.lm_head->weight_quantizer());
+    auto& p = add("output.weight", "lm_head.weight", {config.hidden_size, config.vocab_size},
+                  quantized ? proj_type : big_type);
+    p.projection = quantized;
+  }
+  uint64_t offset = 0;
+  for (auto& p : plan) {
+    int64_t elements = 1;
+    for (auto n : p.ne) elements *= n;
+    p.offset = offset;
+    p.bytes = tensor_bytes(p.type, elements);
+    offset = align_up(offset + p.bytes);
+  }
+  return plan;
+}
+
+std::string describe(const Planned& p) { return p.hf_name.empty() ? p.name : p.hf_name + " (" + p.name + ")"; }
+
+void check_plan(const std::vector<Planned>& plan, const model::LlamaConfig& config) {
+  for (const auto& p : plan) {
+    if ((p.type == TensorType::Q4_0 || p.type == TensorType::Q8_0) && p.ne[0] % kBlock != 0)
+      fail(describe(p), "in_features " + std::to_string(p.ne[0]) + " is not a multiple of 32, the block length of " +
+                            type_name(p.type) + " in llama.cpp");
+    if (p.permute_heads > 0 && (p.ne.back() % (2 * p.permute_heads) != 0))
+      fail(describe(p), std::to_string(p.ne.back()) + " rows do not split into " + std::to_string(p.permute_heads) +
+                            " heads of rotary pairs");
+  }
+  if (config.rope.type != "default" && config.rope.type != "llama3")
+    fail("rope_scaling", "rope type \"" + config.rope.type + "\" has no GGUF equivalent here (default or llama3)");
+  if (config.head_dim % 2 != 0) fail("head_dim", std::to_string(config.head_dim) + " is odd");
+}
+
+// The vocabulary GGUF stores: the model's pieces, padded to vocab_size like the converter does.
+tokenizer::SentencepieceVocab read_vocab(const ExportSource& source) {
+  const auto path = (std::filesystem::path(source.tokenizer_dir) / "tokenizer.model").string();
+  auto vocab = tokenizer::read_sentencepiece_vocab(path);
+  const auto vocab_size = source.student.config().vocab_size;
+  if (static_cast<int64_t>(vocab.pieces.size()) > vocab_size)
+    fail(path, std::to_string(vocab.pieces.size()) + " pieces, more than the model's vocab_size " +
+                   std::to_string(vocab_size));
+  for (auto id = static_cast<int64_t>(vocab.pieces.size()); id < vocab_size; ++id)
+    vocab.pieces.push_back({"[PAD" + std::to_string(id) + "]", -1000.0f, tokenizer::PieceType::Unused});
+  const auto& config = source.student.config();
+  const std::vector<std::pair<const char*, int64_t>> ids = {
+      {"bos_token_id", config.bos_token_id}, {"eos_token_id", config.eos_token_id}, {"pad_token_id", config.pad_token_id}};
+  for (const auto& [field, id] : ids)
+    if (id >= vocab_size) fail(std::string("config.") + field, std::to_string(id) + " is not below vocab_size " + std::to_string(vocab_size));
+  return vocab;
+}
+
+std::string model_name(const ExportSource& source) {
+  auto dir = std::filesystem::path(source.tokenizer_dir).lexically_normal();
+  if (!dir.has_filename() && dir.has_parent_path()) dir = dir.parent_path();
+  const auto name = dir.filename().string();
+  return name.empty() || name == "." ? "qkd-train student" : name;
+}
+
+Metadata build_metadata(const ExportSource& source, const ExportOptions& options,
+                        const tokenizer::SentencepieceVocab& vocab) {
+  const auto& c = source.student.config();
+  Metadata m;
+  m.string("general.architecture", "llama");
+  m.string("general.name", model_name(source));
+  m.u32("general.alignment", kAlignment);
+  m.u32("general.file_type", projection_type(options) == TensorType::Q4_0 ? kFileTypeQ4_0 : kFileTypeQ8_0);
+  m.u32("general.quantization_version", 2);
+  m.u32("llama.context_length", c.max_position_embeddings);
+  m.u32("llama.embedding_length", c.hidden_size);
+  m.u32("llama.block_count", c.num_hidden_layers);
+  m.u32("llama.feed_forward_length", c.intermediate_size);
+  m.u32("llama.rope.dimension_count", c.head_dim);
+  m.u32("llama.attention.head_count", c.num_attention_heads);
+  m.u32("llama.attention.head_count_kv", c.num_key_value_heads);
+  if (c.head_dim * c.num_attention_heads != c.hidden_size) {
+    // llama.cpp derives head sizes from embedding_length / head_count unless these are set.
+    m.u32("llama.attention.key_length", c.head_dim);
+    m.u32("llama.attention.value_length", c.head_dim);
+  }
+  m.f32("llama.attention.layer_norm_rms_epsilon", c.rms_norm_eps);
+  m.f32("llama.rope.freq_base", c.rope.theta);
+  m.u32("llama.vocab_size", c.vocab_size);
+
+  m.string("tokenizer.ggml.model", "llama");
+  m.array("tokenizer.ggml.tokens", kString, vocab.pieces, [&](const tokenizer::VocabPiece& p) { m.str(p.piece); });
+  m.array("tokenizer.ggml.scores", kFloat32, vocab.pieces, [&](const tokenizer::VocabPiece& p) { m.raw<float>(p.score); });
+  m.array("tokenizer.ggml.token_type", kInt32, vocab.pieces,
+          [&](const tokenizer::VocabPiece& p) { m.raw<int32_t>(static_cast<int32_t>(p.type)); });
+  m.u32("tokenizer.ggml.bos_token_id", c.bos_token_id);
+  m.u32("tokenizer.ggml.eos_token_id", c.eos_token_id);
+  for (size_t id = 0; id < vocab.pieces.size(); ++id) {
+    if (vocab.pieces[id].type == tokenizer::PieceType::Unknown) {
+      m.u32("tokenizer.ggml.unknown_token_id", id);
+      break;
+    }
+  }
+  if (c.pad_token_id >= 0) m.u32("tokenizer.ggml.padding_token_id", c.pad_token_id);
+  m.boolean("tokenizer.ggml.add_bos_token", true);
+  m.boolean("tokenizer.ggml.add_eos_token", false);
+  m.boolean("tokenizer.ggml.add_space_prefix", vocab.add_dummy_prefix);
+  return m;
+}
+
+// ---- tensor data --------------------------------------------------------------------------------
+
+model::Linear linear_of(model::LlamaForCausalLMImpl& student, const std::string& hf_weight_name) {
+  const auto module = hf_weight_name.substr(0, hf_weight_name.size() - std::string(".weight").size());
+  for (auto& [name, linear] : student.named_linears())
+    if (name == module) return linear;
+  fail(hf_weight_name, "no such projection in the student");
+}
+
+torch::Tensor float_parameter(model::LlamaForCausalLMImpl& student, const std::string& hf_name) {
+  for (const auto& item : student.named_parameters(true))
+    if (item.key() == hf_name) return item.value().detach().to(torch::kCPU, torch::kFloat).contiguous();
+  fail(hf_name, "no such tensor in the student");
+}
+
+std::string raw_bytes(const torch::Tensor& t) {
+  const auto c = t.contiguous();
+  return std::string(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
+}
+
+struct ProjectionReport {
+  std::string name;
+  ErrorSums sums;
+  bool requantized = false;
+  std::string why;
+};
+
+// Does the student's grid fit `type` as is (symmetric, codes within its levels, one scale per 32)?
+std::string misfit(const IntegerWeight& w, TensorType type) {
+  if (!w.symmetric || w.zero.defined()) return "asymmetric " + std::to_string(w.bits) + "-bit grid";
+  const int64_t lo = type == TensorType::Q4_0 ? -8 : -128, hi = type == TensorType::Q4_0 ? 7 : 127;
+  if (w.qmin < lo || w.qmax > hi) return std::to_string(w.bits) + "-bit grid";
+  if (w.block_length() % kBlock != 0)
+    return "groups of " + std::to_string(w.block_length()) + " (not a multiple of 32)";
+  return "";
+}
+
+std::string projection_data(model::LlamaForCausalLMImpl& student, const Planned& p, ProjectionReport& report) {
+  report.name = p.hf_name;
+  auto linear = linear_of(student, p.hf_name);
+  const bool quantized = static_cast<bool>(std::dynamic_pointer_cast<quant::WeightQuantizer>(linear->weight_quantizer()));
+  if (quantized) {
+    const auto w = integer_weight(student, p.hf_name);
+    report.why = misfit(w, p.type);
+    if (report.why.empty()) {
+      const auto out = w.out_features(), in = w.in_features();
+      // The scale of every 32-block: element (o, i) has scale index (o * in + i) / block_length.
+      const auto flat_scale = w.scale.reshape({-1});
+      const auto chunk_start = torch::arange(0, out * in, kBlock, torch::kLong);
+      auto chunk_scale = flat_scale.index_select(0, chunk_start.div(w.block_length(), "floor")).reshape({out, in / kBlock});
+      auto codes = w.codes;
+      if (p.permute_heads > 0) {
+        codes = permute_rows(codes, p.permute_heads);
+        chunk_scale = permute_rows(chunk_scale, p.permute_heads);
+      }
+      // The error the fp16 scale adds, for the report.
+      const auto dq = w.dequantize();
+      const auto s16 = chunk_scale.to(torch::kHalf).to(torch::kFloat).repeat_interleave(kBlock, 1);
+      const auto gg = codes.to(torch::kFloat) * s16;
+      const auto ref = p.permute_heads > 0 ? permute_rows(dq, p.permute_heads) : dq;
+      report.sums.diff2 = (ref - gg).to(torch::kDouble).pow(2).sum().item<double>();
+      report.sums.ref2 = ref.to(torch::kDouble).pow(2).sum().item<double>();
+      if (!torch::isfinite(chunk_scale.to(torch::kHalf)).all().item<bool>())
+        fail(describe(p), "a scale does not fit fp16");
+      return pack_codes(p.type, codes, chunk_scale);
+    }
+    report.requantized = true;
+    auto weight = w.dequantize();
+    if (p.permute_heads > 0) weight = permute_rows(weight, p.permute_heads);
+    return quantize_floats(p.type, weight, report.sums);
+  }
+  report.requantized = true;
+  report.why = "float (not quantized by the student)";
+  auto weight = linear->weight.detach().to(torch::kCPU, torch::kFloat);
+  if (p.permute_heads > 0) weight = permute_rows(weight, p.permute_heads);
+  return quantize_floats(p.type, weight, report.sums);
+}
+
+std::string tensor_data(const ExportSource& source, const Planned& p, std::vector<ProjectionReport>& reports) {
+  auto& student = source.student;
+  if (p.name == "rope_freqs.weight") {
+    const auto factors = llama3_rope_factors(student.config());
+    return std::string(reinterpret_cast<const char*>(factors.data()), factors.size() * 4);
+  }
+  if (p.projection) {
+    reports.emplace_back();
+    return projection_data(student, p, reports.back());
+  }
+  auto t = float_parameter(student, p.hf_name);
+  if (p.permute_heads > 0) t = permute_rows(t, p.permute_heads);
+  switch (p.type) {
+    case TensorType::F32: return raw_bytes(t);
+    case TensorType::F16: return raw_bytes(t.to(torch::kHalf));
+    default: {
+      ErrorSums sums;
+      auto data = quantize_floats(p.type, t, sums);
+      spdlog::info("gguf: {} written as {}: relative weight error {:.3g}", describe(p), type_name(p.type), sums.relative());
+      return data;
+    }
+  }
+}
+
+void warn_about_requantization(const std::vector<ProjectionReport>& reports, const ExportOptions& options) {
+  ErrorSums total;
+  const ProjectionReport* worst = nullptr;
+  std::vector<std::string> requantized;
+  std::string reasons;
+  for (const auto& r : reports) {
+    total.diff2 += r.sums.diff2;
+    total.ref2 += r.sums.ref2;
+    if (!r.requantized) continue;
+    requantized.push_back(r.name);
+    if (reasons.find(r.why) == std::string::npos) reasons += (reasons.empty() ? "" : "; ") + r.why;
+    if (!worst || r.sums.relative() > worst->sums.relative()) worst = &r;
+  }
+  if (requantized.empty()) {
+    spdlog::info("gguf: {} projections written with the student's own codes and scales ({}); fp16 scale "
+                 "rounding adds a relative weight error of {:.3g}",
+                 reports.size(), options.gguf_type, total.relative());
+    return;
+  }
+  spdlog::warn("gguf: {} of {} projections re-quantized to {} because their grid does not fit it ({}); this adds "
+               "weight error ||W_student - W_gguf|| / ||W_student||: worst {:.4g} ({}), overall {:.4g}",
+               requantized.size(), reports.size(), options.gguf_type, reasons, worst->sums.relative(), worst->name,
+               total.relative());
+}
+
+}  // namespace
+
+void check_gguf(const ExportSource& source, const ExportOptions& options) {
+  const auto plan = plan_tensors(source.student, options);
+  check_plan(plan, source.student.config());
+  read_vocab(source);
+}
+
+void write_gguf(const ExportSource& source, const std::string& path, const ExportOptions& options) {
+  const auto plan = plan_tensors(source.student, options);
+  check_plan(plan, source.student.config());
+  const auto vocab = read_vocab(source);
+  const auto metadata = build_metadata(source, options, vocab);
+  require_replaceable_output(path);
+
+  torch::NoGradGuard no_grad;
+  std::vector<ProjectionReport> reports;
+  write_file_atomically(path, [&](std::ostream& os) {
+    Out out(os);
+    out.bytes("GGUF", 4);
+    out.pod<uint32_t>(kGgufVersion);
+    out.pod<uint64_t>(plan.size());
+    out.pod<uint64_t>(metadata.count);
+    out.bytes(metadata.buffer.data(), metadata.buffer.size());
+    for (const auto& p : plan) {
+      out.string(p.name);
+      out.pod<uint32_t>(static_cast<uint32_t>(p.ne.size()));
+      for (auto n : p.ne) out.pod<uint64_t>(static_cast<uint64_t>(n));
+      out.pod<uint32_t>(static_cast<uint32_t>(p.type));
+      out.pod<uint64_t>(p.offset);
+    }
+    out.pad_to_alignment();
+    const auto data_start = out.written();
+    for (const auto& p : plan) {
+      const auto data = tensor_data(source, p, reports);
+      if (data.size() != p.bytes)
+        fail(describe(p), "internal error: " + std::to_string(data.size()) + " bytes, planned " + std::to_string(p.bytes));
+      if (out.written() - data_start != p.offset) fail(describe(p), "internal error: misplaced tensor data");
+      out.bytes(data.data(), data.size());
+      out.pad_to_alignment();
+    }
+  });
+  warn_about_requantization(reports, options);
+  spdlog::info("gguf: wrote {} ({} tensors, {})", path, plan.size(), options.gguf_type);
+}
+
+}  // namespace qkd::exporting
