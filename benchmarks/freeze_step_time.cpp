@@ -28,8 +28,9 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kSettings = 
     {"ov", {"self_attn.o_proj", "self_attn.v_proj"}},
     {"qkv", {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}},
     {"attention", {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"}},
-    {"all", {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
-             "mlp.up_proj", "mlp.down_proj"}},
+    {"all",
+     {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+      "mlp.down_proj"}},
 };
 
 // Freezes what `freeze.policy: modules` with these patterns freezes in training, releases the rest.
@@ -40,8 +41,10 @@ void apply_setting(qkd::model::LlamaForCausalLMImpl& student, const std::vector<
   config.modules = patterns;
   const auto frozen = qkd::monitor::FreezePolicy(config, modules).initial();
   for (const auto& m : modules) {
-    if (std::find(frozen.begin(), frozen.end(), m) != frozen.end()) qkd::monitor::freeze_module(student, m);
-    else qkd::monitor::release_module(student, m);
+    if (std::find(frozen.begin(), frozen.end(), m) != frozen.end())
+      qkd::monitor::freeze_module(student, m);
+    else
+      qkd::monitor::release_module(student, m);
   }
 }
 
@@ -63,7 +66,8 @@ StepTimes time_step(qkd::model::LlamaForCausalLMImpl& teacher, qkd::model::Llama
   const auto backward_start = clock::now();
   loss.backward();
   const auto end = clock::now();
-  return {std::chrono::duration<double>(end - start).count(), std::chrono::duration<double>(end - backward_start).count()};
+  return {std::chrono::duration<double>(end - start).count(),
+          std::chrono::duration<double>(end - backward_start).count()};
 }
 
 }  // namespace
@@ -88,7 +92,8 @@ int main(int argc, char** argv) {
     auto student = qkd::checkpoint::load_llama(model_dir);
     const auto modules = qkd::quant::attach_quantizers(*student, qkd::quant::QuantSpec{});  // W4 per channel
     student->train();
-    const auto tokens = qkd::data::TokenFile::open(data).slice(0, micro_batch * seq_len).reshape({micro_batch, seq_len});
+    const auto tokens =
+        qkd::data::TokenFile::open(data).slice(0, micro_batch * seq_len).reshape({micro_batch, seq_len});
 
     nlohmann::json timed = nlohmann::json::object();
     for (int64_t round = 0; round < warmup + iterations; ++round) {
@@ -101,13 +106,17 @@ int main(int argc, char** argv) {
         timed[name]["backward_s"].push_back(t.backward);
       }
     }
-    nlohmann::json out = {{"micro_batch", micro_batch}, {"seq_len", seq_len}, {"iterations", iterations},
+    nlohmann::json out = {{"micro_batch", micro_batch},
+                          {"seq_len", seq_len},
+                          {"iterations", iterations},
                           {"settings", nlohmann::json::array()}};
     for (const auto& [name, patterns] : kSettings) {
       apply_setting(*student, modules, patterns);
-      out["settings"].push_back({{"name", name}, {"frozen", patterns},
+      out["settings"].push_back({{"name", name},
+                                 {"frozen", patterns},
                                  {"trainable_params", qkd::train::trainable_parameter_count(*student)},
-                                 {"step_s", timed[name]["step_s"]}, {"backward_s", timed[name]["backward_s"]}});
+                                 {"step_s", timed[name]["step_s"]},
+                                 {"backward_s", timed[name]["backward_s"]}});
     }
     std::cout << out.dump(1) << std::endl;
   } catch (const std::exception& e) {

@@ -20,8 +20,19 @@
 namespace qkd::test::gguf {
 
 enum ValueType : uint32_t {
-  kUint8 = 0, kInt8 = 1, kUint16 = 2, kInt16 = 3, kUint32 = 4, kInt32 = 5, kFloat32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kUint64 = 10, kInt64 = 11, kFloat64 = 12,
+  kUint8 = 0,
+  kInt8 = 1,
+  kUint16 = 2,
+  kInt16 = 3,
+  kUint32 = 4,
+  kInt32 = 5,
+  kFloat32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kUint64 = 10,
+  kInt64 = 11,
+  kFloat64 = 12,
 };
 enum TensorType : uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8 };
 
@@ -226,9 +237,12 @@ class File {
         for (uint64_t j = 0; j < n; ++j) {
           Value e;
           scalar(v.element_type, e);
-          if (v.element_type == kString) v.texts.push_back(e.text);
-          else if (v.element_type == kFloat32 || v.element_type == kFloat64) v.reals.push_back(e.real);
-          else v.integers.push_back(e.integer);
+          if (v.element_type == kString)
+            v.texts.push_back(e.text);
+          else if (v.element_type == kFloat32 || v.element_type == kFloat64)
+            v.reals.push_back(e.real);
+          else
+            v.integers.push_back(e.integer);
         }
       } else {
         scalar(v.type, v);

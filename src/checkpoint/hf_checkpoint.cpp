@@ -7,9 +7,9 @@
 #include <sstream>
 
 #include "qkd/checkpoint/hf_config.h"
-#include "qkd/common/json_io.h"
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
+#include "qkd/common/json_io.h"
 
 namespace qkd::checkpoint {
 
@@ -65,7 +65,8 @@ double promised_parameters(const model::LlamaConfig& c) {
   return c.vocab_size * h * (c.tie_word_embeddings ? 1 : 2) + c.num_hidden_layers * per_layer + h;
 }
 
-void check_weights_cover_config(const model::LlamaConfig& config, const io::NamedTensors& tensors, const std::string& dir) {
+void check_weights_cover_config(const model::LlamaConfig& config, const io::NamedTensors& tensors,
+                                const std::string& dir) {
   double held = 0;
   for (const auto& [name, tensor] : tensors) held += static_cast<double>(tensor.numel());
   // Small differences are left to copy_weights_into, which lists every missing or misshaped tensor.
@@ -85,9 +86,12 @@ io::NamedTensors read_checkpoint_tensors(const std::string& dir) {
   const auto single = root / "model.safetensors";
   const auto index = root / "model.safetensors.index.json";
   std::vector<std::string> files;
-  if (fs::exists(index)) files = shard_files(index);
-  else if (fs::exists(single)) files = {"model.safetensors"};
-  else fail(dir, "neither model.safetensors nor model.safetensors.index.json found");
+  if (fs::exists(index))
+    files = shard_files(index);
+  else if (fs::exists(single))
+    files = {"model.safetensors"};
+  else
+    fail(dir, "neither model.safetensors nor model.safetensors.index.json found");
   io::NamedTensors all;
   for (const auto& file : files) {
     auto tensors = io::read_safetensors((root / file).string());
@@ -117,7 +121,8 @@ void copy_weights_into(model::LlamaForCausalLMImpl& model, const io::NamedTensor
       continue;
     }
     if (it->second.sizes() != tensor.sizes()) {
-      misshaped.push_back(name + " " + shape_string(tensor.sizes()) + " (expected " + shape_string(it->second.sizes()) + ")");
+      misshaped.push_back(name + " " + shape_string(tensor.sizes()) + " (expected " + shape_string(it->second.sizes()) +
+                          ")");
       loaded.insert(name);  // present, reported as misshaped rather than missing
       continue;
     }
@@ -170,8 +175,7 @@ void save_hf_checkpoint(model::LlamaForCausalLMImpl& model, const std::string& d
     std::ifstream in(source, std::ios::binary);
     std::stringstream bytes;
     bytes << in.rdbuf();
-    write_file_atomically((fs::path(dir) / "tokenizer.model").string(),
-                          [&](std::ostream& out) { out << bytes.str(); });
+    write_file_atomically((fs::path(dir) / "tokenizer.model").string(), [&](std::ostream& out) { out << bytes.str(); });
   }
 }
 

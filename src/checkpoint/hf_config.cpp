@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "qkd/common/json_io.h"
 #include "qkd/common/error.h"
+#include "qkd/common/json_io.h"
 
 namespace qkd::checkpoint {
 
@@ -29,12 +29,14 @@ class ConfigReader {
     const auto it = j_.find(key);
     if (it == j_.end() || it->is_null()) return fallback;
     if (it->is_array() && !it->empty() && it->front().is_number_integer()) return it->front().get<int64_t>();
-    if (!it->is_number_integer()) fail(source_, std::string("field '") + key + "': expected an integer, got " + json_excerpt(*it));
+    if (!it->is_number_integer())
+      fail(source_, std::string("field '") + key + "': expected an integer, got " + json_excerpt(*it));
     return it->get<int64_t>();
   }
   int64_t optional_positive_int(const char* key, int64_t fallback) const {
     const auto value = optional_int(key, fallback);
-    if (value <= 0) fail(source_, std::string("field '") + key + "': expected a positive integer, got " + std::to_string(value));
+    if (value <= 0)
+      fail(source_, std::string("field '") + key + "': expected a positive integer, got " + std::to_string(value));
     return value;
   }
   // Finite and > 0: epsilons, rope bases and factors (0 or negative values give NaN logits).
@@ -53,13 +55,15 @@ class ConfigReader {
   double optional_number(const json& obj, const char* key, double fallback) const {
     const auto it = obj.find(key);
     if (it == obj.end() || it->is_null()) return fallback;
-    if (!it->is_number()) fail(source_, std::string("field '") + key + "': expected a number, got " + json_excerpt(*it));
+    if (!it->is_number())
+      fail(source_, std::string("field '") + key + "': expected a number, got " + json_excerpt(*it));
     return it->get<double>();
   }
   bool optional_bool(const char* key, bool fallback) const {
     const auto it = j_.find(key);
     if (it == j_.end() || it->is_null()) return fallback;
-    if (!it->is_boolean()) fail(source_, std::string("field '") + key + "': expected true or false, got " + json_excerpt(*it));
+    if (!it->is_boolean())
+      fail(source_, std::string("field '") + key + "': expected true or false, got " + json_excerpt(*it));
     return it->get<bool>();
   }
   const json& raw() const { return j_; }
@@ -76,12 +80,17 @@ model::RopeConfig parse_rope(const ConfigReader& r) {
   const json& j = r.raw();
   rope.theta = r.optional_positive_number(j, "rope_theta", 10000.0);
   const json* params = nullptr;
-  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) params = &j["rope_parameters"];
-  else if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) params = &j["rope_scaling"];
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object())
+    params = &j["rope_parameters"];
+  else if (j.contains("rope_scaling") && j["rope_scaling"].is_object())
+    params = &j["rope_scaling"];
   if (!params) return rope;
   rope.theta = r.optional_positive_number(*params, "rope_theta", rope.theta);
-  const auto type_field = params->contains("rope_type") ? params->at("rope_type") : params->contains("type") ? params->at("type") : json("default");
-  if (!type_field.is_string()) fail(r.source(), "field 'rope_type': expected a string, got " + json_excerpt(type_field));
+  const auto type_field = params->contains("rope_type") ? params->at("rope_type")
+                          : params->contains("type")    ? params->at("type")
+                                                        : json("default");
+  if (!type_field.is_string())
+    fail(r.source(), "field 'rope_type': expected a string, got " + json_excerpt(type_field));
   const std::string type = type_field.get<std::string>();
   if (type != "default" && type != "llama3")
     fail(r.source(), "rope type '" + printable(type) + "' is not supported (expected default or llama3)");
@@ -91,7 +100,9 @@ model::RopeConfig parse_rope(const ConfigReader& r) {
     rope.low_freq_factor = r.optional_positive_number(*params, "low_freq_factor", 1.0);
     rope.high_freq_factor = r.optional_positive_number(*params, "high_freq_factor", 4.0);
     if (rope.high_freq_factor <= rope.low_freq_factor)
-      fail(r.source(), "field 'high_freq_factor': must be greater than low_freq_factor (the llama3 ramp divides by their difference)");
+      fail(r.source(),
+           "field 'high_freq_factor': must be greater than low_freq_factor (the llama3 ramp divides by their "
+           "difference)");
     const double original = r.optional_positive_number(*params, "original_max_position_embeddings", 8192);
     if (original > 1e9) fail(r.source(), "field 'original_max_position_embeddings': implausibly large");
     rope.original_max_position_embeddings = static_cast<int64_t>(original);
@@ -103,7 +114,9 @@ model::RopeConfig parse_rope(const ConfigReader& r) {
 
 model::LlamaConfig parse_llama_config(const json& j, const std::string& source) {
   if (!j.is_object()) fail(source, "expected a JSON object");
-  const auto model_type = j.contains("model_type") && j.at("model_type").is_string() ? j.at("model_type").get<std::string>() : std::string();
+  const auto model_type = j.contains("model_type") && j.at("model_type").is_string()
+                              ? j.at("model_type").get<std::string>()
+                              : std::string();
   if (model_type != "llama") fail(source, "model_type: expected \"llama\", got \"" + printable(model_type) + "\"");
   ConfigReader r(j, source);
   model::LlamaConfig c;
@@ -122,24 +135,30 @@ model::LlamaConfig parse_llama_config(const json& j, const std::string& source) 
   c.bos_token_id = r.optional_int("bos_token_id", 1);
   c.eos_token_id = r.optional_int("eos_token_id", 2);
   c.pad_token_id = r.optional_int("pad_token_id", -1);
-  const auto dtype_field = j.contains("dtype") ? j.at("dtype") : j.contains("torch_dtype") ? j.at("torch_dtype") : json("float32");
+  const auto dtype_field = j.contains("dtype")         ? j.at("dtype")
+                           : j.contains("torch_dtype") ? j.at("torch_dtype")
+                                                       : json("float32");
   if (!dtype_field.is_string()) fail(source, "field 'dtype': expected a string, got " + json_excerpt(dtype_field));
   c.torch_dtype = dtype_field.get<std::string>();
   r.check_token_id("bos_token_id", c.bos_token_id, c.vocab_size, 0);
   r.check_token_id("eos_token_id", c.eos_token_id, c.vocab_size, 0);
   r.check_token_id("pad_token_id", c.pad_token_id, c.vocab_size, -1);
   // Bounds that keep sizes (and their products below) far from int64 overflow.
-  for (const auto& [key, value] : {std::pair<const char*, int64_t>{"hidden_size", c.hidden_size}, {"intermediate_size", c.intermediate_size},
-                                   {"num_hidden_layers", c.num_hidden_layers}, {"num_attention_heads", c.num_attention_heads},
-                                   {"vocab_size", c.vocab_size}, {"head_dim", c.head_dim}})
-    if (value > (int64_t{1} << 24)) fail(source, std::string("field '") + key + "': " + std::to_string(value) + " is implausibly large");
+  for (const auto& [key, value] : {std::pair<const char*, int64_t>{"hidden_size", c.hidden_size},
+                                   {"intermediate_size", c.intermediate_size},
+                                   {"num_hidden_layers", c.num_hidden_layers},
+                                   {"num_attention_heads", c.num_attention_heads},
+                                   {"vocab_size", c.vocab_size},
+                                   {"head_dim", c.head_dim}})
+    if (value > (int64_t{1} << 24))
+      fail(source, std::string("field '") + key + "': " + std::to_string(value) + " is implausibly large");
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     fail(source, "num_key_value_heads: " + std::to_string(c.num_key_value_heads) +
                      " does not divide num_attention_heads " + std::to_string(c.num_attention_heads));
   if (c.head_dim % 2 != 0) fail(source, "head_dim: must be even for rotary embeddings");
   if (c.num_key_value_heads > c.num_attention_heads)
-    fail(source, "num_key_value_heads: " + std::to_string(c.num_key_value_heads) + " is more than num_attention_heads " +
-                     std::to_string(c.num_attention_heads));
+    fail(source, "num_key_value_heads: " + std::to_string(c.num_key_value_heads) +
+                     " is more than num_attention_heads " + std::to_string(c.num_attention_heads));
   if (j.contains("hidden_act") && j["hidden_act"] != "silu")
     fail(source, "hidden_act: only \"silu\" is supported, got " + json_excerpt(j["hidden_act"]));
   c.rope = parse_rope(r);

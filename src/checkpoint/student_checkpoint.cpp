@@ -3,9 +3,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "qkd/common/json_io.h"
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
+#include "qkd/common/json_io.h"
 #include "qkd/quant/student.h"
 
 namespace qkd::checkpoint {
@@ -55,7 +55,8 @@ void save_student_checkpoint(model::LlamaForCausalLMImpl& student, const quant::
     io::write_safetensors((fs::path(temp) / kQuantizerStateFile).string(), quant::quantizer_state(student));
     const nlohmann::json description = {
         {"format", "qkd-train student"},
-        {"note", "model.safetensors holds the latent float weights; the forward pass fake-quantizes them as 'quant' says"},
+        {"note",
+         "model.safetensors holds the latent float weights; the forward pass fake-quantizes them as 'quant' says"},
         {"quant", quant::quant_spec_to_json(spec)}};
     write_text_atomically((fs::path(temp) / quant::kQuantSpecFileName).string(), description.dump(2) + "\n");
   });

@@ -35,11 +35,13 @@ void run_eval(const EvalOptions& o) {
     loaded = checkpoint::load_model_or_student(model_dir, {dtype, device});
   auto model = loaded.model;
   model->eval();
-  spdlog::info("evaluating {}{}", o.student.empty() ? o.model : o.student, loaded.quant ? " (fake-quantized student)" : "");
+  spdlog::info("evaluating {}{}", o.student.empty() ? o.model : o.student,
+               loaded.quant ? " (fake-quantized student)" : "");
   auto plan = eval::make_eval_plan(o.ppl, o.mc, o.seq_len, o.batch_size, o.max_windows, o.mc_limit, device);
   plan.progress = [](const std::string& file, int64_t done, int64_t total) { show_progress(file, done, total); };
   torch::NoGradGuard no_grad;
-  const auto results = eval::evaluate_all([&](const torch::Tensor& ids) { return model->forward(ids); }, tokenizer, plan);
+  const auto results =
+      eval::evaluate_all([&](const torch::Tensor& ids) { return model->forward(ids); }, tokenizer, plan);
   const auto json = eval::results_to_json(results);
   std::printf("%s\n", json.dump(2).c_str());
   if (!o.json_out.empty()) write_text_atomically(o.json_out, json.dump(2) + "\n");
@@ -49,11 +51,14 @@ void run_eval(const EvalOptions& o) {
 void add_eval_command(CLI::App& app) {
   auto o = std::make_shared<EvalOptions>();
   auto* cmd = app.add_subcommand("eval", "Perplexity and multiple-choice accuracy of a model or student");
-  cmd->add_option("--model", o->model, "Hugging Face checkpoint directory (tokenizer; evaluated unless --student)")->required();
+  cmd->add_option("--model", o->model, "Hugging Face checkpoint directory (tokenizer; evaluated unless --student)")
+      ->required();
   cmd->add_option("--student", o->student, "student checkpoint directory (from ptq or train) to evaluate instead");
   cmd->add_option("--ppl", o->ppl, "token files (.u16/.u32) or JSONL text for perplexity");
-  cmd->add_option("--mc", o->mc, "multiple-choice JSONL (context/choices/label, hellaswag, piqa, arc, winogrande, boolq, openbookqa)");
-  cmd->add_option("--seq-len", o->seq_len, "window length for perplexity and max length for multiple choice")->check(CLI::Range(2, 1 << 20));
+  cmd->add_option("--mc", o->mc,
+                  "multiple-choice JSONL (context/choices/label, hellaswag, piqa, arc, winogrande, boolq, openbookqa)");
+  cmd->add_option("--seq-len", o->seq_len, "window length for perplexity and max length for multiple choice")
+      ->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--batch-size", o->batch_size, "sequences per forward pass")->check(CLI::Range(1, 1 << 16));
   cmd->add_option("--max-windows", o->max_windows, "evaluate at most this many perplexity windows (0: all)");
   cmd->add_option("--mc-limit", o->mc_limit, "score at most this many multiple-choice items (0: all)");

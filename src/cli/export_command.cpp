@@ -30,12 +30,14 @@ void run(const ExportCliOptions& o) {
 void add_export_command(CLI::App& app) {
   auto o = std::make_shared<ExportCliOptions>();
   auto* cmd = app.add_subcommand("export", "Write a trained or round-to-nearest student in the formats runtimes load");
-  cmd->add_option("--checkpoint", o->checkpoint, "run directory (newest checkpoint), training checkpoint or student checkpoint")
+  cmd->add_option("--checkpoint", o->checkpoint,
+                  "run directory (newest checkpoint), training checkpoint or student checkpoint")
       ->required();
   cmd->add_option("--format", o->formats, "comma-separated: hf, packed, encodings, gguf (default hf)");
   cmd->add_option("--out", o->out, "directory to write <out>/<format> into")->required();
   cmd->add_option("--dtype", o->dtype, "float weights of hf and packed: float16, bfloat16 or float32");
-  cmd->add_option("--gguf-type", o->gguf_type, "gguf projections: q4_0 or q8_0")->check(CLI::IsMember({"q4_0", "q8_0"}));
+  cmd->add_option("--gguf-type", o->gguf_type, "gguf projections: q4_0 or q8_0")
+      ->check(CLI::IsMember({"q4_0", "q8_0"}));
   cmd->callback([o] { run(*o); });
 }
 

@@ -1,8 +1,8 @@
 #include <fstream>
 
 #include "cli/commands.h"
-#include "qkd/common/json_io.h"
 #include "qkd/common/error.h"
+#include "qkd/common/json_io.h"
 #include "qkd/ptq/ptq.h"
 
 namespace qkd::cli {
@@ -33,20 +33,29 @@ void add_ptq_command(CLI::App& app) {
   cmd->add_option("--model", o->ptq.model_dir, "Hugging Face checkpoint directory")->required();
   cmd->add_option("--out", o->ptq.out_dir, "student checkpoint directory to write")->required();
   cmd->add_option("--quant-json", o->quant_json, "JSON file with a quant section (flags below override it)");
-  cmd->add_option_function<int64_t>("--bits", [o](int64_t v) { o->flags["bits"] = v; }, "weight bits, 2..8");
-  cmd->add_option_function<std::string>("--granularity", [o](const std::string& v) { o->flags["granularity"] = v; },
-                                        "per_channel, per_group or per_tensor");
-  cmd->add_option_function<int64_t>("--group-size", [o](int64_t v) { o->flags["group_size"] = v; }, "per_group: columns per group");
-  cmd->add_flag_function("--asymmetric", [o](int64_t) { o->flags["symmetric"] = false; }, "levels 0..2^b-1 with a zero point");
-  cmd->add_option_function<std::string>("--range", [o](const std::string& v) { o->flags["range"] = v; },
-                                        "minmax or search (clipping ratio minimizing squared error)");
-  cmd->add_option_function<int64_t>("--lm-head-bits", [o](int64_t v) { o->flags["lm_head_bits"] = v; }, "quantize lm_head too (0: float)");
-  cmd->add_option_function<int64_t>("--act-bits", [o](int64_t v) { o->flags["act_bits"] = v; }, "input fake-quantization bits (0, 8 or 16)");
+  cmd->add_option_function<int64_t>(
+      "--bits", [o](int64_t v) { o->flags["bits"] = v; }, "weight bits, 2..8");
+  cmd->add_option_function<std::string>(
+      "--granularity", [o](const std::string& v) { o->flags["granularity"] = v; },
+      "per_channel, per_group or per_tensor");
+  cmd->add_option_function<int64_t>(
+      "--group-size", [o](int64_t v) { o->flags["group_size"] = v; }, "per_group: columns per group");
+  cmd->add_flag_function(
+      "--asymmetric", [o](int64_t) { o->flags["symmetric"] = false; }, "levels 0..2^b-1 with a zero point");
+  cmd->add_option_function<std::string>(
+      "--range", [o](const std::string& v) { o->flags["range"] = v; },
+      "minmax or search (clipping ratio minimizing squared error)");
+  cmd->add_option_function<int64_t>(
+      "--lm-head-bits", [o](int64_t v) { o->flags["lm_head_bits"] = v; }, "quantize lm_head too (0: float)");
+  cmd->add_option_function<int64_t>(
+      "--act-bits", [o](int64_t v) { o->flags["act_bits"] = v; }, "input fake-quantization bits (0, 8 or 16)");
   cmd->add_option("--calib", o->ptq.calib_file, "token file for activation calibration");
   cmd->add_option("--dtype", o->ptq.dtype, "dtype of the written weights");
-  cmd->add_option_function<std::string>("--format", [o](const std::string& v) { o->ptq.formats = exporting::parse_format_list(v, "--format"); },
-                                        "export formats (hf, packed, encodings, gguf) into <out>/<format> instead of a student checkpoint");
-  cmd->add_option("--gguf-type", o->ptq.gguf_type, "gguf projections: q4_0 or q8_0")->check(CLI::IsMember({"q4_0", "q8_0"}));
+  cmd->add_option_function<std::string>(
+      "--format", [o](const std::string& v) { o->ptq.formats = exporting::parse_format_list(v, "--format"); },
+      "export formats (hf, packed, encodings, gguf) into <out>/<format> instead of a student checkpoint");
+  cmd->add_option("--gguf-type", o->ptq.gguf_type, "gguf projections: q4_0 or q8_0")
+      ->check(CLI::IsMember({"q4_0", "q8_0"}));
   cmd->callback([o] {
     o->ptq.spec = resolve_spec(*o);
     ptq::run_ptq(o->ptq);

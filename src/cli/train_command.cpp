@@ -1,8 +1,8 @@
 #include <spdlog/spdlog.h>
 
-#include "cli/commands.h"
 #include <filesystem>
 #include <iostream>
+#include "cli/commands.h"
 
 #include "qkd/report/report.h"
 #include "qkd/train/run_config.h"

@@ -151,14 +151,17 @@ namespace {
 // Swaps `temp` into `dir`'s place; the old directory ends up at `temp`.
 void swap_into_place(const std::string& temp, const std::string& dir) {
   if (!std::filesystem::exists(dir)) {
-    if (::rename(temp.c_str(), dir.c_str()) != 0) fail(dir, "cannot rename temporary directory into place: " + errno_text(errno));
+    if (::rename(temp.c_str(), dir.c_str()) != 0)
+      fail(dir, "cannot rename temporary directory into place: " + errno_text(errno));
     return;
   }
   if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0) return;
   // File systems without RENAME_EXCHANGE: move the old one aside first (dir is briefly absent).
   const auto aside = temp + "-old";
-  if (::rename(dir.c_str(), aside.c_str()) != 0) fail(dir, "cannot move the previous directory aside: " + errno_text(errno));
-  if (::rename(temp.c_str(), dir.c_str()) != 0) fail(dir, "cannot rename temporary directory into place: " + errno_text(errno));
+  if (::rename(dir.c_str(), aside.c_str()) != 0)
+    fail(dir, "cannot move the previous directory aside: " + errno_text(errno));
+  if (::rename(temp.c_str(), dir.c_str()) != 0)
+    fail(dir, "cannot rename temporary directory into place: " + errno_text(errno));
   ::rename(aside.c_str(), temp.c_str());
 }
 
@@ -169,7 +172,8 @@ pid_t temporary_owner(const std::string& name) {
   const auto digits = name.substr(at + 5);
   const auto dash = digits.find('-');
   const auto pid_text = digits.substr(0, dash);
-  if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos || pid_text.size() > 9) return 0;
+  if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos || pid_text.size() > 9)
+    return 0;
   return static_cast<pid_t>(std::stol(pid_text));
 }
 }  // namespace
@@ -177,7 +181,9 @@ pid_t temporary_owner(const std::string& name) {
 void write_directory_atomically(const std::string& dir, const std::function<void(const std::string& temp_dir)>& fill) {
   const std::filesystem::path final_path(dir);
   const auto parent = parent_dir_of(dir);
-  const auto temp = (std::filesystem::path(parent) / ("." + final_path.filename().string() + ".tmp-" + std::to_string(::getpid()))).string();
+  const auto temp =
+      (std::filesystem::path(parent) / ("." + final_path.filename().string() + ".tmp-" + std::to_string(::getpid())))
+          .string();
   std::error_code ignored;
   std::filesystem::remove_all(temp, ignored);
   try {
@@ -207,7 +213,8 @@ int remove_stale_temporaries(const std::string& dir) {
 }
 
 void write_text_atomically(const std::string& path, const std::string& text) {
-  write_file_atomically(path, [&](std::ostream& out) { out.write(text.data(), static_cast<std::streamsize>(text.size())); });
+  write_file_atomically(path,
+                        [&](std::ostream& out) { out.write(text.data(), static_cast<std::streamsize>(text.size())); });
 }
 
 void sync_directory(const std::string& dir) {

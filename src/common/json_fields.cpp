@@ -80,14 +80,16 @@ double FieldReader::number(const std::string& key, double fallback, double min, 
   if (!v->is_number()) fail(path_of(key), "expected a number, got " + json_excerpt(*v));
   const auto value = v->get<double>();
   if (!(value >= min && value <= max))
-    fail(path_of(key), "expected a number in [" + number_text(min) + ", " + number_text(max) + "], got " + json_excerpt(*v));
+    fail(path_of(key),
+         "expected a number in [" + number_text(min) + ", " + number_text(max) + "], got " + json_excerpt(*v));
   return value;
 }
 
 double FieldReader::positive(const std::string& key, double fallback) {
   const auto* v = raw(key);
   if (!v) return fallback;
-  if (!v->is_number() || !(v->get<double>() > 0)) fail(path_of(key), "expected a positive number, got " + json_excerpt(*v));
+  if (!v->is_number() || !(v->get<double>() > 0))
+    fail(path_of(key), "expected a positive number, got " + json_excerpt(*v));
   return v->get<double>();
 }
 
@@ -97,7 +99,8 @@ std::vector<std::string> FieldReader::strings(const std::string& key, const std:
   if (!v->is_array()) fail(path_of(key), "expected an array of strings, got " + json_excerpt(*v));
   std::vector<std::string> out;
   for (size_t i = 0; i < v->size(); ++i) {
-    if (!(*v)[i].is_string()) fail(path_of(key) + "[" + std::to_string(i) + "]", "expected a string, got " + json_excerpt((*v)[i]));
+    if (!(*v)[i].is_string())
+      fail(path_of(key) + "[" + std::to_string(i) + "]", "expected a string, got " + json_excerpt((*v)[i]));
     out.push_back((*v)[i].get<std::string>());
   }
   return out;

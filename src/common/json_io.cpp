@@ -15,15 +15,20 @@ bool nesting_within_limit(const std::string& text) {
   bool in_string = false, escaped = false;
   for (const char c : text) {
     if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
       continue;
     }
-    if (c == '"') in_string = true;
+    if (c == '"')
+      in_string = true;
     else if (c == '[' || c == '{') {
       if (++depth > kMaxJsonDepth) return false;
-    } else if (c == ']' || c == '}') --depth;
+    } else if (c == ']' || c == '}')
+      --depth;
   }
   return true;
 }
@@ -36,8 +41,7 @@ std::string one_line(std::string message) {
 }  // namespace
 
 nlohmann::json parse_json(const std::string& text, const std::string& where) {
-  if (!nesting_within_limit(text))
-    fail(where, "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  if (!nesting_within_limit(text)) fail(where, "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {

@@ -1,5 +1,5 @@
-#include "qkd/common/input_file.h"
 #include "qkd/common/mapped_file.h"
+#include "qkd/common/input_file.h"
 
 #include <cerrno>
 #include <cstring>

@@ -5,9 +5,9 @@
 #include <fstream>
 #include <set>
 
+#include "qkd/common/error.h"
 #include "qkd/common/input_file.h"
 #include "qkd/common/json_io.h"
-#include "qkd/common/error.h"
 
 namespace qkd::data {
 
@@ -15,15 +15,14 @@ namespace {
 
 const std::vector<std::pair<SourceFormat, std::string>>& format_names() {
   static const std::vector<std::pair<SourceFormat, std::string>> names = {
-      {SourceFormat::Auto, "auto"},          {SourceFormat::TextJsonl, "text_jsonl"},
-      {SourceFormat::Alpaca, "alpaca"},      {SourceFormat::ShareGpt, "sharegpt"},
-      {SourceFormat::Txt, "txt"},            {SourceFormat::U16, "u16"},
+      {SourceFormat::Auto, "auto"},     {SourceFormat::TextJsonl, "text_jsonl"},
+      {SourceFormat::Alpaca, "alpaca"}, {SourceFormat::ShareGpt, "sharegpt"},
+      {SourceFormat::Txt, "txt"},       {SourceFormat::U16, "u16"},
       {SourceFormat::U32, "u32"}};
   return names;
 }
 
-void reject_unknown_keys(const nlohmann::json& object, const std::string& where,
-                         const std::set<std::string>& allowed) {
+void reject_unknown_keys(const nlohmann::json& object, const std::string& where, const std::set<std::string>& allowed) {
   for (auto it = object.begin(); it != object.end(); ++it) {
     if (allowed.count(it.key())) continue;
     std::string list;
@@ -99,14 +98,12 @@ std::string to_string(SourceFormat format) {
   return "?";
 }
 
-bool is_token_file_format(SourceFormat format) {
-  return format == SourceFormat::U16 || format == SourceFormat::U32;
-}
+bool is_token_file_format(SourceFormat format) { return format == SourceFormat::U16 || format == SourceFormat::U32; }
 
 DataConfig data_config_from_json(const nlohmann::json& json, const std::string& prefix) {
   if (!json.is_object()) expected(prefix, "an object", json);
-  reject_unknown_keys(json, prefix, {"sources", "seq_len", "seed", "shuffle", "shuffle_buffer", "strict",
-                                     "add_bos", "add_eos"});
+  reject_unknown_keys(json, prefix,
+                      {"sources", "seq_len", "seed", "shuffle", "shuffle_buffer", "strict", "add_bos", "add_eos"});
   DataConfig config;
   const auto sources_path = prefix + ".sources";
   if (!json.contains("sources")) fail(sources_path, "missing (a list of {path, format, weight})");
@@ -136,12 +133,17 @@ DataConfig data_config_from_json(const nlohmann::json& json, const std::string& 
 nlohmann::json data_config_to_json(const DataConfig& config) {
   nlohmann::json sources = nlohmann::json::array();
   for (const auto& s : config.sources) {
-    sources.push_back({{"path", s.path}, {"format", to_string(s.format)}, {"weight", s.weight},
-                       {"text_field", s.text_field}});
+    sources.push_back(
+        {{"path", s.path}, {"format", to_string(s.format)}, {"weight", s.weight}, {"text_field", s.text_field}});
   }
-  return {{"sources", sources},         {"seq_len", config.seq_len}, {"seed", config.seed},
-          {"shuffle", config.shuffle},  {"shuffle_buffer", config.shuffle_buffer},
-          {"strict", config.strict},    {"add_bos", config.add_bos}, {"add_eos", config.add_eos}};
+  return {{"sources", sources},
+          {"seq_len", config.seq_len},
+          {"seed", config.seed},
+          {"shuffle", config.shuffle},
+          {"shuffle_buffer", config.shuffle_buffer},
+          {"strict", config.strict},
+          {"add_bos", config.add_bos},
+          {"add_eos", config.add_eos}};
 }
 
 SourceFormat resolve_source_format(const SourceConfig& source) {

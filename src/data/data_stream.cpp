@@ -1,7 +1,7 @@
 #include "qkd/data/data_stream.h"
 
-#include "qkd/common/json_io.h"
 #include "qkd/common/error.h"
+#include "qkd/common/json_io.h"
 #include "qkd/data/shuffle.h"
 
 namespace qkd::data {
@@ -78,9 +78,8 @@ torch::Tensor DataStream::next_batch(int64_t batch_size) {
 nlohmann::json DataStream::cursor() const {
   nlohmann::json sources = nlohmann::json::array();
   for (size_t i = 0; i < sources_.size(); ++i) {
-    sources.push_back({{"path", config_.sources[i].path},
-                       {"format", to_string(formats_[i])},
-                       {"state", sources_[i]->cursor()}});
+    sources.push_back(
+        {{"path", config_.sources[i].path}, {"format", to_string(formats_[i])}, {"state", sources_[i]->cursor()}});
   }
   return {{"version", kCursorVersion},
           {"seq_len", config_.seq_len},

@@ -4,9 +4,9 @@
 
 #include <algorithm>
 
+#include "qkd/common/error.h"
 #include "qkd/common/input_file.h"
 #include "qkd/common/json_io.h"
-#include "qkd/common/error.h"
 #include "qkd/data/record_render.h"
 
 namespace qkd::data {
@@ -59,8 +59,7 @@ void report_malformed(const std::string& path, int64_t line, const std::string& 
   if (strict) fail(where, what);
   ++counters.malformed;
   if (counters.malformed <= 10 || counters.malformed % 1000 == 0) {
-    spdlog::warn("{}: {} (skipped; {} malformed records in this source so far)", where, what,
-                 counters.malformed);
+    spdlog::warn("{}: {} (skipped; {} malformed records in this source so far)", where, what, counters.malformed);
   }
 }
 

@@ -11,8 +11,7 @@ RenderedRecord malformed(const std::string& why) {
 }
 
 // The string value of `key`, or an error message naming the field.
-bool read_string_field(const nlohmann::json& record, const std::string& key, std::string& value,
-                       std::string& error) {
+bool read_string_field(const nlohmann::json& record, const std::string& key, std::string& value, std::string& error) {
   const auto it = record.find(key);
   if (it == record.end()) {
     error = "missing field '" + key + "'";
@@ -48,8 +47,7 @@ RenderedRecord render_alpaca_record(const nlohmann::json& record, bool add_bos, 
   std::string instruction, input, output, error;
   if (!read_string_field(record, "instruction", instruction, error)) return malformed(error);
   if (!read_string_field(record, "output", output, error)) return malformed(error);
-  if (record.contains("input") && !record["input"].is_null() &&
-      !read_string_field(record, "input", input, error)) {
+  if (record.contains("input") && !record["input"].is_null() && !read_string_field(record, "input", input, error)) {
     return malformed(error);
   }
   std::string text = "### Instruction:\n" + instruction + "\n\n";

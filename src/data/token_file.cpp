@@ -27,7 +27,8 @@ int width_from_extension(const std::string& path) {
 
 int resolve_width(const std::string& path, int width_bytes) {
   if (width_bytes == 0) return width_from_extension(path);
-  if (width_bytes != 2 && width_bytes != 4) fail(path, "token width must be 2 or 4 bytes, got " + std::to_string(width_bytes));
+  if (width_bytes != 2 && width_bytes != 4)
+    fail(path, "token width must be 2 or 4 bytes, got " + std::to_string(width_bytes));
   return width_bytes;
 }
 
@@ -35,8 +36,8 @@ int resolve_width(const std::string& path, int width_bytes) {
 void check_byte_count(const MappedFile& file, int width) {
   if (file.size() == 0) fail(file.path(), "empty token file");
   if (file.size() % static_cast<size_t>(width) != 0)
-    fail(file.path(), "odd byte count " + std::to_string(file.size()) + " (not a multiple of the " + std::to_string(width) +
-                          "-byte token width)");
+    fail(file.path(), "odd byte count " + std::to_string(file.size()) + " (not a multiple of the " +
+                          std::to_string(width) + "-byte token width)");
 }
 
 }  // namespace

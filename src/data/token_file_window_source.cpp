@@ -31,9 +31,8 @@ class TokenFileWindowSource : public WindowSource {
     const uint64_t window = shuffle_ ? order_(static_cast<uint64_t>(next_)) : static_cast<uint64_t>(next_);
     ++next_;
     ++windows_;
-    const auto tokens = file_.slice(offset_ + static_cast<int64_t>(window) * seq_len_, seq_len_)
-                            .to(torch::kInt64)
-                            .contiguous();
+    const auto tokens =
+        file_.slice(offset_ + static_cast<int64_t>(window) * seq_len_, seq_len_).to(torch::kInt64).contiguous();
     std::memcpy(out, tokens.data_ptr<int64_t>(), static_cast<size_t>(seq_len_) * sizeof(int64_t));
   }
 

@@ -2,9 +2,9 @@
 
 #include <fstream>
 
+#include "qkd/common/error.h"
 #include "qkd/common/input_file.h"
 #include "qkd/common/json_io.h"
-#include "qkd/common/error.h"
 
 namespace qkd::eval {
 
@@ -12,8 +12,9 @@ namespace {
 bool is_blank(const std::string& line) { return line.find_first_not_of(" \t\r\n") == std::string::npos; }
 }  // namespace
 
-void for_each_jsonl_record(const std::string& path,
-                           const std::function<void(const nlohmann::json& record, const std::string& where, int64_t line)>& visit) {
+void for_each_jsonl_record(
+    const std::string& path,
+    const std::function<void(const nlohmann::json& record, const std::string& where, int64_t line)>& visit) {
   require_regular_file(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, "cannot open file");

@@ -124,8 +124,8 @@ McItem hellaswag_item(const json& r, const std::string& where) {
   }
   auto endings = require_string_list(require_field(r, "endings", where), "endings", where);
   for (auto& e : endings) e = hellaswag_preprocess(e);
-  return shared_context_item(hellaswag_preprocess(activity + ": " + ctx), endings,
-                             require_index(r, "label", where), where);
+  return shared_context_item(hellaswag_preprocess(activity + ": " + ctx), endings, require_index(r, "label", where),
+                             where);
 }
 
 McItem piqa_item(const json& r, const std::string& where) {
@@ -174,8 +174,8 @@ McItem winogrande_item(const json& r, const std::string& where) {
 }
 
 McItem boolq_item(const json& r, const std::string& where) {
-  const auto context = require_string(r, "passage", where) + "\nQuestion: " + require_string(r, "question", where) +
-                       "?\nAnswer:";
+  const auto context =
+      require_string(r, "passage", where) + "\nQuestion: " + require_string(r, "question", where) + "?\nAnswer:";
   // super_glue exports carry "label" (0/1), the original boolq "answer" (bool).
   const int64_t label = require_index(r, r.contains("label") ? "label" : "answer", where);
   return shared_context_item(context, {"no", "yes"}, label, where);

@@ -42,8 +42,10 @@ void score_batch(const LogitsFn& logits_fn, const std::vector<ScoredSequence>& s
     fail("multiple choice", "token id " + std::to_string(max_id) + " >= vocab size " + std::to_string(logits.size(2)));
   }
   const auto logp = torch::log_softmax(logits.to(torch::kFloat32), -1);
-  const auto token_logp =
-      logp.gather(-1, target.to(logits.device()).unsqueeze(-1)).squeeze(-1).to(torch::kCPU, torch::kFloat64).contiguous();
+  const auto token_logp = logp.gather(-1, target.to(logits.device()).unsqueeze(-1))
+                              .squeeze(-1)
+                              .to(torch::kCPU, torch::kFloat64)
+                              .contiguous();
   const auto acc = token_logp.accessor<double, 2>();
   for (int64_t row = 0; row < b; ++row) {
     const auto& seq = sequences[batch[row]];

@@ -73,9 +73,7 @@ PerplexityResult windowed_perplexity(const LogitsFn& logits_fn, const SliceFn& s
   return result;
 }
 
-bool has_extension(const std::string& path, const char* ext) {
-  return std::filesystem::path(path).extension() == ext;
-}
+bool has_extension(const std::string& path, const char* ext) { return std::filesystem::path(path).extension() == ext; }
 
 }  // namespace
 

@@ -42,12 +42,8 @@ struct Entry {
 };
 
 json entry_0_6_1(const Entry& e) {
-  return {{"bitwidth", e.bits},
-          {"dtype", "int"},
-          {"is_symmetric", e.symmetric ? "True" : "False"},
-          {"max", e.max()},
-          {"min", e.min()},
-          {"offset", e.offset},
+  return {{"bitwidth", e.bits}, {"dtype", "int"}, {"is_symmetric", e.symmetric ? "True" : "False"},
+          {"max", e.max()},     {"min", e.min()}, {"offset", e.offset},
           {"scale", e.scale}};
 }
 
@@ -78,9 +74,11 @@ void copy_file_if_present(const fs::path& from, const fs::path& to) {
 void check_encodings(const ExportSource& source) {
   const auto& spec = source.spec;
   // The encoding specification bounds bitwidth to 4..32.
-  if (spec.bits < 4) fail("quant.bits", std::to_string(spec.bits) + " bits cannot be expressed: AIMET encodings need bitwidth >= 4");
+  if (spec.bits < 4)
+    fail("quant.bits", std::to_string(spec.bits) + " bits cannot be expressed: AIMET encodings need bitwidth >= 4");
   if (spec.lm_head_bits != 0 && spec.lm_head_bits < 4)
-    fail("quant.lm_head_bits", std::to_string(spec.lm_head_bits) + " bits cannot be expressed: AIMET encodings need bitwidth >= 4");
+    fail("quant.lm_head_bits",
+         std::to_string(spec.lm_head_bits) + " bits cannot be expressed: AIMET encodings need bitwidth >= 4");
   for (auto& [module, linear] : source.student.named_linears()) {
     if (!std::dynamic_pointer_cast<quant::WeightQuantizer>(linear->weight_quantizer())) continue;
     if (auto act = std::dynamic_pointer_cast<quant::ActivationQuantizer>(linear->input_quantizer()))

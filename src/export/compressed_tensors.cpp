@@ -17,8 +17,8 @@
 
 #include <cmath>
 #include <filesystem>
-#include <limits>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <regex>
 #include <set>
@@ -68,7 +68,8 @@ torch::Tensor pack_rows(const torch::Tensor& u, int64_t bits) {
   const int64_t per_word = 32 / bits;
   const auto rows = u.size(0), cols = u.size(1);
   // 2^(bits * i): field i of a word starts at bit bits * i (first element in the lowest bits)
-  const auto weights = torch::pow(torch::full({per_word}, int64_t{1} << bits, torch::kLong), torch::arange(per_word, torch::kLong));
+  const auto weights =
+      torch::pow(torch::full({per_word}, int64_t{1} << bits, torch::kLong), torch::arange(per_word, torch::kLong));
   auto words = (u.to(torch::kLong).reshape({rows, cols / per_word, per_word}) * weights).sum(-1);
   // uint32 bit pattern -> int32 (two's complement)
   words = torch::where(words >= (int64_t{1} << 31), words - (int64_t{1} << 32), words);
@@ -79,7 +80,8 @@ torch::Tensor pack_rows(const torch::Tensor& u, int64_t bits) {
 torch::Tensor unpack_rows(const torch::Tensor& packed, int64_t bits, int64_t cols) {
   const int64_t per_word = 32 / bits;
   const auto words = packed.to(torch::kLong) & int64_t{0xFFFFFFFF};
-  const auto weights = torch::pow(torch::full({per_word}, int64_t{1} << bits, torch::kLong), torch::arange(per_word, torch::kLong));
+  const auto weights =
+      torch::pow(torch::full({per_word}, int64_t{1} << bits, torch::kLong), torch::arange(per_word, torch::kLong));
   auto fields = torch::remainder(torch::div(words.unsqueeze(-1), weights, "floor"), int64_t{1} << bits);
   return fields.reshape({packed.size(0), -1}).narrow(1, 0, cols).contiguous();
 }
@@ -139,7 +141,8 @@ void append_packed(const IntegerWeight& w, torch::Dtype scale_dtype, const std::
     const auto zero = w.zero.to(torch::kLong);
     if (zero.min().item<int64_t>() < 0 || zero.max().item<int64_t>() > max_field)
       fail(module + ".weight_zero_point", "zero point outside 0.." + std::to_string(max_field) +
-                                              " cannot be stored in the format's " + std::to_string(w.bits) + "-bit field");
+                                              " cannot be stored in the format's " + std::to_string(w.bits) +
+                                              "-bit field");
     if (w.granularity == quant::Granularity::PerTensor)
       out.emplace_back(module + ".weight_zero_point", (zero.reshape({1}) - half).to(torch::kInt8));
     else
@@ -217,7 +220,8 @@ torch::Tensor dequantize_packed(const std::string& module, const WeightScheme& s
   const int64_t out = shape_t[0].item<int64_t>(), in = shape_t[1].item<int64_t>();
   const int64_t per_word = 32 / s.bits;
   if (packed.size(0) != out || packed.size(1) != (in + per_word - 1) / per_word)
-    fail(where("weight_packed"), "shape does not match weight_shape [" + std::to_string(out) + ", " + std::to_string(in) + "]");
+    fail(where("weight_packed"),
+         "shape does not match weight_shape [" + std::to_string(out) + ", " + std::to_string(in) + "]");
   const int64_t half = int64_t{1} << (s.bits - 1);
   const auto codes = unpack_rows(packed, s.bits, in) - half;  // signed
   auto scale = require_tensor(tensors, module + ".weight_scale", source).to(torch::kFloat);
@@ -226,12 +230,14 @@ torch::Tensor dequantize_packed(const std::string& module, const WeightScheme& s
     rows = out;
   } else if (s.strategy == "group") {
     if (s.group_size <= 0 || in % s.group_size != 0)
-      fail(where("weight_packed"), "group_size " + std::to_string(s.group_size) + " does not divide in_features " + std::to_string(in));
+      fail(where("weight_packed"),
+           "group_size " + std::to_string(s.group_size) + " does not divide in_features " + std::to_string(in));
     rows = out;
     blocks = in / s.group_size;
   }
   if (scale.numel() != rows * blocks)
-    fail(where("weight_scale"), "expected " + std::to_string(rows * blocks) + " elements, got " + std::to_string(scale.numel()));
+    fail(where("weight_scale"),
+         "expected " + std::to_string(rows * blocks) + " elements, got " + std::to_string(scale.numel()));
   scale = scale.reshape({rows, blocks});
   auto levels = codes.reshape({rows, blocks, -1});
   if (!s.symmetric) {
@@ -274,7 +280,8 @@ std::shared_ptr<quant::ActivationQuantizer> input_quantizer_for(const std::strin
     // candidates: hi, hi+1ulp, hi-1ulp, hi+2ulp, ...
     float candidate = hi;
     for (int k = 0; k < (step + 1) / 2; ++k)
-      candidate = std::nextafter(candidate, step % 2 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity());
+      candidate = std::nextafter(
+          candidate, step % 2 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity());
     buffers["range_min"].fill_(symmetric ? -candidate : lo);
     buffers["range_max"].fill_(candidate);
     q->on_state_loaded();
@@ -295,8 +302,10 @@ void check_packed(const ExportSource& source) {
                                     std::pair<std::string, int64_t>{"quant.lm_head_bits", spec.lm_head_bits}}) {
     if (field == "quant.lm_head_bits" && bits == 0) continue;
     if (!packs_whole_words(bits))
-      fail(field, std::to_string(bits) + "-bit codes cannot be written as pack-quantized: only 2, 4 and 8 bits "
-                  "fill int32 words exactly (compressed-tensors versions disagree on how other widths straddle words)");
+      fail(field,
+           std::to_string(bits) +
+               "-bit codes cannot be written as pack-quantized: only 2, 4 and 8 bits "
+               "fill int32 words exactly (compressed-tensors versions disagree on how other widths straddle words)");
   }
   if (spec.act_bits != 0 && spec.act_bits != 8 && spec.act_bits != 16)
     fail("quant.act_bits", std::to_string(spec.act_bits) + " cannot be expressed");
@@ -447,7 +456,8 @@ model::LlamaForCausalLM load_packed_checkpoint(const std::string& dir, const che
         group.act_bits = a.at("num_bits").get<int64_t>();
         group.act_symmetric = a.value("symmetric", true);
         if (a.value("type", "int") != "int") fail(awhere + ".type", "only int activations are supported");
-        if (a.value("strategy", "tensor") != "tensor") fail(awhere + ".strategy", "only static per-tensor input ranges are supported");
+        if (a.value("strategy", "tensor") != "tensor")
+          fail(awhere + ".strategy", "only static per-tensor input ranges are supported");
         if (a.value("dynamic", false) != false) fail(awhere + ".dynamic", "only static input ranges are supported");
       } catch (const json::exception& e) {
         fail(awhere, e.what());
@@ -478,7 +488,9 @@ model::LlamaForCausalLM load_packed_checkpoint(const std::string& dir, const che
     for (const auto& g : groups)
       for (const auto& t : g.targets)
         if (!ignored && g.has_weights && target_matches(t, module)) match = match ? match : &g;
-    if (!match) fail(weights_source, "tensor '" + module + ".weight_packed': no config group of " + qc_path + " quantizes " + module);
+    if (!match)
+      fail(weights_source,
+           "tensor '" + module + ".weight_packed': no config group of " + qc_path + " quantizes " + module);
     tensors.emplace_back(module + ".weight", dequantize_packed(module, match->weights, stored, weights_source));
     if (match->has_activations) act_modules.emplace_back(module, match);
     for (const char* suffix : {".weight_packed", ".weight_scale", ".weight_zero_point", ".weight_shape", ".input_scale",
@@ -496,8 +508,9 @@ model::LlamaForCausalLM load_packed_checkpoint(const std::string& dir, const che
       zero = require_tensor(stored, module + ".input_zero_point", weights_source).to(torch::kFloat).reshape({}) +
              static_cast<float>(int64_t{1} << (group->act_bits - 1));
     for (auto& [m, linear] : model->named_linears())
-      if (m == module) linear->set_input_quantizer(input_quantizer_for(module, group->act_bits, group->act_symmetric, scale, zero,
-                                                                      weights_source));
+      if (m == module)
+        linear->set_input_quantizer(
+            input_quantizer_for(module, group->act_bits, group->act_symmetric, scale, zero, weights_source));
   }
   model->to(options.device);
   return model;

@@ -33,8 +33,19 @@ constexpr int64_t kBlock = 32;  // elements per Q4_0 / Q8_0 block (QK4_0, QK8_0)
 enum class TensorType : uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8 };
 // gguf_type
 enum ValueType : uint32_t {
-  kUint8 = 0, kInt8 = 1, kUint16 = 2, kInt16 = 3, kUint32 = 4, kInt32 = 5, kFloat32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kUint64 = 10, kInt64 = 11, kFloat64 = 12,
+  kUint8 = 0,
+  kInt8 = 1,
+  kUint16 = 2,
+  kInt16 = 3,
+  kUint32 = 4,
+  kInt32 = 5,
+  kFloat32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kUint64 = 10,
+  kInt64 = 11,
+  kFloat64 = 12,
 };
 // llama_ftype
 constexpr uint32_t kFileTypeQ4_0 = 2, kFileTypeQ8_0 = 7;
@@ -167,8 +178,7 @@ std::string pack_codes(TensorType type, const torch::Tensor& codes, const torch:
       std::memcpy(p, &d[r * chunks + k], 2);
       p += 2;
       if (type == TensorType::Q4_0) {
-        for (int j = 0; j < 16; ++j)
-          p[j] = static_cast<char>(uint8_t(q[j] + 8) | uint8_t((q[j + 16] + 8) << 4));
+        for (int j = 0; j < 16; ++j) p[j] = static_cast<char>(uint8_t(q[j] + 8) | uint8_t((q[j + 16] + 8) << 4));
         p += 16;
       } else {
         for (int j = 0; j < 32; ++j) p[j] = static_cast<char>(static_cast<int8_t>(q[j]));
@@ -203,8 +213,7 @@ std::string quantize_floats(TensorType type, const torch::Tensor& weight, ErrorS
     p += 2;
     int q[kBlock];
     if (type == TensorType::Q4_0) {
-      for (int j = 0; j < kBlock; ++j)
-        q[j] = std::min(15, static_cast<int>(static_cast<int8_t>(x[j] * id + 8.5f))) - 8;
+      for (int j = 0; j < kBlock; ++j) q[j] = std::min(15, static_cast<int>(static_cast<int8_t>(x[j] * id + 8.5f))) - 8;
       for (int j = 0; j < 16; ++j) p[j] = static_cast<char>(uint8_t(q[j] + 8) | uint8_t((q[j + 16] + 8) << 4));
       p += 16;
     } else {
@@ -243,7 +252,8 @@ std::vector<float> llama3_rope_factors(const model::LlamaConfig& config) {
   const float low_freq_wavelen = static_cast<float>(rope.original_max_position_embeddings / rope.low_freq_factor);
   const float high_freq_wavelen = static_cast<float>(rope.original_max_position_embeddings / rope.high_freq_factor);
   const auto exponents = torch::arange(0, dim, 2, torch::kFloat32) / static_cast<double>(dim);
-  const auto freqs = (1.0 / torch::pow(torch::tensor(rope.theta, torch::kFloat64).to(torch::kFloat32), exponents)).contiguous();
+  const auto freqs =
+      (1.0 / torch::pow(torch::tensor(rope.theta, torch::kFloat64).to(torch::kFloat32), exponents)).contiguous();
   std::vector<float> factors;
   for (int64_t i = 0; i < freqs.numel(); ++i) {
     const float freq = freqs.data_ptr<float>()[i];
@@ -365,10 +375,13 @@ tokenizer::SentencepieceVocab read_vocab(const ExportSource& source) {
   for (auto id = static_cast<int64_t>(vocab.pieces.size()); id < vocab_size; ++id)
     vocab.pieces.push_back({"[PAD" + std::to_string(id) + "]", -1000.0f, tokenizer::PieceType::Unused});
   const auto& config = source.student.config();
-  const std::vector<std::pair<const char*, int64_t>> ids = {
-      {"bos_token_id", config.bos_token_id}, {"eos_token_id", config.eos_token_id}, {"pad_token_id", config.pad_token_id}};
+  const std::vector<std::pair<const char*, int64_t>> ids = {{"bos_token_id", config.bos_token_id},
+                                                            {"eos_token_id", config.eos_token_id},
+                                                            {"pad_token_id", config.pad_token_id}};
   for (const auto& [field, id] : ids)
-    if (id >= vocab_size) fail(std::string("config.") + field, std::to_string(id) + " is not below vocab_size " + std::to_string(vocab_size));
+    if (id >= vocab_size)
+      fail(std::string("config.") + field,
+           std::to_string(id) + " is not below vocab_size " + std::to_string(vocab_size));
   return vocab;
 }
 
@@ -406,7 +419,8 @@ Metadata build_metadata(const ExportSource& source, const ExportOptions& options
 
   m.string("tokenizer.ggml.model", "llama");
   m.array("tokenizer.ggml.tokens", kString, vocab.pieces, [&](const tokenizer::VocabPiece& p) { m.str(p.piece); });
-  m.array("tokenizer.ggml.scores", kFloat32, vocab.pieces, [&](const tokenizer::VocabPiece& p) { m.raw<float>(p.score); });
+  m.array("tokenizer.ggml.scores", kFloat32, vocab.pieces,
+          [&](const tokenizer::VocabPiece& p) { m.raw<float>(p.score); });
   m.array("tokenizer.ggml.token_type", kInt32, vocab.pieces,
           [&](const tokenizer::VocabPiece& p) { m.raw<int32_t>(static_cast<int32_t>(p.type)); });
   m.u32("tokenizer.ggml.bos_token_id", c.bos_token_id);
@@ -464,7 +478,8 @@ std::string misfit(const IntegerWeight& w, TensorType type) {
 std::string projection_data(model::LlamaForCausalLMImpl& student, const Planned& p, ProjectionReport& report) {
   report.name = p.hf_name;
   auto linear = linear_of(student, p.hf_name);
-  const bool quantized = static_cast<bool>(std::dynamic_pointer_cast<quant::WeightQuantizer>(linear->weight_quantizer()));
+  const bool quantized =
+      static_cast<bool>(std::dynamic_pointer_cast<quant::WeightQuantizer>(linear->weight_quantizer()));
   if (quantized) {
     const auto w = integer_weight(student, p.hf_name);
     report.why = misfit(w, p.type);
@@ -473,7 +488,8 @@ std::string projection_data(model::LlamaForCausalLMImpl& student, const Planned&
       // The scale of every 32-block: element (o, i) has scale index (o * in + i) / block_length.
       const auto flat_scale = w.scale.reshape({-1});
       const auto chunk_start = torch::arange(0, out * in, kBlock, torch::kLong);
-      auto chunk_scale = flat_scale.index_select(0, chunk_start.div(w.block_length(), "floor")).reshape({out, in / kBlock});
+      auto chunk_scale =
+          flat_scale.index_select(0, chunk_start.div(w.block_length(), "floor")).reshape({out, in / kBlock});
       auto codes = w.codes;
       if (p.permute_heads > 0) {
         codes = permute_rows(codes, p.permute_heads);
@@ -520,7 +536,8 @@ std::string tensor_data(const ExportSource& source, const Planned& p, std::vecto
     default: {
       ErrorSums sums;
       auto data = quantize_floats(p.type, t, sums);
-      spdlog::info("gguf: {} written as {}: relative weight error {:.3g}", describe(p), type_name(p.type), sums.relative());
+      spdlog::info("gguf: {} written as {}: relative weight error {:.3g}", describe(p), type_name(p.type),
+                   sums.relative());
       return data;
     }
   }
@@ -540,15 +557,17 @@ void warn_about_requantization(const std::vector<ProjectionReport>& reports, con
     if (!worst || r.sums.relative() > worst->sums.relative()) worst = &r;
   }
   if (requantized.empty()) {
-    spdlog::info("gguf: {} projections written with the student's own codes and scales ({}); fp16 scale "
-                 "rounding adds a relative weight error of {:.3g}",
-                 reports.size(), options.gguf_type, total.relative());
+    spdlog::info(
+        "gguf: {} projections written with the student's own codes and scales ({}); fp16 scale "
+        "rounding adds a relative weight error of {:.3g}",
+        reports.size(), options.gguf_type, total.relative());
     return;
   }
-  spdlog::warn("gguf: {} of {} projections re-quantized to {} because their grid does not fit it ({}); this adds "
-               "weight error ||W_student - W_gguf|| / ||W_student||: worst {:.4g} ({}), overall {:.4g}",
-               requantized.size(), reports.size(), options.gguf_type, reasons, worst->sums.relative(), worst->name,
-               total.relative());
+  spdlog::warn(
+      "gguf: {} of {} projections re-quantized to {} because their grid does not fit it ({}); this adds "
+      "weight error ||W_student - W_gguf|| / ||W_student||: worst {:.4g} ({}), overall {:.4g}",
+      requantized.size(), reports.size(), options.gguf_type, reasons, worst->sums.relative(), worst->name,
+      total.relative());
 }
 
 }  // namespace
@@ -587,7 +606,8 @@ void write_gguf(const ExportSource& source, const std::string& path, const Expor
     for (const auto& p : plan) {
       const auto data = tensor_data(source, p, reports);
       if (data.size() != p.bytes)
-        fail(describe(p), "internal error: " + std::to_string(data.size()) + " bytes, planned " + std::to_string(p.bytes));
+        fail(describe(p),
+             "internal error: " + std::to_string(data.size()) + " bytes, planned " + std::to_string(p.bytes));
       if (out.written() - data_start != p.offset) fail(describe(p), "internal error: misplaced tensor data");
       out.bytes(data.data(), data.size());
       out.pad_to_alignment();

@@ -90,13 +90,16 @@ void copy_tokenizer(const ExportSource& source, const std::string& dir) {
 
 void write_hf(const ExportSource& source, const std::string& dir, const ExportOptions& options) {
   if (source.spec.act_bits > 0)
-    spdlog::warn("hf export: a Hugging Face checkpoint cannot hold the {}-bit input quantization; its activations "
-                 "compute in float (the encodings format carries them)", source.spec.act_bits);
+    spdlog::warn(
+        "hf export: a Hugging Face checkpoint cannot hold the {}-bit input quantization; its activations "
+        "compute in float (the encodings format carries them)",
+        source.spec.act_bits);
   auto config = source.student.config();
   config.torch_dtype = checkpoint::dtype_to_string(options.dtype);
   write_directory_atomically(dir, [&](const std::string& temp) {
     write_weights(effective_weights(source.student, options.dtype), temp, options.max_shard_bytes);
-    write_text_atomically((fs::path(temp) / "config.json").string(), checkpoint::llama_config_to_json(config).dump(2) + "\n");
+    write_text_atomically((fs::path(temp) / "config.json").string(),
+                          checkpoint::llama_config_to_json(config).dump(2) + "\n");
     write_generation_config(source, temp);
     copy_tokenizer(source, temp);
   });

@@ -43,7 +43,8 @@ IntegerWeight integer_weight(model::LlamaForCausalLMImpl& student, const std::st
   fail(name, "not a quantized projection of the student");
 }
 
-void for_each_integer_weight(model::LlamaForCausalLMImpl& student, const std::function<void(const IntegerWeight&)>& visit) {
+void for_each_integer_weight(model::LlamaForCausalLMImpl& student,
+                             const std::function<void(const IntegerWeight&)>& visit) {
   for (auto& [module, linear] : student.named_linears())
     if (quantizer_of(linear)) visit(integer_weight_of(module, linear));
 }

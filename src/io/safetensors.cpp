@@ -126,7 +126,7 @@ struct SafetensorsFile::Mapping {
 namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the limit the reference implementation uses
-constexpr int kMaxJsonDepth = 8;                     // the format needs 3; deeper input is hostile
+constexpr int kMaxJsonDepth = 8;                   // the format needs 3; deeper input is hostile
 
 uint64_t read_u64_le(const unsigned char* bytes) {
   uint64_t value = 0;
@@ -139,7 +139,7 @@ size_t header_length(const MappedFile& map) {
   const uint64_t length = read_u64_le(map.data());
   if (length > map.size() - 8) {
     header_fail(map.path(), "length prefix " + std::to_string(length) + " exceeds the file size (" +
-                              std::to_string(map.size()) + " bytes); truncated or not a safetensors file");
+                                std::to_string(map.size()) + " bytes); truncated or not a safetensors file");
   }
   if (length > kMaxHeaderBytes) {
     header_fail(map.path(), "length prefix " + std::to_string(length) + " exceeds the 100 MB limit");
@@ -157,7 +157,8 @@ class DuplicateKeyGuard {
   explicit DuplicateKeyGuard(const std::string& path) : path_(path) {}
 
   bool operator()(int depth, json::parse_event_t event, json& parsed) {
-    if (depth > kMaxJsonDepth) header_fail(path_, "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+    if (depth > kMaxJsonDepth)
+      header_fail(path_, "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
     if (event == json::parse_event_t::object_start && depth == 1) entry_keys_.clear();
     if (event != json::parse_event_t::key) return true;
     const std::string key = parsed.get<std::string>();
@@ -223,7 +224,8 @@ DType parse_dtype(const json& entry, const std::string& path, const std::string&
   const std::string text = value.get<std::string>();
   const DTypeSpec* spec = spec_named(text);
   if (spec == nullptr) {
-    tensor_fail(path, name, "unknown dtype '" + one_line(text) + "' (supported: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)");
+    tensor_fail(path, name,
+                "unknown dtype '" + one_line(text) + "' (supported: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)");
   }
   return spec->dtype;
 }
@@ -234,7 +236,8 @@ std::vector<int64_t> parse_shape(const json& entry, const std::string& path, con
   std::vector<int64_t> shape;
   for (const auto& dim : value) {
     const uint64_t d = non_negative_integer(dim, path, name, "shape");
-    if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) tensor_fail(path, name, "shape dimension too large");
+    if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+      tensor_fail(path, name, "shape dimension too large");
     shape.push_back(static_cast<int64_t>(d));
   }
   return shape;
@@ -269,14 +272,16 @@ TensorInfo parse_entry(const std::string& path, const std::string& name, const j
   info.shape = parse_shape(entry, path, name);
   parse_offsets(entry, info, path);
   if (info.end > data_size) {
-    tensor_fail(path, name, "data_offsets " + span_text(info.begin, info.end) + " extend past the end of the data section (" +
-                                std::to_string(data_size) + " bytes); file truncated?");
+    tensor_fail(path, name,
+                "data_offsets " + span_text(info.begin, info.end) + " extend past the end of the data section (" +
+                    std::to_string(data_size) + " bytes); file truncated?");
   }
   const uint64_t needed = byte_count(info, path);
   if (needed != info.end - info.begin) {
-    tensor_fail(path, name, "shape " + shape_text(info.shape) + " of " + dtype_name(info.dtype) + " needs " +
-                                std::to_string(needed) + " bytes but data_offsets " + span_text(info.begin, info.end) +
-                                " span " + std::to_string(info.end - info.begin));
+    tensor_fail(path, name,
+                "shape " + shape_text(info.shape) + " of " + dtype_name(info.dtype) + " needs " +
+                    std::to_string(needed) + " bytes but data_offsets " + span_text(info.begin, info.end) + " span " +
+                    std::to_string(info.end - info.begin));
   }
   return info;
 }
@@ -287,20 +292,23 @@ void check_coverage(const std::string& path, const std::vector<TensorInfo>& sort
   const TensorInfo* previous = nullptr;
   for (const auto& info : sorted) {
     if (info.begin < expected) {
-      tensor_fail(path, info.name, "data_offsets " + span_text(info.begin, info.end) + " overlap tensor '" +
-                                       one_line(previous->name) + "' " + span_text(previous->begin, previous->end));
+      tensor_fail(path, info.name,
+                  "data_offsets " + span_text(info.begin, info.end) + " overlap tensor '" + one_line(previous->name) +
+                      "' " + span_text(previous->begin, previous->end));
     }
     if (info.begin > expected) {
-      tensor_fail(path, info.name, "gap of " + std::to_string(info.begin - expected) +
-                                       " bytes before this tensor (data_offsets " + span_text(info.begin, info.end) + ")");
+      tensor_fail(path, info.name,
+                  "gap of " + std::to_string(info.begin - expected) + " bytes before this tensor (data_offsets " +
+                      span_text(info.begin, info.end) + ")");
     }
     expected = info.end;
     previous = &info;
   }
   if (expected == data_size) return;
-  if (previous == nullptr) header_fail(path, "no tensors, but the data section holds " + std::to_string(data_size) + " bytes");
-  tensor_fail(path, previous->name, std::to_string(data_size - expected) +
-                                        " bytes after this last tensor are not covered by any tensor");
+  if (previous == nullptr)
+    header_fail(path, "no tensors, but the data section holds " + std::to_string(data_size) + " bytes");
+  tensor_fail(path, previous->name,
+              std::to_string(data_size - expected) + " bytes after this last tensor are not covered by any tensor");
 }
 
 std::vector<TensorInfo> parse_tensors(const std::string& path, const json& header, size_t data_size) {
@@ -357,7 +365,8 @@ namespace {
 // torch assumes bool bytes are 0 or 1; anything else would be a silently wrong tensor.
 void check_bool_bytes(const unsigned char* bytes, size_t count, const std::string& path, const std::string& name) {
   for (size_t i = 0; i < count; ++i) {
-    if (bytes[i] > 1) tensor_fail(path, name, "BOOL byte " + std::to_string(i) + " has value " + std::to_string(bytes[i]));
+    if (bytes[i] > 1)
+      tensor_fail(path, name, "BOOL byte " + std::to_string(i) + " has value " + std::to_string(bytes[i]));
   }
 }
 
@@ -377,7 +386,8 @@ torch::Tensor SafetensorsFile::tensor(const std::string& name) const {
     return copy;
   }
   auto keep_alive = mapping_;
-  return torch::from_blob(data, meta.shape, [keep_alive](void*) {}, options);
+  return torch::from_blob(
+      data, meta.shape, [keep_alive](void*) {}, options);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -422,7 +432,8 @@ std::string header_text(const std::string& path, const std::vector<PreparedTenso
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   for (const auto& t : tensors) {
-    header[t.name] = {{"dtype", dtype_name(t.dtype)}, {"shape", t.data.sizes().vec()}, {"data_offsets", {t.begin, t.end}}};
+    header[t.name] = {
+        {"dtype", dtype_name(t.dtype)}, {"shape", t.data.sizes().vec()}, {"data_offsets", {t.begin, t.end}}};
   }
   std::string text;
   try {

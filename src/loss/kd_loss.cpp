@@ -38,8 +38,7 @@ ChunkResult divergence_chunk(const torch::Tensor& t_logits, const torch::Tensor&
   const auto p = log_p.exp();
   const auto q = log_q.exp();
   switch (d) {
-    case Divergence::ForwardKL:
-      return {(p * (log_p - log_q)).sum(-1), (q - p) / temp};
+    case Divergence::ForwardKL: return {(p * (log_p - log_q)).sum(-1), (q - p) / temp};
     case Divergence::ReverseKL: {
       const auto g = log_q - log_p;
       return {(q * g).sum(-1), through_softmax(q, g, temp)};
@@ -112,7 +111,8 @@ KdLossResult kd_loss(const torch::Tensor& teacher_logits, const torch::Tensor& s
   KdLossResult result;
   result.divergence = divergence_sum / static_cast<double>(rows);
   result.cross_entropy = with_ce ? ce_sum / static_cast<double>(ce_rows) : 0.0;
-  const double total = options.kd_weight * t2 * result.divergence + (with_ce ? options.ce_weight * result.cross_entropy : 0.0);
+  const double total =
+      options.kd_weight * t2 * result.divergence + (with_ce ? options.ce_weight * result.cross_entropy : 0.0);
   const auto value = torch::tensor(total, student_logits.options().dtype(torch::kFloat32));
   torch::AutoGradMode enable(true);
   result.loss = KdLossFunction::apply(student_logits, value, grad.view_as(student_logits));

@@ -54,9 +54,7 @@ MLPImpl::MLPImpl(const LlamaConfig& c) {
   down_proj = register_module("down_proj", Linear(c.intermediate_size, c.hidden_size, c.mlp_bias));
 }
 
-torch::Tensor MLPImpl::forward(const torch::Tensor& x) {
-  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
-}
+torch::Tensor MLPImpl::forward(const torch::Tensor& x) { return down_proj(torch::silu(gate_proj(x)) * up_proj(x)); }
 
 DecoderLayerImpl::DecoderLayerImpl(const LlamaConfig& c, int64_t index) : index_(index) {
   self_attn = register_module("self_attn", Attention(c));

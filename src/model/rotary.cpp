@@ -27,7 +27,7 @@ RotaryEmbedding::RotaryEmbedding(const LlamaConfig& config) {
 }
 
 std::pair<torch::Tensor, torch::Tensor> RotaryEmbedding::tables(int64_t seq, torch::Dtype dtype,
-                                                                 torch::Device device) const {
+                                                                torch::Device device) const {
   const auto positions = torch::arange(seq, torch::kInt64).to(torch::kFloat32);
   const auto freqs = torch::outer(positions, inv_freq_);
   const auto emb = torch::cat({freqs, freqs}, -1).to(device);

@@ -87,7 +87,8 @@ void FreezePolicy::load_state(const nlohmann::json& state) {
 }
 
 namespace {
-std::vector<std::string> set_trainable(model::LlamaForCausalLMImpl& model, const std::string& module_name, bool trainable) {
+std::vector<std::string> set_trainable(model::LlamaForCausalLMImpl& model, const std::string& module_name,
+                                       bool trainable) {
   std::vector<std::string> names;
   const auto prefix = module_name + ".";
   for (auto& item : model.named_parameters(/*recurse=*/true)) {

@@ -15,8 +15,13 @@ std::string event_kind_name(EventKind kind) {
 }
 
 nlohmann::json InstabilityEvent::to_json() const {
-  auto finite_or_string = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(std::to_string(v)); };
-  return {{"step", step}, {"kind", event_kind_name(kind)}, {"series", series.name()}, {"value", finite_or_string(value)},
+  auto finite_or_string = [](double v) {
+    return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(std::to_string(v));
+  };
+  return {{"step", step},
+          {"kind", event_kind_name(kind)},
+          {"series", series.name()},
+          {"value", finite_or_string(value)},
           {"baseline", finite_or_string(baseline)}};
 }
 
@@ -37,7 +42,8 @@ void InstabilityDetector::observe(int64_t step, const SeriesKey& series, double 
   }
   if (static_cast<int64_t>(history.size()) >= config_.min_history) {
     const double baseline = median({history.begin(), history.end()});
-    if (baseline > 0.0 && value > config_.spike_factor * baseline) events.push_back({step, EventKind::spike, series, value, baseline});
+    if (baseline > 0.0 && value > config_.spike_factor * baseline)
+      events.push_back({step, EventKind::spike, series, value, baseline});
   }
   history.push_back(value);
   while (static_cast<int64_t>(history.size()) > config_.window) history.pop_front();

@@ -43,13 +43,15 @@ void check_auto_watch(const std::vector<std::string>& watch, const std::string& 
   for (const auto& t : projection_types()) known += (known.empty() ? "" : ", ") + t;
   for (size_t i = 0; i < watch.size(); ++i)
     if (!is_projection_type(watch[i]))
-      fail(where + "[" + std::to_string(i) + "]", "\"" + watch[i] + "\" is not a projection type (expected one of " + known + ")");
+      fail(where + "[" + std::to_string(i) + "]",
+           "\"" + watch[i] + "\" is not a projection type (expected one of " + known + ")");
   if (watch.empty()) fail(where, "empty: auto would watch nothing and never freeze");
 }
 
 }  // namespace
 
-FreezeConfig freeze_config_from_json(const nlohmann::json& json, const std::string& where, std::vector<std::string>* ignored) {
+FreezeConfig freeze_config_from_json(const nlohmann::json& json, const std::string& where,
+                                     std::vector<std::string>* ignored) {
   FieldReader r(json, where);
   FreezeConfig c;
   c.policy = parse_mode(r.one_of("policy", freeze_mode_name(c.policy), {"none", "ov", "auto", "modules"}));
@@ -76,14 +78,17 @@ FreezeConfig freeze_config_from_json(const nlohmann::json& json, const std::stri
 }
 
 nlohmann::json to_json(const MonitorConfig& c) {
-  return {{"enabled", c.enabled}, {"interval", c.interval}, {"spike_factor", c.spike_factor},
+  return {{"enabled", c.enabled}, {"interval", c.interval},       {"spike_factor", c.spike_factor},
           {"window", c.window},   {"min_history", c.min_history}, {"loss_factor", c.loss_factor}};
 }
 
 nlohmann::json to_json(const FreezeConfig& c) {
-  return {{"policy", freeze_mode_name(c.policy)}, {"modules", c.modules},
-          {"scope", c.scope == FreezeScope::layer ? "layer" : "all"}, {"auto_watch", c.auto_watch},
-          {"rollback", c.rollback}, {"release_lr_factor", c.release_lr_factor},
+  return {{"policy", freeze_mode_name(c.policy)},
+          {"modules", c.modules},
+          {"scope", c.scope == FreezeScope::layer ? "layer" : "all"},
+          {"auto_watch", c.auto_watch},
+          {"rollback", c.rollback},
+          {"release_lr_factor", c.release_lr_factor},
           {"release_warmup_steps", c.release_warmup_steps}};
 }
 

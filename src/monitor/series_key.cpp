@@ -8,7 +8,8 @@
 namespace qkd::monitor {
 
 const std::vector<std::string>& projection_types() {
-  static const std::vector<std::string> types = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  static const std::vector<std::string> types = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                 "gate_proj", "up_proj", "down_proj"};
   return types;
 }
 

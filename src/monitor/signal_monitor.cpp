@@ -127,7 +127,8 @@ nlohmann::json SignalMonitor::end_step(int64_t step) {
     double ratio = 0.0;
     if (it != before_.end()) {
       const double norm = it->second.to(torch::kFloat32).norm().item<double>();
-      ratio = norm > 0 ? (p.linear->weight.detach() - it->second).to(torch::kFloat32).norm().item<double>() / norm : 0.0;
+      ratio =
+          norm > 0 ? (p.linear->weight.detach() - it->second).to(torch::kFloat32).norm().item<double>() / norm : 0.0;
     }
     entry["update_ratio"][p.type] = ratio;
     entry["quant_error"][p.type] = relative_quant_error(*p.linear);

@@ -19,8 +19,10 @@ void StableWeights::capture(model::LlamaForCausalLMImpl& model, const std::vecto
     for (const auto& item : params) {
       if (!belongs_to(item.key(), module)) continue;
       auto& copy = copies[item.key()];
-      if (copy.defined()) copy.copy_(item.value());  // reuse the buffer: captured every measured step
-      else copy = item.value().detach().clone();
+      if (copy.defined())
+        copy.copy_(item.value());  // reuse the buffer: captured every measured step
+      else
+        copy = item.value().detach().clone();
     }
   }
 }
@@ -56,7 +58,8 @@ void StableWeights::load_state(const io::NamedTensors& state, model::LlamaForCau
     if (bar == std::string::npos) fail(source, "tensor '" + key + "' is not named <module>|<parameter>");
     const auto name = key.substr(bar + 1);
     const auto* param = params.find(name);
-    if (!param || param->sizes() != tensor.sizes()) fail(source, "tensor '" + key + "' does not match a student parameter");
+    if (!param || param->sizes() != tensor.sizes())
+      fail(source, "tensor '" + key + "' does not match a student parameter");
     by_module_[key.substr(0, bar)][name] = tensor.to(param->device(), param->scalar_type()).clone();
   }
 }

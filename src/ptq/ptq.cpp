@@ -13,7 +13,9 @@ namespace qkd::ptq {
 namespace {
 // Consecutive windows of the calibration file, act_calib_batches of them.
 void calibrate_activations(model::LlamaForCausalLMImpl& model, const PtqOptions& o) {
-  if (o.calib_file.empty()) fail("--calib", "activation quantization (act_bits " + std::to_string(o.spec.act_bits) + ") needs a calibration token file");
+  if (o.calib_file.empty())
+    fail("--calib",
+         "activation quantization (act_bits " + std::to_string(o.spec.act_bits) + ") needs a calibration token file");
   const auto tokens = data::TokenFile::open(o.calib_file);
   quant::begin_activation_calibration(model);
   torch::NoGradGuard no_grad;

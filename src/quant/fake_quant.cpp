@@ -11,8 +11,8 @@ using torch::autograd::variable_list;
 class FakeQuantFunction : public torch::autograd::Function<FakeQuantFunction> {
  public:
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& scale,
-                               const torch::Tensor& zero, bool has_zero, int64_t qmin, int64_t qmax,
-                               bool mask_clipped, double grad_factor) {
+                               const torch::Tensor& zero, bool has_zero, int64_t qmin, int64_t qmax, bool mask_clipped,
+                               double grad_factor) {
     ctx->save_for_backward({x, scale, has_zero ? zero : torch::Tensor()});
     ctx->saved_data["qmin"] = qmin;
     ctx->saved_data["qmax"] = qmax;
@@ -49,7 +49,7 @@ class FakeQuantFunction : public torch::autograd::Function<FakeQuantFunction> {
       const auto d = torch::where(outside, -scale.expand_as(v), torch::zeros_like(v));
       grad_zero = (g * d).sum_to_size(zero.sizes()) * factor;
     }
-    return {grad_x,          grad_scale,      grad_zero,      torch::Tensor(),
+    return {grad_x,          grad_scale,      grad_zero,       torch::Tensor(),
             torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
@@ -75,8 +75,8 @@ torch::Tensor fake_quant_ste(const torch::Tensor& x, const torch::Tensor& scale,
   // LibTorch 1.13 rejects undefined tensor inputs to custom functions: a placeholder stands in for
   // the zero point of symmetric quantization.
   const bool has_zero = zero.defined();
-  return FakeQuantFunction::apply(x, scale, has_zero ? zero : torch::zeros({}, scale.options()), has_zero,
-                                  levels.qmin, levels.qmax, mask_clipped, grad_factor);
+  return FakeQuantFunction::apply(x, scale, has_zero ? zero : torch::zeros({}, scale.options()), has_zero, levels.qmin,
+                                  levels.qmax, mask_clipped, grad_factor);
 }
 
 }  // namespace qkd::quant

@@ -4,9 +4,9 @@
 #include <regex>
 #include <utility>
 
-#include "qkd/common/json_io.h"
 #include "qkd/common/error.h"
 #include "qkd/common/json_fields.h"
+#include "qkd/common/json_io.h"
 
 namespace qkd::quant {
 namespace {
@@ -16,11 +16,13 @@ using nlohmann::json;
 template <typename E>
 using EnumNames = std::vector<std::pair<E, const char*>>;
 
-const EnumNames<Granularity> kGranularity = {
-    {Granularity::PerChannel, "per_channel"}, {Granularity::PerGroup, "per_group"}, {Granularity::PerTensor, "per_tensor"}};
+const EnumNames<Granularity> kGranularity = {{Granularity::PerChannel, "per_channel"},
+                                             {Granularity::PerGroup, "per_group"},
+                                             {Granularity::PerTensor, "per_tensor"}};
 const EnumNames<RangeMethod> kRange = {{RangeMethod::MinMax, "minmax"}, {RangeMethod::Search, "search"}};
 const EnumNames<ScalePolicy> kPolicy = {{ScalePolicy::Dynamic, "dynamic"}, {ScalePolicy::Static, "static"}};
-const EnumNames<ActRangeMethod> kActRange = {{ActRangeMethod::MinMax, "minmax"}, {ActRangeMethod::Percentile, "percentile"}};
+const EnumNames<ActRangeMethod> kActRange = {{ActRangeMethod::MinMax, "minmax"},
+                                             {ActRangeMethod::Percentile, "percentile"}};
 
 template <typename E>
 const char* enum_name(const EnumNames<E>& names, E value) {
@@ -48,7 +50,8 @@ std::vector<double> read_numbers(FieldReader& reader, const std::string& key, st
   if (!value->is_array()) fail(where, "expected an array of numbers, got " + json_excerpt(*value));
   std::vector<double> out;
   for (size_t i = 0; i < value->size(); ++i) {
-    if (!(*value)[i].is_number()) fail(where + "[" + std::to_string(i) + "]", "expected a number, got " + json_excerpt((*value)[i]));
+    if (!(*value)[i].is_number())
+      fail(where + "[" + std::to_string(i) + "]", "expected a number, got " + json_excerpt((*value)[i]));
     out.push_back((*value)[i].get<double>());
   }
   return out;
@@ -76,7 +79,8 @@ void validate(const QuantSpec& s, const std::string& where) {
     fail(field("group_size"), std::to_string(s.group_size) + " must be positive");
   }
   for (double r : s.search_grid) {
-    if (!(r > 0.0 && r <= 1.0)) fail(field("search_grid"), "clipping ratio " + std::to_string(r) + " is outside (0, 1]");
+    if (!(r > 0.0 && r <= 1.0))
+      fail(field("search_grid"), "clipping ratio " + std::to_string(r) + " is outside (0, 1]");
   }
   if (s.learnable_scale && s.scale_policy != ScalePolicy::Static) {
     fail(field("learnable_scale"), "requires scale_policy \"static\"");

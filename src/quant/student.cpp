@@ -11,8 +11,8 @@
 namespace qkd::quant {
 namespace {
 
-using qkd::model::LlamaForCausalLMImpl;
 using qkd::model::Linear;
+using qkd::model::LlamaForCausalLMImpl;
 
 struct Selected {
   std::string name;
@@ -123,14 +123,16 @@ void load_quantizer_state(LlamaForCausalLMImpl& model, const qkd::io::NamedTenso
     auto it = saved.find(name);
     if (it == saved.end()) fail(name, "missing from the saved quantizer state");
     if (!it->second.sizes().equals(target.sizes())) {
-      fail(name, "saved shape " + c10::str(it->second.sizes()) + " differs from the student's " + c10::str(target.sizes()));
+      fail(name,
+           "saved shape " + c10::str(it->second.sizes()) + " differs from the student's " + c10::str(target.sizes()));
     }
     target.copy_(it->second);
     saved.erase(it);
   }
   if (!saved.empty()) fail(saved.begin()->first, "is not a quantizer tensor of this student (different quant spec?)");
   for_each_quantizer<WeightQuantizer>(model, true, [](auto&, auto&, WeightQuantizer& q) { q.on_state_loaded(); });
-  for_each_quantizer<ActivationQuantizer>(model, false, [](auto&, auto&, ActivationQuantizer& q) { q.on_state_loaded(); });
+  for_each_quantizer<ActivationQuantizer>(model, false,
+                                          [](auto&, auto&, ActivationQuantizer& q) { q.on_state_loaded(); });
 }
 
 void rtn_quantize_weights(LlamaForCausalLMImpl& model) {
@@ -153,11 +155,13 @@ std::vector<std::pair<std::string, double>> weight_quantization_errors(LlamaForC
 }
 
 void begin_activation_calibration(LlamaForCausalLMImpl& model) {
-  for_each_quantizer<ActivationQuantizer>(model, false, [](auto&, auto&, ActivationQuantizer& q) { q.begin_calibration(); });
+  for_each_quantizer<ActivationQuantizer>(model, false,
+                                          [](auto&, auto&, ActivationQuantizer& q) { q.begin_calibration(); });
 }
 
 void end_activation_calibration(LlamaForCausalLMImpl& model) {
-  for_each_quantizer<ActivationQuantizer>(model, false, [](auto&, auto&, ActivationQuantizer& q) { q.end_calibration(); });
+  for_each_quantizer<ActivationQuantizer>(model, false,
+                                          [](auto&, auto&, ActivationQuantizer& q) { q.end_calibration(); });
 }
 
 }  // namespace qkd::quant

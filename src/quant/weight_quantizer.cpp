@@ -89,7 +89,8 @@ double WeightQuantizer::lsq_grad_factor() const {
 torch::Tensor WeightQuantizer::fake_quantize(const torch::Tensor& w) {
   check_shape(w);
   // LibTorch's CPU kernels lack fp16 clamp/round; fp16 weights on CPU are quantized in fp32.
-  if (w.scalar_type() == torch::kHalf && w.device().is_cpu()) return fake_quantize(w.to(torch::kFloat)).to(torch::kHalf);
+  if (w.scalar_type() == torch::kHalf && w.device().is_cpu())
+    return fake_quantize(w.to(torch::kFloat)).to(torch::kHalf);
   const auto blocks = to_blocks(w);
   if (spec_.scale_policy == ScalePolicy::Dynamic) {
     const auto p = params_for(w);
@@ -100,8 +101,8 @@ torch::Tensor WeightQuantizer::fake_quantize(const torch::Tensor& w) {
   if (!initialized_) fail(module_ + ".weight_quantizer", "static scale used before initialize()");
   // A learned scale could be driven to zero or below; the clamp keeps it a valid step size.
   const auto scale = spec_.learnable_scale ? scale_.clamp_min(min_scale(torch::kFloat)) : scale_;
-  const auto q = fake_quant_ste(blocks.to(torch::kFloat), scale, zero_point_, levels_, /*mask_clipped=*/true,
-                                lsq_grad_factor());
+  const auto q =
+      fake_quant_ste(blocks.to(torch::kFloat), scale, zero_point_, levels_, /*mask_clipped=*/true, lsq_grad_factor());
   return q.to(w.scalar_type()).reshape(w.sizes());
 }
 
@@ -110,7 +111,8 @@ WeightQuantizer::IntegerCodes WeightQuantizer::integer_codes(const torch::Tensor
   torch::NoGradGuard no_grad;
   // The same dtype and parameters as fake_quantize: fp32 for static scales and for fp16 on CPU,
   // otherwise the weight's own dtype.
-  const bool in_fp32 = spec_.scale_policy == ScalePolicy::Static || (w.scalar_type() == torch::kHalf && w.device().is_cpu());
+  const bool in_fp32 =
+      spec_.scale_policy == ScalePolicy::Static || (w.scalar_type() == torch::kHalf && w.device().is_cpu());
   const auto x = to_blocks(w.detach()).to(in_fp32 ? torch::kFloat : w.scalar_type());
   QuantParams p;
   if (spec_.scale_policy == ScalePolicy::Static) {

@@ -81,7 +81,8 @@ AxisRange log_axis(double lo, double hi) {
     if (*it >= hi * (1 - 1e-9)) axis.hi = *it;
   }
   for (const double value : candidates) {
-    if (value >= axis.lo * (1 - 1e-9) && value <= axis.hi * (1 + 1e-9)) axis.ticks.push_back({value, format_log_tick(value)});
+    if (value >= axis.lo * (1 - 1e-9) && value <= axis.hi * (1 + 1e-9))
+      axis.ticks.push_back({value, format_log_tick(value)});
   }
   thin_out(axis.ticks, 8);
   return axis;

@@ -55,7 +55,8 @@ const json* optional_object(const json& record, const char* key, const std::stri
 ProjectionValues projection_values(const json& record, const char* key, const std::string& where) {
   ProjectionValues values;
   if (const json* object = optional_object(record, key, where)) {
-    for (const auto& [name, value] : object->items()) values[name] = number_from(value, where, std::string(key) + "." + name);
+    for (const auto& [name, value] : object->items())
+      values[name] = number_from(value, where, std::string(key) + "." + name);
   }
   return values;
 }

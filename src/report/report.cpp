@@ -50,8 +50,10 @@ std::string event_legend() {
   std::string out = "<div class=\"legend\">Event markers (hover for details): ";
   for (const char* kind : {"freeze", "release", "spike", "nonfinite", "loss_rise", "skip"}) {
     const std::string dash = event_dash(kind);
-    out += std::string("<span class=\"item\"><svg width=\"30\" height=\"14\"><line x1=\"15\" x2=\"15\" y1=\"0\" y2=\"14\" stroke=\"#333\" "
-                       "stroke-width=\"2\"") +
+    out += std::string(
+               "<span class=\"item\"><svg width=\"30\" height=\"14\"><line x1=\"15\" x2=\"15\" y1=\"0\" y2=\"14\" "
+               "stroke=\"#333\" "
+               "stroke-width=\"2\"") +
            (dash.empty() ? "" : " stroke-dasharray=\"" + dash + "\"") + "/><text x=\"22\" y=\"11\" font-size=\"9\">" +
            event_glyph(kind) + "</text></svg>" + kind + "</span>";
   }
@@ -70,10 +72,10 @@ std::string generated_at() {
 std::string render_report(const std::vector<RunData>& runs, const ReportOptions& options) {
   std::ostringstream page;
   page << "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" << escape_xml(options.title)
-       << "</title><style>" << kStyle << "</style></head><body><h1>" << escape_xml(options.title) << "</h1><div class=\"sub\">"
-       << runs.size() << " run(s), generated " << generated_at() << "</div>" << run_legend(runs) << event_legend()
-       << runs_section(runs) << training_section(runs, options) << gradient_section(runs, options)
-       << layer_section(runs, options) << "</body></html>\n";
+       << "</title><style>" << kStyle << "</style></head><body><h1>" << escape_xml(options.title)
+       << "</h1><div class=\"sub\">" << runs.size() << " run(s), generated " << generated_at() << "</div>"
+       << run_legend(runs) << event_legend() << runs_section(runs) << training_section(runs, options)
+       << gradient_section(runs, options) << layer_section(runs, options) << "</body></html>\n";
   return page.str();
 }
 

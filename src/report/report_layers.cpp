@@ -42,11 +42,16 @@ std::vector<std::string> projections_in(const std::vector<const ProjectionValues
 std::string projection_curves(const RunData& run, size_t index, const ReportOptions& options) {
   std::vector<const ProjectionValues*> maps;
   for (const auto& s : run.signals) maps.push_back(&s.total_grad_sq);
-  LineChart chart{"grad-proj-" + std::to_string(index), run.label + ": total squared gradient per projection", "step",
-                  "grad_sq", true, options.chart_width};
+  LineChart chart{"grad-proj-" + std::to_string(index),
+                  run.label + ": total squared gradient per projection",
+                  "step",
+                  "grad_sq",
+                  true,
+                  options.chart_width};
   for (const auto& name : projections_in(maps)) {
     Series series{name, projection_color(name), {}};
-    for (const auto& s : run.signals) series.points.push_back({static_cast<double>(s.step), value_or_nan(s.total_grad_sq, name)});
+    for (const auto& s : run.signals)
+      series.points.push_back({static_cast<double>(s.step), value_or_nan(s.total_grad_sq, name)});
     chart.series.push_back(series);
   }
   chart.events = run_event_markers(run, kPerRunMarkerColor);
@@ -61,10 +66,11 @@ int64_t layer_count(const RunData& run) {
   return count;
 }
 
-std::string layer_heatmap(const RunData& run, size_t index, const std::string& projection, const ReportOptions& options) {
+std::string layer_heatmap(const RunData& run, size_t index, const std::string& projection,
+                          const ReportOptions& options) {
   const int64_t layers = layer_count(run);
-  Heatmap map{"layers-" + projection + "-" + std::to_string(index), run.label + ": " + projection + " grad_sq per layer",
-              "layer", "step"};
+  Heatmap map{"layers-" + projection + "-" + std::to_string(index),
+              run.label + ": " + projection + " grad_sq per layer", "layer", "step"};
   map.width = options.chart_width;
   for (int64_t l = 0; l < layers; ++l) map.row_names.push_back(std::to_string(l));
   map.values.assign(static_cast<size_t>(layers), {});
@@ -98,12 +104,17 @@ std::string quant_error_chart(const RunData& run, size_t index, const ReportOpti
     if (l) maps.push_back(&l->quant_error);
   }
   if (maps.empty()) return note(run.label + ": no quant_error in signal.jsonl.");
-  LineChart chart{"quant-error-" + std::to_string(index), run.label + ": quantization error per layer (last measurement)",
-                  "layer", "quant error", true, options.chart_width};
+  LineChart chart{"quant-error-" + std::to_string(index),
+                  run.label + ": quantization error per layer (last measurement)",
+                  "layer",
+                  "quant error",
+                  true,
+                  options.chart_width};
   for (const auto& name : projections_in(maps)) {
     Series series{name, projection_color(name), {}};
     for (size_t layer = 0; layer < last.size(); ++layer) {
-      series.points.push_back({static_cast<double>(layer), last[layer] ? value_or_nan(last[layer]->quant_error, name) : kNaN});
+      series.points.push_back(
+          {static_cast<double>(layer), last[layer] ? value_or_nan(last[layer]->quant_error, name) : kNaN});
     }
     chart.series.push_back(series);
   }

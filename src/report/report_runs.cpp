@@ -31,7 +31,8 @@ std::string final_ppl(const RunData& run) {
     for (const auto& [name, value] : e.ppl) last[name] = value;
   }
   std::string out;
-  for (const auto& [name, value] : last) out += (out.empty() ? "" : "<br>") + escape_xml(name) + ": " + format_number(value);
+  for (const auto& [name, value] : last)
+    out += (out.empty() ? "" : "<br>") + escape_xml(name) + ": " + format_number(value);
   return out.empty() ? "–" : out;
 }
 
@@ -42,8 +43,8 @@ std::string final_mc(const RunData& run) {
   }
   std::string out;
   for (const auto& [name, s] : last) {
-    out += (out.empty() ? "" : "<br>") + escape_xml(name) + ": acc " + format_number(s.acc) + ", norm " + format_number(s.acc_norm) +
-           " (n=" + std::to_string(s.n) + ")";
+    out += (out.empty() ? "" : "<br>") + escape_xml(name) + ": acc " + format_number(s.acc) + ", norm " +
+           format_number(s.acc_norm) + " (n=" + std::to_string(s.n) + ")";
   }
   return out.empty() ? "–" : out;
 }
@@ -66,7 +67,8 @@ std::string event_counts(const RunData& run) {
   for (const auto& e : run.events) ++by_kind[e.kind];
   std::string out = std::to_string(run.events.size());
   std::string detail;
-  for (const auto& [kind, n] : by_kind) detail += (detail.empty() ? "" : ", ") + escape_xml(kind) + " " + std::to_string(n);
+  for (const auto& [kind, n] : by_kind)
+    detail += (detail.empty() ? "" : ", ") + escape_xml(kind) + " " + std::to_string(n);
   return detail.empty() ? out : out + " (" + detail + ")";
 }
 
@@ -83,10 +85,10 @@ std::string freeze_summary(const RunData& run) {
     std::map<std::string, int> kinds;
     for (const auto& m : e.modules) ++kinds[module_kind(m)];
     std::string detail;
-    for (const auto& [kind, n] : kinds) detail += (detail.empty() ? "" : ", ") + escape_xml(kind) + "×" + std::to_string(n);
+    for (const auto& [kind, n] : kinds)
+      detail += (detail.empty() ? "" : ", ") + escape_xml(kind) + "×" + std::to_string(n);
     out += "<br>step " + std::to_string(e.step) + ": " + (e.kind == "release" ? "released " : "") +
-           std::to_string(e.modules.size()) + " modules" +
-           (detail.empty() ? "" : " (" + detail + ")");
+           std::to_string(e.modules.size()) + " modules" + (detail.empty() ? "" : " (" + detail + ")");
   }
   return out;
 }
@@ -97,18 +99,21 @@ std::string quant_text(const json& config) {
 
 std::string run_row(const RunData& run, size_t index) {
   std::ostringstream row;
-  row << "<tr><td><span class=\"swatch\" style=\"background:" << run_color(index) << "\"></span><b>" << escape_xml(run.label)
-      << "</b><div class=\"dir\">" << escape_xml(run.dir) << "</div></td><td>" << escape_xml(quant_text(run.config)) << "</td><td>"
-      << escape_xml(config_text(run.config, "optim.lr")) << "</td><td>" << escape_xml(config_text(run.config, "train.steps"))
-      << "</td><td>" << final_ppl(run) << "</td><td>" << final_mc(run) << "</td><td>" << final_and_peak_kd(run, false)
-      << "</td><td>" << final_and_peak_kd(run, true) << "</td><td>" << event_counts(run) << "</td><td>" << freeze_summary(run)
+  row << "<tr><td><span class=\"swatch\" style=\"background:" << run_color(index) << "\"></span><b>"
+      << escape_xml(run.label) << "</b><div class=\"dir\">" << escape_xml(run.dir) << "</div></td><td>"
+      << escape_xml(quant_text(run.config)) << "</td><td>" << escape_xml(config_text(run.config, "optim.lr"))
+      << "</td><td>" << escape_xml(config_text(run.config, "train.steps")) << "</td><td>" << final_ppl(run)
+      << "</td><td>" << final_mc(run) << "</td><td>" << final_and_peak_kd(run, false) << "</td><td>"
+      << final_and_peak_kd(run, true) << "</td><td>" << event_counts(run) << "</td><td>" << freeze_summary(run)
       << "</td></tr>";
   return row.str();
 }
 
 // The run's cost from summary.json, one line: steps, wall time, throughput, memory, skipped steps.
 std::string summary_text(const json& summary) {
-  auto number = [&](const char* key) { return summary.contains(key) && summary.at(key).is_number() ? summary.at(key).get<double>() : NAN; };
+  auto number = [&](const char* key) {
+    return summary.contains(key) && summary.at(key).is_number() ? summary.at(key).get<double>() : NAN;
+  };
   std::string out;
   auto add = [&](const std::string& part) { out += (out.empty() ? "" : ", ") + part; };
   if (!std::isnan(number("steps_completed"))) add(format_number(number("steps_completed")) + " steps");
@@ -134,8 +139,10 @@ std::string run_notes(const RunData& run) {
 
 std::string runs_section(const std::vector<RunData>& runs) {
   std::ostringstream out;
-  out << "<section id=\"runs\"><h2>Runs</h2><table class=\"runs\"><thead><tr><th>run</th><th>quant</th><th>lr</th><th>steps</th>"
-         "<th>final ppl</th><th>cloze / MC</th><th>final KD</th><th>peak KD</th><th>events</th><th>freeze</th></tr></thead><tbody>";
+  out << "<section id=\"runs\"><h2>Runs</h2><table "
+         "class=\"runs\"><thead><tr><th>run</th><th>quant</th><th>lr</th><th>steps</th>"
+         "<th>final ppl</th><th>cloze / MC</th><th>final KD</th><th>peak "
+         "KD</th><th>events</th><th>freeze</th></tr></thead><tbody>";
   for (size_t i = 0; i < runs.size(); ++i) out << run_row(runs[i], i);
   out << "</tbody></table>";
   std::string notes;

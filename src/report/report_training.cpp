@@ -16,7 +16,8 @@ constexpr size_t kModulesInTooltip = 6;
 std::string event_tooltip(const RunData& run, const RunEvent& e) {
   std::ostringstream text;
   text << run.label << ": step " << e.step << ' ' << e.kind;
-  if (!e.series.empty()) text << ' ' << e.series << " = " << format_number(e.value) << " (baseline " << format_number(e.baseline) << ')';
+  if (!e.series.empty())
+    text << ' ' << e.series << " = " << format_number(e.value) << " (baseline " << format_number(e.baseline) << ')';
   for (size_t i = 0; i < e.modules.size() && i < kModulesInTooltip; ++i) text << (i == 0 ? ": " : ", ") << e.modules[i];
   if (e.modules.size() > kModulesInTooltip) text << " … (+" << e.modules.size() - kModulesInTooltip << " more)";
   if (!e.reason.empty()) text << " — " << e.reason;
@@ -26,7 +27,8 @@ std::string event_tooltip(const RunData& run, const RunEvent& e) {
 using TrainValue = std::function<double(const TrainPoint&)>;
 
 LineChart overlaid_train_chart(const std::vector<RunData>& runs, const ReportOptions& options, const std::string& id,
-                               const std::string& title, const std::string& y_label, bool log_y, const TrainValue& value) {
+                               const std::string& title, const std::string& y_label, bool log_y,
+                               const TrainValue& value) {
   LineChart chart{id, title, "step", y_label, log_y, options.chart_width};
   for (size_t i = 0; i < runs.size(); ++i) {
     Series s{runs[i].label, run_color(i), {}};
@@ -41,8 +43,10 @@ std::set<std::string> dataset_names(const std::vector<RunData>& runs, bool ppl) 
   std::set<std::string> names;
   for (const auto& run : runs) {
     for (const auto& e : run.evals) {
-      if (ppl) for (const auto& entry : e.ppl) names.insert(entry.first);
-      else for (const auto& entry : e.mc) names.insert(entry.first);
+      if (ppl)
+        for (const auto& entry : e.ppl) names.insert(entry.first);
+      else
+        for (const auto& entry : e.mc) names.insert(entry.first);
     }
   }
   return names;
@@ -52,7 +56,8 @@ std::string validation_charts(const std::vector<RunData>& runs, const ReportOpti
   std::string out;
   size_t n = 0;
   for (const auto& name : dataset_names(runs, true)) {
-    LineChart chart{"ppl-" + std::to_string(n++), "Validation perplexity: " + name, "step", "perplexity", false, options.chart_width};
+    LineChart chart{"ppl-" + std::to_string(n++), "Validation perplexity: " + name, "step", "perplexity", false,
+                    options.chart_width};
     for (size_t i = 0; i < runs.size(); ++i) {
       Series s{runs[i].label, run_color(i), {}};
       for (const auto& e : runs[i].evals) {
@@ -65,7 +70,8 @@ std::string validation_charts(const std::vector<RunData>& runs, const ReportOpti
   }
   n = 0;
   for (const auto& name : dataset_names(runs, false)) {
-    LineChart chart{"mc-" + std::to_string(n++), "Multiple choice: " + name, "step", "accuracy", false, options.chart_width};
+    LineChart chart{"mc-" + std::to_string(n++), "Multiple choice: " + name, "step", "accuracy", false,
+                    options.chart_width};
     for (size_t i = 0; i < runs.size(); ++i) {
       Series acc{runs[i].label + " acc", run_color(i), {}}, norm{runs[i].label + " acc_norm", run_color(i), {}, true};
       for (const auto& e : runs[i].evals) {
@@ -85,7 +91,8 @@ std::string validation_charts(const std::vector<RunData>& runs, const ReportOpti
 }  // namespace
 
 const std::vector<std::string>& projection_names() {
-  static const std::vector<std::string> names = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  static const std::vector<std::string> names = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                 "gate_proj", "up_proj", "down_proj"};
   return names;
 }
 
@@ -93,7 +100,8 @@ std::string note(const std::string& text) { return "<p class=\"note\">" + escape
 
 std::vector<EventMarker> run_event_markers(const RunData& run, const std::string& color) {
   std::vector<EventMarker> markers;
-  for (const auto& e : run.events) markers.push_back({static_cast<double>(e.step), e.kind, color, event_tooltip(run, e)});
+  for (const auto& e : run.events)
+    markers.push_back({static_cast<double>(e.step), e.kind, color, event_tooltip(run, e)});
   return markers;
 }
 

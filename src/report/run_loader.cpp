@@ -3,9 +3,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "qkd/common/error.h"
 #include "qkd/common/input_file.h"
 #include "qkd/common/json_io.h"
-#include "qkd/common/error.h"
 #include "qkd/report/run_data.h"
 
 namespace qkd::report {
@@ -55,7 +55,8 @@ void read_optional_jsonl(RunData& run, const std::string& name, bool& present,
   }
   present = true;
   size_t dropped = 0;
-  const bool partial = read_jsonl(path, [&](const json& record, const std::string& where) { add(record, where, dropped); });
+  const bool partial =
+      read_jsonl(path, [&](const json& record, const std::string& where) { add(record, where, dropped); });
   if (partial) run.notes.push_back(name + ": ignored a partially written last line");
   if (dropped > 0) run.notes.push_back(name + ": " + std::to_string(dropped) + " records superseded after a resume");
 }
@@ -70,7 +71,8 @@ void add_metrics_record(RunData& run, const json& record, const std::string& whe
 
 }  // namespace
 
-bool read_jsonl(const std::string& path, const std::function<void(const json& record, const std::string& where)>& visit) {
+bool read_jsonl(const std::string& path,
+                const std::function<void(const json& record, const std::string& where)>& visit) {
   const std::string text = read_whole_file(path);
   size_t start = 0;
   int64_t line_no = 0;
@@ -103,19 +105,23 @@ RunData load_run(const std::string& dir) {
   if (fs::exists(config_path)) {
     run.config = read_json_object(config_path);
     const auto label = run.config.find("label");
-    if (label != run.config.end() && label->is_string() && !label->get<std::string>().empty()) run.label = label->get<std::string>();
+    if (label != run.config.end() && label->is_string() && !label->get<std::string>().empty())
+      run.label = label->get<std::string>();
   } else {
     run.notes.push_back("config.json not found: no configuration shown");
   }
   if (fs::exists(summary_path)) run.summary = read_json_object(summary_path);
-  read_optional_jsonl(run, "metrics.jsonl", run.has_metrics,
-                      [&](const json& r, const std::string& where, size_t& dropped) { add_metrics_record(run, r, where, dropped); });
-  read_optional_jsonl(run, "signal.jsonl", run.has_signal, [&](const json& r, const std::string& where, size_t& dropped) {
-    append_superseding(run.signals, parse_signal_record(r, where), dropped);
-  });
-  read_optional_jsonl(run, "events.jsonl", run.has_events, [&](const json& r, const std::string& where, size_t& dropped) {
-    append_superseding(run.events, parse_event_record(r, where), dropped, true);
-  });
+  read_optional_jsonl(
+      run, "metrics.jsonl", run.has_metrics,
+      [&](const json& r, const std::string& where, size_t& dropped) { add_metrics_record(run, r, where, dropped); });
+  read_optional_jsonl(run, "signal.jsonl", run.has_signal,
+                      [&](const json& r, const std::string& where, size_t& dropped) {
+                        append_superseding(run.signals, parse_signal_record(r, where), dropped);
+                      });
+  read_optional_jsonl(run, "events.jsonl", run.has_events,
+                      [&](const json& r, const std::string& where, size_t& dropped) {
+                        append_superseding(run.events, parse_event_record(r, where), dropped, true);
+                      });
   if (run.config.is_null() && run.summary.is_null() && !run.has_metrics && !run.has_signal && !run.has_events) {
     fail(dir, "no run files found (metrics.jsonl, signal.jsonl, events.jsonl, config.json, summary.json)");
   }

@@ -28,9 +28,7 @@ struct Frame {
   }
 };
 
-bool usable(const Point& p, bool log_y) {
-  return std::isfinite(p.x) && std::isfinite(p.y) && (!log_y || p.y > 0);
-}
+bool usable(const Point& p, bool log_y) { return std::isfinite(p.x) && std::isfinite(p.y) && (!log_y || p.y > 0); }
 
 struct Bounds {
   double x_lo = std::numeric_limits<double>::infinity(), x_hi = -x_lo, y_lo = x_lo, y_hi = -x_lo;
@@ -73,9 +71,9 @@ std::string render_axes(const Frame& f, const LineChart& chart) {
   out << "<g class=\"axes\">";
   for (const auto& t : f.y.ticks) {
     const std::string y = coord(f.py(t.value));
-    out << "<line class=\"grid\" x1=\"" << coord(f.left) << "\" x2=\"" << coord(right) << "\" y1=\"" << y << "\" y2=\"" << y
-        << "\"/><text class=\"tick y-tick\" x=\"" << coord(f.left - 6) << "\" y=\"" << y << "\" dy=\"0.32em\" text-anchor=\"end\">"
-        << escape_xml(t.label) << "</text>";
+    out << "<line class=\"grid\" x1=\"" << coord(f.left) << "\" x2=\"" << coord(right) << "\" y1=\"" << y << "\" y2=\""
+        << y << "\"/><text class=\"tick y-tick\" x=\"" << coord(f.left - 6) << "\" y=\"" << y
+        << "\" dy=\"0.32em\" text-anchor=\"end\">" << escape_xml(t.label) << "</text>";
   }
   for (const auto& t : f.x.ticks) {
     const std::string x = coord(f.px(t.value));
@@ -107,12 +105,14 @@ std::string render_series(const Frame& f, const Series& s) {
     path << (pen_down ? " L" : " M") << coord(f.px(p.x)) << ' ' << coord(f.py(p.y));
     pen_down = true;
     if (usable_count <= 40) {
-      dots << "<circle cx=\"" << coord(f.px(p.x)) << "\" cy=\"" << coord(f.py(p.y)) << "\" r=\"2.5\" fill=\"" << s.color << "\"/>";
+      dots << "<circle cx=\"" << coord(f.px(p.x)) << "\" cy=\"" << coord(f.py(p.y)) << "\" r=\"2.5\" fill=\"" << s.color
+           << "\"/>";
     }
   }
   std::ostringstream out;
-  out << "<g class=\"series\"><title>" << escape_xml(s.label) << "</title><path d=\"" << path.str() << "\" fill=\"none\" stroke=\""
-      << s.color << "\" stroke-width=\"1.6\"" << (s.dashed ? " stroke-dasharray=\"6 3\"" : "") << "/>" << dots.str() << "</g>";
+  out << "<g class=\"series\"><title>" << escape_xml(s.label) << "</title><path d=\"" << path.str()
+      << "\" fill=\"none\" stroke=\"" << s.color << "\" stroke-width=\"1.6\""
+      << (s.dashed ? " stroke-dasharray=\"6 3\"" : "") << "/>" << dots.str() << "</g>";
   return out.str();
 }
 
@@ -122,12 +122,12 @@ std::string render_event_marker(const EventMarker& e, double x_px, double top, d
   const std::string x = coord(x_px);
   const std::string dash = event_dash(e.kind);
   std::ostringstream out;
-  out << "<g class=\"event event-" << escape_xml(e.kind) << "\"><title>" << escape_xml(e.tooltip) << "</title><line x1=\"" << x
-      << "\" x2=\"" << x << "\" y1=\"" << coord(top) << "\" y2=\"" << coord(bottom) << "\" stroke=\"" << e.color
-      << "\" stroke-width=\"" << (e.kind == "freeze" ? 2 : 1.2) << "\" opacity=\"0.75\""
-      << (dash.empty() ? "" : " stroke-dasharray=\"" + dash + "\"") << "/><text class=\"glyph\" x=\"" << coord(x_px + 7.0 * stack)
-      << "\" y=\"" << coord(top - 4) << "\" text-anchor=\"middle\" fill=\"" << e.color << "\">" << escape_xml(event_glyph(e.kind))
-      << "</text></g>";
+  out << "<g class=\"event event-" << escape_xml(e.kind) << "\"><title>" << escape_xml(e.tooltip)
+      << "</title><line x1=\"" << x << "\" x2=\"" << x << "\" y1=\"" << coord(top) << "\" y2=\"" << coord(bottom)
+      << "\" stroke=\"" << e.color << "\" stroke-width=\"" << (e.kind == "freeze" ? 2 : 1.2) << "\" opacity=\"0.75\""
+      << (dash.empty() ? "" : " stroke-dasharray=\"" + dash + "\"") << "/><text class=\"glyph\" x=\""
+      << coord(x_px + 7.0 * stack) << "\" y=\"" << coord(top - 4) << "\" text-anchor=\"middle\" fill=\"" << e.color
+      << "\">" << escape_xml(event_glyph(e.kind)) << "</text></g>";
   return out.str();
 }
 
@@ -159,9 +159,10 @@ std::string event_glyph(const std::string& kind) {
 
 std::string svg_open(const std::string& id, int width, int height, const std::string& title) {
   std::ostringstream out;
-  out << "<svg class=\"chart\" data-chart=\"" << escape_xml(id) << "\" xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width
-      << "\" height=\"" << height << "\" viewBox=\"0 0 " << width << ' ' << height << "\"><text class=\"chart-title\" x=\""
-      << width / 2 << "\" y=\"16\" text-anchor=\"middle\">" << escape_xml(title) << "</text>";
+  out << "<svg class=\"chart\" data-chart=\"" << escape_xml(id) << "\" xmlns=\"http://www.w3.org/2000/svg\" width=\""
+      << width << "\" height=\"" << height << "\" viewBox=\"0 0 " << width << ' ' << height
+      << "\"><text class=\"chart-title\" x=\"" << width / 2 << "\" y=\"16\" text-anchor=\"middle\">"
+      << escape_xml(title) << "</text>";
   return out.str();
 }
 
@@ -199,7 +200,8 @@ std::string render_line_chart(const LineChart& chart) {
   for (const auto& e : chart.events) x_px.push_back(frame.px(e.x));
   const std::vector<int> stack = event_stack_positions(x_px);
   for (size_t i = 0; i < chart.events.size(); ++i) {
-    if (std::isfinite(chart.events[i].x)) out << render_event_marker(chart.events[i], x_px[i], frame.top, frame.top + frame.plot_h, stack[i]);
+    if (std::isfinite(chart.events[i].x))
+      out << render_event_marker(chart.events[i], x_px[i], frame.top, frame.top + frame.plot_h, stack[i]);
   }
   out << legend << "</svg>";
   return out.str();

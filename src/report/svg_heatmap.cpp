@@ -57,11 +57,11 @@ std::string render_cells(const Heatmap& map, const Scale& scale, double cell_w, 
     for (size_t c = 0; c < map.values[r].size() && c < map.column_x.size(); ++c) {
       const double v = map.values[r][c];
       const bool ok = scale.valid && has_value(v, scale.log);
-      out << "<rect x=\"" << coord(kLeft + static_cast<double>(c) * cell_w) << "\" y=\"" << coord(kTop + static_cast<double>(r) * cell_h)
-          << "\" width=\"" << coord(cell_w + 0.3) << "\" height=\"" << coord(cell_h + 0.3) << "\" fill=\""
-          << (ok ? ramp_color(scale.position(v)) : "#dddddd") << "\"><title>" << escape_xml(map.row_label) << ' '
-          << escape_xml(map.row_names[r]) << ", " << escape_xml(map.column_label) << ' ' << format_number(map.column_x[c])
-          << ": " << format_number(v) << "</title></rect>";
+      out << "<rect x=\"" << coord(kLeft + static_cast<double>(c) * cell_w) << "\" y=\""
+          << coord(kTop + static_cast<double>(r) * cell_h) << "\" width=\"" << coord(cell_w + 0.3) << "\" height=\""
+          << coord(cell_h + 0.3) << "\" fill=\"" << (ok ? ramp_color(scale.position(v)) : "#dddddd") << "\"><title>"
+          << escape_xml(map.row_label) << ' ' << escape_xml(map.row_names[r]) << ", " << escape_xml(map.column_label)
+          << ' ' << format_number(map.column_x[c]) << ": " << format_number(v) << "</title></rect>";
     }
   }
   return out.str();
@@ -71,8 +71,9 @@ std::string render_row_labels(const Heatmap& map, double cell_h) {
   std::ostringstream out;
   const size_t stride = std::max<size_t>(1, static_cast<size_t>(std::ceil(11.0 / std::max(cell_h, 1e-3))));
   for (size_t r = 0; r < map.row_names.size(); r += stride) {
-    out << "<text class=\"tick y-tick\" x=\"" << coord(kLeft - 6) << "\" y=\"" << coord(kTop + (static_cast<double>(r) + 0.5) * cell_h)
-        << "\" dy=\"0.32em\" text-anchor=\"end\">" << escape_xml(map.row_names[r]) << "</text>";
+    out << "<text class=\"tick y-tick\" x=\"" << coord(kLeft - 6) << "\" y=\""
+        << coord(kTop + (static_cast<double>(r) + 0.5) * cell_h) << "\" dy=\"0.32em\" text-anchor=\"end\">"
+        << escape_xml(map.row_names[r]) << "</text>";
   }
   return out.str();
 }
@@ -84,8 +85,8 @@ std::string render_column_labels(const Heatmap& map, double cell_w, double botto
     out << "<text class=\"tick x-tick\" x=\"" << coord(kLeft + (static_cast<double>(c) + 0.5) * cell_w) << "\" y=\""
         << coord(bottom + 14) << "\" text-anchor=\"middle\">" << format_number(map.column_x[c]) << "</text>";
   }
-  out << "<text class=\"axis-label\" x=\"" << coord(kLeft + cell_w * static_cast<double>(map.column_x.size()) / 2) << "\" y=\""
-      << coord(bottom + 30) << "\" text-anchor=\"middle\">" << escape_xml(map.column_label) << "</text>";
+  out << "<text class=\"axis-label\" x=\"" << coord(kLeft + cell_w * static_cast<double>(map.column_x.size()) / 2)
+      << "\" y=\"" << coord(bottom + 30) << "\" text-anchor=\"middle\">" << escape_xml(map.column_label) << "</text>";
   return out.str();
 }
 
@@ -101,7 +102,8 @@ std::string render_color_bar(const Scale& scale, double top) {
   out << "<text class=\"tick\" x=\"" << coord(kLeft) << "\" y=\"" << coord(top + 22) << "\">"
       << (scale.valid ? format_number(scale.lo) : "") << "</text><text class=\"tick\" x=\"" << coord(right) << "\" y=\""
       << coord(top + 22) << "\" text-anchor=\"end\">" << (scale.valid ? format_number(scale.hi) : "") << "</text>"
-      << "<rect x=\"" << coord(right + 16) << "\" y=\"" << coord(top) << "\" width=\"18\" height=\"10\" fill=\"#dddddd\"/>"
+      << "<rect x=\"" << coord(right + 16) << "\" y=\"" << coord(top)
+      << "\" width=\"18\" height=\"10\" fill=\"#dddddd\"/>"
       << "<text class=\"tick\" x=\"" << coord(right + 40) << "\" y=\"" << coord(top + 9) << "\">0 / absent (frozen)"
       << (scale.log ? "; log colour scale" : "") << "</text>";
   return out.str();
@@ -116,7 +118,8 @@ std::string ramp_color(double t) {
   const size_t i = std::min<size_t>(static_cast<size_t>(t), anchors.size() - 2);
   const double f = t - static_cast<double>(i);
   char buffer[8];
-  std::snprintf(buffer, sizeof(buffer), "#%02x%02x%02x", static_cast<int>(std::lround(anchors[i][0] + f * (anchors[i + 1][0] - anchors[i][0]))),
+  std::snprintf(buffer, sizeof(buffer), "#%02x%02x%02x",
+                static_cast<int>(std::lround(anchors[i][0] + f * (anchors[i + 1][0] - anchors[i][0]))),
                 static_cast<int>(std::lround(anchors[i][1] + f * (anchors[i + 1][1] - anchors[i][1]))),
                 static_cast<int>(std::lround(anchors[i][2] + f * (anchors[i + 1][2] - anchors[i][2]))));
   return buffer;
@@ -133,8 +136,8 @@ std::string render_heatmap(const Heatmap& map) {
   std::ostringstream out;
   out << svg_open(map.id, map.width, height, map.title) << render_cells(map, scale, cell_w, cell_h)
       << render_row_labels(map, cell_h) << render_column_labels(map, cell_w, bottom);
-  out << "<text class=\"axis-label\" transform=\"translate(14," << coord(kTop + plot_h / 2) << ") rotate(-90)\" text-anchor=\"middle\">"
-      << escape_xml(map.row_label) << "</text>";
+  out << "<text class=\"axis-label\" transform=\"translate(14," << coord(kTop + plot_h / 2)
+      << ") rotate(-90)\" text-anchor=\"middle\">" << escape_xml(map.row_label) << "</text>";
   std::vector<double> x_px;
   for (const auto& e : map.events) x_px.push_back(column_edge(map, e.x, cell_w));
   const std::vector<int> stack = event_stack_positions(x_px);

@@ -68,7 +68,7 @@ std::string run_color(size_t index) {
 
 std::string projection_color(const std::string& projection) {
   static const std::map<std::string, std::string> colors = {
-      {"q_proj", "#1f77b4"}, {"k_proj", "#17becf"}, {"v_proj", "#d62728"},   {"o_proj", "#ff7f0e"},
+      {"q_proj", "#1f77b4"},    {"k_proj", "#17becf"},  {"v_proj", "#d62728"},   {"o_proj", "#ff7f0e"},
       {"gate_proj", "#2ca02c"}, {"up_proj", "#9467bd"}, {"down_proj", "#8c564b"}};
   const auto it = colors.find(projection);
   return it == colors.end() ? "#7f7f7f" : it->second;

@@ -8,9 +8,9 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "qkd/common/error.h"
 #include "qkd/common/input_file.h"
 #include "qkd/common/json_io.h"
-#include "qkd/common/error.h"
 
 namespace qkd::tokenizer {
 
@@ -77,7 +77,8 @@ Tokenizer::Tokenizer(const std::string& model_path) : path_(model_path) {
   if (!std::filesystem::exists(model_path)) fail(model_path, "tokenizer model not found");
   // sentencepiece reads the path itself: a FIFO or /dev/zero must not reach it.
   require_regular_file(model_path);
-  if (std::filesystem::file_size(model_path) > (uint64_t{1} << 30)) fail(model_path, "larger than 1 GiB: not a sentencepiece model");
+  if (std::filesystem::file_size(model_path) > (uint64_t{1} << 30))
+    fail(model_path, "larger than 1 GiB: not a sentencepiece model");
   const auto& api = shim();
   char error[512] = {0};
   void* handle = api.load(model_path.c_str(), error, sizeof(error));

@@ -8,8 +8,12 @@
 namespace qkd::train {
 
 void AdamW::add_parameter(const std::string& name, torch::Tensor param, bool decay, int64_t warmup_steps) {
-  params_[name] = Slot{param, torch::zeros_like(param, torch::MemoryFormat::Preserve),
-                       torch::zeros_like(param, torch::MemoryFormat::Preserve), decay, 0, warmup_steps};
+  params_[name] = Slot{param,
+                       torch::zeros_like(param, torch::MemoryFormat::Preserve),
+                       torch::zeros_like(param, torch::MemoryFormat::Preserve),
+                       decay,
+                       0,
+                       warmup_steps};
 }
 
 void AdamW::remove_parameter(const std::string& name) { params_.erase(name); }
@@ -74,7 +78,8 @@ void AdamW::load_state(const io::NamedTensors& state, const std::string& source)
       const auto it = by_name.find(name + "." + part);
       if (it == by_name.end()) fail(source, "tensor '" + name + "." + part + "' missing from optimizer state");
       auto& target = std::string(part) == "exp_avg" ? slot.exp_avg : slot.exp_avg_sq;
-      if (it->second.sizes() != target.sizes()) fail(source, "tensor '" + it->first + "': shape differs from the model");
+      if (it->second.sizes() != target.sizes())
+        fail(source, "tensor '" + it->first + "': shape differs from the model");
       target.copy_(it->second);
     }
     for (auto* counter : {"step", "warmup"}) {

@@ -8,9 +8,9 @@
 #include <fstream>
 #include <regex>
 
-#include "qkd/common/json_io.h"
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
+#include "qkd/common/json_io.h"
 
 namespace qkd::train {
 
@@ -77,7 +77,8 @@ std::string CheckpointStore::save(const CheckpointData& data, int64_t keep_last)
 }
 
 CheckpointData CheckpointStore::load(const std::string& dir) {
-  if (!is_complete(dir)) fail(dir, "not a complete checkpoint (state.json, student.safetensors, optimizer.safetensors)");
+  if (!is_complete(dir))
+    fail(dir, "not a complete checkpoint (state.json, student.safetensors, optimizer.safetensors)");
   CheckpointData data;
   const auto state_path = (fs::path(dir) / "state.json").string();
   data.state = read_json_file(state_path);

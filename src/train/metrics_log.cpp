@@ -7,9 +7,9 @@
 #include <sstream>
 #include <vector>
 
-#include "qkd/common/json_io.h"
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
+#include "qkd/common/json_io.h"
 #include "qkd/common/system.h"
 
 namespace qkd::train {
@@ -45,8 +45,11 @@ void JsonlWriter::write(const nlohmann::json& line) {
 }
 
 ProgressLine::ProgressLine(int64_t total_steps, int64_t first_step)
-    : total_(total_steps), first_(first_step), tty_(stderr_is_terminal()),
-      start_(std::chrono::steady_clock::now()), last_plain_(start_) {}
+    : total_(total_steps),
+      first_(first_step),
+      tty_(stderr_is_terminal()),
+      start_(std::chrono::steady_clock::now()),
+      last_plain_(start_) {}
 
 void ProgressLine::update(int64_t step, double loss, double tokens_per_s) {
   const auto now = std::chrono::steady_clock::now();

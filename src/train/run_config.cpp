@@ -5,9 +5,9 @@
 #include <fstream>
 
 #include "qkd/checkpoint/hf_checkpoint.h"
-#include "qkd/common/json_io.h"
 #include "qkd/common/error.h"
 #include "qkd/common/json_fields.h"
+#include "qkd/common/json_io.h"
 
 namespace qkd::train {
 
@@ -65,8 +65,10 @@ TrainSection read_train(const json& j) {
   t.log_interval = r.integer("log_interval", t.log_interval, 1, kMaxInt);
   t.eval_interval = r.integer("eval_interval", t.eval_interval, 0, kMaxInt);
   t.device = r.string("device", t.device);
-  if (t.device != "cpu" && t.device.rfind("cuda", 0) != 0) fail("train.device", "expected cpu, cuda or cuda:N, got \"" + t.device + "\"");
-  t.precision = parse_precision(r.one_of("precision", precision_name(t.precision), {"fp32", "bf16", "fp16"}), "train.precision");
+  if (t.device != "cpu" && t.device.rfind("cuda", 0) != 0)
+    fail("train.device", "expected cpu, cuda or cuda:N, got \"" + t.device + "\"");
+  t.precision =
+      parse_precision(r.one_of("precision", precision_name(t.precision), {"fp32", "bf16", "fp16"}), "train.precision");
   t.threads = r.integer("threads", t.threads, 0, 4096);
   t.seed = static_cast<uint64_t>(r.integer("seed", 0, 0, kMaxInt));
   r.finish();
@@ -126,35 +128,63 @@ void note_unread_eval_settings(const json& eval, const RunConfig& c, std::vector
   if (c.train.eval_interval > 0) unread.push_back("train.eval_interval: no eval.ppl or eval.mc file to evaluate");
   if (eval.is_object())
     for (const char* key : {"at_start", "baselines", "max_windows", "mc_limit", "seq_len", "batch_size"})
-      if (eval.contains(key)) unread.push_back(std::string("eval.") + key + ": no eval.ppl or eval.mc file to evaluate");
+      if (eval.contains(key))
+        unread.push_back(std::string("eval.") + key + ": no eval.ppl or eval.mc file to evaluate");
 }
 
 json resolved_json(const RunConfig& c) {
-  return {{"run_dir", c.run_dir},
-          {"label", c.label},
-          {"teacher", {{"path", c.teacher.path}, {"dtype", c.teacher.dtype}}},
-          {"student", {{"init", c.student.path}, {"dtype", c.student.dtype}}},
-          {"quant", quant::quant_spec_to_json(c.quant)},
-          {"data", data::data_config_to_json(c.data)},
-          {"kd", {{"divergence", loss::divergence_name(c.kd.divergence)}, {"kd_weight", c.kd.kd_weight},
-                  {"ce_weight", c.kd.ce_weight}, {"temperature", c.kd.temperature}, {"chunk_tokens", c.kd.chunk_tokens}}},
-          {"optim", {{"lr", c.optim.lr}, {"beta1", c.optim.beta1}, {"beta2", c.optim.beta2}, {"eps", c.optim.eps},
-                     {"weight_decay", c.optim.weight_decay}, {"decay_norms_and_biases", c.optim.decay_norms_and_biases},
-                     {"schedule", c.optim.schedule}, {"warmup_steps", c.optim.warmup_steps},
-                     {"min_lr_ratio", c.optim.min_lr_ratio}, {"grad_clip", c.optim.grad_clip},
-                     {"train_embeddings", c.optim.train_embeddings}}},
-          {"train", {{"steps", c.train.steps}, {"micro_batch", c.train.micro_batch}, {"grad_accum", c.train.grad_accum},
-                     {"log_interval", c.train.log_interval}, {"eval_interval", c.train.eval_interval},
-                     {"device", c.train.device}, {"precision", precision_name(c.train.precision)}, {"threads", c.train.threads},
-                     {"seed", c.train.seed}}},
-          {"eval", {{"ppl", c.eval.ppl}, {"mc", c.eval.mc}, {"seq_len", c.eval.seq_len}, {"batch_size", c.eval.batch_size},
-                    {"max_windows", c.eval.max_windows}, {"mc_limit", c.eval.mc_limit}, {"at_start", c.eval.at_start},
-                    {"baselines", c.eval.baselines}}},
-          {"freeze", monitor::to_json(c.freeze)},
-          {"monitor", monitor::to_json(c.monitor)},
-          {"checkpoint", {{"interval", c.checkpoint.interval}, {"keep_last", c.checkpoint.keep_last},
-                          {"resume", c.checkpoint.resume}}},
-          {"export", {{"formats", exporting::format_names(c.export_.formats)}, {"dtype", c.export_.dtype}, {"gguf_type", c.export_.gguf_type}}}};
+  return {
+      {"run_dir", c.run_dir},
+      {"label", c.label},
+      {"teacher", {{"path", c.teacher.path}, {"dtype", c.teacher.dtype}}},
+      {"student", {{"init", c.student.path}, {"dtype", c.student.dtype}}},
+      {"quant", quant::quant_spec_to_json(c.quant)},
+      {"data", data::data_config_to_json(c.data)},
+      {"kd",
+       {{"divergence", loss::divergence_name(c.kd.divergence)},
+        {"kd_weight", c.kd.kd_weight},
+        {"ce_weight", c.kd.ce_weight},
+        {"temperature", c.kd.temperature},
+        {"chunk_tokens", c.kd.chunk_tokens}}},
+      {"optim",
+       {{"lr", c.optim.lr},
+        {"beta1", c.optim.beta1},
+        {"beta2", c.optim.beta2},
+        {"eps", c.optim.eps},
+        {"weight_decay", c.optim.weight_decay},
+        {"decay_norms_and_biases", c.optim.decay_norms_and_biases},
+        {"schedule", c.optim.schedule},
+        {"warmup_steps", c.optim.warmup_steps},
+        {"min_lr_ratio", c.optim.min_lr_ratio},
+        {"grad_clip", c.optim.grad_clip},
+        {"train_embeddings", c.optim.train_embeddings}}},
+      {"train",
+       {{"steps", c.train.steps},
+        {"micro_batch", c.train.micro_batch},
+        {"grad_accum", c.train.grad_accum},
+        {"log_interval", c.train.log_interval},
+        {"eval_interval", c.train.eval_interval},
+        {"device", c.train.device},
+        {"precision", precision_name(c.train.precision)},
+        {"threads", c.train.threads},
+        {"seed", c.train.seed}}},
+      {"eval",
+       {{"ppl", c.eval.ppl},
+        {"mc", c.eval.mc},
+        {"seq_len", c.eval.seq_len},
+        {"batch_size", c.eval.batch_size},
+        {"max_windows", c.eval.max_windows},
+        {"mc_limit", c.eval.mc_limit},
+        {"at_start", c.eval.at_start},
+        {"baselines", c.eval.baselines}}},
+      {"freeze", monitor::to_json(c.freeze)},
+      {"monitor", monitor::to_json(c.monitor)},
+      {"checkpoint",
+       {{"interval", c.checkpoint.interval}, {"keep_last", c.checkpoint.keep_last}, {"resume", c.checkpoint.resume}}},
+      {"export",
+       {{"formats", exporting::format_names(c.export_.formats)},
+        {"dtype", c.export_.dtype},
+        {"gguf_type", c.export_.gguf_type}}}};
 }
 
 }  // namespace
@@ -166,7 +196,8 @@ RunConfig parse_run_config(const json& j) {
   c.label = top.string("label", "");
   if (!top.raw("teacher")) fail("teacher", "missing (required): the teacher checkpoint");
   c.teacher = read_model_section(j.at("teacher"), "teacher", false);
-  if (!std::filesystem::is_directory(c.teacher.path)) fail("teacher.path", "checkpoint directory not found: " + c.teacher.path);
+  if (!std::filesystem::is_directory(c.teacher.path))
+    fail("teacher.path", "checkpoint directory not found: " + c.teacher.path);
   c.student = read_model_section(section(j, "student"), "student", true);
   top.raw("student");
   c.quant = quant::quant_spec_from_json(section(j, "quant").is_null() ? json::object() : j.at("quant"), "quant");
@@ -239,7 +270,8 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
 }
 
 json model_identity(const RunConfig& c) {
-  return {{"teacher", c.resolved.at("teacher")}, {"student", c.resolved.at("student")}, {"quant", c.resolved.at("quant")}};
+  return {
+      {"teacher", c.resolved.at("teacher")}, {"student", c.resolved.at("student")}, {"quant", c.resolved.at("quant")}};
 }
 
 }  // namespace qkd::train

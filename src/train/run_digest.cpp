@@ -16,7 +16,8 @@ std::string ppl_cell(const nlohmann::json& table, const std::string& file) {
 
 // One row per perplexity file: teacher | round-to-nearest | student.
 std::string perplexity_table(const TrainSummary& summary) {
-  const auto& final_ppl = summary.final_eval.is_object() ? summary.final_eval.value("ppl", nlohmann::json()) : nlohmann::json();
+  const auto& final_ppl =
+      summary.final_eval.is_object() ? summary.final_eval.value("ppl", nlohmann::json()) : nlohmann::json();
   const auto& base = summary.baselines;
   const auto teacher = base.is_object() ? base.value("teacher", nlohmann::json()) : nlohmann::json();
   const auto rtn = base.is_object() ? base.value("student", nlohmann::json()) : nlohmann::json();
@@ -50,8 +51,9 @@ std::string next_commands(const RunConfig& config, const TrainSummary& summary, 
     out += fmt::format("  qkd-train eval --model {} --ppl {} --json {}/eval.json   # the exported student\n", *hf,
                        config.eval.ppl.front(), config.run_dir);
   if (!paths.config.empty())
-    out += fmt::format("  qkd-train --config {} --set freeze.policy=ov --set run_dir={}-ov   # the same run with ov-freeze\n",
-                       paths.config, config.run_dir);
+    out += fmt::format(
+        "  qkd-train --config {} --set freeze.policy=ov --set run_dir={}-ov   # the same run with ov-freeze\n",
+        paths.config, config.run_dir);
   return out;
 }
 
@@ -63,8 +65,9 @@ std::string format_run_digest(const RunConfig& config, const TrainSummary& summa
   if (summary.interrupted)
     return fmt::format("Stopped after step {} of {}; checkpoint {}\nResume: run the same command again.\n",
                        summary.steps_completed, config.train.steps, summary.last_checkpoint);
-  std::string out = fmt::format("Done: {} steps in {:.0f} s ({:.0f} tokens/s), run directory {}\n", summary.steps_completed,
-                                summary.wall_seconds, summary.tokens_per_second, config.run_dir);
+  std::string out =
+      fmt::format("Done: {} steps in {:.0f} s ({:.0f} tokens/s), run directory {}\n", summary.steps_completed,
+                  summary.wall_seconds, summary.tokens_per_second, config.run_dir);
   for (const auto& path : summary.exported) out += fmt::format("  student: {}\n", path);
   if (!paths.report.empty()) out += fmt::format("  report:  {}\n", paths.report);
   out += perplexity_table(summary);

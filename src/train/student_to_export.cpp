@@ -33,14 +33,17 @@ std::string string_field(const nlohmann::json& config, const std::string& sectio
 // which architecture, quant grid and compute dtype they belong to.
 StudentToExport load_from_training_checkpoint(const fs::path& dir) {
   const auto config_path = (dir.parent_path().parent_path() / "config.json").string();
-  if (!fs::is_regular_file(config_path)) fail(dir.string(), "training checkpoint without its run's config.json (" + config_path + ")");
+  if (!fs::is_regular_file(config_path))
+    fail(dir.string(), "training checkpoint without its run's config.json (" + config_path + ")");
   const auto config = read_json_file(config_path);
   if (!config.is_object() || !config.contains("quant")) fail(config_path, "missing field quant");
   StudentToExport out;
   out.spec = quant::quant_spec_from_json(config.at("quant"), config_path + ": quant");
   out.tokenizer_dir = string_field(config, "teacher", "path", config_path);
-  const auto dtype = checkpoint::parse_dtype(string_field(config, "student", "dtype", config_path), config_path + ": student.dtype");
-  out.model = model::LlamaForCausalLM(checkpoint::read_llama_config((fs::path(out.tokenizer_dir) / "config.json").string()));
+  const auto dtype =
+      checkpoint::parse_dtype(string_field(config, "student", "dtype", config_path), config_path + ": student.dtype");
+  out.model =
+      model::LlamaForCausalLM(checkpoint::read_llama_config((fs::path(out.tokenizer_dir) / "config.json").string()));
   out.model->to(dtype);
   const auto weights_path = (dir / "student.safetensors").string();
   const auto tensors = io::read_safetensors(weights_path);
@@ -55,7 +58,8 @@ StudentToExport load_from_training_checkpoint(const fs::path& dir) {
 
 StudentToExport load_student_to_export(const std::string& path) {
   const fs::path dir(path);
-  if (!fs::is_directory(dir)) fail(path, "not a directory (expected a run directory, a training checkpoint or a student checkpoint)");
+  if (!fs::is_directory(dir))
+    fail(path, "not a directory (expected a run directory, a training checkpoint or a student checkpoint)");
   StudentToExport out;
   if (checkpoint::is_student_checkpoint(path)) {
     auto loaded = checkpoint::load_model_or_student(path);
@@ -70,7 +74,8 @@ StudentToExport load_student_to_export(const std::string& path) {
     if (!newest) fail(path, "run directory without a complete checkpoint");
     out = load_from_training_checkpoint(*newest);
   } else {
-    fail(path, "neither a run directory, a training checkpoint (state.json) nor a student checkpoint (quantization.json)");
+    fail(path,
+         "neither a run directory, a training checkpoint (state.json) nor a student checkpoint (quantization.json)");
   }
   out.model->eval();
   return out;

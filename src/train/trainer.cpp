@@ -10,8 +10,8 @@
 #include <cmath>
 #include <filesystem>
 
-#include "qkd/checkpoint/student_checkpoint.h"
 #include "qkd/checkpoint/hf_checkpoint.h"
+#include "qkd/checkpoint/student_checkpoint.h"
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/input_file.h"
 #include "qkd/common/json_io.h"
@@ -75,7 +75,9 @@ void write_baselines(TrainingSession& s) {
   if (baselines.is_null()) return;
   spdlog::info("baselines: teacher ppl {}, round-to-nearest student ppl {}", baselines.at("teacher").dump(),
                baselines.at("student").dump());
-  s.metrics->write({{"type", "baseline"}, {"step", 0}, {"teacher_ppl", baselines.at("teacher")},
+  s.metrics->write({{"type", "baseline"},
+                    {"step", 0},
+                    {"teacher_ppl", baselines.at("teacher")},
                     {"round_to_nearest_ppl", baselines.at("student")}});
   write_text_atomically(baselines_path(s.config.run_dir), baselines.dump(2) + "\n");
 }
@@ -93,11 +95,14 @@ nlohmann::json read_baselines(const std::string& run_dir) {
 // rollback they go back to their last calm weights and the whole update is skipped, because its
 // gradients were computed at the destabilized point. Returns whether the update is skipped.
 bool freeze_destabilized(TrainingSession& s, const std::vector<std::string>& modules, int64_t step, double lr) {
-  const auto restored = s.freeze->rolls_back() ? s.stable_weights.restore(*s.student, modules) : std::vector<std::string>{};
+  const auto restored =
+      s.freeze->rolls_back() ? s.stable_weights.restore(*s.student, modules) : std::vector<std::string>{};
   freeze_modules(s, modules, "auto: monitor saw o/v instability at step " + std::to_string(step), step);
   s.freeze->note_auto_freeze(modules, lr);
   if (!s.freeze->rolls_back()) return false;
-  s.events->write({{"step", step}, {"kind", "skip"}, {"reason", "auto freeze rolled back the destabilized projections"},
+  s.events->write({{"step", step},
+                   {"kind", "skip"},
+                   {"reason", "auto freeze rolled back the destabilized projections"},
                    {"rolled_back", restored}});
   return true;
 }
@@ -111,7 +116,8 @@ void keep_calm_weights(TrainingSession& s, int64_t step) {
 
 std::vector<std::string> export_student(TrainingSession& s) {
   const auto out_dir = (std::filesystem::path(s.config.run_dir) / "export").string();
-  return exporting::export_student(student_export_source(s), s.config.export_.formats, out_dir, export_options(s.config));
+  return exporting::export_student(student_export_source(s), s.config.export_.formats, out_dir,
+                                   export_options(s.config));
 }
 
 // Baselines and the step-0 evaluation, abandoned on a stop request. Nothing needs saving then: the
@@ -148,10 +154,16 @@ std::string baselines_path(const std::string& run_dir) {
 }
 
 nlohmann::json TrainSummary::to_json() const {
-  return {{"steps_completed", steps_completed}, {"interrupted", interrupted},    {"skipped_steps", skipped_steps},
-          {"wall_seconds", wall_seconds},       {"tokens_per_second", tokens_per_second},
-          {"peak_rss_mb", peak_rss_mb},         {"final_eval", final_eval},
-          {"last_checkpoint", last_checkpoint}, {"exported", exported}, {"baselines", baselines}};
+  return {{"steps_completed", steps_completed},
+          {"interrupted", interrupted},
+          {"skipped_steps", skipped_steps},
+          {"wall_seconds", wall_seconds},
+          {"tokens_per_second", tokens_per_second},
+          {"peak_rss_mb", peak_rss_mb},
+          {"final_eval", final_eval},
+          {"last_checkpoint", last_checkpoint},
+          {"exported", exported},
+          {"baselines", baselines}};
 }
 
 TrainSummary run_training(const RunConfig& config, const TrainHooks& hooks) {
@@ -202,7 +214,10 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
       s.optimizer->step(lr);
     } else {
       ++s.skipped_steps;
-      s.events->write({{"step", step}, {"kind", "skip"}, {"reason", "non-finite loss or gradient"}, {"grad_norm", std::to_string(grad_norm)}});
+      s.events->write({{"step", step},
+                       {"kind", "skip"},
+                       {"reason", "non-finite loss or gradient"},
+                       {"grad_norm", std::to_string(grad_norm)}});
     }
     if (fp16) s.loss_scale = next_loss_scale(s.loss_scale, finite, step);
     s.optimizer->zero_grad();
@@ -214,10 +229,18 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
     const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     const double tokens_per_s = static_cast<double>(losses.tokens) / std::max(1e-9, step_seconds);
     if (step % train.log_interval == 0 || step == 1 || step == train.steps) {
-      s.metrics->write({{"type", "train"}, {"step", step}, {"loss", losses.loss}, {"kd", losses.divergence},
-                        {"ce", losses.cross_entropy}, {"lr", lr}, {"grad_norm", std::isfinite(grad_norm) ? grad_norm : -1.0},
-                        {"tokens_per_s", tokens_per_s}, {"step_seconds", step_seconds}, {"peak_mem_mb", peak_rss_mb()},
-                        {"trainable_params", trainable_parameter_count(*s.student)}, {"skipped_steps", s.skipped_steps}});
+      s.metrics->write({{"type", "train"},
+                        {"step", step},
+                        {"loss", losses.loss},
+                        {"kd", losses.divergence},
+                        {"ce", losses.cross_entropy},
+                        {"lr", lr},
+                        {"grad_norm", std::isfinite(grad_norm) ? grad_norm : -1.0},
+                        {"tokens_per_s", tokens_per_s},
+                        {"step_seconds", step_seconds},
+                        {"peak_mem_mb", peak_rss_mb()},
+                        {"trainable_params", trainable_parameter_count(*s.student)},
+                        {"skipped_steps", s.skipped_steps}});
     }
     progress.update(step, losses.loss, tokens_per_s);
     // Mid-run evaluations finish (they are bounded by eval.max_windows): the checkpoint written after a
@@ -242,7 +265,8 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
   summary.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   summary.tokens_per_second = static_cast<double>(tokens_seen) / std::max(1e-9, summary.wall_seconds);
   summary.peak_rss_mb = peak_rss_mb();
-  write_text_atomically((std::filesystem::path(config.run_dir) / "summary.json").string(), summary.to_json().dump(2) + "\n");
+  write_text_atomically((std::filesystem::path(config.run_dir) / "summary.json").string(),
+                        summary.to_json().dump(2) + "\n");
   return summary;
 }
 

@@ -4,11 +4,11 @@
 
 #include <filesystem>
 
-#include "qkd/common/json_io.h"
 #include "qkd/checkpoint/hf_checkpoint.h"
 #include "qkd/checkpoint/student_checkpoint.h"
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
+#include "qkd/common/json_io.h"
 #include "qkd/common/system.h"
 #include "qkd/data/token_file.h"
 #include "qkd/quant/student.h"
@@ -22,7 +22,8 @@ namespace fs = std::filesystem;
 namespace {
 
 torch::Device parse_device(const std::string& name) {
-  if (name != "cpu" && !torch::cuda::is_available()) fail("train.device", "\"" + name + "\" requested but CUDA is not available");
+  if (name != "cpu" && !torch::cuda::is_available())
+    fail("train.device", "\"" + name + "\" requested but CUDA is not available");
   return torch::Device(name);
 }
 
@@ -38,7 +39,8 @@ model::LlamaForCausalLM load_teacher(const RunConfig& config, const torch::Devic
   auto teacher = checkpoint::load_llama(config.teacher.path, {dtype, device});
   teacher->eval();
   for (auto& p : teacher->parameters()) p.requires_grad_(false);
-  spdlog::info("teacher {} computed in {} on {}", config.teacher.path, checkpoint::dtype_to_string(dtype), device.str());
+  spdlog::info("teacher {} computed in {} on {}", config.teacher.path, checkpoint::dtype_to_string(dtype),
+               device.str());
   return teacher;
 }
 
@@ -52,9 +54,12 @@ model::LlamaForCausalLM build_student(const RunConfig& config, const torch::Devi
   } else {
     auto loaded = checkpoint::load_model_or_student(config.student.path, {dtype, torch::kCPU});
     student = loaded.model;
-    if (!loaded.quant) quantized = quant::attach_quantizers(*student, config.quant);
-    else if (*loaded.quant != config.quant) fail("student.init", config.student.path + " was quantized with a different quant section");
-    else quantized = quant::quantized_modules(*student);
+    if (!loaded.quant)
+      quantized = quant::attach_quantizers(*student, config.quant);
+    else if (*loaded.quant != config.quant)
+      fail("student.init", config.student.path + " was quantized with a different quant section");
+    else
+      quantized = quant::quantized_modules(*student);
   }
   student->to(device);
   student->train();
@@ -103,11 +108,14 @@ void check_identity(const nlohmann::json& saved, const nlohmann::json& current, 
 std::optional<std::string> checkpoint_to_resume(const RunConfig& config, const CheckpointStore& store) {
   const auto& resume = config.checkpoint.resume;
   if (resume == "never") {
-    if (store.newest()) fail("checkpoint.resume", "\"never\" but " + config.run_dir + " already has checkpoints; use auto or another run_dir");
+    if (store.newest())
+      fail("checkpoint.resume",
+           "\"never\" but " + config.run_dir + " already has checkpoints; use auto or another run_dir");
     return std::nullopt;
   }
   if (resume == "auto") return store.newest();
-  if (!fs::is_directory(resume)) fail("checkpoint.resume", "expected auto, never or a checkpoint directory, got \"" + resume + "\"");
+  if (!fs::is_directory(resume))
+    fail("checkpoint.resume", "expected auto, never or a checkpoint directory, got \"" + resume + "\"");
   return resume;
 }
 
@@ -153,7 +161,8 @@ void calibrate_activations(TrainingSession& s) {
   for (int64_t i = 0; i < s.config.quant.act_calib_batches; ++i)
     s.student->forward(calibration.next_batch(s.config.train.micro_batch).to(s.device));
   quant::end_activation_calibration(*s.student);
-  spdlog::info("calibrated {}-bit input ranges on {} batches", s.config.quant.act_bits, s.config.quant.act_calib_batches);
+  spdlog::info("calibrated {}-bit input ranges on {} batches", s.config.quant.act_bits,
+               s.config.quant.act_calib_batches);
 }
 
 }  // namespace
@@ -233,12 +242,17 @@ void log_trainable_change(TrainingSession& s, const char* kind, const std::vecto
   const int64_t after = trainable_parameter_count(*s.student);
   spdlog::info("{} {} modules ({}): trainable parameters {} -> {}", kind, modules.size(), reason, before, after);
   if (s.events)
-    s.events->write({{"step", step}, {"kind", kind}, {"modules", modules}, {"reason", reason},
-                     {"trainable_before", before}, {"trainable_after", after}});
+    s.events->write({{"step", step},
+                     {"kind", kind},
+                     {"modules", modules},
+                     {"reason", reason},
+                     {"trainable_before", before},
+                     {"trainable_after", after}});
 }
 }  // namespace
 
-void freeze_modules(TrainingSession& s, const std::vector<std::string>& modules, const std::string& reason, int64_t step) {
+void freeze_modules(TrainingSession& s, const std::vector<std::string>& modules, const std::string& reason,
+                    int64_t step) {
   if (modules.empty()) return;
   const int64_t before = trainable_parameter_count(*s.student);
   for (const auto& module : modules) {
@@ -248,7 +262,8 @@ void freeze_modules(TrainingSession& s, const std::vector<std::string>& modules,
   log_trainable_change(s, "freeze", modules, reason, step, before);
 }
 
-void release_modules(TrainingSession& s, const std::vector<std::string>& modules, const std::string& reason, int64_t step) {
+void release_modules(TrainingSession& s, const std::vector<std::string>& modules, const std::string& reason,
+                     int64_t step) {
   if (modules.empty()) return;
   const int64_t before = trainable_parameter_count(*s.student);
   auto params = s.student->named_parameters(/*recurse=*/true);

@@ -60,7 +60,8 @@ TEST(BadInput, DeeplyNestedJsonConfigFailsWithoutCrashing) {
 TEST(BadInput, DeeplyNestedOverrideFailsNamingTheKey) {
   const auto dir = scratch_dir("deep-set");
   std::ofstream(dir + "/value") << deep_json(20000);  // --set through a file: argv has a size limit
-  const auto r = run_cli("--config " + repo_path("configs/tiny-kjv.json") + " --set \"label=$(cat " + dir + "/value)\"", "", 60);
+  const auto r =
+      run_cli("--config " + repo_path("configs/tiny-kjv.json") + " --set \"label=$(cat " + dir + "/value)\"", "", 60);
   expect_clean_failure(r, "--set label");
 }
 
@@ -94,28 +95,36 @@ TEST_P(InvalidModelConfig, FailsNamingConfigAndField) {
 
 INSTANTIATE_TEST_SUITE_P(
     Values, InvalidModelConfig,
-    ::testing::Values(ConfigCase{"kv_heads_zero", [](json& c) { c["num_key_value_heads"] = 0; }, "num_key_value_heads"},
-                      ConfigCase{"kv_heads_negative", [](json& c) { c["num_key_value_heads"] = -1; }, "num_key_value_heads"},
-                      ConfigCase{"rms_eps_negative", [](json& c) { c["rms_norm_eps"] = -1; }, "rms_norm_eps"},
-                      ConfigCase{"rope_theta_zero", [](json& c) { c["rope_theta"] = 0; }, "rope_theta"},
-                      ConfigCase{"rope_theta_negative", [](json& c) { c["rope_theta"] = -5; }, "rope_theta"},
-                      ConfigCase{"llama3_factor_zero",
-                                 [](json& c) {
-                                   c["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 0}, {"original_max_position_embeddings", 64}};
-                                 },
-                                 "factor"},
-                      ConfigCase{"bos_beyond_vocab", [](json& c) { c["bos_token_id"] = 100000; }, "bos_token_id"},
-                      ConfigCase{"max_positions_negative", [](json& c) { c["max_position_embeddings"] = -1; }, "max_position_embeddings"},
-                      ConfigCase{"rope_type_not_string", [](json& c) { c["rope_scaling"] = {{"rope_type", 3}}; }, "rope_type"},
-                      ConfigCase{"million_layers", [](json& c) { c["num_hidden_layers"] = 1000000; }, "num_hidden_layers"}),
+    ::testing::Values(
+        ConfigCase{"kv_heads_zero", [](json& c) { c["num_key_value_heads"] = 0; }, "num_key_value_heads"},
+        ConfigCase{"kv_heads_negative", [](json& c) { c["num_key_value_heads"] = -1; }, "num_key_value_heads"},
+        ConfigCase{"rms_eps_negative", [](json& c) { c["rms_norm_eps"] = -1; }, "rms_norm_eps"},
+        ConfigCase{"rope_theta_zero", [](json& c) { c["rope_theta"] = 0; }, "rope_theta"},
+        ConfigCase{"rope_theta_negative", [](json& c) { c["rope_theta"] = -5; }, "rope_theta"},
+        ConfigCase{
+            "llama3_factor_zero",
+            [](json& c) {
+              c["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 0}, {"original_max_position_embeddings", 64}};
+            },
+            "factor"},
+        ConfigCase{"bos_beyond_vocab", [](json& c) { c["bos_token_id"] = 100000; }, "bos_token_id"},
+        ConfigCase{"max_positions_negative", [](json& c) { c["max_position_embeddings"] = -1; },
+                   "max_position_embeddings"},
+        ConfigCase{"rope_type_not_string",
+                   [](json& c) {
+                     c["rope_scaling"] = {{"rope_type", 3}};
+                   },
+                   "rope_type"},
+        ConfigCase{"million_layers", [](json& c) { c["num_hidden_layers"] = 1000000; }, "num_hidden_layers"}),
     [](const auto& info) { return info.param.name; });
 
 TEST(BadInput, SpecialFilesAsInputsFailInsteadOfBlocking) {
   const auto dir = scratch_dir("fifo");
   const auto fifo = dir + "/fifo";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  expect_clean_failure(run_cli("logits --model " + kTeacher + " --input " + fifo + " --output " + dir + "/o.safetensors", "", 30),
-                       fifo, "a FIFO");
+  expect_clean_failure(
+      run_cli("logits --model " + kTeacher + " --input " + fifo + " --output " + dir + "/o.safetensors", "", 30), fifo,
+      "a FIFO");
   for (const auto* name : {"model.safetensors", "config.json", "tokenizer.model"}) {
     const auto model = dir + "/" + name + "-model";
     fs::copy(kTeacher, model, fs::copy_options::recursive);
@@ -137,8 +146,9 @@ TEST(BadInput, OutputsNeverReplaceSymlinksOrSpecialFiles) {
   const auto target = dir + "/target.txt";
   std::ofstream(target) << "keep";
   fs::create_symlink(target, dir + "/link.safetensors");
-  expect_clean_failure(run_cli("logits --model " + kTeacher + " --input " + kInput + " --output " + dir + "/link.safetensors", "", 60),
-                       dir + "/link.safetensors", "symbolic link");
+  expect_clean_failure(
+      run_cli("logits --model " + kTeacher + " --input " + kInput + " --output " + dir + "/link.safetensors", "", 60),
+      dir + "/link.safetensors", "symbolic link");
   EXPECT_TRUE(fs::is_symlink(dir + "/link.safetensors"));
   const auto fifo = dir + "/out.fifo";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
@@ -148,7 +158,8 @@ TEST(BadInput, OutputsNeverReplaceSymlinksOrSpecialFiles) {
   // eval checks its --json path before evaluating.
   const auto r = run_cli("eval --model " + kTeacher + " --ppl " + kVal + " --json " + dir + "/nodir/x.json", "", 60);
   expect_clean_failure(r, dir + "/nodir/x.json", "does not exist");
-  EXPECT_EQ(r.output.find("evaluating"), std::string::npos) << "evaluated before checking the output path: " << r.output;
+  EXPECT_EQ(r.output.find("evaluating"), std::string::npos)
+      << "evaluated before checking the output path: " << r.output;
 }
 
 TEST(BadInput, TokensOutsideTheVocabularyNameTheFile) {

@@ -43,7 +43,7 @@ void write_bytes(const std::string& path, const std::string& bytes) {
 }
 
 struct Outcome {
-  int exit_code = -1;   // -1: killed by a signal or the time limit
+  int exit_code = -1;  // -1: killed by a signal or the time limit
   int signal = 0;
   bool timed_out = false;
   std::string message;  // what the child printed
@@ -101,7 +101,8 @@ std::string mutate_bytes(std::string bytes, std::mt19937_64& rng, size_t focus) 
       return bytes.substr(0, rng() % (bytes.size() + 1));
     case 1: {  // byte flips, mostly where the structure is
       const int flips = 1 + static_cast<int>(rng() % 8);
-      for (int i = 0; i < flips && !bytes.empty(); ++i) bytes[rng() % std::min(bytes.size(), focus)] ^= static_cast<char>(1 + rng() % 255);
+      for (int i = 0; i < flips && !bytes.empty(); ++i)
+        bytes[rng() % std::min(bytes.size(), focus)] ^= static_cast<char>(1 + rng() % 255);
       return bytes;
     }
     case 2: {  // a run of one byte value
@@ -144,8 +145,10 @@ void mutate_json(json& j, std::mt19937_64& rng) {
     auto it = node->begin();
     std::advance(it, static_cast<long>(rng() % node->size()));
     if (rng() % 3 == 0 || !(it->is_object() || it->is_array())) {
-      if (rng() % 5 == 0 && node->is_object()) node->erase(it.key());
-      else *it = odd_value(rng);
+      if (rng() % 5 == 0 && node->is_object())
+        node->erase(it.key());
+      else
+        *it = odd_value(rng);
       return;
     }
     node = &*it;
@@ -182,14 +185,22 @@ struct Tally {
 void judge(Tally& tally, const Outcome& o, const std::string& label, const std::string& file) {
   ++tally.cases;
   std::string problem;
-  if (o.timed_out) problem = "hang";
-  else if (o.signal != 0) problem = "signal " + std::to_string(o.signal);
-  else if (o.exit_code == 0) ++tally.ok;
-  else if (o.exit_code != 1) problem = "exit " + std::to_string(o.exit_code);
-  else if (o.message.find('\n') != std::string::npos) problem = "multi-line message: " + o.message.substr(0, 300);
-  else if (o.message.size() > 1000) problem = "message of " + std::to_string(o.message.size()) + " bytes";
-  else if (o.message.find(file) == std::string::npos) problem = "message names no file: " + o.message;
-  else ++tally.clean_errors;
+  if (o.timed_out)
+    problem = "hang";
+  else if (o.signal != 0)
+    problem = "signal " + std::to_string(o.signal);
+  else if (o.exit_code == 0)
+    ++tally.ok;
+  else if (o.exit_code != 1)
+    problem = "exit " + std::to_string(o.exit_code);
+  else if (o.message.find('\n') != std::string::npos)
+    problem = "multi-line message: " + o.message.substr(0, 300);
+  else if (o.message.size() > 1000)
+    problem = "message of " + std::to_string(o.message.size()) + " bytes";
+  else if (o.message.find(file) == std::string::npos)
+    problem = "message names no file: " + o.message;
+  else
+    ++tally.clean_errors;
   if (!problem.empty()) tally.problems.push_back(label + ": " + problem);
 }
 
@@ -205,18 +216,20 @@ TEST(Fuzz, MutatedInputsExitCleanlyWithinTheirTimeLimit) {
   const auto dir = qkd::test::scratch_dir("fuzz");
   const auto weights = read_bytes(kModel + "/model.safetensors");
   const auto hf_config = read_bytes(kModel + "/config.json");
-  const auto run_config = json{{"run_dir", dir + "/run"},
-                               {"teacher", {{"path", kModel}}},
-                               {"quant", {{"bits", 4}, {"granularity", "per_group"}, {"group_size", 32}}},
-                               {"data", {{"sources", {{{"path", dir + "/data.jsonl"}}}}, {"seq_len", 16}}},
-                               {"kd", {{"ce_weight", 0.5}}},
-                               {"optim", {{"lr", 1e-3}}},
-                               {"train", {{"steps", 2}, {"micro_batch", 2}}},
-                               {"freeze", {{"policy", "ov"}}},
-                               {"checkpoint", {{"interval", 1}}}}
-                              .dump();
+  const auto run_config = json{
+      {"run_dir", dir + "/run"},
+      {"teacher", {{"path", kModel}}},
+      {"quant", {{"bits", 4}, {"granularity", "per_group"}, {"group_size", 32}}},
+      {"data", {{"sources", {{{"path", dir + "/data.jsonl"}}}}, {"seq_len", 16}}},
+      {"kd", {{"ce_weight", 0.5}}},
+      {"optim", {{"lr", 1e-3}}},
+      {"train", {{"steps", 2}, {"micro_batch", 2}}},
+      {"freeze", {{"policy", "ov"}}},
+      {"checkpoint",
+       {{"interval", 1}}}}.dump();
   std::string jsonl;
-  for (int i = 0; i < 12; ++i) jsonl += json{{"text", "In the beginning God created the heaven and the earth " + std::to_string(i)}}.dump() + "\n";
+  for (int i = 0; i < 12; ++i)
+    jsonl += json{{"text", "In the beginning God created the heaven and the earth " + std::to_string(i)}}.dump() + "\n";
   const auto tokenizer = std::make_shared<qkd::tokenizer::Tokenizer>(kModel + "/tokenizer.model");
   Tally tally;
   const auto started = std::chrono::steady_clock::now();
@@ -228,8 +241,10 @@ TEST(Fuzz, MutatedInputsExitCleanlyWithinTheirTimeLimit) {
   for (int i = 0; i < cases_per_kind; ++i) {
     const bool special = rng() % 20 == 0;
     write_bytes(model + "/config.json", hf_config);
-    if (special) make_special(model + "/model.safetensors", rng);
-    else write_bytes(model + "/model.safetensors", mutate_bytes(weights, rng, 4096));
+    if (special)
+      make_special(model + "/model.safetensors", rng);
+    else
+      write_bytes(model + "/model.safetensors", mutate_bytes(weights, rng, 4096));
     judge(tally, run_forked([&] { qkd::checkpoint::load_llama(model); }, 20), "safetensors #" + std::to_string(i),
           model + "/model.safetensors");
     fs::remove_all(model + "/model.safetensors");
@@ -237,8 +252,10 @@ TEST(Fuzz, MutatedInputsExitCleanlyWithinTheirTimeLimit) {
   fs::copy_file(kModel + "/model.safetensors", model + "/model.safetensors");
   for (int i = 0; i < cases_per_kind; ++i) {
     fs::remove_all(model + "/config.json");
-    if (rng() % 20 == 0) make_special(model + "/config.json", rng);
-    else write_bytes(model + "/config.json", mutate_json_text(hf_config, rng));
+    if (rng() % 20 == 0)
+      make_special(model + "/config.json", rng);
+    else
+      write_bytes(model + "/config.json", mutate_json_text(hf_config, rng));
     judge(tally, run_forked([&] { qkd::checkpoint::load_llama(model); }, 20), "config.json #" + std::to_string(i),
           model + "/config.json");
   }
@@ -246,11 +263,15 @@ TEST(Fuzz, MutatedInputsExitCleanlyWithinTheirTimeLimit) {
   for (int i = 0; i < cases_per_kind; ++i) {
     const auto path = dir + "/run.json";
     fs::remove_all(path);
-    if (rng() % 20 == 0) make_special(path, rng);
-    else write_bytes(path, mutate_json_text(run_config, rng));
-    judge(tally, run_forked([&] { qkd::train::load_run_config(path, {}); }, 20), "run config #" + std::to_string(i), path);
+    if (rng() % 20 == 0)
+      make_special(path, rng);
+    else
+      write_bytes(path, mutate_json_text(run_config, rng));
+    judge(tally, run_forked([&] { qkd::train::load_run_config(path, {}); }, 20), "run config #" + std::to_string(i),
+          path);
   }
-  auto data_config = qkd::data::data_config_from_json(json{{"sources", {{{"path", dir + "/data.jsonl"}}}}, {"seq_len", 16}});
+  auto data_config =
+      qkd::data::data_config_from_json(json{{"sources", {{{"path", dir + "/data.jsonl"}}}}, {"seq_len", 16}});
   for (int i = 0; i < cases_per_kind; ++i) {
     const auto path = dir + "/data.jsonl";
     fs::remove_all(path);

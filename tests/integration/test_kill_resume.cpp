@@ -22,21 +22,25 @@ const std::string kTeacher = qkd::test::shared_dir() + "/models/tiny-llama-tied-
 constexpr int kSteps = 300;  // long enough on the tiny model for 20 kills at up to 2 s apart
 
 json run_config(const std::string& run_dir) {
-  return {{"run_dir", run_dir},
-          {"teacher", {{"path", kTeacher}}},
-          {"quant", {{"bits", 4}}},
-          {"data", {{"sources", {{{"path", repo_path("assets/data/kjv/kjv-train.u16")}}}}, {"seq_len", 32}, {"seed", 9}}},
-          {"kd", {{"ce_weight", 0.5}}},
-          {"optim", {{"lr", 1e-3}, {"warmup_steps", 2}, {"grad_clip", 1.0}}},
-          {"train", {{"steps", kSteps}, {"micro_batch", 2}, {"grad_accum", 2}, {"log_interval", 1}, {"threads", 1}}},
-          {"eval", {{"ppl", {repo_path("assets/data/kjv/kjv-val.u16")}}, {"seq_len", 32}, {"max_windows", 4}, {"at_start", false}}},
-          {"monitor", {{"interval", 2}}},
-          {"freeze", {{"policy", "auto"}, {"scope", "layer"}}},
-          {"checkpoint", {{"interval", 1}, {"keep_last", 2}}},
-          {"export", {{"formats", {"hf"}}, {"dtype", "float32"}}}};
+  return {
+      {"run_dir", run_dir},
+      {"teacher", {{"path", kTeacher}}},
+      {"quant", {{"bits", 4}}},
+      {"data", {{"sources", {{{"path", repo_path("assets/data/kjv/kjv-train.u16")}}}}, {"seq_len", 32}, {"seed", 9}}},
+      {"kd", {{"ce_weight", 0.5}}},
+      {"optim", {{"lr", 1e-3}, {"warmup_steps", 2}, {"grad_clip", 1.0}}},
+      {"train", {{"steps", kSteps}, {"micro_batch", 2}, {"grad_accum", 2}, {"log_interval", 1}, {"threads", 1}}},
+      {"eval",
+       {{"ppl", {repo_path("assets/data/kjv/kjv-val.u16")}}, {"seq_len", 32}, {"max_windows", 4}, {"at_start", false}}},
+      {"monitor", {{"interval", 2}}},
+      {"freeze", {{"policy", "auto"}, {"scope", "layer"}}},
+      {"checkpoint", {{"interval", 1}, {"keep_last", 2}}},
+      {"export", {{"formats", {"hf"}}, {"dtype", "float32"}}}};
 }
 
-pid_t start(const std::string& config, const std::string& log) { return qkd::test::start_cli({"--config", config}, log); }
+pid_t start(const std::string& config, const std::string& log) {
+  return qkd::test::start_cli({"--config", config}, log);
+}
 
 std::vector<json> records(const std::string& path) {
   auto lines = qkd::test::read_jsonl(path);

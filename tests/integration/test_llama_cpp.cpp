@@ -27,8 +27,8 @@ using namespace qkd;
 namespace {
 
 constexpr const char* kNodeLlamaCppVersion = "3.21.1";
-constexpr size_t kDocuments = 12;      // held-out KJV documents compared
-constexpr int64_t kMaxTokens = 256;    // per document, BOS included
+constexpr size_t kDocuments = 12;    // held-out KJV documents compared
+constexpr int64_t kMaxTokens = 256;  // per document, BOS included
 
 std::string node_llama_cpp_dir() {
   if (const char* dir = std::getenv("NODE_LLAMA_CPP_DIR"); dir && *dir) return dir;
@@ -94,15 +94,18 @@ TEST(LlamaCpp, W4StudentGgufMatchesQkdTrainTokensAndLogprobs) {
     }
     sequences.push_back(seq);
   }
-  nlohmann::json request = {{"tokenize", texts}, {"evaluate", sequences}, {"vocab_size", student.config().vocab_size},
+  nlohmann::json request = {{"tokenize", texts},
+                            {"evaluate", sequences},
+                            {"vocab_size", student.config().vocab_size},
                             {"context_size", kMaxTokens}};
   const auto request_path = work + "/request.json";
   std::ofstream(request_path) << request.dump();
 
   const auto output_path = work + "/llama_cpp.json";
   const auto command = "NODE_LLAMA_CPP_DIR=" + shell_quote(nlc_dir) + " node " +
-                       shell_quote(test::repo_path("scripts/llama_cpp/compare.mjs")) + " " + shell_quote(gguf_path) + " " +
-                       shell_quote(request_path) + " > " + shell_quote(output_path) + " 2> " + shell_quote(work + "/node.err");
+                       shell_quote(test::repo_path("scripts/llama_cpp/compare.mjs")) + " " + shell_quote(gguf_path) +
+                       " " + shell_quote(request_path) + " > " + shell_quote(output_path) + " 2> " +
+                       shell_quote(work + "/node.err");
   const auto started = std::chrono::steady_clock::now();
   const int rc = std::system(command.c_str());
   const double node_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -115,9 +118,11 @@ TEST(LlamaCpp, W4StudentGgufMatchesQkdTrainTokensAndLogprobs) {
   for (size_t d = 0; d < texts.size(); ++d) {
     const auto theirs = result.at("tokenize").at(d).get<std::vector<int64_t>>();
     tokens_total += ours[d].size();
-    if (theirs == ours[d]) ++same_docs;
-    else ADD_FAILURE() << "document " << d << ": llama.cpp tokenizes differently (" << theirs.size() << " vs "
-                       << ours[d].size() << " tokens)";
+    if (theirs == ours[d])
+      ++same_docs;
+    else
+      ADD_FAILURE() << "document " << d << ": llama.cpp tokenizes differently (" << theirs.size() << " vs "
+                    << ours[d].size() << " tokens)";
   }
 
   // Next-token log-probabilities: llama.cpp against the student's own fp32 forward pass.

@@ -21,9 +21,10 @@ json reference(const std::string& row) {
 
 json evaluate(const std::string& extra, const std::string& dir) {
   const auto out = dir + "/eval.json";
-  const auto result = run_cli("eval --model " + repo_path("assets/models/kjv-teacher-7m") + " " + extra + " --ppl " +
-                              repo_path("assets/data/kjv/kjv-val.u16") + " --mc " +
-                              repo_path("assets/data/kjv/kjv-cloze-val.jsonl") + " --seq-len 256 --batch-size 16 --threads 1 --json " + out);
+  const auto result =
+      run_cli("eval --model " + repo_path("assets/models/kjv-teacher-7m") + " " + extra + " --ppl " +
+              repo_path("assets/data/kjv/kjv-val.u16") + " --mc " + repo_path("assets/data/kjv/kjv-cloze-val.jsonl") +
+              " --seq-len 256 --batch-size 16 --threads 1 --json " + out);
   EXPECT_EQ(result.exit_code, 0) << result.output;
   json j;
   std::ifstream(out) >> j;

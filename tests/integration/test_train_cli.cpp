@@ -26,18 +26,20 @@ using qkd::test::scratch_dir;
 // Small enough for CI: 6 steps of 2x2x32 tokens on the shipped teacher, one thread so that two runs
 // are bitwise comparable.
 json small_run(const std::string& run_dir) {
-  return {{"run_dir", run_dir},
-          {"teacher", {{"path", repo_path("assets/models/kjv-teacher-7m")}}},
-          {"quant", {{"bits", 4}}},
-          {"data", {{"sources", {{{"path", repo_path("assets/data/kjv/kjv-train.u16")}}}}, {"seq_len", 32}, {"seed", 3}}},
-          {"kd", {{"ce_weight", 0.5}}},
-          {"optim", {{"lr", 1e-3}, {"warmup_steps", 2}, {"grad_clip", 1.0}}},
-          {"train", {{"steps", 6}, {"micro_batch", 2}, {"grad_accum", 2}, {"log_interval", 1}, {"threads", 1}}},
-          {"eval", {{"ppl", {repo_path("assets/data/kjv/kjv-val.u16")}}, {"seq_len", 32}, {"max_windows", 8}, {"at_start", false}}},
-          {"monitor", {{"interval", 2}}},
-          {"freeze", {{"policy", "auto"}, {"scope", "layer"}}},
-          {"checkpoint", {{"interval", 2}, {"keep_last", 2}}},
-          {"export", {{"formats", {"hf"}}, {"dtype", "float32"}}}};
+  return {
+      {"run_dir", run_dir},
+      {"teacher", {{"path", repo_path("assets/models/kjv-teacher-7m")}}},
+      {"quant", {{"bits", 4}}},
+      {"data", {{"sources", {{{"path", repo_path("assets/data/kjv/kjv-train.u16")}}}}, {"seq_len", 32}, {"seed", 3}}},
+      {"kd", {{"ce_weight", 0.5}}},
+      {"optim", {{"lr", 1e-3}, {"warmup_steps", 2}, {"grad_clip", 1.0}}},
+      {"train", {{"steps", 6}, {"micro_batch", 2}, {"grad_accum", 2}, {"log_interval", 1}, {"threads", 1}}},
+      {"eval",
+       {{"ppl", {repo_path("assets/data/kjv/kjv-val.u16")}}, {"seq_len", 32}, {"max_windows", 8}, {"at_start", false}}},
+      {"monitor", {{"interval", 2}}},
+      {"freeze", {{"policy", "auto"}, {"scope", "layer"}}},
+      {"checkpoint", {{"interval", 2}, {"keep_last", 2}}},
+      {"export", {{"formats", {"hf"}}, {"dtype", "float32"}}}};
 }
 
 std::string write_config(const json& config, const std::string& path) {
@@ -114,13 +116,18 @@ TEST(TrainCli, SigtermDuringStartEvaluationStopsPromptlyAndTheNextStartBeginsAfr
   const auto dir = scratch_dir("stop-at-start");
   auto config = small_run(dir + "/run");
   config["train"]["steps"] = 2;
-  config["eval"] = {{"ppl", {repo_path("assets/data/kjv/kjv-val.u16")}}, {"mc", {repo_path("assets/data/kjv/kjv-cloze-val.jsonl")}},
-                    {"seq_len", 32}, {"max_windows", 8}, {"at_start", true}, {"baselines", true}};
+  config["eval"] = {{"ppl", {repo_path("assets/data/kjv/kjv-val.u16")}},
+                    {"mc", {repo_path("assets/data/kjv/kjv-cloze-val.jsonl")}},
+                    {"seq_len", 32},
+                    {"max_windows", 8},
+                    {"at_start", true},
+                    {"baselines", true}};
   const auto path = write_config(config, dir + "/c.json");
   const auto log = dir + "/stopped.log";
   const pid_t pid = qkd::test::start_cli({"--config", path}, log);
   // The baseline record is written; the step-0 evaluation of the cloze set has begun.
-  ASSERT_TRUE(wait_for_text(dir + "/run/metrics.jsonl", "\"type\":\"baseline\"", pid, 120)) << qkd::test::read_file(log);
+  ASSERT_TRUE(wait_for_text(dir + "/run/metrics.jsonl", "\"type\":\"baseline\"", pid, 120))
+      << qkd::test::read_file(log);
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   ::kill(pid, SIGTERM);
   const auto signalled = std::chrono::steady_clock::now();
@@ -135,7 +142,8 @@ TEST(TrainCli, SigtermDuringStartEvaluationStopsPromptlyAndTheNextStartBeginsAfr
   EXPECT_FALSE(fs::exists(dir + "/run/checkpoints") && !fs::is_empty(dir + "/run/checkpoints"));
 
   // Started again without the start-of-run evaluation: the stale baseline record is gone.
-  const auto again = run_cli("--config " + path + " --set eval.at_start=false --set eval.baselines=false --set eval.mc=[]");
+  const auto again =
+      run_cli("--config " + path + " --set eval.at_start=false --set eval.baselines=false --set eval.mc=[]");
   ASSERT_EQ(again.exit_code, 0) << again.output;
   const auto records = jsonl(dir + "/run/metrics.jsonl", true);
   ASSERT_FALSE(records.empty());
@@ -172,7 +180,8 @@ TEST(TrainCli, ExportedStudentIsAPlainCheckpointOfTheQuantizedModel) {
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_EQ(qkd::test::read_file(dir + "/again/hf/model.safetensors"),
             qkd::test::read_file(dir + "/run/export/hf/model.safetensors"));
-  EXPECT_EQ(qkd::test::read_file(dir + "/again/hf/config.json"), qkd::test::read_file(dir + "/run/export/hf/config.json"));
+  EXPECT_EQ(qkd::test::read_file(dir + "/again/hf/config.json"),
+            qkd::test::read_file(dir + "/run/export/hf/config.json"));
 }
 
 // The console ends with what a newcomer acts on: outputs, perplexities side by side, next commands.
@@ -199,8 +208,8 @@ TEST(TrainCli, FinishedRunEndsWithDigestOfOutputsBaselinesAndNextCommands) {
   EXPECT_EQ(summary.at("baselines"), baselines);
   // The teacher baseline is the teacher evaluated on its own, through the eval command.
   const auto eval = run_cli("eval --model " + repo_path("assets/models/kjv-teacher-7m") + " --ppl " +
-                            repo_path("assets/data/kjv/kjv-val.u16") + " --seq-len 32 --max-windows 8 --threads 1 --json " +
-                            dir + "/teacher.json");
+                            repo_path("assets/data/kjv/kjv-val.u16") +
+                            " --seq-len 32 --max-windows 8 --threads 1 --json " + dir + "/teacher.json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   json teacher_eval;
   std::ifstream(dir + "/teacher.json") >> teacher_eval;
@@ -228,8 +237,10 @@ TEST_P(TrainBadInput, FailsFastWithActionableMessageAndNoRunDir) {
   auto config = small_run(dir + "/run");
   GetParam().edit(config, dir);
   const auto path = dir + "/config.json";
-  if (GetParam().name == "malformed_json") std::ofstream(path) << "{\"run_dir\": ";
-  else write_config(config, path);
+  if (GetParam().name == "malformed_json")
+    std::ofstream(path) << "{\"run_dir\": ";
+  else
+    write_config(config, path);
   const auto result = run_cli("--config " + path);
   EXPECT_NE(result.exit_code, 0);
   EXPECT_NE(result.output.find(GetParam().expected), std::string::npos) << result.output;
@@ -238,24 +249,25 @@ TEST_P(TrainBadInput, FailsFastWithActionableMessageAndNoRunDir) {
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, TrainBadInput,
-    ::testing::Values(
-        BadInput{"malformed_json", [](json&, const std::string&) {}, "config.json: bad JSON"},
-        BadInput{"unknown_key", [](json& c, const std::string&) { c["optim"]["lr_max"] = 1; }, "optim.lr_max: unknown key"},
-        BadInput{"missing_teacher", [](json& c, const std::string&) { c["teacher"]["path"] = "/no/such/teacher"; },
-                 "teacher.path: checkpoint directory not found"},
-        BadInput{"empty_dataset",
-                 [](json& c, const std::string& dir) {
-                   std::ofstream(dir + "/empty.jsonl").close();
-                   c["data"]["sources"][0]["path"] = dir + "/empty.jsonl";
-                 },
-                 "empty.jsonl"},
-        BadInput{"malformed_jsonl_strict",
-                 [](json& c, const std::string& dir) {
-                   std::ofstream(dir + "/bad.jsonl") << "{\"text\": \"In the beginning\"}\n{\"text\": \n";
-                   c["data"]["sources"][0]["path"] = dir + "/bad.jsonl";
-                   c["data"]["strict"] = true;
-                 },
-                 "bad.jsonl:2"}),
+    ::testing::Values(BadInput{"malformed_json", [](json&, const std::string&) {}, "config.json: bad JSON"},
+                      BadInput{"unknown_key", [](json& c, const std::string&) { c["optim"]["lr_max"] = 1; },
+                               "optim.lr_max: unknown key"},
+                      BadInput{"missing_teacher",
+                               [](json& c, const std::string&) { c["teacher"]["path"] = "/no/such/teacher"; },
+                               "teacher.path: checkpoint directory not found"},
+                      BadInput{"empty_dataset",
+                               [](json& c, const std::string& dir) {
+                                 std::ofstream(dir + "/empty.jsonl").close();
+                                 c["data"]["sources"][0]["path"] = dir + "/empty.jsonl";
+                               },
+                               "empty.jsonl"},
+                      BadInput{"malformed_jsonl_strict",
+                               [](json& c, const std::string& dir) {
+                                 std::ofstream(dir + "/bad.jsonl") << "{\"text\": \"In the beginning\"}\n{\"text\": \n";
+                                 c["data"]["sources"][0]["path"] = dir + "/bad.jsonl";
+                                 c["data"]["strict"] = true;
+                               },
+                               "bad.jsonl:2"}),
     [](const auto& info) { return info.param.name; });
 
 TEST(TrainCli, CheckpointFromAnotherModelIsRefusedWithTheDifference) {

@@ -17,8 +17,8 @@
 namespace {
 
 using nlohmann::json;
-using qkd::test::scratch_dir;
 using qkd::test::read_jsonl;
+using qkd::test::scratch_dir;
 using qkd::test::shared_dir;
 
 json reference() {
@@ -89,11 +89,12 @@ TEST_P(Trajectory, LossesAndMonitoredGradientNormsMatchReference) {
   for (const auto& [projection, value] : ref.at(mode + "_step0_sq_grad_norm_by_projection").items()) {
     const double expected = value.get<double>();
     const double got = totals.at(projection).get<double>();
-    if (expected == 0.0) EXPECT_EQ(got, 0.0) << projection;
-    else EXPECT_NEAR(got, expected, 1e-4 * expected) << projection;
+    if (expected == 0.0)
+      EXPECT_EQ(got, 0.0) << projection;
+    else
+      EXPECT_NEAR(got, expected, 1e-4 * expected) << projection;
   }
 }
-
 
 // The student, teacher and fixed batch of the recipe, and an AdamW over the trainable parameters.
 struct RecipeRun {
@@ -110,9 +111,12 @@ struct RecipeRun {
     teacher_logits = teacher->forward(ids);
     optimizer = std::make_unique<qkd::train::AdamW>(qkd::train::AdamWOptions{0.9, 0.999, 1e-8, 0.0});
     for (auto& item : student->named_parameters()) {
-      const bool frozen = ov_freeze && (item.key().find("o_proj") != std::string::npos || item.key().find("v_proj") != std::string::npos);
-      if (frozen) item.value().requires_grad_(false);
-      else optimizer->add_parameter(item.key(), item.value(), true);
+      const bool frozen = ov_freeze && (item.key().find("o_proj") != std::string::npos ||
+                                        item.key().find("v_proj") != std::string::npos);
+      if (frozen)
+        item.value().requires_grad_(false);
+      else
+        optimizer->add_parameter(item.key(), item.value(), true);
     }
   }
   void backward() { qkd::loss::kd_loss(teacher_logits, student->forward(ids), ids, {}).loss.backward(); }
@@ -137,8 +141,10 @@ TEST_P(Trajectory, StepZeroGradientNormsPerProjectionMatchReference) {
   }
   for (const auto& [projection, value] : expected.items()) {
     const double want = value.get<double>();
-    if (want == 0.0) EXPECT_EQ(totals[projection], 0.0) << projection;
-    else EXPECT_NEAR(totals[projection], want, 1e-4 * want) << projection;
+    if (want == 0.0)
+      EXPECT_EQ(totals[projection], 0.0) << projection;
+    else
+      EXPECT_NEAR(totals[projection], want, 1e-4 * want) << projection;
   }
 }
 
@@ -170,4 +176,3 @@ INSTANTIATE_TEST_SUITE_P(Gradients, Trajectory, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "ov_freeze" : "full"; });
 
 }  // namespace
-

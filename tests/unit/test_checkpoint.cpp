@@ -46,7 +46,8 @@ TEST(HfConfig, ReadsOlderAndNewerRopeForms) {
   EXPECT_EQ(old_form.num_key_value_heads, 4);
   EXPECT_EQ(old_form.rope.type, "default");
   EXPECT_DOUBLE_EQ(old_form.rope.theta, 10000.0);
-  const auto llama3 = qkd::checkpoint::read_llama_config(shared_dir() + "/models/tiny-llama-tied-llama3rope-bf16/config.json");
+  const auto llama3 =
+      qkd::checkpoint::read_llama_config(shared_dir() + "/models/tiny-llama-tied-llama3rope-bf16/config.json");
   EXPECT_EQ(llama3.rope.type, "llama3");
   EXPECT_DOUBLE_EQ(llama3.rope.theta, 500000.0);
   EXPECT_DOUBLE_EQ(llama3.rope.factor, 8.0);
@@ -55,7 +56,8 @@ TEST(HfConfig, ReadsOlderAndNewerRopeForms) {
 }
 
 TEST(HfConfig, WrittenConfigParsesBackIdentically) {
-  auto config = qkd::checkpoint::read_llama_config(shared_dir() + "/models/tiny-llama-tied-llama3rope-bf16/config.json");
+  auto config =
+      qkd::checkpoint::read_llama_config(shared_dir() + "/models/tiny-llama-tied-llama3rope-bf16/config.json");
   const auto again = qkd::checkpoint::parse_llama_config(qkd::checkpoint::llama_config_to_json(config), "roundtrip");
   EXPECT_EQ(again.hidden_size, config.hidden_size);
   EXPECT_EQ(again.rope.type, config.rope.type);
@@ -86,8 +88,10 @@ TEST(HfCheckpoint, WrongShapeAndMissingTensorsAreListed) {
   qkd::io::NamedTensors edited;
   for (auto& [name, t] : tensors) {
     if (name == "model.layers.1.mlp.up_proj.weight") continue;  // dropped -> missing
-    if (name == "model.layers.0.self_attn.v_proj.weight") edited.emplace_back(name, t.narrow(0, 0, 48).clone());
-    else edited.emplace_back(name, t.clone());
+    if (name == "model.layers.0.self_attn.v_proj.weight")
+      edited.emplace_back(name, t.narrow(0, 0, 48).clone());
+    else
+      edited.emplace_back(name, t.clone());
   }
   edited.emplace_back("model.layers.9.extra.weight", torch::zeros({2}));
   tensors.clear();
@@ -95,14 +99,16 @@ TEST(HfCheckpoint, WrongShapeAndMissingTensorsAreListed) {
   const auto message = error_of([&] { qkd::checkpoint::load_llama(dir); });
   EXPECT_NE(message.find("missing tensors: model.layers.1.mlp.up_proj.weight"), std::string::npos) << message;
   EXPECT_NE(message.find("unexpected tensors: model.layers.9.extra.weight"), std::string::npos) << message;
-  EXPECT_NE(message.find("model.layers.0.self_attn.v_proj.weight [48, 96] (expected [96, 96])"), std::string::npos) << message;
+  EXPECT_NE(message.find("model.layers.0.self_attn.v_proj.weight [48, 96] (expected [96, 96])"), std::string::npos)
+      << message;
   EXPECT_TRUE(one_line(message));
 }
 
 TEST(HfCheckpoint, SavedCheckpointReloadsBitwise) {
   auto model = qkd::checkpoint::load_llama(shared_dir() + "/models/tiny-llama-tied-llama3rope-bf16");
   const auto out = scratch_dir("save") + "/saved";
-  qkd::checkpoint::save_hf_checkpoint(*model, out, torch::kBFloat16, shared_dir() + "/models/tiny-llama-tied-llama3rope-bf16");
+  qkd::checkpoint::save_hf_checkpoint(*model, out, torch::kBFloat16,
+                                      shared_dir() + "/models/tiny-llama-tied-llama3rope-bf16");
   auto again = qkd::checkpoint::load_llama(out);
   const auto a = model->named_parameters(), b = again->named_parameters();
   ASSERT_EQ(a.size(), b.size());
@@ -114,7 +120,8 @@ TEST(LogitsCommand, CorruptInputsExitNonZeroWithOneLine) {
   const auto dir = copy_model("tiny-llama-gqa-sharded", "cli");
   fs::remove(dir + "/model-00002-of-00004.safetensors");
   const auto out = scratch_dir("cli-out");
-  const auto result = run_cli("logits --model " + dir + " --input " + dir + "/reference_logits.safetensors --output " + out + "/x.safetensors");
+  const auto result = run_cli("logits --model " + dir + " --input " + dir + "/reference_logits.safetensors --output " +
+                              out + "/x.safetensors");
   EXPECT_NE(result.exit_code, 0);
   EXPECT_NE(result.output.find("model-00002-of-00004.safetensors"), std::string::npos) << result.output;
   EXPECT_FALSE(fs::exists(out + "/x.safetensors"));
@@ -123,7 +130,8 @@ TEST(LogitsCommand, CorruptInputsExitNonZeroWithOneLine) {
 TEST(LogitsCommand, WritesLogitsMatchingReference) {
   const auto dir = shared_dir() + "/models/kjv-teacher-7m";
   const auto out = scratch_dir("cli-logits") + "/logits.safetensors";
-  const auto result = run_cli("logits --model " + dir + " --input " + dir + "/reference_logits.safetensors --output " + out);
+  const auto result =
+      run_cli("logits --model " + dir + " --input " + dir + "/reference_logits.safetensors --output " + out);
   ASSERT_EQ(result.exit_code, 0) << result.output;
   const auto written = qkd::io::SafetensorsFile::open(out);
   const auto reference = qkd::io::SafetensorsFile::open(dir + "/reference_logits.safetensors");

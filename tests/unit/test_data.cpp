@@ -85,13 +85,15 @@ TEST(DataConfig, ErrorsNameTheJsonPath) {
   };
   EXPECT_EQ(error_for(R"({"sources": [{"path": "a.txt"}, {"path": "b.txt", "weight": -1}]})"),
             "train.data.sources[1].weight: expected a positive number, got -1");
-  EXPECT_EQ(error_for(R"({"sources": [{"path": "a.txt", "fromat": "txt"}]})").rfind(
-                "train.data.sources[0].fromat: unknown key", 0), 0u);
+  EXPECT_EQ(error_for(R"({"sources": [{"path": "a.txt", "fromat": "txt"}]})")
+                .rfind("train.data.sources[0].fromat: unknown key", 0),
+            0u);
   EXPECT_EQ(error_for(R"({"sources": [], "seq_len": 8})"), "train.data.sources: expected a non-empty array, got []");
   EXPECT_EQ(error_for(R"({"sources": [{"path": "a.txt"}], "seq_len": 0})"),
             "train.data.seq_len: expected a positive integer, got 0");
-  EXPECT_EQ(error_for(R"({"sources": [{"path": "a.txt", "format": "csv"}]})").rfind(
-                "train.data.sources[0].format: expected one of auto|", 0), 0u);
+  EXPECT_EQ(error_for(R"({"sources": [{"path": "a.txt", "format": "csv"}]})")
+                .rfind("train.data.sources[0].format: expected one of auto|", 0),
+            0u);
   EXPECT_EQ(error_for(R"({"sources": [{"weight": 1}]})").rfind("train.data.sources[0].path: missing", 0), 0u);
   EXPECT_EQ(error_for(R"({"sources": [{"path": "a.txt"}], "shuffle": "yes"})"),
             "train.data.shuffle: expected true or false, got \"yes\"");
@@ -171,19 +173,23 @@ TEST(DataPacking, CustomTextFieldTxtAlpacaShareGpt) {
   auto config = one_source(fixture("fields.jsonl"), 8);
   config.sources[0].text_field = "body";
   DataStream fields(config, &kjv_tokenizer());
-  EXPECT_EQ(take_tokens(fields, 4), expected_stream({"Copper kettles hum when the water is nearly ready.",
-                                                     "Foxes keep to the hedges in winter."}, 32));
+  EXPECT_EQ(take_tokens(fields, 4),
+            expected_stream(
+                {"Copper kettles hum when the water is nearly ready.", "Foxes keep to the hedges in winter."}, 32));
   DataStream txt(one_source(fixture("essays.txt"), 8), &kjv_tokenizer());
-  EXPECT_EQ(take_tokens(txt, 5), expected_stream({"The river bends twice before the mill.\nMoss grows on its "
-                                                  "northern stones.", "In autumn the geese leave in long lines.",
-                                                  "Last paragraph, with no trailing newline."}, 40));
+  EXPECT_EQ(take_tokens(txt, 5),
+            expected_stream({"The river bends twice before the mill.\nMoss grows on its "
+                             "northern stones.",
+                             "In autumn the geese leave in long lines.", "Last paragraph, with no trailing newline."},
+                            40));
   DataStream alpaca(one_source(fixture("alpaca.jsonl"), 8), &kjv_tokenizer());
   EXPECT_EQ(take_tokens(alpaca, 2), expected_stream({"### Instruction:\nName a colour found in a rainbow.\n\n"
-                                                     "### Response:\nGreen."}, 16));
+                                                     "### Response:\nGreen."},
+                                                    16));
   DataStream chat(one_source(fixture("sharegpt.jsonl"), 8), &kjv_tokenizer());
   const auto& tok = kjv_tokenizer();
-  auto first = tok.encode("[INST] <<SYS>>\nYou answer briefly.\n<</SYS>>\n\nWhat is the capital of Peru? [/INST] Lima. ",
-                          true, true);
+  auto first = tok.encode(
+      "[INST] <<SYS>>\nYou answer briefly.\n<</SYS>>\n\nWhat is the capital of Peru? [/INST] Lima. ", true, true);
   const auto second = tok.encode("[INST] And of Chile? [/INST] Santiago. ", true, true);
   first.insert(first.end(), second.begin(), second.end());
   const auto got = take_tokens(chat, 1 + static_cast<int64_t>(first.size()) / 8);
@@ -212,7 +218,8 @@ TEST(DataErrors, MalformedLinesAreCountedOrFatalWhenStrict) {
   EXPECT_EQ(error_of([&] { s.next_batch(8); }), fixture("malformed.jsonl") + ":2: missing field 'text'");
   strict.sources[0].path = fixture("malformed_first.jsonl");  // a broken first record fails at construction
   strict.sources[0].format = SourceFormat::TextJsonl;
-  EXPECT_EQ(error_of([&] { DataStream t(strict, &kjv_tokenizer()); }), fixture("malformed_first.jsonl") + ":1: invalid JSON");
+  EXPECT_EQ(error_of([&] { DataStream t(strict, &kjv_tokenizer()); }),
+            fixture("malformed_first.jsonl") + ":1: invalid JSON");
 }
 
 TEST(DataErrors, MissingEmptyAndTooShortSources) {

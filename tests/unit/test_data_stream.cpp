@@ -109,7 +109,8 @@ TEST(DataStream, SameSeedSameBatchesOtherSeedOther) {
 
 TEST(DataStream, MixingFollowsTheWeights) {
   DataStream stream(config_for({{kjv("kjv-val.u16"), qkd::data::SourceFormat::Auto, 3.0},
-                                {kjv("kjv-val.jsonl"), qkd::data::SourceFormat::Auto, 1.0}}, 16),
+                                {kjv("kjv-val.jsonl"), qkd::data::SourceFormat::Auto, 1.0}},
+                               16),
                     &kjv_tokenizer());
   batches(stream, 1000, 4);
   const auto stats = stream.stats();

@@ -50,9 +50,7 @@ struct OracleLogits {
   }
 };
 
-double expected_oracle_ppl(double boost) {
-  return std::exp(-(boost - std::log(std::exp(boost) + kVocab - 1)));
-}
+double expected_oracle_ppl(double boost) { return std::exp(-(boost - std::log(std::exp(boost) + kVocab - 1))); }
 
 torch::Tensor kjv_val_stream() { return data::TokenFile::open(kjv("kjv-val.u16")).slice(0, 47193); }
 

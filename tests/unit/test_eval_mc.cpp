@@ -109,7 +109,8 @@ TEST(EvalMcSplit, SequenceIsBosContextContinuationShiftedAndLeftTruncated) {
 
 TEST(EvalMcScore, ScoresComeBackInInputOrderWhateverTheBatching) {
   std::vector<ScoredSequence> seqs;
-  for (const char* choice : {" Let there be light", " and it was so", " a", " and God saw the light, that it was good"}) {
+  for (const char* choice :
+       {" Let there be light", " and it was so", " a", " and God saw the light, that it was good"}) {
     seqs.push_back(build_scored_sequence(split_continuation(kjv_tokenizer(), "And God said,", choice), 1, 256));
   }
   for (int64_t batch : {1, 3, 16}) {
@@ -205,7 +206,8 @@ TEST(EvalMcFormats, HellaswagFixtureIsPreprocessedLikeLmEval) {
   EXPECT_EQ(a.choices[0].continuation, " slides the tray into the oven.");
   EXPECT_EQ(a.choices[0].norm_bytes, 30);
   const auto& b = d.items[1];
-  EXPECT_EQ(b.choices[0].context, "Home and Garden: How to repot a fern. Pick a larger pot. Choose one a few inches wider.");
+  EXPECT_EQ(b.choices[0].context,
+            "Home and Garden: How to repot a fern. Pick a larger pot. Choose one a few inches wider.");
   EXPECT_EQ(b.choices[0].continuation, "  Fill the bottom with fresh soil.");  // strip runs before "[...]" removal
   EXPECT_EQ(b.choices[3].continuation, " Cover the fern with sand. and wait.");
   EXPECT_EQ(hellaswag_preprocess(" a [x\n] b "), "a [x\n] b");  // '.' does not match a newline
@@ -288,7 +290,8 @@ TEST(EvalMcFormats, KjvClozeLoads) {
       boundary_merges += whole.size() < ctx.size() || !std::equal(ctx.begin(), ctx.end(), whole.begin());
     }
   }
-  std::cout << "[ INFO     ] kjv-cloze requests whose context tokens change with the choice: " << boundary_merges << "\n";
+  std::cout << "[ INFO     ] kjv-cloze requests whose context tokens change with the choice: " << boundary_merges
+            << "\n";
   McOptions options;
   options.max_items = 10;
   const auto r = evaluate_multiple_choice_file(uniform_logits(), kjv_tokenizer(), kjv("kjv-cloze-val.jsonl"), options);
@@ -302,7 +305,8 @@ TEST(EvalMcFormats, BadInputsNameFileAndLine) {
     return dir + "/" + name;
   };
   const std::string good = R"({"context": "a", "choices": [" b", " c", " d", " e"], "label": 0})";
-  auto path = write("label.jsonl", good + "\n" + R"({"context": "a", "choices": [" b", " c", " d", " e"], "label": 5})");
+  auto path =
+      write("label.jsonl", good + "\n" + R"({"context": "a", "choices": [" b", " c", " d", " e"], "label": 5})");
   EXPECT_EQ(error_of([&] { load_mc_file(path); }), path + ":2: label 5 out of range for 4 choices");
   path = write("json.jsonl", good + "\n" + good + "\n{\"context\": \n");
   EXPECT_EQ(error_of([&] { load_mc_file(path); }).rfind(path + ":3: bad JSON", 0), 0u);
@@ -317,5 +321,6 @@ TEST(EvalMcFormats, BadInputsNameFileAndLine) {
   EXPECT_EQ(error_of([&] { load_mc_file(path); }), path + ":1: answerKey \"E\" is not among the choice labels");
   path = write("empty.jsonl", "\n");
   EXPECT_EQ(error_of([&] { load_mc_file(path); }), path + ": no multiple-choice items");
-  EXPECT_EQ(error_of([&] { load_mc_file(dir + "/nope.jsonl"); }), dir + "/nope.jsonl: cannot open: No such file or directory");
+  EXPECT_EQ(error_of([&] { load_mc_file(dir + "/nope.jsonl"); }),
+            dir + "/nope.jsonl: cannot open: No such file or directory");
 }

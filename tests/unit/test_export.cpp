@@ -78,12 +78,13 @@ TEST(IntegerWeights, DequantizedCodesAreTheForwardWeightsBitwise) {
       if (!linear->weight_quantizer()) continue;
       const auto w = qkd::exporting::integer_weight(*model, module + ".weight");
       torch::NoGradGuard no_grad;
-      EXPECT_TRUE(torch::equal(w.dequantize(), linear->effective_weight().to(torch::kFloat))) << grid.name << " " << module;
+      EXPECT_TRUE(torch::equal(w.dequantize(), linear->effective_weight().to(torch::kFloat)))
+          << grid.name << " " << module;
       EXPECT_GE(w.codes.min().item<int>(), w.qmin) << grid.name;
       EXPECT_LE(w.codes.max().item<int>(), w.qmax) << grid.name;
       EXPECT_EQ(w.block_length(), grid.spec.granularity == Granularity::PerChannel ? w.in_features()
                                   : grid.spec.granularity == Granularity::PerGroup ? 64
-                                                                                    : w.codes.numel());
+                                                                                   : w.codes.numel());
       EXPECT_EQ(w.zero.defined(), !grid.spec.symmetric);
       ++checked;
     }
@@ -112,7 +113,8 @@ TEST(HfExport, ReloadsAsAFloatModelWithTheStudentsLogits) {
     const auto out = qkd::test::scratch_dir("hf-export");
     qkd::exporting::ExportOptions options;
     options.dtype = torch::kFloat32;
-    const auto written = qkd::exporting::export_student({*model, grid.spec, kTeacher}, {qkd::exporting::Format::hf}, out, options);
+    const auto written =
+        qkd::exporting::export_student({*model, grid.spec, kTeacher}, {qkd::exporting::Format::hf}, out, options);
     ASSERT_EQ(written, std::vector<std::string>{out + "/hf"});
     for (const char* file : {"config.json", "generation_config.json", "tokenizer.model", "model.safetensors"})
       EXPECT_TRUE(fs::is_regular_file(out + "/hf/" + file)) << file;
@@ -168,7 +170,8 @@ TEST(HfExport, FailureLeavesNothingThatLooksComplete) {
 
 TEST(ExportFormats, ParseListsAndRejectUnknownNames) {
   using qkd::exporting::Format;
-  EXPECT_EQ(qkd::exporting::parse_format_list("hf,gguf,hf", "--format"), (std::vector<Format>{Format::hf, Format::gguf}));
+  EXPECT_EQ(qkd::exporting::parse_format_list("hf,gguf,hf", "--format"),
+            (std::vector<Format>{Format::hf, Format::gguf}));
   for (const char* bad : {"hf,,gguf", "onnx", ""}) {
     try {
       qkd::exporting::parse_format_list(bad, "--format");
@@ -180,16 +183,19 @@ TEST(ExportFormats, ParseListsAndRejectUnknownNames) {
 }
 
 TEST(ExportFormats, RunConfigSectionTakesAListAndNamesTheOldKey) {
-  nlohmann::json config = {{"run_dir", "/tmp/x"}, {"teacher", {{"path", kTeacher}}},
-                           {"data", {{"sources", {{{"path", qkd::test::repo_path("assets/data/kjv/kjv-train.u16")}}}}}}};
+  nlohmann::json config = {
+      {"run_dir", "/tmp/x"},
+      {"teacher", {{"path", kTeacher}}},
+      {"data", {{"sources", {{{"path", qkd::test::repo_path("assets/data/kjv/kjv-train.u16")}}}}}}};
   config["export"] = {{"formats", {"gguf", "hf"}}, {"gguf_type", "q8_0"}};
   const auto parsed = qkd::train::parse_run_config(config);
-  EXPECT_EQ(parsed.export_.formats, (std::vector<qkd::exporting::Format>{qkd::exporting::Format::gguf, qkd::exporting::Format::hf}));
+  EXPECT_EQ(parsed.export_.formats,
+            (std::vector<qkd::exporting::Format>{qkd::exporting::Format::gguf, qkd::exporting::Format::hf}));
   EXPECT_EQ(parsed.export_.gguf_type, "q8_0");
-  for (const auto& [section, needle] : std::vector<std::pair<nlohmann::json, std::string>>{
-           {{{"hf", true}}, "export.hf: replaced by export.formats"},
-           {{{"formats", {"onnx"}}}, "export.formats"},
-           {{{"gguf_type", "q2_k"}}, "export.gguf_type"}}) {
+  for (const auto& [section, needle] :
+       std::vector<std::pair<nlohmann::json, std::string>>{{{{"hf", true}}, "export.hf: replaced by export.formats"},
+                                                           {{{"formats", {"onnx"}}}, "export.formats"},
+                                                           {{{"gguf_type", "q2_k"}}, "export.gguf_type"}}) {
     config["export"] = section;
     try {
       qkd::train::parse_run_config(config);

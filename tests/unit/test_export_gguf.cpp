@@ -186,8 +186,10 @@ void check_layout_and_metadata(const gguf::File& f, model::LlamaForCausalLMImpl&
     std::string spelled;
     for (auto id : tok.encode(text)) {
       const auto& piece = tokens.texts.at(id);
-      if (types.integers.at(id) == 6) spelled += static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16));
-      else spelled += piece;
+      if (types.integers.at(id) == 6)
+        spelled += static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16));
+      else
+        spelled += piece;
     }
     std::string decoded;
     for (size_t i = 0; i < spelled.size();) {
@@ -223,9 +225,12 @@ void check_layout_and_metadata(const gguf::File& f, model::LlamaForCausalLMImpl&
     const auto p = parameter(m, names[i].hf);
     std::vector<int64_t> ne(p.sizes().rbegin(), p.sizes().rend());
     EXPECT_EQ(t.ne, ne) << t.name;
-    if (p.dim() == 1) EXPECT_EQ(t.type, gguf::F32) << t.name;
-    else if (t.name == "token_embd.weight" || t.name == "output.weight") EXPECT_EQ(t.type, big) << t.name;
-    else EXPECT_EQ(t.type, proj) << t.name;
+    if (p.dim() == 1)
+      EXPECT_EQ(t.type, gguf::F32) << t.name;
+    else if (t.name == "token_embd.weight" || t.name == "output.weight")
+      EXPECT_EQ(t.type, big) << t.name;
+    else
+      EXPECT_EQ(t.type, proj) << t.name;
   }
   // The file ends with the last tensor's (padded) data.
   const auto& last = f.tensors.back();
@@ -306,7 +311,8 @@ TEST(SentencepieceVocab, ReadsPiecesScoresAndTypes) {
 
 TEST(SentencepieceVocab, ErrorsNameTheFile) {
   const auto dir = test::scratch_dir("spm-bad");
-  expect_error([&] { tokenizer::read_sentencepiece_vocab(dir + "/absent.model"); }, {dir + "/absent.model", "cannot open"});
+  expect_error([&] { tokenizer::read_sentencepiece_vocab(dir + "/absent.model"); },
+               {dir + "/absent.model", "cannot open"});
   const auto garbage = dir + "/garbage.model";
   std::ofstream(garbage) << "this is not a protobuf \xff\xff\xff";
   expect_error([&] { tokenizer::read_sentencepiece_vocab(garbage); }, {garbage, "not a sentencepiece model"});
@@ -409,7 +415,8 @@ TEST(Gguf, AsymmetricAndFloatProjectionsAreRequantizedWithAWarning) {
     auto deq = f.to_float(t);
     if (n.heads) deq = unpermute_rows(deq, n.heads);
     const auto w = linear(*m, n.hf)->effective_weight().detach().to(torch::kFloat);
-    const double d = (deq - w).to(torch::kDouble).pow(2).sum().item<double>(), r = w.to(torch::kDouble).pow(2).sum().item<double>();
+    const double d = (deq - w).to(torch::kDouble).pow(2).sum().item<double>(),
+                 r = w.to(torch::kDouble).pow(2).sum().item<double>();
     diff2 += d;
     ref2 += r;
     worst = std::max(worst, std::sqrt(d / r));
@@ -466,8 +473,9 @@ TEST(Gguf, InFeaturesNotAMultipleOf32FailsNamingTheTensorAndWritesNothing) {
     ExportOptions options;
     options.gguf_type = type;
     // The first tensor in file order that cannot be blocked: q_proj, or with q8_0 the embeddings.
-    const std::string tensor = std::string(type) == "q4_0" ? "model.layers.0.self_attn.q_proj.weight (blk.0.attn_q.weight)"
-                                                           : "model.embed_tokens.weight (token_embd.weight)";
+    const std::string tensor = std::string(type) == "q4_0"
+                                   ? "model.layers.0.self_attn.q_proj.weight (blk.0.attn_q.weight)"
+                                   : "model.embed_tokens.weight (token_embd.weight)";
     expect_error([&] { exporting::check_gguf(source, options); }, {tensor, "in_features 48", "multiple of 32"});
     expect_error([&] { exporting::write_gguf(source, path, options); }, {tensor, "in_features 48"});
     EXPECT_TRUE(fs::is_empty(dir));
@@ -486,9 +494,15 @@ TEST(Gguf, BadOptionsAndTokenizerFailBeforeWriting) {
   const auto dir = test::scratch_dir("gguf-opts");
   ExportOptions options;
   options.gguf_type = "q4_k";
-  expect_error([&] { exporting::write_gguf({*m, spec, teacher_dir()}, dir + "/model.gguf", options); },
-               {"gguf_type", "q4_k"});
-  expect_error([&] { exporting::write_gguf({*m, spec, dir}, dir + "/model.gguf", {}); },
-               {dir + "/tokenizer.model", "cannot open"});
+  expect_error(
+      [&] {
+        exporting::write_gguf({*m, spec, teacher_dir()}, dir + "/model.gguf", options);
+      },
+      {"gguf_type", "q4_k"});
+  expect_error(
+      [&] {
+        exporting::write_gguf({*m, spec, dir}, dir + "/model.gguf", {});
+      },
+      {dir + "/tokenizer.model", "cannot open"});
   EXPECT_TRUE(fs::is_empty(dir));
 }

@@ -217,7 +217,11 @@ TEST(ExportPacked, StaticInputActivationsAreWrittenAsInputScale) {
     EXPECT_EQ(file.info(module + ".input_zero_point").dtype, io::DType::I8) << module;
     EXPECT_EQ(file.info(module + ".weight_zero_point").dtype, io::DType::I32) << module;
   }
-  const auto act = read_json(dir + "/config.json").at("quantization_config").at("config_groups").at("group_0").at("input_activations");
+  const auto act = read_json(dir + "/config.json")
+                       .at("quantization_config")
+                       .at("config_groups")
+                       .at("group_0")
+                       .at("input_activations");
   EXPECT_EQ(act.at("num_bits"), 8);
   EXPECT_EQ(act.at("strategy"), "tensor");
   EXPECT_EQ(act.at("dynamic"), false);
@@ -272,7 +276,9 @@ TEST(ExportPacked, CliEvalOnPackedDirMatchesStudent) {
   exporting::write_packed({*student, spec, teacher_dir()}, packed_dir, fp32_options());
   const auto val = test::shared_dir() + "/data/kjv/kjv-val.u16";
   const std::string common = " --ppl " + val + " --max-windows 3 --seq-len 64 --batch-size 3";
-  const auto a = test::run_cli("eval --model " + teacher_dir() + " --student " + student_dir + common + " --json " + scratch + "/a.json", "", 300);
+  const auto a = test::run_cli(
+      "eval --model " + teacher_dir() + " --student " + student_dir + common + " --json " + scratch + "/a.json", "",
+      300);
   ASSERT_EQ(a.exit_code, 0) << a.output;
   const auto b = test::run_cli("eval --model " + packed_dir + common + " --json " + scratch + "/b.json", "", 300);
   ASSERT_EQ(b.exit_code, 0) << b.output;
@@ -287,13 +293,17 @@ TEST(ExportPacked, CliEvalOnPackedDirMatchesStudent) {
   EXPECT_GT(ppl_a, 1.0);
   EXPECT_NEAR(ppl_b, ppl_a, 1e-6 * ppl_a);
   // --student accepts a packed directory too.
-  const auto c = test::run_cli("eval --model " + teacher_dir() + " --student " + packed_dir + common + " --json " + scratch + "/c.json", "", 300);
+  const auto c = test::run_cli(
+      "eval --model " + teacher_dir() + " --student " + packed_dir + common + " --json " + scratch + "/c.json", "",
+      300);
   ASSERT_EQ(c.exit_code, 0) << c.output;
   EXPECT_NEAR(ppl_of("c.json"), ppl_a, 1e-6 * ppl_a);
 
   // `logits` reads the packed directory too: fp32 logits of the student.
   const auto reference = test::shared_dir() + "/models/kjv-teacher-7m/reference_logits.safetensors";
-  const auto d = test::run_cli("logits --model " + packed_dir + " --input " + reference + " --output " + scratch + "/logits.safetensors", "", 300);
+  const auto d = test::run_cli(
+      "logits --model " + packed_dir + " --input " + reference + " --output " + scratch + "/logits.safetensors", "",
+      300);
   ASSERT_EQ(d.exit_code, 0) << d.output;
   const auto input = io::SafetensorsFile::open(reference).tensor("input_ids_0");
   const auto logits = io::SafetensorsFile::open(scratch + "/logits.safetensors").tensor("logits_0");

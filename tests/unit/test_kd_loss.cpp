@@ -73,8 +73,8 @@ TEST(KdLoss, IdenticalDistributionsGiveZeroDivergence) {
 TEST(KdLoss, ReportsCrossEntropySeparately) {
   const auto ids = torch::tensor({{1, 2, 3}}, torch::kInt64);
   const auto logits = torch::zeros({1, 3, 4});
-  const auto r = qkd::loss::kd_loss(logits, logits.clone().requires_grad_(true), ids,
-                                    {Divergence::ForwardKL, 1.0, 1.0, 1.0, 2});
+  const auto r =
+      qkd::loss::kd_loss(logits, logits.clone().requires_grad_(true), ids, {Divergence::ForwardKL, 1.0, 1.0, 1.0, 2});
   EXPECT_NEAR(r.cross_entropy, std::log(4.0), 1e-6);  // uniform over 4 tokens
   EXPECT_NEAR(r.loss.item<double>(), std::log(4.0), 1e-6);
 }

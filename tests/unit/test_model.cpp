@@ -51,10 +51,12 @@ TEST_P(ReferenceLogits, HiddenStatesMatchTransformersWithin1e4) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, ReferenceLogits,
-                         ::testing::Values("kjv-teacher-7m", "tiny-llama-gqa-sharded", "tiny-llama-tied-llama3rope-bf16"),
+                         ::testing::Values("kjv-teacher-7m", "tiny-llama-gqa-sharded",
+                                           "tiny-llama-tied-llama3rope-bf16"),
                          [](const auto& info) {
                            std::string name = info.param;
-                           for (auto& c : name) if (c == '-') c = '_';
+                           for (auto& c : name)
+                             if (c == '-') c = '_';
                            return name;
                          });
 

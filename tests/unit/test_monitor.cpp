@@ -82,7 +82,7 @@ TEST(InstabilityDetector, ForgetStartsANewBaseline) {
   }
   d.forget(0, "v_proj");
   for (double v : {5.0, 5.0, 5.0}) d.observe(2, grad(0, "v_proj"), v, events);  // rebuilding history: no judgement
-  d.observe(3, grad(1, "v_proj"), 5.0, events);                                // old baseline 1.0: a spike
+  d.observe(3, grad(1, "v_proj"), 5.0, events);                                 // old baseline 1.0: a spike
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0].series, grad(1, "v_proj"));
   EXPECT_EQ(d.state().at("series").at("layer0.v_proj.grad_sq").size(), 3u);
@@ -102,7 +102,8 @@ TEST(InstabilityDetector, StateRoundTrips) {
 std::vector<std::string> projections(int layers) {
   std::vector<std::string> out;
   for (int i = 0; i < layers; ++i)
-    for (auto p : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"})
+    for (auto p : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+                   "mlp.up_proj", "mlp.down_proj"})
       out.push_back("model.layers." + std::to_string(i) + "." + p);
   return out;
 }
@@ -112,7 +113,7 @@ TEST(FreezePolicy, StaticPolicies) {
   ov.policy = FreezeMode::ov;
   const auto frozen = qkd::monitor::FreezePolicy(ov, projections(2)).initial();
   EXPECT_EQ(frozen, (std::vector<std::string>{"model.layers.0.self_attn.v_proj", "model.layers.0.self_attn.o_proj",
-                                               "model.layers.1.self_attn.v_proj", "model.layers.1.self_attn.o_proj"}));
+                                              "model.layers.1.self_attn.v_proj", "model.layers.1.self_attn.o_proj"}));
   qkd::monitor::FreezeConfig qkv;
   qkv.policy = FreezeMode::modules;
   qkv.modules = {"q_proj", "k_proj", "v_proj"};
@@ -128,8 +129,10 @@ TEST(FreezePolicy, AutoReactsToWatchedSpikesInScope) {
   EXPECT_EQ(policy.react({{4, EventKind::spike, grad(1, "v_proj"), 1, 0.1}}, {}),
             (std::vector<std::string>{"model.layers.1.self_attn.o_proj", "model.layers.1.self_attn.v_proj"}));
   c.scope = FreezeScope::all;
-  EXPECT_EQ(qkd::monitor::FreezePolicy(c, projections(3)).react({{4, EventKind::spike, grad(1, "o_proj"), 1, 0.1}},
-                                                                 {"model.layers.0.self_attn.v_proj"}).size(), 5u);
+  EXPECT_EQ(qkd::monitor::FreezePolicy(c, projections(3))
+                .react({{4, EventKind::spike, grad(1, "o_proj"), 1, 0.1}}, {"model.layers.0.self_attn.v_proj"})
+                .size(),
+            5u);
 }
 
 TEST(FreezePolicy, AutoReleasesOnceTheLearningRateHasDecayed) {
@@ -144,7 +147,7 @@ TEST(FreezePolicy, AutoReleasesOnceTheLearningRateHasDecayed) {
   resumed.load_state(policy.state());
   EXPECT_EQ(resumed.take_releases(2.5e-4), ov0);
   EXPECT_TRUE(resumed.take_releases(1e-5).empty());  // handed back once
-  c.release_lr_factor = 0.0;                          // 0: auto freezes are for good
+  c.release_lr_factor = 0.0;                         // 0: auto freezes are for good
   qkd::monitor::FreezePolicy keeps(c, projections(2));
   keeps.note_auto_freeze(ov0, 1e-3);
   EXPECT_TRUE(keeps.take_releases(0.0).empty());
@@ -230,7 +233,8 @@ std::map<std::string, torch::Tensor> student_at(const std::string& dir, int step
 }
 
 bool in_modules(const std::string& parameter, const std::vector<std::string>& modules) {
-  return std::any_of(modules.begin(), modules.end(), [&](const std::string& m) { return parameter.rfind(m + ".", 0) == 0; });
+  return std::any_of(modules.begin(), modules.end(),
+                     [&](const std::string& m) { return parameter.rfind(m + ".", 0) == 0; });
 }
 
 bool is_projection(const std::string& parameter) {
@@ -301,7 +305,8 @@ TEST(AutoFreeze, WatchesOvEveryStepWhateverTheInterval) {
   EXPECT_EQ(only_event(dir, "freeze").at("step"), 5);
   EXPECT_EQ(read_jsonl(dir + "/signal.jsonl").size(), 1u);
   const auto s3 = student_at(dir, 3), s5 = student_at(dir, 5);
-  EXPECT_TRUE(torch::equal(s3.at("model.layers.2.self_attn.v_proj.weight"), s5.at("model.layers.2.self_attn.v_proj.weight")));
+  EXPECT_TRUE(
+      torch::equal(s3.at("model.layers.2.self_attn.v_proj.weight"), s5.at("model.layers.2.self_attn.v_proj.weight")));
 }
 
 // Cosine over 8 steps from 1e-4: step 2 runs at 0.962e-4, so factor 0.5 releases at the first step
@@ -320,7 +325,8 @@ TEST(AutoFreeze, ReleasesTheFrozenProjectionsOnceTheLearningRateHasDecayed) {
   const auto s2 = student_at(dir, 2), s5 = student_at(dir, 5), s6 = student_at(dir, 6);
   for (const auto& name : frozen) {
     EXPECT_TRUE(torch::equal(s2.at(name + ".weight"), s5.at(name + ".weight"))) << name << " trained while frozen";
-    EXPECT_FALSE(torch::equal(s5.at(name + ".weight"), s6.at(name + ".weight"))) << name << " did not train after release";
+    EXPECT_FALSE(torch::equal(s5.at(name + ".weight"), s6.at(name + ".weight")))
+        << name << " did not train after release";
   }
 }
 

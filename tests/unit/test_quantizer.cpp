@@ -214,7 +214,8 @@ TEST(Lsq, ScaleGradientMatchesFormulaAndFiniteDifferences) {
   const auto s = scale.detach().view({4, 1});
   const auto v = w / s;
   const auto inside = (v >= -4) & (v <= 3);
-  const auto d = torch::where(v < -4, torch::full_like(v, -4), torch::where(v > 3, torch::full_like(v, 3), torch::round(v) - v));
+  const auto d =
+      torch::where(v < -4, torch::full_like(v, -4), torch::where(v > 3, torch::full_like(v, 3), torch::round(v) - v));
   const double factor = 1.0 / std::sqrt(32.0 * 3.0);
   const auto expected = ((g * d).sum(1) * factor).view({4, 1, 1});
   EXPECT_TRUE(torch::allclose(scale.grad(), expected, 1e-5, 1e-6)) << scale.grad() << expected;
@@ -239,7 +240,9 @@ TEST(Lsq, ZeroPointGradientIsMinusScaleOutside) {
   q.initialize(torch::tensor({{-1.0f, 0.0f, 1.0f, 2.0f}}));  // scale 1, zero 1
   auto zero = q.named_parameters()["zero_point"];
   EXPECT_EQ(zero.item<float>(), 1.0f);
-  (q.fake_quantize(torch::tensor({{-5.0f, 0.4f, 1.0f, 9.0f}})) * torch::tensor({{1.0f, 2.0f, 3.0f, 4.0f}})).sum().backward();
+  (q.fake_quantize(torch::tensor({{-5.0f, 0.4f, 1.0f, 9.0f}})) * torch::tensor({{1.0f, 2.0f, 3.0f, 4.0f}}))
+      .sum()
+      .backward();
   EXPECT_FLOAT_EQ(zero.grad().item<float>(), -(1.0f + 4.0f) * 1.0f);
 }
 

@@ -53,10 +53,10 @@ const std::string& fixture_html() {
   return html;
 }
 
-const std::vector<std::string> kStepCharts = {"kd-loss", "lr", "grad-norm", "ppl-0", "mc-0", "grad-proj-0",
-                                              "layers-v_proj-0", "layers-o_proj-0"};
-const std::vector<std::string> kOtherCharts = {"grad-proj-1", "layers-v_proj-1", "layers-o_proj-1", "act-rms",
-                                               "quant-error-0", "quant-error-1"};
+const std::vector<std::string> kStepCharts = {"kd-loss", "lr",          "grad-norm",       "ppl-0",
+                                              "mc-0",    "grad-proj-0", "layers-v_proj-0", "layers-o_proj-0"};
+const std::vector<std::string> kOtherCharts = {"grad-proj-1", "layers-v_proj-1", "layers-o_proj-1",
+                                               "act-rms",     "quant-error-0",   "quant-error-1"};
 
 }  // namespace
 
@@ -72,7 +72,7 @@ TEST(ReportLoad, ReadsFixtureRunsAndIgnoresPartialLastLines) {
   ASSERT_EQ(run.signals.size(), 3u);
   ASSERT_EQ(run.signals[0].layers.size(), 3u);
   EXPECT_EQ(run.signals[2].layers[1].grad_sq.count("v_proj"), 0u);  // frozen: absent
-  ASSERT_EQ(run.events.size(), 5u);                                  // same-step events all kept
+  ASSERT_EQ(run.events.size(), 5u);                                 // same-step events all kept
   EXPECT_EQ(run.events[2].kind, "freeze");
   EXPECT_EQ(run.events[2].modules.size(), 6u);
   EXPECT_EQ(run.events[4].kind, "release");

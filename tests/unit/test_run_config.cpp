@@ -84,8 +84,9 @@ TEST(RunConfig, AutoFreezeNeedsTheMonitor) {
 TEST(RunConfig, AutoWatchEntriesMustBeProjectionTypes) {
   auto j = minimal();
   j["freeze"] = {{"policy", "auto"}, {"auto_watch", {"self_attn.o_proj", "self_attn.v_proj"}}};
-  EXPECT_EQ(error_of(j), "freeze.auto_watch[0]: \"self_attn.o_proj\" is not a projection type (expected one of q_proj, "
-                         "k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
+  EXPECT_EQ(error_of(j),
+            "freeze.auto_watch[0]: \"self_attn.o_proj\" is not a projection type (expected one of q_proj, "
+            "k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
   j["freeze"]["auto_watch"] = json::array();
   EXPECT_EQ(error_of(j), "freeze.auto_watch: empty: auto would watch nothing and never freeze");
   j["freeze"]["auto_watch"] = {"v_proj"};
@@ -125,9 +126,11 @@ TEST(RunConfig, FreezePoliciesThatReachNoQuantizedModuleAreRejected) {
     return std::string();
   };
   j["run_dir"] = qkd::test::scratch_dir("ov-nothing") + "/run";
-  EXPECT_EQ(open(j), "freeze.policy: \"ov\" would freeze nothing: no o_proj or v_proj is quantized (see quant.modules)");
+  EXPECT_EQ(open(j),
+            "freeze.policy: \"ov\" would freeze nothing: no o_proj or v_proj is quantized (see quant.modules)");
   j["freeze"] = {{"policy", "auto"}};
-  EXPECT_EQ(open(j), "freeze.auto_watch: no watched projection is quantized (see quant.modules): auto would never freeze");
+  EXPECT_EQ(open(j),
+            "freeze.auto_watch: no watched projection is quantized (see quant.modules): auto would never freeze");
   EXPECT_FALSE(std::filesystem::exists(j["run_dir"].get<std::string>()));
 }
 

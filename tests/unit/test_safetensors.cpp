@@ -50,7 +50,8 @@ void expect_error(const std::function<void()>& action, const std::vector<std::st
     const std::string message = e.what();
     ::testing::Test::RecordProperty("error", message);  // shows the wording in --gtest_output=xml
     EXPECT_EQ(message.find('\n'), std::string::npos) << "message spans lines: " << message;
-    for (const auto& part : parts) EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
+    for (const auto& part : parts)
+      EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
     return;
   }
   ADD_FAILURE() << "no qkd::Error thrown";
@@ -103,15 +104,15 @@ TEST(SafetensorsRoundtrip, EveryDtypeKeepsValuesShapeAndOrder) {
 TEST(SafetensorsRoundtrip, NonContiguousScalarAndEmptyTensors) {
   const auto path = qkd::test::scratch_dir("st-strided") + "/strided.safetensors";
   const auto base = torch::arange(24, torch::kFloat32).reshape({4, 6});
-  const auto transposed = base.t();                                       // strides swapped
+  const auto transposed = base.t();                                                              // strides swapped
   const auto stepped = base.index({torch::indexing::Slice(), torch::indexing::Slice(0, 6, 2)});  // gaps
   const auto bf16 = base.to(torch::kBFloat16).t();
   const auto scalar = torch::tensor(3.5, torch::kFloat64).reshape({});
   const auto empty = torch::empty({0, 5}, torch::kFloat16);
   ASSERT_FALSE(transposed.is_contiguous());
   ASSERT_FALSE(stepped.is_contiguous());
-  qkd::io::write_safetensors(path, {{"transposed", transposed}, {"stepped", stepped}, {"bf16", bf16},
-                                    {"scalar", scalar}, {"empty", empty}});
+  qkd::io::write_safetensors(
+      path, {{"transposed", transposed}, {"stepped", stepped}, {"bf16", bf16}, {"scalar", scalar}, {"empty", empty}});
 
   const auto loaded = qkd::io::read_safetensors(path);
   ASSERT_EQ(loaded.size(), 5u);
@@ -158,7 +159,11 @@ TEST(SafetensorsWrite, RejectsDuplicateReservedAndUnsupportedTensors) {
   const auto t = torch::ones({2});
   expect_error([&] { qkd::io::write_safetensors(path, {{"a", t}, {"a", t}}); }, {path, "'a'", "twice"});
   expect_error([&] { qkd::io::write_safetensors(path, {{"__metadata__", t}}); }, {path, "'__metadata__'", "reserved"});
-  expect_error([&] { qkd::io::write_safetensors(path, {{"c", torch::ones({2}, torch::kComplexFloat)}}); }, {path, "'c'"});
+  expect_error(
+      [&] {
+        qkd::io::write_safetensors(path, {{"c", torch::ones({2}, torch::kComplexFloat)}});
+      },
+      {path, "'c'"});
   EXPECT_FALSE(fs::exists(path));
 }
 
@@ -172,8 +177,8 @@ TEST(SafetensorsRead, TeacherModelIsFp16WithExpectedShapesAndValues) {
   EXPECT_EQ(embed.sizes(), torch::IntArrayRef({4096, 256}));
   // First values, decoded independently from the file with Python's struct module.
   const auto first = embed.index({0, torch::indexing::Slice(0, 4)}).to(torch::kFloat32);
-  EXPECT_TRUE(torch::equal(first, torch::tensor({0.01641845703125f, -0.0267486572265625f, 0.004024505615234375f,
-                                                 0.026397705078125f})));
+  EXPECT_TRUE(torch::equal(
+      first, torch::tensor({0.01641845703125f, -0.0267486572265625f, 0.004024505615234375f, 0.026397705078125f})));
   EXPECT_EQ(file.info("model.layers.0.input_layernorm.weight").shape, std::vector<int64_t>({256}));
   for (size_t i = 1; i < file.tensors().size(); ++i) EXPECT_EQ(file.tensors()[i].begin, file.tensors()[i - 1].end);
 }
@@ -231,8 +236,8 @@ TEST(SafetensorsRead, MisalignedDataIsCopiedWithCorrectValues) {
   const auto floats = torch::tensor({1.5f, -2.25f, 1e30f});
   const auto halves = torch::tensor({0.5f, 3.0f}).to(torch::kHalf);
   // 3 bytes of U8 push the F32 data off its 4-byte alignment.
-  qkd::io::write_safetensors(path, {{"bytes", torch::tensor({1, 2, 3}, torch::kUInt8)}, {"floats", floats},
-                                    {"halves", halves}});
+  qkd::io::write_safetensors(
+      path, {{"bytes", torch::tensor({1, 2, 3}, torch::kUInt8)}, {"floats", floats}, {"halves", halves}});
   const auto file = SafetensorsFile::open(path);
   ASSERT_EQ(file.info("floats").begin, 3u);
   const auto loaded = file.tensor("floats");
@@ -261,7 +266,8 @@ std::string good_file(const std::string& dir) {
   return read_bytes(path);
 }
 
-std::string entry(const std::string& name, const std::string& dtype, const std::string& shape, const std::string& offsets) {
+std::string entry(const std::string& name, const std::string& dtype, const std::string& shape,
+                  const std::string& offsets) {
   return "\"" + name + "\":{\"dtype\":\"" + dtype + "\",\"shape\":" + shape + ",\"data_offsets\":" + offsets + "}";
 }
 
@@ -301,7 +307,8 @@ TEST(SafetensorsCorrupt, FilesShorterThanEightBytesAndMissingFiles) {
   expect_error([&] { SafetensorsFile::open(path); }, {path, "3 bytes", "8-byte"});
   write_bytes(path, "");
   expect_error([&] { SafetensorsFile::open(path); }, {path, "0 bytes"});
-  expect_error([&] { SafetensorsFile::open(dir + "/absent.safetensors"); }, {dir + "/absent.safetensors", "cannot open"});
+  expect_error([&] { SafetensorsFile::open(dir + "/absent.safetensors"); },
+               {dir + "/absent.safetensors", "cannot open"});
   expect_error([&] { SafetensorsFile::open(dir); }, {dir, "not a regular file"});
 }
 
@@ -335,32 +342,44 @@ INSTANTIATE_TEST_SUITE_P(
         CorruptCase{"not_utf8", "{\"a\xff\":1}", 0, {"invalid JSON"}},
         CorruptCase{"top_level_array", "[1,2]", 0, {"header", "must be a JSON object, found array"}},
         CorruptCase{"unknown_dtype", "{" + entry("a", "F13", "[4]", "[0,16]") + "}", 16, {"tensor 'a'", "'F13'"}},
-        CorruptCase{"offsets_past_end", "{" + kA16 + "," + entry("b", "F32", "[2]", "[16,24]") + "}", 20,
+        CorruptCase{"offsets_past_end",
+                    "{" + kA16 + "," + entry("b", "F32", "[2]", "[16,24]") + "}",
+                    20,
                     {"tensor 'b'", "past the end"}},
-        CorruptCase{"overlap", "{" + kA16 + "," + entry("b", "F32", "[2]", "[12,20]") + "}", 20,
+        CorruptCase{"overlap",
+                    "{" + kA16 + "," + entry("b", "F32", "[2]", "[12,20]") + "}",
+                    20,
                     {"tensor 'b'", "overlap", "'a'"}},
-        CorruptCase{"gap", "{" + kA16 + "," + entry("b", "F32", "[2]", "[20,28]") + "}", 28, {"tensor 'b'", "gap of 4"}},
+        CorruptCase{
+            "gap", "{" + kA16 + "," + entry("b", "F32", "[2]", "[20,28]") + "}", 28, {"tensor 'b'", "gap of 4"}},
         CorruptCase{"leading_gap", "{" + entry("a", "F32", "[4]", "[4,20]") + "}", 20, {"tensor 'a'", "gap of 4"}},
         CorruptCase{"trailing_bytes", "{" + kA16 + "}", 20, {"tensor 'a'", "4 bytes after"}},
         CorruptCase{"data_without_tensors", "{}", 8, {"header", "no tensors"}},
-        CorruptCase{"shape_bytes_mismatch", "{" + entry("a", "F32", "[4]", "[0,12]") + "}", 12,
+        CorruptCase{"shape_bytes_mismatch",
+                    "{" + entry("a", "F32", "[4]", "[0,12]") + "}",
+                    12,
                     {"tensor 'a'", "needs 16 bytes", "span 12"}},
-        CorruptCase{"shape_overflow", "{" + entry("a", "F32", "[4294967296,4294967296]", "[0,16]") + "}", 16,
+        CorruptCase{"shape_overflow",
+                    "{" + entry("a", "F32", "[4294967296,4294967296]", "[0,16]") + "}",
+                    16,
                     {"tensor 'a'", "too large"}},
-        CorruptCase{"negative_dim", "{" + entry("a", "F32", "[-4]", "[0,16]") + "}", 16, {"tensor 'a'", "non-negative"}},
+        CorruptCase{
+            "negative_dim", "{" + entry("a", "F32", "[-4]", "[0,16]") + "}", 16, {"tensor 'a'", "non-negative"}},
         CorruptCase{"float_dim", "{" + entry("a", "F32", "[4.0]", "[0,16]") + "}", 16, {"tensor 'a'", "non-negative"}},
         CorruptCase{"begin_after_end", "{" + entry("a", "U8", "[4]", "[8,4]") + "}", 8, {"tensor 'a'", "begin > end"}},
         CorruptCase{"three_offsets", "{" + entry("a", "U8", "[4]", "[0,4,8]") + "}", 8, {"tensor 'a'", "data_offsets"}},
         CorruptCase{"missing_dtype", R"({"a":{"shape":[4],"data_offsets":[0,16]}})", 16, {"tensor 'a'", "'dtype'"}},
         CorruptCase{"entry_not_object", R"({"a":[1]})", 0, {"tensor 'a'", "not a JSON object"}},
         CorruptCase{"duplicate_name", "{" + kA16 + "," + kA16 + "}", 16, {"tensor 'a'", "twice"}},
-        CorruptCase{"duplicate_field", R"({"a":{"dtype":"F32","dtype":"F16","shape":[4],"data_offsets":[0,16]}})", 16,
+        CorruptCase{"duplicate_field",
+                    R"({"a":{"dtype":"F32","dtype":"F16","shape":[4],"data_offsets":[0,16]}})",
+                    16,
                     {"tensor 'a'", "'dtype'", "twice"}},
-        CorruptCase{"metadata_not_strings", R"({"__metadata__":{"format":1},)" + kA16 + "}", 16,
-                    {"__metadata__", "'format'"}},
+        CorruptCase{
+            "metadata_not_strings", R"({"__metadata__":{"format":1},)" + kA16 + "}", 16, {"__metadata__", "'format'"}},
         CorruptCase{"deep_nesting", "{\"a\":" + std::string(64, '[') + std::string(64, ']') + "}", 0, {"nested"}},
-        CorruptCase{"name_with_newline", "{" + entry("a\\nb", "F13", "[4]", "[0,16]") + "}", 16,
-                    {"tensor 'a\\x0ab'", "F13"}}),
+        CorruptCase{
+            "name_with_newline", "{" + entry("a\\nb", "F13", "[4]", "[0,16]") + "}", 16, {"tensor 'a\\x0ab'", "F13"}}),
     [](const ::testing::TestParamInfo<CorruptCase>& info) { return std::string(info.param.label); });
 
 TEST(SafetensorsCorrupt, BoolBytesOtherThanZeroOrOne) {

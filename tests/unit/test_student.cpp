@@ -185,7 +185,8 @@ TEST(Student, LearnableScalesAndWeightsReceiveGradients) {
 TEST(Student, ActivationQuantizersNeedCalibration) {
   auto m = tiny_model();
   attach_quantizers(*m, static_spec());
-  expect_error([&] { m->forward(batch(5)); }, "model.layers.0.self_attn.q_proj.input_quantizer: used before calibration");
+  expect_error([&] { m->forward(batch(5)); },
+               "model.layers.0.self_attn.q_proj.input_quantizer: used before calibration");
   begin_activation_calibration(*m);
   expect_error([&] { end_activation_calibration(*m); }, "no batch was observed");
 }

@@ -23,7 +23,8 @@ void expect_error(const std::function<void()>& action, const std::vector<std::st
   } catch (const qkd::Error& e) {
     const std::string message = e.what();
     EXPECT_EQ(message.find('\n'), std::string::npos) << message;
-    for (const auto& part : parts) EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
+    for (const auto& part : parts)
+      EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
     return;
   }
   ADD_FAILURE() << "no qkd::Error thrown";

@@ -23,8 +23,8 @@ io::NamedTensors read_checkpoint_tensors(const std::string& dir);
 model::LlamaForCausalLM load_llama(const std::string& dir, const LoadOptions& options = {});
 
 // Copies `tensors` into `model`'s parameters by Hugging Face name (the strict check load_llama does).
-void copy_weights_into(model::LlamaForCausalLMImpl& model, const io::NamedTensors& tensors,
-                       const std::string& source, const std::vector<std::string>& ignored_suffixes = {});
+void copy_weights_into(model::LlamaForCausalLMImpl& model, const io::NamedTensors& tensors, const std::string& source,
+                       const std::vector<std::string>& ignored_suffixes = {});
 
 // The model's weights under Hugging Face names, cast to `dtype` (quantizer state excluded).
 io::NamedTensors model_weights(model::LlamaForCausalLMImpl& model, torch::Dtype dtype);
@@ -35,6 +35,6 @@ void save_hf_checkpoint(model::LlamaForCausalLMImpl& model, const std::string& d
                         const std::string& tokenizer_source_dir = "");
 
 torch::Dtype parse_dtype(const std::string& name, const std::string& where);  // "float32"|"fp32"|...
-std::string dtype_to_string(torch::Dtype dtype);                               // "float32"|...
+std::string dtype_to_string(torch::Dtype dtype);                              // "float32"|...
 
 }  // namespace qkd::checkpoint

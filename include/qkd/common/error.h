@@ -12,8 +12,6 @@ class Error : public std::runtime_error {
 };
 
 // "<where>: <what>", the one format every error message follows.
-[[noreturn]] inline void fail(const std::string& where, const std::string& what) {
-  throw Error(where + ": " + what);
-}
+[[noreturn]] inline void fail(const std::string& where, const std::string& what) { throw Error(where + ": " + what); }
 
 }  // namespace qkd

@@ -23,7 +23,7 @@ struct SourceConfig {
 
 struct DataConfig {
   std::vector<SourceConfig> sources;
-  int64_t seq_len = 2048;       // tokens per window (one row of a batch)
+  int64_t seq_len = 2048;  // tokens per window (one row of a batch)
   uint64_t seed = 0;
   bool shuffle = true;
   int64_t shuffle_buffer = 512;  // packed windows shuffled together per text source (memory: x seq_len x 8 B)

@@ -15,8 +15,8 @@ class TokenFile {
   // when it is missing, empty, or its byte count is not a multiple of the width.
   static TokenFile open(const std::string& path, int width_bytes = 0);
 
-  int64_t size() const { return count_; }          // number of tokens
-  int64_t at(int64_t i) const;                      // token i
+  int64_t size() const { return count_; }  // number of tokens
+  int64_t at(int64_t i) const;             // token i
   // Tokens [begin, begin+length) as int64 tensor (a copy; the mapping stays private).
   torch::Tensor slice(int64_t begin, int64_t length) const;
   const std::string& path() const { return path_; }

@@ -14,10 +14,10 @@ namespace qkd::data {
 struct SourceStats {
   std::string path;
   SourceFormat format = SourceFormat::Auto;
-  int64_t windows = 0;    // windows handed out
-  int64_t epoch = 0;      // completed passes over the file
-  int64_t documents = 0;  // documents read (text sources; re-reads after restore included)
-  int64_t malformed = 0;  // malformed records skipped (text sources)
+  int64_t windows = 0;               // windows handed out
+  int64_t epoch = 0;                 // completed passes over the file
+  int64_t documents = 0;             // documents read (text sources; re-reads after restore included)
+  int64_t malformed = 0;             // malformed records skipped (text sources)
   int64_t buffered_tokens = 0;       // tokens held now (shuffle buffer + current document)
   int64_t peak_buffered_tokens = 0;  // most ever held: stays bounded however large the file
   int64_t peak_line_bytes = 0;

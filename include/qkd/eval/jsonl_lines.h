@@ -9,10 +9,11 @@
 
 namespace qkd::eval {
 
-// Calls `visit(record, where, line)` for each non-blank line, where = "<path>:<line>", line 1-based. Throws qkd::Error when
-// the file cannot be opened, a line is not valid JSON, or a record is not a JSON object.
-void for_each_jsonl_record(const std::string& path,
-                           const std::function<void(const nlohmann::json& record, const std::string& where, int64_t line)>& visit);
+// Calls `visit(record, where, line)` for each non-blank line, where = "<path>:<line>", line 1-based. Throws qkd::Error
+// when the file cannot be opened, a line is not valid JSON, or a record is not a JSON object.
+void for_each_jsonl_record(
+    const std::string& path,
+    const std::function<void(const nlohmann::json& record, const std::string& where, int64_t line)>& visit);
 
 // record[key] as a string; throws "<where>: missing field "key"" / "field "key" is not a string".
 const std::string& require_string(const nlohmann::json& record, const char* key, const std::string& where);

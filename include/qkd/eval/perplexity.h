@@ -16,17 +16,17 @@ namespace qkd::eval {
 
 struct PerplexityOptions {
   int64_t seq_len = 256;
-  int64_t batch_size = 8;     // windows per LogitsFn call
-  int64_t max_windows = 0;    // 0: all windows
+  int64_t batch_size = 8;              // windows per LogitsFn call
+  int64_t max_windows = 0;             // 0: all windows
   torch::Device device = torch::kCPU;  // where input_ids are built
-  ProgressFn progress;        // optional
+  ProgressFn progress;                 // optional
 };
 
 struct PerplexityResult {
   double ppl = 0.0;
-  double mean_nll = 0.0;      // nats per predicted token
+  double mean_nll = 0.0;  // nats per predicted token
   int64_t windows = 0;
-  int64_t tokens = 0;         // predicted tokens = windows * seq_len
+  int64_t tokens = 0;  // predicted tokens = windows * seq_len
 };
 
 // Number of full windows a stream of `token_count` tokens yields (each needs seq_len + 1 tokens).

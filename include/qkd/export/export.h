@@ -32,9 +32,9 @@ struct ExportSource {
 void copy_tokenizer(const ExportSource& source, const std::string& dir);
 
 struct ExportOptions {
-  torch::Dtype dtype = torch::kFloat16;  // float weights of `hf` (and embeddings/norms of `packed`)
+  torch::Dtype dtype = torch::kFloat16;        // float weights of `hf` (and embeddings/norms of `packed`)
   int64_t max_shard_bytes = int64_t{5} << 30;  // `hf`: above this, sharded with model.safetensors.index.json
-  std::string gguf_type = "q4_0";      // `gguf` projections: q4_0 or q8_0
+  std::string gguf_type = "q4_0";              // `gguf` projections: q4_0 or q8_0
 };
 
 // Where a format lands below `out_dir`: <out_dir>/hf, <out_dir>/packed, <out_dir>/encodings,

@@ -13,10 +13,10 @@
 namespace qkd::exporting {
 
 struct IntegerWeight {
-  std::string name;        // Hugging Face tensor name, "model.layers.0.self_attn.q_proj.weight"
-  torch::Tensor codes;     // int16 [out, in], each in [qmin, qmax]
-  torch::Tensor scale;     // float32 [rows, blocks]: per channel [out, 1], per group [out, in / group], per tensor [1, 1]
-  torch::Tensor zero;      // int32 like scale (the zero point in effect); undefined when symmetric
+  std::string name;     // Hugging Face tensor name, "model.layers.0.self_attn.q_proj.weight"
+  torch::Tensor codes;  // int16 [out, in], each in [qmin, qmax]
+  torch::Tensor scale;  // float32 [rows, blocks]: per channel [out, 1], per group [out, in / group], per tensor [1, 1]
+  torch::Tensor zero;   // int32 like scale (the zero point in effect); undefined when symmetric
   int64_t bits = 4;
   bool symmetric = true;
   quant::Granularity granularity = quant::Granularity::PerChannel;
@@ -37,7 +37,8 @@ IntegerWeight integer_weight(model::LlamaForCausalLMImpl& student, const std::st
 
 // Calls `visit` for every quantized projection in model order, one at a time, so that a 7B export
 // holds one tensor's codes at once.
-void for_each_integer_weight(model::LlamaForCausalLMImpl& student, const std::function<void(const IntegerWeight&)>& visit);
+void for_each_integer_weight(model::LlamaForCausalLMImpl& student,
+                             const std::function<void(const IntegerWeight&)>& visit);
 
 // Names of the quantized weights ("....weight"), in model order.
 std::vector<std::string> integer_weight_names(model::LlamaForCausalLMImpl& student);

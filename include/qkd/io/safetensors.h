@@ -15,10 +15,10 @@ namespace qkd::io {
 
 enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
 
-std::string dtype_name(DType dtype);                   // "F32", ...
-size_t dtype_size(DType dtype);                        // bytes per element
+std::string dtype_name(DType dtype);  // "F32", ...
+size_t dtype_size(DType dtype);       // bytes per element
 torch::ScalarType to_torch(DType dtype);
-DType from_torch(torch::ScalarType type);              // throws qkd::Error for unsupported types
+DType from_torch(torch::ScalarType type);  // throws qkd::Error for unsupported types
 
 struct TensorInfo {
   std::string name;

@@ -18,15 +18,15 @@ std::string divergence_name(Divergence d);
 
 struct KdLossOptions {
   Divergence divergence = Divergence::ForwardKL;
-  double kd_weight = 1.0;      // weight of the divergence term
-  double ce_weight = 0.0;      // weight of next-token cross-entropy on the data (the paper: CE + KL)
-  double temperature = 1.0;    // softens both distributions; the divergence is multiplied by T^2
-  int64_t chunk_tokens = 2048; // rows of [tokens, vocab] processed at once
+  double kd_weight = 1.0;       // weight of the divergence term
+  double ce_weight = 0.0;       // weight of next-token cross-entropy on the data (the paper: CE + KL)
+  double temperature = 1.0;     // softens both distributions; the divergence is multiplied by T^2
+  int64_t chunk_tokens = 2048;  // rows of [tokens, vocab] processed at once
 };
 
 struct KdLossResult {
-  torch::Tensor loss;  // scalar, differentiable w.r.t. the student logits
-  double divergence = 0.0;  // mean per-token divergence (unweighted, for logging)
+  torch::Tensor loss;          // scalar, differentiable w.r.t. the student logits
+  double divergence = 0.0;     // mean per-token divergence (unweighted, for logging)
   double cross_entropy = 0.0;  // mean next-token CE (computed whenever ce_weight > 0)
 };
 

@@ -24,7 +24,8 @@ class FreezePolicy {
   // Modules frozen from the first step (ov, modules); empty for none/auto.
   std::vector<std::string> initial() const;
   // auto: modules to freeze now because of `events` (those already frozen are left out).
-  std::vector<std::string> react(const std::vector<InstabilityEvent>& events, const std::set<std::string>& frozen) const;
+  std::vector<std::string> react(const std::vector<InstabilityEvent>& events,
+                                 const std::set<std::string>& frozen) const;
   // auto: every module of auto_watch among the policy's modules, frozen or not.
   std::vector<std::string> watched_modules() const { return matching(config_.auto_watch, -1); }
   // auto with rollback: the watched modules still training, whose calm weights are worth keeping.

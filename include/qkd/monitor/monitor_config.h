@@ -8,13 +8,13 @@ namespace qkd::monitor {
 
 struct MonitorConfig {
   bool enabled = true;
-  int64_t interval = 10;       // steps between measurements (other steps cost nothing)
-  double spike_factor = 3.0;   // spike: value > spike_factor x rolling median of the series
-  int64_t window = 8;          // rolling median over this many previous measurements
+  int64_t interval = 10;      // steps between measurements (other steps cost nothing)
+  double spike_factor = 3.0;  // spike: value > spike_factor x rolling median of the series
+  int64_t window = 8;         // rolling median over this many previous measurements
   // Measurements needed before spikes are judged. One is enough: without warm-up the first update is
   // what destabilizes o/v, and the step-2 gradients are the first chance to see it (docs/ablation.md).
   int64_t min_history = 1;
-  double loss_factor = 2.0;    // KD-loss rise over its running minimum that counts as instability
+  double loss_factor = 2.0;  // KD-loss rise over its running minimum that counts as instability
 };
 
 // none | ov (o_proj+v_proj from step 0) | auto (monitor-triggered) | modules (freeze.modules)
@@ -25,7 +25,7 @@ enum class FreezeScope { layer, all };
 
 struct FreezeConfig {
   FreezeMode policy = FreezeMode::none;
-  std::vector<std::string> modules;      // policy "modules": substrings of module names, e.g. "v_proj"
+  std::vector<std::string> modules;  // policy "modules": substrings of module names, e.g. "v_proj"
   FreezeScope scope = FreezeScope::all;
   // auto: projection types (projection_types()) whose gradient spikes trigger, and which it freezes.
   std::vector<std::string> auto_watch = {"o_proj", "v_proj"};

@@ -19,11 +19,13 @@ struct SeriesKey {
   std::string projection;  // "v_proj"; empty for the KD loss
   Statistic statistic = Statistic::grad_sq;
 
-  static SeriesKey gradient(int64_t layer, const std::string& projection) { return {layer, projection, Statistic::grad_sq}; }
+  static SeriesKey gradient(int64_t layer, const std::string& projection) {
+    return {layer, projection, Statistic::grad_sq};
+  }
   static SeriesKey kd_loss() { return {-1, "", Statistic::kd_loss}; }
 
-  std::string name() const;                          // "layer3.v_proj.grad_sq" | "kd_loss"
-  static SeriesKey parse(const std::string& name);   // throws qkd::Error for anything name() cannot give
+  std::string name() const;                         // "layer3.v_proj.grad_sq" | "kd_loss"
+  static SeriesKey parse(const std::string& name);  // throws qkd::Error for anything name() cannot give
   bool operator<(const SeriesKey& o) const {
     return std::tie(layer, projection, statistic) < std::tie(o.layer, o.projection, o.statistic);
   }

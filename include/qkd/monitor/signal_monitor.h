@@ -59,8 +59,8 @@ class SignalMonitor {
   InstabilityDetector detector_;
   std::unique_ptr<Observer> observer_;
   bool measuring_ = false;
-  nlohmann::json pending_;                        // layers being filled for this step
-  std::map<std::string, torch::Tensor> before_;   // weights before the optimizer step
+  nlohmann::json pending_;                       // layers being filled for this step
+  std::map<std::string, torch::Tensor> before_;  // weights before the optimizer step
   std::map<SeriesKey, double> injected_;
 };
 

@@ -9,10 +9,10 @@
 namespace qkd::ptq {
 
 struct PtqOptions {
-  std::string model_dir;    // Hugging Face checkpoint to quantize
-  std::string out_dir;      // student checkpoint to write
+  std::string model_dir;  // Hugging Face checkpoint to quantize
+  std::string out_dir;    // student checkpoint to write
   quant::QuantSpec spec;
-  std::string calib_file;   // .u16/.u32 tokens for activation calibration (needed when spec.act_bits > 0)
+  std::string calib_file;  // .u16/.u32 tokens for activation calibration (needed when spec.act_bits > 0)
   int64_t calib_seq_len = 256;
   std::string dtype = "float32";  // dtype of the written weights
   // Empty: a student checkpoint at out_dir (eval --student, export --checkpoint and student.init read

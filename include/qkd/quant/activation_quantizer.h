@@ -26,9 +26,9 @@ class ActivationQuantizer : public qkd::model::TensorQuantizer {
 
   void begin_calibration();  // forgets any previous range
   void observe(const torch::Tensor& x);
-  void end_calibration();    // throws qkd::Error when nothing was observed
+  void end_calibration();  // throws qkd::Error when nothing was observed
   bool calibrating() const { return calibrating_; }
-  bool calibrated() const;   // a range is present (calibrated here or loaded)
+  bool calibrated() const;  // a range is present (calibrated here or loaded)
   // Called after a saved state was copied into the buffers.
   void on_state_loaded() { known_calibrated_ = false; }
 
@@ -47,9 +47,9 @@ class ActivationQuantizer : public qkd::model::TensorQuantizer {
   Levels levels_;
   bool calibrating_ = false;
   mutable bool known_calibrated_ = false;  // caches a positive check (avoids a device sync per forward)
-  torch::Tensor range_min_;         // fp32 scalar
-  torch::Tensor range_max_;         // fp32 scalar
-  torch::Tensor observed_batches_;  // int64 scalar; 0: never calibrated
+  torch::Tensor range_min_;                // fp32 scalar
+  torch::Tensor range_max_;                // fp32 scalar
+  torch::Tensor observed_batches_;         // int64 scalar; 0: never calibrated
 };
 
 }  // namespace qkd::quant

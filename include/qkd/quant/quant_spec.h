@@ -16,15 +16,15 @@ enum class ActRangeMethod { MinMax, Percentile };
 
 struct QuantSpec {
   // Weights.
-  int64_t bits = 4;                                  // 2..8
+  int64_t bits = 4;                                   // 2..8
   Granularity granularity = Granularity::PerChannel;  // rows of W [out, in] / groups along `in` / whole tensor
-  int64_t group_size = 128;                          // per_group only; must divide each layer's in_features
-  bool symmetric = true;                             // levels -2^(b-1)..2^(b-1)-1, else 0..2^b-1 with zero point
-  RangeMethod range = RangeMethod::MinMax;           // min-max, or clipping-ratio search minimizing squared error
-  std::vector<double> search_grid;                   // clipping ratios in (0, 1]; empty: 0.50, 0.51, ..., 1.00
-  ScalePolicy scale_policy = ScalePolicy::Dynamic;   // recomputed every forward, or fixed at attach time
-  bool learnable_scale = false;                      // LSQ; requires static
-  bool lsq_grad_scale = true;                        // LSQ gradient factor 1/sqrt(numel_per_scale * qmax)
+  int64_t group_size = 128;                           // per_group only; must divide each layer's in_features
+  bool symmetric = true;                              // levels -2^(b-1)..2^(b-1)-1, else 0..2^b-1 with zero point
+  RangeMethod range = RangeMethod::MinMax;            // min-max, or clipping-ratio search minimizing squared error
+  std::vector<double> search_grid;                    // clipping ratios in (0, 1]; empty: 0.50, 0.51, ..., 1.00
+  ScalePolicy scale_policy = ScalePolicy::Dynamic;    // recomputed every forward, or fixed at attach time
+  bool learnable_scale = false;                       // LSQ; requires static
+  bool lsq_grad_scale = true;                         // LSQ gradient factor 1/sqrt(numel_per_scale * qmax)
   // Which Linear modules (ECMAScript regexes searched in the Hugging Face module name, so a plain name
   // such as "q_proj" acts as a substring). lm_head is never selected by these; see lm_head_bits.
   std::vector<std::string> modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};

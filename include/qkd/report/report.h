@@ -10,7 +10,7 @@ namespace qkd::report {
 
 struct ReportOptions {
   std::string title = "qkd-train report";
-  bool log_loss = true;  // KD loss on a log y axis
+  bool log_loss = true;   // KD loss on a log y axis
   int chart_width = 540;  // two charts side by side in a 1200 px window
 };
 
@@ -19,6 +19,7 @@ std::string render_report(const std::vector<RunData>& runs, const ReportOptions&
 
 // Loads every run directory (errors name the file and line at fault) and writes the page to
 // out_path atomically.
-void write_report(const std::vector<std::string>& run_dirs, const std::string& out_path, const ReportOptions& options = {});
+void write_report(const std::vector<std::string>& run_dirs, const std::string& out_path,
+                  const ReportOptions& options = {});
 
 }  // namespace qkd::report

@@ -62,8 +62,8 @@ struct RunData {
   std::vector<EvalPoint> evals;
   std::vector<SignalPoint> signals;
   std::vector<RunEvent> events;
-  nlohmann::json config;   // null when absent
-  nlohmann::json summary;  // null when absent
+  nlohmann::json config;           // null when absent
+  nlohmann::json summary;          // null when absent
   std::vector<std::string> notes;  // missing files, ignored partial lines
 };
 

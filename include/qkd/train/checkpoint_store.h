@@ -21,7 +21,7 @@ struct CheckpointData {
   io::NamedTensors student;
   io::NamedTensors optimizer;
   io::NamedTensors stable_weights;  // optional: written only when non-empty
-  nlohmann::json state;  // everything else, JSON-serializable
+  nlohmann::json state;             // everything else, JSON-serializable
 };
 
 class CheckpointStore {

@@ -16,7 +16,7 @@
 namespace qkd::train {
 
 struct ModelSection {
-  std::string path;              // Hugging Face checkpoint directory (teacher) or "teacher" (student init)
+  std::string path;               // Hugging Face checkpoint directory (teacher) or "teacher" (student init)
   std::string dtype = "float32";  // compute dtype on the chosen device
 };
 
@@ -28,7 +28,7 @@ struct OptimSection {
   std::string schedule = "cosine";  // cosine | constant
   int64_t warmup_steps = 0;
   double min_lr_ratio = 0.0;
-  double grad_clip = 1.0;  // global norm; 0 disables
+  double grad_clip = 1.0;        // global norm; 0 disables
   bool train_embeddings = true;  // embeddings, norms and lm_head train too (false: only the projections)
 };
 
@@ -37,10 +37,10 @@ struct TrainSection {
   int64_t micro_batch = 8;
   int64_t grad_accum = 1;
   int64_t log_interval = 10;
-  int64_t eval_interval = 0;  // 0: only at the end
-  std::string device = "cpu";  // cpu | cuda | cuda:N
+  int64_t eval_interval = 0;              // 0: only at the end
+  std::string device = "cpu";             // cpu | cuda | cuda:N
   Precision precision = Precision::fp32;  // autocast on CUDA
-  int64_t threads = 0;  // CPU threads, 0: all cores
+  int64_t threads = 0;                    // CPU threads, 0: all cores
   uint64_t seed = 0;
 };
 
@@ -56,7 +56,7 @@ struct EvalSection {
 };
 
 struct CheckpointSection {
-  int64_t interval = 0;   // steps between checkpoints; 0: only at the end / on signal
+  int64_t interval = 0;  // steps between checkpoints; 0: only at the end / on signal
   int64_t keep_last = 2;
   std::string resume = "auto";  // auto | never | <checkpoint dir>
 };

@@ -4,9 +4,9 @@
 
 namespace qkd::train {
 
-void install_stop_handlers();   // idempotent
+void install_stop_handlers();  // idempotent
 bool stop_requested();
-void request_stop();            // what the handlers do; also used by tests
+void request_stop();  // what the handlers do; also used by tests
 void clear_stop_request();
 
 // Thrown by work that a stop request abandons rather than finishes (the evaluations around training,

@@ -26,7 +26,7 @@ struct TrainSummary {
   nlohmann::json final_eval;  // results_to_json of the last evaluation (null when none configured)
   std::string last_checkpoint;
   std::vector<std::string> exported;  // <run_dir>/export/<format> paths, in export.formats order
-  nlohmann::json baselines;   // {"teacher": {file: ppl}, "student": {file: ppl}} at step 0; null when not measured
+  nlohmann::json baselines;  // {"teacher": {file: ppl}, "student": {file: ppl}} at step 0; null when not measured
   nlohmann::json to_json() const;
 };
 

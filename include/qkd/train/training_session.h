@@ -8,6 +8,7 @@
 
 #include "qkd/data/data_stream.h"
 #include "qkd/eval/results.h"
+#include "qkd/export/export.h"
 #include "qkd/model/llama.h"
 #include "qkd/monitor/freeze_policy.h"
 #include "qkd/monitor/signal_monitor.h"
@@ -16,7 +17,6 @@
 #include "qkd/train/adamw.h"
 #include "qkd/train/checkpoint_store.h"
 #include "qkd/train/metrics_log.h"
-#include "qkd/export/export.h"
 #include "qkd/train/run_config.h"
 
 namespace qkd::train {
@@ -37,7 +37,7 @@ struct TrainingSession {
   std::unique_ptr<CheckpointStore> checkpoints;
   std::unique_ptr<JsonlWriter> metrics, signal, events;
   bool created_run_dir = false;  // this invocation made run_dir (a failed fresh start removes it again)
-  int64_t step = 0;  // completed optimizer steps
+  int64_t step = 0;              // completed optimizer steps
   int64_t skipped_steps = 0;
   double loss_scale = 65536.0;  // fp16 dynamic loss scaling only
 };

@@ -38,7 +38,8 @@ void qkd_spm_free(void* handle) { delete static_cast<sentencepiece::SentencePiec
 int qkd_spm_encode(void* handle, const char* text, size_t length, int** ids, size_t* count, char* error,
                    size_t capacity) {
   std::vector<int> out;
-  const auto status = static_cast<sentencepiece::SentencePieceProcessor*>(handle)->Encode(std::string(text, length), &out);
+  const auto status =
+      static_cast<sentencepiece::SentencePieceProcessor*>(handle)->Encode(std::string(text, length), &out);
   if (!status.ok()) {
     copy_error(status.ToString(), error, capacity);
     return 1;
@@ -67,7 +68,9 @@ int qkd_spm_decode(void* handle, const int* ids, size_t count, char** text, size
 
 void qkd_spm_release(void* pointer) { std::free(pointer); }
 
-int qkd_spm_piece_size(void* handle) { return static_cast<sentencepiece::SentencePieceProcessor*>(handle)->GetPieceSize(); }
+int qkd_spm_piece_size(void* handle) {
+  return static_cast<sentencepiece::SentencePieceProcessor*>(handle)->GetPieceSize();
+}
 int qkd_spm_bos_id(void* handle) { return static_cast<sentencepiece::SentencePieceProcessor*>(handle)->bos_id(); }
 int qkd_spm_eos_id(void* handle) { return static_cast<sentencepiece::SentencePieceProcessor*>(handle)->eos_id(); }
 int qkd_spm_pad_id(void* handle) { return static_cast<sentencepiece::SentencePieceProcessor*>(handle)->pad_id(); }
