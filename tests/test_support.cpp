@@ -1,5 +1,9 @@
 #include "test_support.h"
 
+#include <gtest/gtest.h>
+
+#include "qkd/common/error.h"
+
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -54,6 +58,20 @@ std::string scratch_dir(const std::string& tag) {
   std::filesystem::create_directories(dir);
   scratch_registry().dirs.push_back(dir);
   return dir.string();
+}
+
+void expect_error(const std::function<void()>& action, const std::vector<std::string>& parts) {
+  try {
+    action();
+  } catch (const qkd::Error& e) {
+    const std::string message = e.what();
+    ::testing::Test::RecordProperty("error", message);
+    EXPECT_EQ(message.find('\n'), std::string::npos) << "message spans lines: " << message;
+    for (const auto& part : parts)
+      EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
+    return;
+  }
+  ADD_FAILURE() << "no qkd::Error thrown";
 }
 
 std::vector<nlohmann::json> read_jsonl(const std::string& path) {

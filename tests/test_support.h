@@ -2,6 +2,7 @@
 // Shared helpers for tests: where the reference material lives, scratch directories, running the CLI.
 #include <sys/types.h>
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -14,6 +15,14 @@ std::string shared_dir();
 std::string repo_path(const std::string& relative);
 // A fresh empty directory under the system temp dir, unique per call.
 std::string scratch_dir(const std::string& tag);
+
+// Runs `action` and expects a qkd::Error whose message is one line holding every part (a test failure
+// otherwise). The message is recorded as the test property "error" (--gtest_output=xml shows it).
+void expect_error(const std::function<void()>& action, const std::vector<std::string>& parts);
+// One part. (Not `const std::string&`: a braced pair of literals would also convert to that.)
+inline void expect_error(const std::function<void()>& action, const char* part) {
+  expect_error(action, std::vector<std::string>{part});
+}
 
 // Every line of a JSON Lines file (run directories' metrics/signal/events).
 std::vector<nlohmann::json> read_jsonl(const std::string& path);

@@ -90,14 +90,4 @@ void AdamW::load_state(const io::NamedTensors& state, const std::string& source)
   }
 }
 
-double learning_rate_at(int64_t step, int64_t total, double peak, int64_t warmup, const std::string& schedule,
-                        double min_ratio) {
-  if (warmup > 0 && step < warmup) return peak * static_cast<double>(step + 1) / static_cast<double>(warmup);
-  if (schedule == "constant") return peak;
-  const double span = std::max<int64_t>(1, total - warmup);
-  const double progress = std::min(1.0, static_cast<double>(step - warmup) / span);
-  const double cosine = 0.5 * (1.0 + std::cos(M_PI * progress));
-  return peak * (min_ratio + (1.0 - min_ratio) * cosine);
-}
-
 }  // namespace qkd::train

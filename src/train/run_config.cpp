@@ -47,7 +47,9 @@ OptimSection read_optim(const json& j) {
   o.eps = r.positive("eps", o.eps);
   o.weight_decay = r.number("weight_decay", o.weight_decay, 0.0, 1.0);
   o.decay_norms_and_biases = r.boolean("decay_norms_and_biases", o.decay_norms_and_biases);
-  o.schedule = r.one_of("schedule", o.schedule, {"cosine", "constant"});
+  o.schedule = r.one_of("schedule", lr_schedule_name(o.schedule), {"cosine", "constant"}) == "cosine"
+                   ? LrSchedule::cosine
+                   : LrSchedule::constant;
   o.warmup_steps = r.integer("warmup_steps", o.warmup_steps, 0, kMaxInt);
   o.min_lr_ratio = r.number("min_lr_ratio", o.min_lr_ratio, 0.0, 1.0);
   o.grad_clip = r.number("grad_clip", o.grad_clip, 0.0, 1e9);
@@ -153,7 +155,7 @@ json resolved_json(const RunConfig& c) {
         {"eps", c.optim.eps},
         {"weight_decay", c.optim.weight_decay},
         {"decay_norms_and_biases", c.optim.decay_norms_and_biases},
-        {"schedule", c.optim.schedule},
+        {"schedule", lr_schedule_name(c.optim.schedule)},
         {"warmup_steps", c.optim.warmup_steps},
         {"min_lr_ratio", c.optim.min_lr_ratio},
         {"grad_clip", c.optim.grad_clip},

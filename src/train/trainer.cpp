@@ -18,6 +18,7 @@
 #include "qkd/common/system.h"
 #include "qkd/common/torch_compat.h"
 #include "qkd/train/grad_utils.h"
+#include "qkd/train/lr_schedule.h"
 #include "qkd/train/stop_signal.h"
 #include "qkd/train/training_session.h"
 
@@ -191,8 +192,9 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
     const int64_t step = s.step + 1;
     if (hooks.before_step) hooks.before_step(step, *s.monitor);
     const auto step_start = std::chrono::steady_clock::now();
-    const double lr = learning_rate_at(s.step, train.steps, config.optim.lr, config.optim.warmup_steps,
-                                       config.optim.schedule, config.optim.min_lr_ratio);
+    const double lr = learning_rate_at(
+        s.step, train.steps,
+        {config.optim.lr, config.optim.warmup_steps, config.optim.schedule, config.optim.min_lr_ratio});
     release_modules(s, s.freeze->take_releases(lr), fmt::format("auto: learning rate decayed to {:.3g}", lr), step);
     const bool fp16 = train.precision == Precision::fp16 && s.device.is_cuda();
     const double multiplier = (fp16 ? s.loss_scale : 1.0) / static_cast<double>(train.grad_accum);

@@ -30,6 +30,8 @@ namespace gguf = qkd::test::gguf;
 
 namespace {
 
+using qkd::test::expect_error;
+
 std::string teacher_dir() { return test::repo_path("assets/models/kjv-teacher-7m"); }
 std::string shared_model(const std::string& name) { return test::shared_dir() + "/models/" + name; }
 
@@ -50,16 +52,6 @@ struct LogCapture {
   }
   ~LogCapture() { spdlog::set_default_logger(previous); }
 };
-
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    ADD_FAILURE() << "expected qkd::Error";
-  } catch (const Error& e) {
-    for (const auto& needle : needles)
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what() << " lacks " << needle;
-  }
-}
 
 // Hugging Face rows -> llama.cpp rows (convert_hf_to_gguf.py LlamaModel.permute), and back.
 torch::Tensor permute_rows(const torch::Tensor& x, int64_t heads) {

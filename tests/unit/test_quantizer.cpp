@@ -10,10 +10,13 @@
 #include "qkd/quant/quant_spec.h"
 #include "qkd/quant/range_setting.h"
 #include "qkd/quant/weight_quantizer.h"
+#include "test_support.h"
 
 using namespace qkd::quant;
 
 namespace {
+
+using qkd::test::expect_error;
 
 QuantSpec spec_with(int64_t bits, Granularity g, bool symmetric, ScalePolicy policy = ScalePolicy::Dynamic) {
   QuantSpec s;
@@ -36,15 +39,6 @@ torch::Tensor ste_grad(WeightQuantizer& q, const torch::Tensor& w, const torch::
   auto x = w.clone().requires_grad_(true);
   (q.fake_quantize(x) * g).sum().backward();
   return x.grad();
-}
-
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected qkd::Error containing '" << needle << "'";
-  } catch (const qkd::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 }  // namespace
@@ -267,7 +261,7 @@ TEST(WeightQuantizer, BadInputsAreErrors) {
   for (int64_t bits : {1, 9}) {
     s.bits = bits;
     s.group_size = 32;
-    expect_error([&] { WeightQuantizer(s, 8, 256, "m"); }, "quant.bits: " + std::to_string(bits));
+    expect_error([&] { WeightQuantizer(s, 8, 256, "m"); }, {"quant.bits: " + std::to_string(bits)});
     expect_error([&] { quant_spec_from_json({{"bits", bits}}); }, "quant.bits");
   }
   auto q = WeightQuantizer(spec_with(4, Granularity::PerChannel, true, ScalePolicy::Static), 2, 4, "m");

@@ -19,6 +19,8 @@ using qkd::io::SafetensorsFile;
 
 namespace {
 
+using qkd::test::expect_error;
+
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
@@ -43,20 +45,6 @@ std::string raw_file(const std::string& header, size_t data_bytes) {
 }
 
 // Runs `action`, expecting a qkd::Error whose one-line message contains every string in `parts`.
-void expect_error(const std::function<void()>& action, const std::vector<std::string>& parts) {
-  try {
-    action();
-  } catch (const qkd::Error& e) {
-    const std::string message = e.what();
-    ::testing::Test::RecordProperty("error", message);  // shows the wording in --gtest_output=xml
-    EXPECT_EQ(message.find('\n'), std::string::npos) << "message spans lines: " << message;
-    for (const auto& part : parts)
-      EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
-    return;
-  }
-  ADD_FAILURE() << "no qkd::Error thrown";
-}
-
 torch::Tensor sample(torch::ScalarType type, std::vector<int64_t> shape) {
   auto values = (torch::randn(shape, torch::kFloat64) * 50).clamp(-100, 100);  // in range for I8
   if (type == torch::kBool) return values > 0;

@@ -8,12 +8,15 @@
 #include "qkd/model/llama.h"
 #include "qkd/quant/student.h"
 #include "qkd/quant/weight_quantizer.h"
+#include "test_support.h"
 
 using namespace qkd::quant;
 using qkd::model::LlamaConfig;
 using qkd::model::LlamaForCausalLM;
 
 namespace {
+
+using qkd::test::expect_error;
 
 LlamaConfig tiny_config(bool tied = false) {
   LlamaConfig c;
@@ -40,15 +43,6 @@ LlamaForCausalLM tiny_model(bool tied = false) {
 torch::Tensor batch(int64_t seed) {
   torch::manual_seed(seed);
   return torch::randint(0, 100, {2, 8}, torch::kLong);
-}
-
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected qkd::Error containing '" << needle << "'";
-  } catch (const qkd::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 QuantSpec static_spec() {

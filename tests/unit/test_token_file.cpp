@@ -12,22 +12,11 @@ using qkd::data::TokenFile;
 
 namespace {
 
+using qkd::test::expect_error;
+
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-void expect_error(const std::function<void()>& action, const std::vector<std::string>& parts) {
-  try {
-    action();
-  } catch (const qkd::Error& e) {
-    const std::string message = e.what();
-    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
-    for (const auto& part : parts)
-      EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
-    return;
-  }
-  ADD_FAILURE() << "no qkd::Error thrown";
 }
 
 std::string kjv_val() { return qkd::test::shared_dir() + "/data/kjv/kjv-val.u16"; }

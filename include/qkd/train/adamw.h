@@ -59,9 +59,4 @@ class AdamW {
   int64_t step_count_ = 0;
 };
 
-// Linear warm-up to `peak` over `warmup` steps, then cosine decay to peak * min_ratio at `total`
-// steps, or constant.
-double learning_rate_at(int64_t step, int64_t total, double peak, int64_t warmup, const std::string& schedule,
-                        double min_ratio);
-
 }  // namespace qkd::train

@@ -12,6 +12,7 @@
 #include "qkd/loss/kd_loss.h"
 #include "qkd/monitor/monitor_config.h"
 #include "qkd/quant/quant_spec.h"
+#include "qkd/train/lr_schedule.h"
 
 namespace qkd::train {
 
@@ -25,7 +26,7 @@ struct OptimSection {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   double weight_decay = 0.0;
   bool decay_norms_and_biases = false;
-  std::string schedule = "cosine";  // cosine | constant
+  LrSchedule schedule = LrSchedule::cosine;
   int64_t warmup_steps = 0;
   double min_lr_ratio = 0.0;
   double grad_clip = 1.0;        // global norm; 0 disables
