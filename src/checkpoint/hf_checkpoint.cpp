@@ -172,10 +172,7 @@ void save_hf_checkpoint(model::LlamaForCausalLMImpl& model, const std::string& d
   if (!tokenizer_source_dir.empty()) {
     const auto source = fs::path(tokenizer_source_dir) / "tokenizer.model";
     if (!fs::exists(source)) fail(source.string(), "tokenizer model not found");
-    std::ifstream in(source, std::ios::binary);
-    std::stringstream bytes;
-    bytes << in.rdbuf();
-    write_file_atomically((fs::path(dir) / "tokenizer.model").string(), [&](std::ostream& out) { out << bytes.str(); });
+    copy_file_atomically(source.string(), (fs::path(dir) / "tokenizer.model").string());
   }
 }
 

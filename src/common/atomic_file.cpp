@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "qkd/common/error.h"
+#include "qkd/common/input_file.h"
 
 namespace qkd {
 namespace {
@@ -177,6 +178,11 @@ pid_t temporary_owner(const std::string& name) {
   return static_cast<pid_t>(std::stol(pid_text));
 }
 }  // namespace
+
+void copy_file_atomically(const std::string& from, const std::string& to) {
+  const auto bytes = read_text_file(from);
+  write_file_atomically(to, [&](std::ostream& out) { out << bytes; });
+}
 
 void write_directory_atomically(const std::string& dir, const std::function<void(const std::string& temp_dir)>& fill) {
   const std::filesystem::path final_path(dir);

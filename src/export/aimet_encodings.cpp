@@ -14,8 +14,6 @@
 //    blocks of a [out, in] weight in row-major (out, block) order.
 #include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "qkd/checkpoint/hf_checkpoint.h"
 #include "qkd/checkpoint/hf_config.h"
@@ -59,14 +57,6 @@ std::vector<Entry> weight_entries(const IntegerWeight& w) {
     entries.push_back({static_cast<double>(s[i]), offset, w.bits, w.symmetric});
   }
   return entries;
-}
-
-void copy_file_if_present(const fs::path& from, const fs::path& to) {
-  if (!fs::exists(from)) return;
-  std::ifstream in(from, std::ios::binary);
-  std::stringstream bytes;
-  bytes << in.rdbuf();
-  write_file_atomically(to.string(), [&](std::ostream& out) { out << bytes.str(); });
 }
 
 }  // namespace
@@ -171,13 +161,8 @@ void write_encodings(const ExportSource& source, const std::string& dir, const E
 
   write_directory_atomically(dir, [&](const std::string& temp) {
     io::write_safetensors((fs::path(temp) / "model.safetensors").string(), tensors);
-    write_text_atomically((fs::path(temp) / "config.json").string(), config_json.dump(2) + "\n");
     write_text_atomically((fs::path(temp) / "model.encodings").string(), encodings.dump(2) + "\n");
-    if (!source.tokenizer_dir.empty()) {
-      copy_file_if_present(fs::path(source.tokenizer_dir) / "tokenizer.model", fs::path(temp) / "tokenizer.model");
-      copy_file_if_present(fs::path(source.tokenizer_dir) / "generation_config.json",
-                           fs::path(temp) / "generation_config.json");
-    }
+    write_hf_companion_files(source, temp, config_json);
   });
 }
 

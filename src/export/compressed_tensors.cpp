@@ -17,16 +17,15 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <regex>
 #include <set>
-#include <sstream>
 
 #include "qkd/checkpoint/hf_config.h"
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
+#include "qkd/common/input_file.h"
 #include "qkd/common/json_io.h"
 #include "qkd/export/integer_weights.h"
 #include "qkd/quant/activation_quantizer.h"
@@ -115,14 +114,6 @@ json activation_args(const quant::QuantSpec& spec) {
 
 // The zero-point dtype compressed-tensors uses for an int scheme of `bits` (QuantizationArgs.pytorch_dtype).
 torch::Dtype signed_dtype_for(int64_t bits) { return bits <= 8 ? torch::kInt8 : torch::kInt16; }
-
-void copy_file_if_present(const fs::path& from, const fs::path& to) {
-  if (!fs::exists(from)) return;
-  std::ifstream in(from, std::ios::binary);
-  std::stringstream bytes;
-  bytes << in.rdbuf();
-  write_file_atomically(to.string(), [&](std::ostream& out) { out << bytes.str(); });
-}
 
 // The packed tensors of one projection, appended to `out`.
 void append_packed(const IntegerWeight& w, torch::Dtype scale_dtype, const std::string& module, io::NamedTensors& out) {
@@ -402,20 +393,15 @@ void write_packed(const ExportSource& source, const std::string& dir, const Expo
 
   write_directory_atomically(dir, [&](const std::string& temp) {
     io::write_safetensors((fs::path(temp) / "model.safetensors").string(), tensors);
-    write_text_atomically((fs::path(temp) / "config.json").string(), config_json.dump(2) + "\n");
-    if (!source.tokenizer_dir.empty()) {
-      copy_file_if_present(fs::path(source.tokenizer_dir) / "tokenizer.model", fs::path(temp) / "tokenizer.model");
-      copy_file_if_present(fs::path(source.tokenizer_dir) / "generation_config.json",
-                           fs::path(temp) / "generation_config.json");
-    }
+    write_hf_companion_files(source, temp, config_json);
   });
 }
 
 bool is_packed_checkpoint(const std::string& dir) {
   const auto path = fs::path(dir) / "config.json";
   if (!fs::exists(path)) return false;
-  std::ifstream in(path);
-  const auto j = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  // The bounded reader: a deep or special config.json must not hang or overflow the detection either.
+  const auto j = parse_json_or_discarded(read_text_file(path.string()));
   if (!j.is_object() || !j.contains("quantization_config")) return false;
   const auto& qc = j.at("quantization_config");
   return qc.is_object() && qc.contains("quant_method") && qc.at("quant_method") == "compressed-tensors";

@@ -41,17 +41,40 @@ std::vector<std::string> format_names(const std::vector<Format>& formats) {
   return names;
 }
 
-std::vector<Format> parse_format_list(const std::string& names, const std::string& where) {
+std::vector<Format> parse_formats(const std::vector<std::string>& names, const std::string& where) {
   std::vector<Format> formats;
+  for (const auto& name : names) {
+    const auto format = parse_format(name, where);
+    if (std::find(formats.begin(), formats.end(), format) == formats.end()) formats.push_back(format);
+  }
+  return formats;
+}
+
+std::vector<Format> parse_format_list(const std::string& names, const std::string& where) {
+  std::vector<std::string> split;
   std::stringstream in(names);
   std::string name;
   while (std::getline(in, name, ',')) {
     if (name.empty()) fail(where, "empty format name in \"" + names + "\"");
-    const auto format = parse_format(name, where);
-    if (std::find(formats.begin(), formats.end(), format) == formats.end()) formats.push_back(format);
+    split.push_back(name);
   }
-  if (formats.empty()) fail(where, "no format given");
-  return formats;
+  if (split.empty()) fail(where, "no format given");
+  return parse_formats(split, where);
+}
+
+void write_hf_companion_files(const ExportSource& source, const std::string& dir, const nlohmann::json& config_json) {
+  const fs::path from(source.tokenizer_dir), to(dir);
+  write_text_atomically((to / "config.json").string(), config_json.dump(2) + "\n");
+  if (fs::is_regular_file(from / "generation_config.json")) {
+    copy_file_atomically((from / "generation_config.json").string(), (to / "generation_config.json").string());
+  } else {
+    const auto& c = source.student.config();
+    const nlohmann::json generation = {{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id}};
+    write_text_atomically((to / "generation_config.json").string(), generation.dump(2) + "\n");
+  }
+  if (!fs::is_regular_file(from / "tokenizer.model"))
+    fail((from / "tokenizer.model").string(), "tokenizer model not found");
+  copy_file_atomically((from / "tokenizer.model").string(), (to / "tokenizer.model").string());
 }
 
 std::string format_path(const std::string& out_dir, Format format) {

@@ -66,27 +66,7 @@ void write_weights(io::NamedTensors weights, const fs::path& dir, int64_t max_sh
   write_text_atomically((dir / "model.safetensors.index.json").string(), index.dump(2) + "\n");
 }
 
-void copy_file_atomically(const fs::path& from, const fs::path& to) {
-  const auto bytes = read_text_file(from.string());
-  write_file_atomically(to.string(), [&](std::ostream& out) { out << bytes; });
-}
-
-// The source's generation_config.json when it has one; otherwise the special ids of the model.
-void write_generation_config(const ExportSource& source, const fs::path& dir) {
-  const auto from = fs::path(source.tokenizer_dir) / "generation_config.json";
-  if (fs::is_regular_file(from)) return copy_file_atomically(from, dir / "generation_config.json");
-  const auto& c = source.student.config();
-  const nlohmann::json generation = {{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id}};
-  write_text_atomically((dir / "generation_config.json").string(), generation.dump(2) + "\n");
-}
-
 }  // namespace
-
-void copy_tokenizer(const ExportSource& source, const std::string& dir) {
-  const auto from = fs::path(source.tokenizer_dir) / "tokenizer.model";
-  if (!fs::is_regular_file(from)) fail(from.string(), "tokenizer model not found");
-  copy_file_atomically(from, fs::path(dir) / "tokenizer.model");
-}
 
 void write_hf(const ExportSource& source, const std::string& dir, const ExportOptions& options) {
   if (source.spec.act_bits > 0)
@@ -98,10 +78,7 @@ void write_hf(const ExportSource& source, const std::string& dir, const ExportOp
   config.torch_dtype = checkpoint::dtype_to_string(options.dtype);
   write_directory_atomically(dir, [&](const std::string& temp) {
     write_weights(effective_weights(source.student, options.dtype), temp, options.max_shard_bytes);
-    write_text_atomically((fs::path(temp) / "config.json").string(),
-                          checkpoint::llama_config_to_json(config).dump(2) + "\n");
-    write_generation_config(source, temp);
-    copy_tokenizer(source, temp);
+    write_hf_companion_files(source, temp, checkpoint::llama_config_to_json(config));
   });
 }
 

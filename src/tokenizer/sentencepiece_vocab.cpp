@@ -1,10 +1,9 @@
 #include "qkd/tokenizer/sentencepiece_vocab.h"
 
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "qkd/common/error.h"
+#include "qkd/common/input_file.h"
 
 namespace qkd::tokenizer {
 
@@ -151,12 +150,8 @@ SentencepieceVocab parse_sentencepiece_vocab(const std::string& bytes, const std
 }
 
 SentencepieceVocab read_sentencepiece_vocab(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) fail(path, "cannot open the sentencepiece model");
-  std::ostringstream data;
-  data << file.rdbuf();
-  if (file.bad()) fail(path, "cannot read the sentencepiece model");
-  return parse_sentencepiece_vocab(data.str(), path);
+  // The bounded regular-file reader: a FIFO or device in place of tokenizer.model fails instead of blocking.
+  return parse_sentencepiece_vocab(read_text_file(path), path);
 }
 
 }  // namespace qkd::tokenizer

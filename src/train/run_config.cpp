@@ -1,6 +1,5 @@
 #include "qkd/train/run_config.h"
 
-#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -110,12 +109,7 @@ ExportSection read_export(const json& j) {
   FieldReader r(j, "export");
   ExportSection e;
   if (r.has("hf")) fail(r.path_of("hf"), "replaced by export.formats, a list such as [\"hf\", \"gguf\"] ([] for none)");
-  const auto names = r.strings("formats", exporting::format_names(e.formats));
-  e.formats.clear();
-  for (const auto& name : names) {
-    const auto format = exporting::parse_format(name, r.path_of("formats"));
-    if (std::find(e.formats.begin(), e.formats.end(), format) == e.formats.end()) e.formats.push_back(format);
-  }
+  e.formats = exporting::parse_formats(r.strings("formats", exporting::format_names(e.formats)), r.path_of("formats"));
   e.dtype = r.one_of("dtype", e.dtype, {"float32", "bfloat16", "float16"});
   e.gguf_type = r.one_of("gguf_type", e.gguf_type, {"q4_0", "q8_0"});
   r.finish();

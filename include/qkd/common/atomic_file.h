@@ -18,6 +18,10 @@ void require_replaceable_output(const std::string& path);
 // Convenience for small text files (configs, JSON summaries).
 void write_text_atomically(const std::string& path, const std::string& text);
 
+// Copies a regular file of at most 64 MiB (a tokenizer, a generation config) atomically; fails naming
+// `from` when it cannot be read.
+void copy_file_atomically(const std::string& from, const std::string& to);
+
 // Builds a directory under a temporary name next to `dir` (".<name>.tmp-<pid>"; `fill` writes into the
 // path it is given), syncs it and swaps it into place: `dir` is always either absent, the old complete
 // directory or the new complete one. On failure the temporary directory is removed and the error rethrown.

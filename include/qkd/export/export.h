@@ -3,6 +3,8 @@
 // format (hf_export.h, compressed_tensors.h, aimet_encodings.h, gguf_writer.h), all over the integer
 // codes of integer_weights.h; export_student() checks every requested format, then writes each into
 // <out>/<format>/ whole or not at all.
+#include <nlohmann/json.hpp>
+
 #include <string>
 #include <vector>
 
@@ -17,7 +19,9 @@ enum class Format { hf, packed, encodings, gguf };
 Format parse_format(const std::string& name, const std::string& where);
 std::string format_name(Format format);
 std::vector<std::string> format_names(const std::vector<Format>& formats);
-// "hf,gguf" -> {hf, gguf}; duplicates removed, order kept.
+// {"hf", "gguf", "hf"} -> {hf, gguf}: duplicates removed, order kept; an empty list stays empty.
+std::vector<Format> parse_formats(const std::vector<std::string>& names, const std::string& where);
+// "hf,gguf" -> {hf, gguf} likewise; an empty name or list fails.
 std::vector<Format> parse_format_list(const std::string& names, const std::string& where);
 
 // What every writer reads: the student with its quantizers attached and their state loaded, its quant
@@ -28,8 +32,10 @@ struct ExportSource {
   std::string tokenizer_dir;
 };
 
-// Copies tokenizer.model from source.tokenizer_dir into `dir` (every format ships it).
-void copy_tokenizer(const ExportSource& source, const std::string& dir);
+// What every Hugging Face directory format (hf, packed, encodings) holds beside its weights:
+// `config_json` as config.json, the source's generation_config.json (or one with the model's special
+// ids), and tokenizer.model (required: fails naming it when missing).
+void write_hf_companion_files(const ExportSource& source, const std::string& dir, const nlohmann::json& config_json);
 
 struct ExportOptions {
   torch::Dtype dtype = torch::kFloat16;        // float weights of `hf` (and embeddings/norms of `packed`)
