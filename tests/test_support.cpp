@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include "qkd/checkpoint/hf_checkpoint.h"
 #include "qkd/common/error.h"
+#include "qkd/quant/student.h"
 
 #include <fcntl.h>
 #include <sys/wait.h>
@@ -72,6 +74,22 @@ void expect_error(const std::function<void()>& action, const std::vector<std::st
     return;
   }
   ADD_FAILURE() << "no qkd::Error thrown";
+}
+
+model::LlamaForCausalLM load_student(const std::string& dir, const quant::QuantSpec& spec) {
+  auto model = checkpoint::load_llama(dir);
+  quant::attach_quantizers(*model, spec);
+  model->eval();
+  return model;
+}
+
+quant::QuantSpec quant_spec(int64_t bits, quant::Granularity granularity, bool symmetric, int64_t group_size) {
+  quant::QuantSpec s;
+  s.bits = bits;
+  s.granularity = granularity;
+  s.symmetric = symmetric;
+  s.group_size = group_size;
+  return s;
 }
 
 std::vector<nlohmann::json> read_jsonl(const std::string& path) {

@@ -7,6 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "qkd/model/llama.h"
+#include "qkd/quant/quant_spec.h"
+
 namespace qkd::test {
 
 // ../shared next to the repository (or $QKD_SHARED_DIR).
@@ -23,6 +26,11 @@ void expect_error(const std::function<void()>& action, const std::vector<std::st
 inline void expect_error(const std::function<void()>& action, const char* part) {
   expect_error(action, std::vector<std::string>{part});
 }
+
+// A student: the checkpoint at `dir` with quantizers for `spec` attached, in eval mode.
+model::LlamaForCausalLM load_student(const std::string& dir, const quant::QuantSpec& spec);
+// A QuantSpec with these weight settings and the defaults otherwise.
+quant::QuantSpec quant_spec(int64_t bits, quant::Granularity granularity, bool symmetric, int64_t group_size = 16);
 
 // Every line of a JSON Lines file (run directories' metrics/signal/events).
 std::vector<nlohmann::json> read_jsonl(const std::string& path);

@@ -23,12 +23,7 @@ using namespace qkd::quant;
 
 const std::string kTeacher = qkd::test::repo_path("assets/models/kjv-teacher-7m");
 
-LlamaForCausalLM student(const QuantSpec& spec) {
-  auto model = qkd::checkpoint::load_llama(kTeacher);
-  attach_quantizers(*model, spec);
-  model->eval();
-  return model;
-}
+LlamaForCausalLM student(const QuantSpec& spec) { return qkd::test::load_student(kTeacher, spec); }
 
 torch::Tensor tokens() {
   torch::manual_seed(5);

@@ -22,19 +22,8 @@ namespace {
 
 std::string tiny_dir() { return test::shared_dir() + "/models/tiny-llama-gqa-sharded"; }
 
-quant::QuantSpec spec_of(int64_t bits, quant::Granularity g, bool symmetric, int64_t group_size = 16) {
-  quant::QuantSpec s;
-  s.bits = bits;
-  s.granularity = g;
-  s.symmetric = symmetric;
-  s.group_size = group_size;
-  return s;
-}
-
 model::LlamaForCausalLM make_student(const quant::QuantSpec& spec) {
-  auto model = checkpoint::load_llama(tiny_dir());
-  quant::attach_quantizers(*model, spec);
-  model->eval();
+  auto model = test::load_student(tiny_dir(), spec);
   if (spec.act_bits > 0) {
     quant::begin_activation_calibration(*model);
     torch::NoGradGuard no_grad;
@@ -117,7 +106,7 @@ void expect_codes_reproduced(model::LlamaForCausalLMImpl& student, const std::st
 }  // namespace
 
 TEST(ExportEncodings, PerChannelSymmetric4BitReproducesCodes) {
-  const auto spec = spec_of(4, quant::Granularity::PerChannel, true);
+  const auto spec = test::quant_spec(4, quant::Granularity::PerChannel, true);
   auto student = make_student(spec);
   const auto dir = test::scratch_dir("enc-ch4") + "/encodings";
   exporting::write_encodings({*student, spec, tiny_dir()}, dir, {});
@@ -138,7 +127,7 @@ TEST(ExportEncodings, PerChannelSymmetric4BitReproducesCodes) {
 }
 
 TEST(ExportEncodings, PerChannelAsymmetric8BitWithActivationEncodings) {
-  auto spec = spec_of(8, quant::Granularity::PerChannel, false);
+  auto spec = test::quant_spec(8, quant::Granularity::PerChannel, false);
   spec.act_bits = 8;
   auto student = make_student(spec);
   const auto dir = test::scratch_dir("enc-ch8a") + "/encodings";
@@ -161,7 +150,7 @@ TEST(ExportEncodings, PerChannelAsymmetric8BitWithActivationEncodings) {
 }
 
 TEST(ExportEncodings, PerGroupUsesBlockwiseVersion) {
-  const auto spec = spec_of(4, quant::Granularity::PerGroup, false, 16);
+  const auto spec = test::quant_spec(4, quant::Granularity::PerGroup, false, 16);
   auto student = make_student(spec);
   const auto dir = test::scratch_dir("enc-g4a") + "/encodings";
   exporting::write_encodings({*student, spec, tiny_dir()}, dir, {});
@@ -176,7 +165,7 @@ TEST(ExportEncodings, PerGroupUsesBlockwiseVersion) {
 }
 
 TEST(ExportEncodings, PerTensorAndQuantizedLmHead) {
-  auto spec = spec_of(6, quant::Granularity::PerTensor, false);
+  auto spec = test::quant_spec(6, quant::Granularity::PerTensor, false);
   spec.lm_head_bits = 8;
   auto student = make_student(spec);
   const auto dir = test::scratch_dir("enc-t6") + "/encodings";
@@ -188,7 +177,7 @@ TEST(ExportEncodings, PerTensorAndQuantizedLmHead) {
 }
 
 TEST(ExportEncodings, WidthsBelowFourBitsAreRejectedBeforeWriting) {
-  const auto spec = spec_of(2, quant::Granularity::PerChannel, true);
+  const auto spec = test::quant_spec(2, quant::Granularity::PerChannel, true);
   auto student = make_student(spec);
   const auto dir = test::scratch_dir("enc-bad") + "/encodings";
   try {

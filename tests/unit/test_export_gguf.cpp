@@ -35,12 +35,6 @@ using qkd::test::expect_error;
 std::string teacher_dir() { return test::repo_path("assets/models/kjv-teacher-7m"); }
 std::string shared_model(const std::string& name) { return test::shared_dir() + "/models/" + name; }
 
-model::LlamaForCausalLM student_of(const std::string& dir, const quant::QuantSpec& spec) {
-  auto m = checkpoint::load_llama(dir);
-  quant::attach_quantizers(*m, spec);
-  return m;
-}
-
 // spdlog's default logger captured for the scope.
 struct LogCapture {
   std::ostringstream text;
@@ -318,7 +312,7 @@ TEST(SentencepieceVocab, ErrorsNameTheFile) {
 
 TEST(Gguf, TeacherW4PerChannelIsTheStudentsOwnQ4_0) {
   quant::QuantSpec spec;  // 4-bit symmetric per channel
-  auto m = student_of(teacher_dir(), spec);
+  auto m = test::load_student(teacher_dir(), spec);
   LogCapture log;
   const auto path = write(*m, spec, teacher_dir(), "q4_0", "gguf-w4");
   EXPECT_EQ(log.text.str().find("re-quantized"), std::string::npos) << log.text.str();
@@ -337,7 +331,7 @@ TEST(Gguf, PerGroup64AndPerTensorStudentsAreExact) {
     spec.granularity = granularity;
     spec.group_size = 64;
     spec.scale_policy = quant::ScalePolicy::Static;
-    auto m = student_of(teacher_dir(), spec);
+    auto m = test::load_student(teacher_dir(), spec);
     LogCapture log;
     const auto path = write(*m, spec, teacher_dir(), "q4_0", "gguf-group");
     EXPECT_EQ(log.text.str().find("re-quantized"), std::string::npos) << log.text.str();
@@ -358,7 +352,7 @@ TEST(Gguf, PerGroup64AndPerTensorStudentsAreExact) {
 TEST(Gguf, EightBitStudentIsTheStudentsOwnQ8_0) {
   quant::QuantSpec spec;
   spec.bits = 8;
-  auto m = student_of(teacher_dir(), spec);
+  auto m = test::load_student(teacher_dir(), spec);
   LogCapture log;
   const auto path = write(*m, spec, teacher_dir(), "q8_0", "gguf-w8");
   EXPECT_EQ(log.text.str().find("re-quantized"), std::string::npos) << log.text.str();
@@ -374,7 +368,7 @@ TEST(Gguf, NarrowerSymmetricGridsFitAsIs) {
   for (const auto& [bits, type] : cases) {
     quant::QuantSpec spec;
     spec.bits = bits;
-    auto m = student_of(shared_model("tiny-llama-tied-llama3rope-bf16"), spec);
+    auto m = test::load_student(shared_model("tiny-llama-tied-llama3rope-bf16"), spec);
     LogCapture log;
     const auto path = write(*m, spec, shared_model("tiny-llama-tied-llama3rope-bf16"), type, "gguf-narrow");
     EXPECT_EQ(log.text.str().find("re-quantized"), std::string::npos) << log.text.str();
@@ -387,7 +381,7 @@ TEST(Gguf, AsymmetricAndFloatProjectionsAreRequantizedWithAWarning) {
   quant::QuantSpec spec;
   spec.symmetric = false;
   spec.modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"};  // down_proj stays float
-  auto m = student_of(teacher_dir(), spec);
+  auto m = test::load_student(teacher_dir(), spec);
   LogCapture log;
   const auto path = write(*m, spec, teacher_dir(), "q4_0", "gguf-asym");
   const auto text = log.text.str();
@@ -424,7 +418,7 @@ TEST(Gguf, AsymmetricAndFloatProjectionsAreRequantizedWithAWarning) {
 TEST(Gguf, Llama3RopeAndTiedEmbeddings) {
   const auto dir = shared_model("tiny-llama-tied-llama3rope-bf16");
   quant::QuantSpec spec;
-  auto m = student_of(dir, spec);
+  auto m = test::load_student(dir, spec);
   ASSERT_EQ(m->config().rope.type, "llama3");
   ASSERT_TRUE(m->config().tie_word_embeddings);
   const auto path = write(*m, spec, dir, "q4_0", "gguf-llama3");
@@ -473,7 +467,7 @@ TEST(Gguf, InFeaturesNotAMultipleOf32FailsNamingTheTensorAndWritesNothing) {
     EXPECT_TRUE(fs::is_empty(dir));
   }
   // A real checkpoint: intermediate_size 176 puts down_proj off the blocks.
-  auto gqa = student_of(shared_model("tiny-llama-gqa-sharded"), spec);
+  auto gqa = test::load_student(shared_model("tiny-llama-gqa-sharded"), spec);
   ExportSource gqa_source{*gqa, spec, shared_model("tiny-llama-gqa-sharded")};
   expect_error([&] { exporting::write_gguf(gqa_source, path, {}); },
                {"model.layers.0.mlp.down_proj.weight (blk.0.ffn_down.weight)", "in_features 176"});
@@ -482,7 +476,7 @@ TEST(Gguf, InFeaturesNotAMultipleOf32FailsNamingTheTensorAndWritesNothing) {
 
 TEST(Gguf, BadOptionsAndTokenizerFailBeforeWriting) {
   quant::QuantSpec spec;
-  auto m = student_of(teacher_dir(), spec);
+  auto m = test::load_student(teacher_dir(), spec);
   const auto dir = test::scratch_dir("gguf-opts");
   ExportOptions options;
   options.gguf_type = "q4_k";

@@ -24,22 +24,6 @@ namespace {
 std::string tiny_dir() { return test::shared_dir() + "/models/tiny-llama-gqa-sharded"; }
 std::string teacher_dir() { return test::repo_path("assets/models/kjv-teacher-7m"); }
 
-model::LlamaForCausalLM make_student(const std::string& dir, const quant::QuantSpec& spec) {
-  auto model = checkpoint::load_llama(dir);
-  quant::attach_quantizers(*model, spec);
-  model->eval();
-  return model;
-}
-
-quant::QuantSpec spec_of(int64_t bits, quant::Granularity g, bool symmetric, int64_t group_size = 16) {
-  quant::QuantSpec s;
-  s.bits = bits;
-  s.granularity = g;
-  s.symmetric = symmetric;
-  s.group_size = group_size;
-  return s;
-}
-
 torch::Tensor token_batch(int64_t vocab, int64_t seed) {
   torch::manual_seed(seed);
   return torch::randint(1, vocab, {2, 12}, torch::kLong);
@@ -57,7 +41,7 @@ exporting::ExportOptions fp32_options() {
 }
 
 void expect_round_trip(const quant::QuantSpec& spec, const std::string& tag) {
-  auto student = make_student(tiny_dir(), spec);
+  auto student = test::load_student(tiny_dir(), spec);
   const auto dir = test::scratch_dir(tag) + "/packed";
   exporting::write_packed({*student, spec, tiny_dir()}, dir, fp32_options());
   ASSERT_TRUE(exporting::is_packed_checkpoint(dir));
@@ -84,29 +68,29 @@ void expect_round_trip(const quant::QuantSpec& spec, const std::string& tag) {
 }  // namespace
 
 TEST(ExportPacked, RoundTripPerChannelSymmetric4Bit) {
-  expect_round_trip(spec_of(4, quant::Granularity::PerChannel, true), "packed-ch4");
+  expect_round_trip(test::quant_spec(4, quant::Granularity::PerChannel, true), "packed-ch4");
 }
 
 TEST(ExportPacked, RoundTripPerGroupAsymmetric4Bit) {
-  expect_round_trip(spec_of(4, quant::Granularity::PerGroup, false, 16), "packed-g4a");
+  expect_round_trip(test::quant_spec(4, quant::Granularity::PerGroup, false, 16), "packed-g4a");
 }
 
 TEST(ExportPacked, RoundTrip8BitAsymmetricPerChannelAndSymmetricPerGroup) {
-  expect_round_trip(spec_of(8, quant::Granularity::PerChannel, false), "packed-ch8a");
-  expect_round_trip(spec_of(8, quant::Granularity::PerGroup, true, 16), "packed-g8");
+  expect_round_trip(test::quant_spec(8, quant::Granularity::PerChannel, false), "packed-ch8a");
+  expect_round_trip(test::quant_spec(8, quant::Granularity::PerGroup, true, 16), "packed-g8");
 }
 
 TEST(ExportPacked, RoundTripPerTensorAnd2BitAndQuantizedLmHead) {
-  expect_round_trip(spec_of(4, quant::Granularity::PerTensor, false), "packed-t4a");
-  auto s = spec_of(2, quant::Granularity::PerChannel, false);
+  expect_round_trip(test::quant_spec(4, quant::Granularity::PerTensor, false), "packed-t4a");
+  auto s = test::quant_spec(2, quant::Granularity::PerChannel, false);
   s.lm_head_bits = 8;
   expect_round_trip(s, "packed-ch2a-head8");
 }
 
 // A hand-computed layout: codes of row 0 of q_proj set explicitly, packed words written out.
 TEST(ExportPacked, PackingLayoutMatchesHandComputedWords) {
-  const auto spec = spec_of(4, quant::Granularity::PerChannel, true);
-  auto student = make_student(tiny_dir(), spec);
+  const auto spec = test::quant_spec(4, quant::Granularity::PerChannel, true);
+  auto student = test::load_student(tiny_dir(), spec);
   {
     torch::NoGradGuard no_grad;
     model::Linear q{nullptr};
@@ -131,8 +115,8 @@ TEST(ExportPacked, PackingLayoutMatchesHandComputedWords) {
 }
 
 TEST(ExportPacked, ZeroPointsPackAlongOutputDimension) {
-  const auto spec = spec_of(4, quant::Granularity::PerGroup, false, 16);
-  auto student = make_student(tiny_dir(), spec);
+  const auto spec = test::quant_spec(4, quant::Granularity::PerGroup, false, 16);
+  auto student = test::load_student(tiny_dir(), spec);
   const auto dir = test::scratch_dir("packed-zp") + "/packed";
   exporting::write_packed({*student, spec, tiny_dir()}, dir, fp32_options());
   const auto file = io::SafetensorsFile::open(dir + "/model.safetensors");
@@ -149,8 +133,8 @@ TEST(ExportPacked, ZeroPointsPackAlongOutputDimension) {
 }
 
 TEST(ExportPacked, TensorsDtypesAndConfigAsTheFormatSpecifies) {
-  auto spec = spec_of(4, quant::Granularity::PerGroup, true, 16);
-  auto student = make_student(tiny_dir(), spec);
+  auto spec = test::quant_spec(4, quant::Granularity::PerGroup, true, 16);
+  auto student = test::load_student(tiny_dir(), spec);
   const auto dir = test::scratch_dir("packed-meta") + "/packed";
   exporting::write_packed({*student, spec, tiny_dir()}, dir, exporting::ExportOptions{});  // fp16
   const auto file = io::SafetensorsFile::open(dir + "/model.safetensors");
@@ -199,9 +183,9 @@ TEST(ExportPacked, TensorsDtypesAndConfigAsTheFormatSpecifies) {
 }
 
 TEST(ExportPacked, StaticInputActivationsAreWrittenAsInputScale) {
-  auto spec = spec_of(4, quant::Granularity::PerChannel, false);
+  auto spec = test::quant_spec(4, quant::Granularity::PerChannel, false);
   spec.act_bits = 8;
-  auto student = make_student(tiny_dir(), spec);
+  auto student = test::load_student(tiny_dir(), spec);
   quant::begin_activation_calibration(*student);
   {
     torch::NoGradGuard no_grad;
@@ -246,7 +230,7 @@ TEST(ExportPacked, ShapesAndWidthsTheFormatCannotHoldFailBeforeWriting) {
   c.num_key_value_heads = 2;
   c.head_dim = 8;
   model::LlamaForCausalLM m(c);
-  const auto spec = spec_of(4, quant::Granularity::PerChannel, true);
+  const auto spec = test::quant_spec(4, quant::Granularity::PerChannel, true);
   quant::attach_quantizers(*m, spec);
   const auto dir = test::scratch_dir("packed-bad") + "/packed";
   try {
@@ -258,9 +242,9 @@ TEST(ExportPacked, ShapesAndWidthsTheFormatCannotHoldFailBeforeWriting) {
   }
   EXPECT_FALSE(fs::exists(dir));
 
-  auto student = make_student(tiny_dir(), spec_of(3, quant::Granularity::PerChannel, true));
+  auto student = test::load_student(tiny_dir(), test::quant_spec(3, quant::Granularity::PerChannel, true));
   try {
-    exporting::check_packed({*student, spec_of(3, quant::Granularity::PerChannel, true), tiny_dir()});
+    exporting::check_packed({*student, test::quant_spec(3, quant::Granularity::PerChannel, true), tiny_dir()});
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_EQ(std::string(e.what()).rfind("quant.bits:", 0), 0u) << e.what();
@@ -268,8 +252,8 @@ TEST(ExportPacked, ShapesAndWidthsTheFormatCannotHoldFailBeforeWriting) {
 }
 
 TEST(ExportPacked, CliEvalOnPackedDirMatchesStudent) {
-  const auto spec = spec_of(4, quant::Granularity::PerGroup, false, 32);
-  auto student = make_student(teacher_dir(), spec);
+  const auto spec = test::quant_spec(4, quant::Granularity::PerGroup, false, 32);
+  auto student = test::load_student(teacher_dir(), spec);
   const auto scratch = test::scratch_dir("packed-cli");
   const auto student_dir = scratch + "/student", packed_dir = scratch + "/packed";
   checkpoint::save_student_checkpoint(*student, spec, student_dir, torch::kFloat32, teacher_dir());
