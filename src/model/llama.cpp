@@ -1,6 +1,7 @@
 #include "qkd/model/llama.h"
 
 #include "qkd/common/torch_compat.h"
+#include "qkd/model/activation_checkpoint.h"
 
 namespace qkd::model {
 
@@ -73,6 +74,18 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Ten
   return h + mlp_out;
 }
 
+torch::Tensor DecoderLayerImpl::checkpointed_forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                                     const torch::Tensor& sin, ActivationObserver* observer) {
+  if (!is_training() || !torch::GradMode::is_enabled()) return forward(x, cos, sin, observer);
+  // The closure lives in the autograd graph until backward: it holds the layer itself, not `this`.
+  auto self = std::static_pointer_cast<DecoderLayerImpl>(shared_from_this());
+  return checkpoint(
+      [self, cos, sin, observer](const torch::Tensor& input, bool recomputing) {
+        return self->forward(input, cos, sin, recomputing ? nullptr : observer);
+      },
+      x, parameters());
+}
+
 LlamaBackboneImpl::LlamaBackboneImpl(const LlamaConfig& c) : rotary_(c) {
   embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
   layers = register_module("layers", torch::nn::ModuleList());
@@ -89,7 +102,7 @@ torch::Tensor LlamaBackboneImpl::forward(const torch::Tensor& input_ids, std::ve
   const auto [cos, sin] = rotary_.tables(input_ids.size(1), h.scalar_type(), h.device());
   if (hidden_states) hidden_states->push_back(h);
   for (auto& layer : layer_list) {
-    h = layer(h, cos, sin, observer);
+    h = activation_checkpointing_ ? layer->checkpointed_forward(h, cos, sin, observer) : layer(h, cos, sin, observer);
     if (hidden_states) hidden_states->push_back(h);
   }
   h = norm(h);

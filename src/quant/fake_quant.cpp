@@ -6,6 +6,13 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// x / scale + round(zero), where the straight-through estimator decides what was clipped. `zr` is the
+// rounded zero point, or zeros when symmetric. Shared by the backward below and clipped_mask, so that
+// a gradient recomputed elsewhere masks exactly the same elements.
+torch::Tensor grid_position(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& zr) {
+  return x / scale + zr;
+}
+
 // Custom function rather than `x + (q - x).detach()`: the latter can differ from q in the last bit,
 // and a golden reference depends on the forward value being exactly q.
 class FakeQuantFunction : public torch::autograd::Function<FakeQuantFunction> {
@@ -32,7 +39,7 @@ class FakeQuantFunction : public torch::autograd::Function<FakeQuantFunction> {
     const auto& g = grads[0];
 
     const auto zr = zero.defined() ? torch::round(zero) : torch::zeros_like(scale);
-    const auto v = x / scale + zr;
+    const auto v = grid_position(x, scale, zr);
     const auto below = v < qmin;
     const auto above = v > qmax;
     const auto outside = below | above;
@@ -68,6 +75,13 @@ torch::Tensor fake_quant_value(const torch::Tensor& x, const torch::Tensor& scal
   if (!zero.defined()) return torch::clamp(torch::round(x / scale), levels.qmin, levels.qmax) * scale;
   const auto zr = torch::round(zero);
   return (torch::clamp(torch::round(x / scale) + zr, levels.qmin, levels.qmax) - zr) * scale;
+}
+
+torch::Tensor clipped_mask(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& zero,
+                           Levels levels) {
+  const auto zr = zero.defined() ? torch::round(zero) : torch::zeros_like(scale);
+  const auto v = grid_position(x, scale, zr);
+  return (v < static_cast<double>(levels.qmin)) | (v > static_cast<double>(levels.qmax));
 }
 
 torch::Tensor fake_quant_ste(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& zero,

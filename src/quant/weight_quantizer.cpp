@@ -86,24 +86,37 @@ double WeightQuantizer::lsq_grad_factor() const {
   return 1.0 / std::sqrt(static_cast<double>(shape.back()) * static_cast<double>(levels_.qmax));
 }
 
-torch::Tensor WeightQuantizer::fake_quantize(const torch::Tensor& w) {
+WeightQuantRecipe WeightQuantizer::recipe(const torch::Tensor& w) {
   check_shape(w);
-  // LibTorch's CPU kernels lack fp16 clamp/round; fp16 weights on CPU are quantized in fp32.
-  if (w.scalar_type() == torch::kHalf && w.device().is_cpu())
-    return fake_quantize(w.to(torch::kFloat)).to(torch::kHalf);
-  const auto blocks = to_blocks(w);
+  WeightQuantRecipe r;
+  r.block_shape = block_shape(spec_, out_features_, in_features_);
+  r.levels = levels_;
   if (spec_.scale_policy == ScalePolicy::Dynamic) {
-    const auto p = params_for(w);
+    // LibTorch's CPU kernels lack fp16 clamp/round; fp16 weights on CPU are quantized in fp32.
+    const bool via_fp32 = w.scalar_type() == torch::kHalf && w.device().is_cpu();
+    r.dtype = via_fp32 ? torch::kFloat : w.scalar_type();
+    auto p = params_for(via_fp32 ? w.detach().to(torch::kFloat) : w);
+    r.scale = p.scale;
+    r.zero = p.zero;
     // A min-max range holds every weight, so nothing is clipped: plain identity STE.
-    const bool clipped = spec_.range == RangeMethod::Search;
-    return fake_quant_ste(blocks, p.scale, p.zero, levels_, clipped).reshape(w.sizes());
+    r.mask_clipped = spec_.range == RangeMethod::Search;
+    return r;
   }
   if (!initialized_) fail(module_ + ".weight_quantizer", "static scale used before initialize()");
+  r.dtype = torch::kFloat;
   // A learned scale could be driven to zero or below; the clamp keeps it a valid step size.
-  const auto scale = spec_.learnable_scale ? scale_.clamp_min(min_scale(torch::kFloat)) : scale_;
-  const auto q =
-      fake_quant_ste(blocks.to(torch::kFloat), scale, zero_point_, levels_, /*mask_clipped=*/true, lsq_grad_factor());
-  return q.to(w.scalar_type()).reshape(w.sizes());
+  r.scale = spec_.learnable_scale ? scale_.clamp_min(min_scale(torch::kFloat)) : scale_;
+  r.zero = zero_point_;
+  r.mask_clipped = true;
+  r.grad_factor = lsq_grad_factor();
+  return r;
+}
+
+torch::Tensor WeightQuantizer::fake_quantize(const torch::Tensor& w) { return fake_quantize_weight(w, recipe(w)); }
+
+torch::Tensor WeightQuantizer::linear(const torch::Tensor& input, const torch::Tensor& weight,
+                                      const torch::Tensor& bias) {
+  return quantized_linear(input, weight, bias, recipe(weight));
 }
 
 WeightQuantizer::IntegerCodes WeightQuantizer::integer_codes(const torch::Tensor& w) {

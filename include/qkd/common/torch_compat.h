@@ -2,7 +2,11 @@
 // The one place where LibTorch 1.13 (Debian) and LibTorch 2.x (CUDA wheels) differ for qkd-train.
 // Everything else in the tree calls these helpers instead of the version-specific API.
 #include <ATen/autocast_mode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/torch.h>
+#if QKD_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include "qkd/common/precision.h"
 
@@ -70,5 +74,92 @@ class AutocastScope {
   bool active_ = false;
   bool previous_ = false;
 };
+
+// The calling thread's autocast settings. Work a forward defers to the backward pass (activation
+// checkpointing's recompute) re-establishes them there, since backward runs outside the forward's
+// AutocastScope (and, on CUDA, on the autograd engine's own thread).
+struct AutocastState {
+  bool cuda_enabled = false;
+  at::ScalarType cuda_dtype = at::kHalf;
+  bool cpu_enabled = false;
+  at::ScalarType cpu_dtype = at::kBFloat16;
+};
+
+inline AutocastState current_autocast_state() {
+  AutocastState state;
+#if QKD_TORCH2 && (TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 4)
+  state.cuda_enabled = at::autocast::is_autocast_enabled(at::kCUDA);
+  state.cuda_dtype = at::autocast::get_autocast_dtype(at::kCUDA);
+  state.cpu_enabled = at::autocast::is_autocast_enabled(at::kCPU);
+  state.cpu_dtype = at::autocast::get_autocast_dtype(at::kCPU);
+#else
+  state.cuda_enabled = at::autocast::is_enabled();
+  state.cuda_dtype = at::autocast::get_autocast_gpu_dtype();
+  state.cpu_enabled = at::autocast::is_cpu_enabled();
+  state.cpu_dtype = at::autocast::get_autocast_cpu_dtype();
+#endif
+  return state;
+}
+
+inline void set_autocast_state(const AutocastState& state) {
+#if QKD_TORCH2 && (TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 4)
+  at::autocast::set_autocast_dtype(at::kCUDA, state.cuda_dtype);
+  at::autocast::set_autocast_enabled(at::kCUDA, state.cuda_enabled);
+  at::autocast::set_autocast_dtype(at::kCPU, state.cpu_dtype);
+  at::autocast::set_autocast_enabled(at::kCPU, state.cpu_enabled);
+#else
+  at::autocast::set_autocast_gpu_dtype(state.cuda_dtype);
+  at::autocast::set_enabled(state.cuda_enabled);
+  at::autocast::set_autocast_cpu_dtype(state.cpu_dtype);
+  at::autocast::set_cpu_enabled(state.cpu_enabled);
+#endif
+}
+
+// `state` for the scope's lifetime, then the previous settings again.
+class AutocastStateScope {
+ public:
+  explicit AutocastStateScope(const AutocastState& state)
+      : previous_(current_autocast_state()), casting_(state.cuda_enabled || state.cpu_enabled) {
+    set_autocast_state(state);
+  }
+  ~AutocastStateScope() {
+    set_autocast_state(previous_);
+    // The cast cache is keyed by the weight tensor, not its values: casts left in it (on the autograd
+    // engine's thread nobody else clears) would be reused after the optimizer updated the weights.
+    if (casting_) at::autocast::clear_cache();
+  }
+  AutocastStateScope(const AutocastStateScope&) = delete;
+  AutocastStateScope& operator=(const AutocastStateScope&) = delete;
+
+ private:
+  AutocastState previous_;
+  bool casting_;
+};
+
+// No autocast inside this scope, whatever the caller enabled: the teacher computes in its own dtype
+// even when the student's forward is wrapped in bf16 autocast. Excluding the autocast dispatch keys
+// is what autocast's own fallthrough does, and it is the same in 1.13 and 2.x.
+class NoAutocastScope {
+ public:
+  NoAutocastScope() = default;
+  NoAutocastScope(const NoAutocastScope&) = delete;
+  NoAutocastScope& operator=(const NoAutocastScope&) = delete;
+
+ private:
+  c10::impl::ExcludeDispatchKeyGuard exclude_{c10::autocast_dispatch_keyset};
+};
+
+// Peak bytes the CUDA caching allocator has handed out on `device` since the process started (what a
+// GPU run reports as peak memory); 0 in a build without CUDA. Index 0 of the stat arrays is the
+// aggregate in every version (the StatType enum moved namespaces in 2.5).
+inline double cuda_peak_allocated_mb(const torch::Device& device) {
+#if QKD_WITH_CUDA
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.has_index() ? device.index() : 0);
+  return static_cast<double>(stats.allocated_bytes[0].peak) / (1024.0 * 1024.0);
+#else
+  (void)device;
+  return 0.0;
+#endif
+}
 
 }  // namespace qkd::compat

@@ -15,6 +15,11 @@ class TensorQuantizer : public torch::nn::Module {
   // Fake-quantized view of `x` (same shape and dtype), differentiable with a straight-through
   // estimator for x and, when learnable, the quantizer's own parameters.
   virtual torch::Tensor fake_quantize(const torch::Tensor& x) = 0;
+
+  // input @ fake_quantize(weight)^T + bias (bias may be undefined), for the Linear whose weight this
+  // quantizes. Values and gradients are those of that composition, which the default computes; a
+  // weight quantizer may compute them keeping less for the backward pass.
+  virtual torch::Tensor linear(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias);
 };
 
 class LinearImpl : public torch::nn::Module {
@@ -23,7 +28,9 @@ class LinearImpl : public torch::nn::Module {
 
   torch::Tensor forward(const torch::Tensor& x);
 
-  // The weight as the forward pass sees it (quantized for a student).
+  // The weight as the forward pass sees it (quantized for a student). For a frozen module (see below)
+  // this is a cached tensor shared with the forward pass: read it, do not write to it (a write is
+  // detected and costs a recomputation, but the caller's tensor is the cache).
   torch::Tensor effective_weight();
 
   void set_weight_quantizer(std::shared_ptr<TensorQuantizer> quantizer);
@@ -38,10 +45,18 @@ class LinearImpl : public torch::nn::Module {
   torch::Tensor bias;  // undefined when the layer has none
 
  private:
+  struct FrozenWeightCache;
+  // Frozen: neither the weight nor any parameter of the weight quantizer requires grad (what the
+  // freeze policy sets), so the quantized weight is a function of tensors that autograd does not
+  // change and is computed once, then reused until one of them is written to.
+  bool quantization_frozen() const;
+  torch::Tensor frozen_quantized_weight();
+
   int64_t in_features_;
   int64_t out_features_;
   std::shared_ptr<TensorQuantizer> weight_quantizer_;
   std::shared_ptr<TensorQuantizer> input_quantizer_;
+  std::shared_ptr<FrozenWeightCache> frozen_cache_;
 };
 TORCH_MODULE(Linear);
 

@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -36,12 +37,18 @@ TORCH_MODULE(RMSNorm);
 class RotaryEmbedding {
  public:
   RotaryEmbedding(const LlamaConfig& config);
-  // cos, sin of shape [seq, head_dim] for positions 0..seq-1 in `dtype` on `device`.
+  // cos, sin of shape [seq, head_dim] for positions 0..seq-1 in `dtype` on `device`, from a cache of
+  // the most recently used (seq, dtype, device) tables; callers must not modify them in place. Copies
+  // of this object share the cache.
   std::pair<torch::Tensor, torch::Tensor> tables(int64_t seq, torch::Dtype dtype, torch::Device device) const;
+  // The same tables computed afresh (what the cache holds).
+  std::pair<torch::Tensor, torch::Tensor> compute_tables(int64_t seq, torch::Dtype dtype, torch::Device device) const;
   const torch::Tensor& inv_freq() const { return inv_freq_; }
 
  private:
+  struct TableCache;
   torch::Tensor inv_freq_;  // [head_dim/2], fp32, CPU
+  std::shared_ptr<TableCache> cache_;
 };
 
 torch::Tensor llama3_scaled_inv_freq(const torch::Tensor& inv_freq, const RopeConfig& rope);
@@ -70,6 +77,10 @@ class DecoderLayerImpl : public torch::nn::Module {
   DecoderLayerImpl(const LlamaConfig& config, int64_t index);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         ActivationObserver* observer);
+  // forward() through an activation checkpoint (qkd/model/activation_checkpoint.h) when grad mode is
+  // on and the layer is in training mode; plain forward() otherwise. The observer sees each forward once.
+  torch::Tensor checkpointed_forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                     ActivationObserver* observer);
   Attention self_attn{nullptr};
   MLP mlp{nullptr};
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -88,6 +99,10 @@ class LlamaBackboneImpl : public torch::nn::Module {
   // matching transformers' output_hidden_states.
   torch::Tensor forward(const torch::Tensor& input_ids, std::vector<torch::Tensor>* hidden_states,
                         ActivationObserver* observer);
+  // Decoder layers run through DecoderLayerImpl::checkpointed_forward when on.
+  void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
+  bool activation_checkpointing() const { return activation_checkpointing_; }
+  const RotaryEmbedding& rotary() const { return rotary_; }
   torch::nn::Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};
@@ -95,6 +110,7 @@ class LlamaBackboneImpl : public torch::nn::Module {
 
  private:
   RotaryEmbedding rotary_;
+  bool activation_checkpointing_ = false;
 };
 TORCH_MODULE(LlamaBackbone);
 
@@ -111,6 +127,12 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   std::vector<std::pair<std::string, Linear>> named_linears();
 
   void set_activation_observer(ActivationObserver* observer) { observer_ = observer; }
+  // Activation checkpointing per decoder layer: in training mode with grad enabled, each layer keeps
+  // only its input and recomputes its activations during backward (less memory, about one more
+  // forward of compute). Gradients are the same as without it, but they reach the layers' parameters
+  // through a nested backward: use backward(), not torch::autograd::grad(). Off by default.
+  void set_activation_checkpointing(bool on) { model->set_activation_checkpointing(on); }
+  bool activation_checkpointing() const { return model->activation_checkpointing(); }
   const LlamaConfig& config() const { return config_; }
 
   LlamaBackbone model{nullptr};

@@ -26,6 +26,11 @@ double min_scale(torch::ScalarType dtype);
 torch::Tensor fake_quant_value(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& zero,
                                Levels levels);
 
+// Where fake_quant_ste with `mask_clipped` passes no gradient to x: x / scale + round(zero) below qmin
+// or above qmax (bool, x's shape), by the same operations as its backward.
+torch::Tensor clipped_mask(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& zero,
+                           Levels levels);
+
 // Differentiable fake quantization. The forward value is exactly fake_quant_value (bitwise).
 // Backward, with v = x / scale (+ round(zero)):
 //   d/dx     = 1, or 0 where v < qmin or v > qmax when `mask_clipped` (straight-through estimator);

@@ -13,6 +13,7 @@
 
 #include "qkd/model/linear.h"
 #include "qkd/quant/quant_spec.h"
+#include "qkd/quant/quantized_linear.h"
 #include "qkd/quant/range_setting.h"
 
 namespace qkd::quant {
@@ -24,6 +25,13 @@ class WeightQuantizer : public qkd::model::TensorQuantizer {
   WeightQuantizer(const QuantSpec& spec, int64_t out_features, int64_t in_features, std::string module);
 
   torch::Tensor fake_quantize(const torch::Tensor& w) override;
+
+  // The projection through quantized_linear: unless the scale is learned, the backward pass recomputes
+  // the fake-quantized weight instead of keeping it (see quantized_linear.h).
+  torch::Tensor linear(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias) override;
+
+  // How fake_quantize(w) quantizes `w` (static: the stored parameters; dynamic: computed from w now).
+  WeightQuantRecipe recipe(const torch::Tensor& w);
 
   // Static policy: sets scale (and zero point) from `w` by the spec's range method. Dynamic: no-op.
   void initialize(const torch::Tensor& w);
