@@ -16,8 +16,8 @@
 #include "qkd/common/blas_kernels.h"
 #include "qkd/common/system.h"
 #include "qkd/data/token_file.h"
+#include "qkd/freeze/freeze_controller.h"
 #include "qkd/loss/kd_loss.h"
-#include "qkd/monitor/freeze_policy.h"
 #include "qkd/quant/student.h"
 #include "qkd/train/training_session.h"
 
@@ -36,15 +36,15 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kSettings = 
 // Freezes what `freeze.policy: modules` with these patterns freezes in training, releases the rest.
 void apply_setting(qkd::model::LlamaForCausalLMImpl& student, const std::vector<std::string>& modules,
                    const std::vector<std::string>& patterns) {
-  qkd::monitor::FreezeConfig config;
-  config.policy = patterns.empty() ? qkd::monitor::FreezeMode::none : qkd::monitor::FreezeMode::modules;
+  qkd::freeze::FreezeConfig config;
+  config.policy = patterns.empty() ? qkd::freeze::FreezeMode::none : qkd::freeze::FreezeMode::modules;
   config.modules = patterns;
-  const auto frozen = qkd::monitor::FreezePolicy(config, modules).initial();
+  const auto frozen = qkd::freeze::FreezePolicy(config, modules).initial();
   for (const auto& m : modules) {
     if (std::find(frozen.begin(), frozen.end(), m) != frozen.end())
-      qkd::monitor::freeze_module(student, m);
+      qkd::freeze::set_module_trainable(student, m, false);
     else
-      qkd::monitor::release_module(student, m);
+      qkd::freeze::set_module_trainable(student, m, true);
   }
 }
 
@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
       apply_setting(*student, modules, patterns);
       out["settings"].push_back({{"name", name},
                                  {"frozen", patterns},
-                                 {"trainable_params", qkd::train::trainable_parameter_count(*student)},
+                                 {"trainable_params", qkd::freeze::trainable_parameter_count(*student)},
                                  {"step_s", timed[name]["step_s"]},
                                  {"backward_s", timed[name]["backward_s"]}});
     }

@@ -1,4 +1,5 @@
 #include "qkd/checkpoint/hf_checkpoint.h"
+#include "qkd/common/dtype_names.h"
 
 #include <filesystem>
 #include <fstream>
@@ -166,29 +167,13 @@ void save_hf_checkpoint(model::LlamaForCausalLMImpl& model, const std::string& d
                         const std::string& tokenizer_source_dir) {
   fs::create_directories(dir);
   auto config = model.config();
-  config.torch_dtype = dtype_to_string(dtype);
+  config.torch_dtype = dtype_name(dtype);
   io::write_safetensors((fs::path(dir) / "model.safetensors").string(), model_weights(model, dtype));
   write_text_atomically((fs::path(dir) / "config.json").string(), llama_config_to_json(config).dump(2) + "\n");
   if (!tokenizer_source_dir.empty()) {
     const auto source = fs::path(tokenizer_source_dir) / "tokenizer.model";
     if (!fs::exists(source)) fail(source.string(), "tokenizer model not found");
     copy_file_atomically(source.string(), (fs::path(dir) / "tokenizer.model").string());
-  }
-}
-
-torch::Dtype parse_dtype(const std::string& name, const std::string& where) {
-  if (name == "float32" || name == "fp32" || name == "f32") return torch::kFloat32;
-  if (name == "float16" || name == "fp16" || name == "f16" || name == "half") return torch::kFloat16;
-  if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
-  fail(where, "unknown dtype \"" + name + "\" (expected float32, float16 or bfloat16)");
-}
-
-std::string dtype_to_string(torch::Dtype dtype) {
-  switch (dtype) {
-    case torch::kFloat32: return "float32";
-    case torch::kFloat16: return "float16";
-    case torch::kBFloat16: return "bfloat16";
-    default: fail("dtype", "unsupported dtype");
   }
 }
 

@@ -1,10 +1,11 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
-#include "cli/progress_bar.h"
 #include "qkd/checkpoint/student_checkpoint.h"
 #include "qkd/common/atomic_file.h"
+#include "qkd/common/dtype_names.h"
 #include "qkd/common/error.h"
+#include "qkd/common/progress_line.h"
 #include "qkd/common/system.h"
 #include "qkd/eval/results.h"
 #include "qkd/export/compressed_tensors.h"
@@ -24,7 +25,7 @@ void run_eval(const EvalOptions& o) {
   if (!o.json_out.empty()) require_replaceable_output(o.json_out);  // before minutes of evaluation
   set_cpu_threads(o.threads);
   const torch::Device device(o.device);
-  const auto dtype = checkpoint::parse_dtype(o.dtype, "--dtype");
+  const auto dtype = parse_dtype(o.dtype, "--dtype");
   const auto tokenizer = tokenizer::load_tokenizer_for_checkpoint(o.model);
   eval::check_eval_inputs(o.ppl, o.mc, tokenizer.vocab_size());
   const auto& model_dir = o.student.empty() ? o.model : o.student;
@@ -38,7 +39,10 @@ void run_eval(const EvalOptions& o) {
   spdlog::info("evaluating {}{}", o.student.empty() ? o.model : o.student,
                loaded.quant ? " (fake-quantized student)" : "");
   auto plan = eval::make_eval_plan(o.ppl, o.mc, o.seq_len, o.batch_size, o.max_windows, o.mc_limit, device);
-  plan.progress = [](const std::string& file, int64_t done, int64_t total) { show_progress(file, done, total); };
+  ProgressLine line(/*plain_interval_s=*/-1);  // a log gets the results, not a bar
+  plan.progress = [&line](const std::string& file, int64_t done, int64_t total) {
+    line.show(file + " " + progress_bar(done, total), done >= total);
+  };
   torch::NoGradGuard no_grad;
   const auto results =
       eval::evaluate_all([&](const torch::Tensor& ids) { return model->forward(ids); }, tokenizer, plan);

@@ -2,6 +2,7 @@
 
 #include "cli/commands.h"
 #include "qkd/checkpoint/hf_checkpoint.h"
+#include "qkd/common/dtype_names.h"
 #include "qkd/export/export.h"
 #include "qkd/train/student_to_export.h"
 
@@ -19,7 +20,7 @@ struct ExportCliOptions {
 void run(const ExportCliOptions& o) {
   const auto formats = exporting::parse_format_list(o.formats, "--format");
   exporting::ExportOptions options;
-  options.dtype = checkpoint::parse_dtype(o.dtype, "--dtype");
+  options.dtype = parse_dtype(o.dtype, "--dtype");
   options.gguf_type = o.gguf_type;
   auto student = train::load_student_to_export(o.checkpoint);
   const exporting::ExportSource source{*student.model, student.spec, student.tokenizer_dir};

@@ -1,4 +1,5 @@
 #include "qkd/export/compressed_tensors.h"
+#include "qkd/common/dtype_names.h"
 
 // compressed-tensors "pack-quantized" (the layout of vLLM's and transformers' compressed-tensors
 // loaders), as read in vllm-project/compressed-tensors (compressors/pack_quantized/{base,helpers}.py,
@@ -387,7 +388,7 @@ void write_packed(const ExportSource& source, const std::string& dir, const Expo
   }
 
   auto config = student.config();
-  config.torch_dtype = checkpoint::dtype_to_string(options.dtype);
+  config.torch_dtype = dtype_name(options.dtype);
   auto config_json = checkpoint::llama_config_to_json(config);
   config_json["quantization_config"] = quantization_config;
 

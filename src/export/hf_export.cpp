@@ -1,4 +1,5 @@
 #include "qkd/export/hf_export.h"
+#include "qkd/common/dtype_names.h"
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -75,7 +76,7 @@ void write_hf(const ExportSource& source, const std::string& dir, const ExportOp
         "compute in float (the encodings format carries them)",
         source.spec.act_bits);
   auto config = source.student.config();
-  config.torch_dtype = checkpoint::dtype_to_string(options.dtype);
+  config.torch_dtype = dtype_name(options.dtype);
   write_directory_atomically(dir, [&](const std::string& temp) {
     write_weights(effective_weights(source.student, options.dtype), temp, options.max_shard_bytes);
     write_hf_companion_files(source, temp, checkpoint::llama_config_to_json(config));

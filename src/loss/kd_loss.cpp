@@ -11,6 +11,10 @@ Divergence parse_divergence(const std::string& name, const std::string& where) {
   fail(where, "expected one of forward_kl, reverse_kl, jsd, got \"" + name + "\"");
 }
 
+void KdLossOptions::check(const std::string& path) const {
+  if (kd_weight == 0.0 && ce_weight == 0.0) fail(path, "kd_weight and ce_weight are both 0: nothing to train");
+}
+
 std::string divergence_name(Divergence d) {
   switch (d) {
     case Divergence::ForwardKL: return "forward_kl";
@@ -52,18 +56,22 @@ ChunkResult divergence_chunk(const torch::Tensor& t_logits, const torch::Tensor&
   fail("kd.loss", "unknown divergence");
 }
 
-// The whole loss is computed in forward(); backward() scales the stored gradient.
+// The whole loss is computed in forward(); backward() scales the stored fp32 gradient.
 class KdLossFunction : public torch::autograd::Function<KdLossFunction> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor student_logits,
                                torch::Tensor loss_value, torch::Tensor grad) {
     ctx->save_for_backward({grad});
+    ctx->saved_data["dtype"] = student_logits.scalar_type();
     return loss_value;
   }
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grad_outputs) {
     const auto grad = ctx->get_saved_variables()[0];
-    return {grad * grad_outputs[0].to(grad.scalar_type()), torch::Tensor(), torch::Tensor()};
+    // The incoming scale (fp16 loss scale, accumulation share) multiplies the fp32 gradient before it
+    // is cast to the logits' dtype: in fp16 most unscaled entries of a 32k-vocabulary softmax underflow.
+    return {(grad * grad_outputs[0].to(torch::kFloat32)).to(ctx->saved_data["dtype"].toScalarType()), torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
@@ -86,7 +94,7 @@ KdLossResult kd_loss(const torch::Tensor& teacher_logits, const torch::Tensor& s
     targets = targets.reshape({-1});
   }
   const int64_t ce_rows = batch * (seq - 1);
-  auto grad = torch::empty_like(s_flat);
+  auto grad = torch::empty(s_flat.sizes(), s_flat.options().dtype(torch::kFloat32));
   double divergence_sum = 0.0, ce_sum = 0.0;
   torch::NoGradGuard no_grad;
   for (int64_t begin = 0; begin < rows; begin += options.chunk_tokens) {

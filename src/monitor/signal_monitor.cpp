@@ -6,6 +6,7 @@ namespace qkd::monitor {
 
 namespace {
 struct ProjectionRef {
+  std::string module;  // "model.layers.3.self_attn.v_proj"
   int64_t layer;
   std::string type;
   model::Linear linear;
@@ -23,12 +24,12 @@ std::vector<ProjectionRef> projections(model::LlamaForCausalLMImpl& model) {
   std::vector<ProjectionRef> out;
   for (auto& [name, linear] : model.named_linears()) {
     auto [layer, type] = parse_projection(name);
-    if (layer >= 0) out.push_back({layer, type, linear});
+    if (layer >= 0) out.push_back({name, layer, type, linear});
   }
   return out;
 }
 
-std::string key_of(const ProjectionRef& p) { return std::to_string(p.layer) + "." + p.type; }
+std::string weight_name(const ProjectionRef& p) { return p.module + ".weight"; }
 SeriesKey gradient_series(const ProjectionRef& p) { return SeriesKey::gradient(p.layer, p.type); }
 
 nlohmann::json& layer_entry(nlohmann::json& layers, int64_t layer) {
@@ -100,15 +101,16 @@ std::vector<InstabilityEvent> SignalMonitor::judge_gradients(int64_t step, doubl
     return events;
   }
   student_->set_activation_observer(nullptr);
-  before_.clear();
+  norm_before_.clear();
   for (auto& p : projections(*student_)) {
     auto& entry = layer_entry(pending_, p.layer);
     const auto series = gradient_series(p);
     const double grad_sq = gradient_sq(*p.linear, series);
+    const double weight_norm = p.linear->weight.detach().to(torch::kFloat32).norm().item<double>();
     entry["grad_sq"][p.type] = grad_sq;
-    entry["weight_norm"][p.type] = p.linear->weight.detach().to(torch::kFloat32).norm().item<double>();
+    entry["weight_norm"][p.type] = weight_norm;
     if (!p.linear->weight.requires_grad()) continue;  // frozen: no gradient, nothing to judge
-    before_[key_of(p)] = p.linear->weight.detach().clone();
+    norm_before_[weight_name(p)] = weight_norm;
     detector_.observe(step, series, grad_sq, events);
   }
   for (const auto& [key, sum] : observer_->sums)
@@ -116,25 +118,35 @@ std::vector<InstabilityEvent> SignalMonitor::judge_gradients(int64_t step, doubl
   return events;
 }
 
-nlohmann::json SignalMonitor::end_step(int64_t step) {
+std::vector<std::string> SignalMonitor::updates_wanted() const {
+  std::vector<std::string> names;
+  if (!measuring_) return names;
+  for (const auto& [name, _] : norm_before_) names.push_back(name);
+  return names;
+}
+
+void SignalMonitor::abandon_step() {
+  student_->set_activation_observer(nullptr);
+  measuring_ = false;
+  norm_before_.clear();
+}
+
+nlohmann::json SignalMonitor::end_step(int64_t step, const std::map<std::string, double>& update_norms) {
   if (!measuring_) return nullptr;
   measuring_ = false;
   torch::NoGradGuard no_grad;
   nlohmann::json totals = nlohmann::json::object();
   for (auto& p : projections(*student_)) {
     auto& entry = layer_entry(pending_, p.layer);
-    const auto it = before_.find(key_of(p));
-    double ratio = 0.0;
-    if (it != before_.end()) {
-      const double norm = it->second.to(torch::kFloat32).norm().item<double>();
-      ratio =
-          norm > 0 ? (p.linear->weight.detach() - it->second).to(torch::kFloat32).norm().item<double>() / norm : 0.0;
-    }
-    entry["update_ratio"][p.type] = ratio;
+    const auto name = weight_name(p);
+    const auto before = norm_before_.find(name);
+    const auto update = update_norms.find(name);
+    const bool updated = before != norm_before_.end() && update != update_norms.end() && before->second > 0;
+    entry["update_ratio"][p.type] = updated ? update->second / before->second : 0.0;
     entry["quant_error"][p.type] = relative_quant_error(*p.linear);
     totals[p.type] = totals.value(p.type, 0.0) + entry["grad_sq"][p.type].get<double>();
   }
-  before_.clear();
+  norm_before_.clear();
   return {{"step", step}, {"layers", pending_}, {"total_grad_sq", totals}};
 }
 

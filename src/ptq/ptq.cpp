@@ -1,4 +1,5 @@
 #include "qkd/ptq/ptq.h"
+#include "qkd/common/dtype_names.h"
 
 #include <spdlog/spdlog.h>
 
@@ -37,7 +38,7 @@ PtqReport run_ptq(const PtqOptions& o) {
   report.quantized_modules = static_cast<int64_t>(modules.size());
   const auto errors = quant::weight_quantization_errors(*model);
   for (const auto& [_, e] : errors) report.mean_relative_error += e / static_cast<double>(errors.size());
-  const auto dtype = checkpoint::parse_dtype(o.dtype, "--dtype");
+  const auto dtype = parse_dtype(o.dtype, "--dtype");
   if (!o.formats.empty()) {
     exporting::ExportOptions options;
     options.dtype = dtype;

@@ -22,15 +22,10 @@ void clip_gradients(torch::nn::Module& model, double norm, double max_norm) {
     if (p.grad().defined()) p.mutable_grad().mul_(factor);
 }
 
-void unscale_gradients(AdamW&, torch::nn::Module& model, double scale) {
+void unscale_gradients(torch::nn::Module& model, double scale) {
   torch::NoGradGuard no_grad;
   for (auto& p : model.parameters())
     if (p.grad().defined()) p.mutable_grad().div_(scale);
-}
-
-double next_loss_scale(double scale, bool finite, int64_t step) {
-  if (!finite) return std::max(1.0, scale / 2.0);
-  return step % 2000 == 0 ? scale * 2.0 : scale;
 }
 
 }  // namespace qkd::train

@@ -44,32 +44,17 @@ void JsonlWriter::write(const nlohmann::json& line) {
   if (!out_) fail(path_, "cannot write a record (disk full or I/O error); resume from the last checkpoint");
 }
 
-ProgressLine::ProgressLine(int64_t total_steps, int64_t first_step)
-    : total_(total_steps),
-      first_(first_step),
-      tty_(stderr_is_terminal()),
-      start_(std::chrono::steady_clock::now()),
-      last_plain_(start_) {}
+TrainingProgress::TrainingProgress(int64_t total_steps, int64_t first_step)
+    : total_(total_steps), first_(first_step), start_(std::chrono::steady_clock::now()) {}
 
-void ProgressLine::update(int64_t step, double loss, double tokens_per_s) {
-  const auto now = std::chrono::steady_clock::now();
-  const double elapsed = std::chrono::duration<double>(now - start_).count();
+void TrainingProgress::update(int64_t step, double loss, double tokens_per_s) {
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double per_step = elapsed / static_cast<double>(std::max<int64_t>(1, step - first_));
   const double eta = per_step * static_cast<double>(total_ - step);
   char text[160];
   std::snprintf(text, sizeof(text), "step %lld/%lld | loss %.5f | %.0f tok/s | ETA %s", static_cast<long long>(step),
                 static_cast<long long>(total_), loss, tokens_per_s, format_duration(eta).c_str());
-  if (tty_) {
-    std::fprintf(stderr, "\r\033[K%s", text);
-    std::fflush(stderr);
-  } else if (std::chrono::duration<double>(now - last_plain_).count() >= 10.0 || step == total_) {
-    spdlog::info("{}", text);
-    last_plain_ = now;
-  }
-}
-
-void ProgressLine::finish() {
-  if (tty_) std::fprintf(stderr, "\n");
+  line_.show(text, step == total_);
 }
 
 }  // namespace qkd::train

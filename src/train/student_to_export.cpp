@@ -1,4 +1,5 @@
 #include "qkd/train/student_to_export.h"
+#include "qkd/common/dtype_names.h"
 
 #include <filesystem>
 
@@ -41,7 +42,7 @@ StudentToExport load_from_training_checkpoint(const fs::path& dir) {
   out.spec = quant::quant_spec_from_json(config.at("quant"), config_path + ": quant");
   out.tokenizer_dir = string_field(config, "teacher", "path", config_path);
   const auto dtype =
-      checkpoint::parse_dtype(string_field(config, "student", "dtype", config_path), config_path + ": student.dtype");
+      parse_dtype(string_field(config, "student", "dtype", config_path), config_path + ": student.dtype");
   out.model =
       model::LlamaForCausalLM(checkpoint::read_llama_config((fs::path(out.tokenizer_dir) / "config.json").string()));
   out.model->to(dtype);

@@ -1,7 +1,7 @@
 // The KD-QAT loop. Each step: release of auto-frozen projections whose learning rate has decayed;
-// teacher forward, student forward, loss, backward (over micro-batches); monitor; freeze of what the
-// monitor saw destabilize (before the update); clip and optimizer step; then logging, validation and
-// checkpoints.
+// teacher forward, student forward, loss, backward (over micro-batches); gradient check (fp16
+// overflow skips the step); monitor; freeze of what the monitor saw destabilize (before the update);
+// clip and optimizer step; then logging, validation and checkpoints.
 #include "qkd/train/trainer.h"
 
 #include <spdlog/spdlog.h>
@@ -17,6 +17,7 @@
 #include "qkd/common/json_io.h"
 #include "qkd/common/system.h"
 #include "qkd/common/torch_compat.h"
+#include "qkd/freeze/freeze_controller.h"
 #include "qkd/train/grad_utils.h"
 #include "qkd/train/lr_schedule.h"
 #include "qkd/train/stop_signal.h"
@@ -25,6 +26,11 @@
 namespace qkd::train {
 
 namespace {
+
+// The CUDA allocator's peak on a GPU (what decides whether a run fits); the process's peak RSS on CPU.
+double peak_memory_mb(const torch::Device& device) {
+  return device.is_cuda() ? compat::cuda_peak_allocated_mb(device) : peak_rss_mb();
+}
 
 struct StepLosses {
   double loss = 0.0, divergence = 0.0, cross_entropy = 0.0;
@@ -35,14 +41,9 @@ struct StepLosses {
 // gradient flows into the student only.
 void distill_micro_batch(TrainingSession& s, StepLosses& totals, double loss_multiplier) {
   const auto batch = s.data->next_batch(s.config.train.micro_batch).to(s.device);
-  const compat::AutocastScope autocast(s.device, s.config.train.precision);
-  torch::Tensor teacher_logits;
-  {
-    torch::NoGradGuard no_grad;
-    teacher_logits = s.teacher->forward(batch);
-  }
-  const auto student_logits = s.student->forward(batch);
-  const auto result = loss::kd_loss(teacher_logits, student_logits, batch, s.config.kd);
+  const auto teacher = teacher_logits(s, batch);
+  const auto student = student_logits(s, batch);
+  const auto result = loss::kd_loss(teacher, student, batch, s.config.kd);
   (result.loss * loss_multiplier).backward();
   const double share = 1.0 / static_cast<double>(s.config.train.grad_accum);
   totals.loss += result.loss.item<double>() * share;
@@ -55,7 +56,7 @@ void log_events(TrainingSession& s, const std::vector<monitor::InstabilityEvent>
   for (const auto& e : events) {
     spdlog::warn("step {}: {} in {} (value {:.4g}, baseline {:.4g})", e.step, monitor::event_kind_name(e.kind),
                  e.series.name(), e.value, e.baseline);
-    s.events->write(e.to_json());
+    s.logs.events->write(e.to_json());
   }
 }
 
@@ -65,7 +66,7 @@ void write_eval(TrainingSession& s, TrainSummary& summary, OnStop on_stop) {
   spdlog::info("step {} eval: {}", s.step, results.dump());
   results["type"] = "eval";
   results["step"] = s.step;
-  s.metrics->write(results);
+  s.logs.metrics->write(results);
   summary.final_eval = results;
 }
 
@@ -76,10 +77,10 @@ void write_baselines(TrainingSession& s) {
   if (baselines.is_null()) return;
   spdlog::info("baselines: teacher ppl {}, round-to-nearest student ppl {}", baselines.at("teacher").dump(),
                baselines.at("student").dump());
-  s.metrics->write({{"type", "baseline"},
-                    {"step", 0},
-                    {"teacher_ppl", baselines.at("teacher")},
-                    {"round_to_nearest_ppl", baselines.at("student")}});
+  s.logs.metrics->write({{"type", "baseline"},
+                         {"step", 0},
+                         {"teacher_ppl", baselines.at("teacher")},
+                         {"round_to_nearest_ppl", baselines.at("student")}});
   write_text_atomically(baselines_path(s.config.run_dir), baselines.dump(2) + "\n");
 }
 
@@ -92,27 +93,45 @@ nlohmann::json read_baselines(const std::string& run_dir) {
   return nullptr;
 }
 
-// auto freeze: the watched projections that spiked stop training before this step's update. With
-// rollback they go back to their last calm weights and the whole update is skipped, because its
-// gradients were computed at the destabilized point. Returns whether the update is skipped.
-bool freeze_destabilized(TrainingSession& s, const std::vector<std::string>& modules, int64_t step, double lr) {
-  const auto restored =
-      s.freeze->rolls_back() ? s.stable_weights.restore(*s.student, modules) : std::vector<std::string>{};
-  freeze_modules(s, modules, "auto: monitor saw o/v instability at step " + std::to_string(step), step);
-  s.freeze->note_auto_freeze(modules, lr);
-  if (!s.freeze->rolls_back()) return false;
-  s.events->write({{"step", step},
-                   {"kind", "skip"},
-                   {"reason", "auto freeze rolled back the destabilized projections"},
-                   {"rolled_back", restored}});
-  return true;
+// The gradients of a step that may update: finite, and (fp16) not overflowed. An fp16 overflow is
+// the loss scale's fault, not the model's: the monitor and the freeze policy never see that step.
+struct GradientCheck {
+  double norm = 0.0;
+  bool finite = true;
+};
+
+GradientCheck check_gradients(TrainingSession& s, const StepLosses& losses) {
+  if (s.loss_scaler.enabled()) unscale_gradients(*s.student, s.loss_scaler.scale());
+  const double norm = global_grad_norm(*s.student);
+  return {norm, std::isfinite(norm) && std::isfinite(losses.loss)};
 }
 
-// Judged steps whose gradients raised no freeze: the watched weights that produced them are the
-// rollback target for a later spike. Captured before the update.
-void keep_calm_weights(TrainingSession& s, int64_t step) {
-  if (!s.freeze->rolls_back() || !s.monitor->judges(step)) return;
-  s.stable_weights.capture(*s.student, s.freeze->rollback_candidates(s.frozen_modules));
+void skip_step(TrainingSession& s, int64_t step, const std::string& reason, double grad_norm) {
+  ++s.skipped_steps;
+  s.logs.events->write(
+      {{"step", step}, {"kind", "skip"}, {"reason", reason}, {"grad_norm", std::to_string(grad_norm)}});
+}
+
+// Judges the step's gradients and lets auto freeze react before the update. Returns whether the
+// update goes ahead: a rollback skips it, because its gradients were computed at the destabilized point.
+bool judge_and_freeze(TrainingSession& s, int64_t step, double lr, const StepLosses& losses, GradientCheck& grads) {
+  const auto events = s.monitor->judge_gradients(step, losses.divergence);
+  log_events(s, events);
+  const auto reaction = s.freeze->react(events, step, lr);
+  if (!reaction.change) {
+    if (grads.finite && s.monitor->judges(step)) s.freeze->keep_calm_weights();
+    return true;
+  }
+  log_freeze_change(s, *reaction.change);
+  grads.norm = global_grad_norm(*s.student);  // the frozen projections' gradients are gone
+  grads.finite = std::isfinite(grads.norm) && std::isfinite(losses.loss);
+  if (!reaction.skip_update) return true;
+  ++s.skipped_steps;
+  s.logs.events->write({{"step", step},
+                        {"kind", "skip"},
+                        {"reason", "auto freeze rolled back the destabilized projections"},
+                        {"rolled_back", reaction.rolled_back}});
+  return false;
 }
 
 std::vector<std::string> export_student(TrainingSession& s) {
@@ -187,7 +206,7 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
   const auto start = std::chrono::steady_clock::now();
   int64_t tokens_seen = 0;
   const bool started = s.step > 0 || evaluate_at_start(s, summary);
-  ProgressLine progress(train.steps, s.step);
+  TrainingProgress progress(train.steps, s.step);
   while (started && s.step < train.steps && !stop_requested()) {
     const int64_t step = s.step + 1;
     if (hooks.before_step) hooks.before_step(step, *s.monitor);
@@ -195,54 +214,49 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
     const double lr = learning_rate_at(
         s.step, train.steps,
         {config.optim.lr, config.optim.warmup_steps, config.optim.schedule, config.optim.min_lr_ratio});
-    release_modules(s, s.freeze->take_releases(lr), fmt::format("auto: learning rate decayed to {:.3g}", lr), step);
-    const bool fp16 = train.precision == Precision::fp16 && s.device.is_cuda();
-    const double multiplier = (fp16 ? s.loss_scale : 1.0) / static_cast<double>(train.grad_accum);
+    if (const auto release = s.freeze->release_due(step, lr)) {
+      s.monitor->forget(release->modules);  // their series start afresh, not against pre-freeze values
+      log_freeze_change(s, *release);
+    }
+    const double multiplier = s.loss_scaler.scale() / static_cast<double>(train.grad_accum);
     StepLosses losses;
+    std::map<std::string, double> update_norms;  // what the monitor asked the optimizer to measure
     s.monitor->begin_step(step);
     for (int64_t micro = 0; micro < train.grad_accum; ++micro) distill_micro_batch(s, losses, multiplier);
-    if (fp16) unscale_gradients(*s.optimizer, *s.student, s.loss_scale);
-    const auto events = s.monitor->judge_gradients(step, losses.divergence);
-    log_events(s, events);
-    const auto destabilized = s.freeze->react(events, s.frozen_modules);
-    const bool rolled_back = !destabilized.empty() && freeze_destabilized(s, destabilized, step, lr);
-    const double grad_norm = global_grad_norm(*s.student);
-    const bool finite = std::isfinite(grad_norm) && std::isfinite(losses.loss);
-    if (rolled_back) {
-      ++s.skipped_steps;
-    } else if (finite) {
-      if (destabilized.empty()) keep_calm_weights(s, step);
-      if (config.optim.grad_clip > 0.0) clip_gradients(*s.student, grad_norm, config.optim.grad_clip);
-      s.optimizer->step(lr);
-    } else {
-      ++s.skipped_steps;
-      s.events->write({{"step", step},
-                       {"kind", "skip"},
-                       {"reason", "non-finite loss or gradient"},
-                       {"grad_norm", std::to_string(grad_norm)}});
+    auto grads = check_gradients(s, losses);
+    if (s.loss_scaler.enabled() && !grads.finite) {
+      s.monitor->abandon_step();
+      skip_step(s, step, fmt::format("fp16 loss scale {} overflowed", s.loss_scaler.scale()), grads.norm);
+    } else if (judge_and_freeze(s, step, lr, losses, grads)) {
+      if (grads.finite) {
+        if (config.optim.grad_clip > 0.0) clip_gradients(*s.student, grads.norm, config.optim.grad_clip);
+        update_norms = s.optimizer->step(lr, s.monitor->updates_wanted());
+      } else {
+        skip_step(s, step, "non-finite loss or gradient", grads.norm);
+      }
     }
-    if (fp16) s.loss_scale = next_loss_scale(s.loss_scale, finite, step);
+    s.loss_scaler.update(grads.finite);
     s.optimizer->zero_grad();
     s.step = step;
-    const auto signal_record = s.monitor->end_step(step);
-    if (!signal_record.is_null()) s.signal->write(signal_record);
+    const auto signal_record = s.monitor->end_step(step, update_norms);
+    if (!signal_record.is_null()) s.logs.signal->write(signal_record);
 
     tokens_seen += losses.tokens;
     const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     const double tokens_per_s = static_cast<double>(losses.tokens) / std::max(1e-9, step_seconds);
     if (step % train.log_interval == 0 || step == 1 || step == train.steps) {
-      s.metrics->write({{"type", "train"},
-                        {"step", step},
-                        {"loss", losses.loss},
-                        {"kd", losses.divergence},
-                        {"ce", losses.cross_entropy},
-                        {"lr", lr},
-                        {"grad_norm", std::isfinite(grad_norm) ? grad_norm : -1.0},
-                        {"tokens_per_s", tokens_per_s},
-                        {"step_seconds", step_seconds},
-                        {"peak_mem_mb", peak_rss_mb()},
-                        {"trainable_params", trainable_parameter_count(*s.student)},
-                        {"skipped_steps", s.skipped_steps}});
+      s.logs.metrics->write({{"type", "train"},
+                             {"step", step},
+                             {"loss", losses.loss},
+                             {"kd", losses.divergence},
+                             {"ce", losses.cross_entropy},
+                             {"lr", lr},
+                             {"grad_norm", std::isfinite(grads.norm) ? grads.norm : -1.0},
+                             {"tokens_per_s", tokens_per_s},
+                             {"step_seconds", step_seconds},
+                             {"peak_mem_mb", peak_memory_mb(s.device)},
+                             {"trainable_params", freeze::trainable_parameter_count(*s.student)},
+                             {"skipped_steps", s.skipped_steps}});
     }
     progress.update(step, losses.loss, tokens_per_s);
     // Mid-run evaluations finish (they are bounded by eval.max_windows): the checkpoint written after a

@@ -7,9 +7,11 @@
 #include "qkd/checkpoint/hf_checkpoint.h"
 #include "qkd/checkpoint/student_checkpoint.h"
 #include "qkd/common/atomic_file.h"
+#include "qkd/common/dtype_names.h"
 #include "qkd/common/error.h"
 #include "qkd/common/json_io.h"
 #include "qkd/common/system.h"
+#include "qkd/common/torch_compat.h"
 #include "qkd/data/token_file.h"
 #include "qkd/quant/student.h"
 #include "qkd/train/rng_state.h"
@@ -27,11 +29,13 @@ torch::Device parse_device(const std::string& name) {
   return torch::Device(name);
 }
 
-// CPU kernels for fp16 matmul are missing or slow; a CPU teacher runs in fp32 (or bf16 if asked).
+// LibTorch's CPU kernels for fp16 matmul are missing or slow: a CPU teacher asked for fp16 runs in fp32.
 torch::Dtype teacher_dtype(const RunConfig& config, const torch::Device& device) {
-  auto dtype = checkpoint::parse_dtype(config.teacher.dtype, "teacher.dtype");
-  if (device.is_cpu() && dtype == torch::kFloat16) dtype = torch::kFloat32;
-  return dtype;
+  if (device.is_cpu() && config.teacher.dtype == torch::kFloat16) {
+    spdlog::warn("teacher.dtype float16 computes in float32 on cpu (no fast fp16 matmul there)");
+    return torch::kFloat32;
+  }
+  return config.teacher.dtype;
 }
 
 model::LlamaForCausalLM load_teacher(const RunConfig& config, const torch::Device& device) {
@@ -39,30 +43,31 @@ model::LlamaForCausalLM load_teacher(const RunConfig& config, const torch::Devic
   auto teacher = checkpoint::load_llama(config.teacher.path, {dtype, device});
   teacher->eval();
   for (auto& p : teacher->parameters()) p.requires_grad_(false);
-  spdlog::info("teacher {} computed in {} on {}", config.teacher.path, checkpoint::dtype_to_string(dtype),
-               device.str());
+  spdlog::info("teacher {} computed in {} on {}", config.teacher.path, dtype_name(dtype), device.str());
   return teacher;
 }
 
 model::LlamaForCausalLM build_student(const RunConfig& config, const torch::Device& device,
                                       std::vector<std::string>& quantized) {
-  const auto dtype = checkpoint::parse_dtype(config.student.dtype, "student.dtype");
+  const auto dtype = config.student.dtype;
+  const auto& init = config.student.init;
   model::LlamaForCausalLM student{nullptr};
-  if (config.student.path == "teacher") {
+  if (init.kind == StudentInit::Kind::teacher) {
     student = checkpoint::load_llama(config.teacher.path, {dtype, torch::kCPU});
     quantized = quant::attach_quantizers(*student, config.quant);
   } else {
-    auto loaded = checkpoint::load_model_or_student(config.student.path, {dtype, torch::kCPU});
+    auto loaded = checkpoint::load_model_or_student(init.path, {dtype, torch::kCPU});
     student = loaded.model;
     if (!loaded.quant)
       quantized = quant::attach_quantizers(*student, config.quant);
     else if (*loaded.quant != config.quant)
-      fail("student.init", config.student.path + " was quantized with a different quant section");
+      fail("student.init", init.path + " was quantized with a different quant section");
     else
       quantized = quant::quantized_modules(*student);
   }
   student->to(device);
   student->train();
+  student->set_activation_checkpointing(config.train.activation_checkpointing);
   return student;
 }
 
@@ -79,9 +84,14 @@ bool decays(const RunConfig& config, const std::string& name) {
   return config.optim.decay_norms_and_biases || !exempt_from_decay(name);
 }
 
-std::unique_ptr<AdamW> build_optimizer(const RunConfig& config, model::LlamaForCausalLMImpl& student) {
-  auto optimizer = std::make_unique<AdamW>(
-      AdamWOptions{config.optim.beta1, config.optim.beta2, config.optim.eps, config.optim.weight_decay});
+std::unique_ptr<optim::AdamW> build_optimizer(const RunConfig& config, model::LlamaForCausalLMImpl& student) {
+  optim::AdamWOptions options;
+  options.beta1 = config.optim.beta1;
+  options.beta2 = config.optim.beta2;
+  options.eps = config.optim.eps;
+  options.weight_decay = config.optim.weight_decay;
+  options.moment_dtype = config.optim.moment_dtype;
+  auto optimizer = std::make_unique<optim::AdamW>(options);
   for (auto& item : student.named_parameters(/*recurse=*/true)) {
     auto param = item.value();
     if (!config.optim.train_embeddings && !is_projection_parameter(item.key())) param.requires_grad_(false);
@@ -131,24 +141,27 @@ void restore(TrainingSession& s, const std::string& dir) {
   }
 }
 
+// Checkpoints written before the freeze controller kept the frozen list beside the release schedule.
+nlohmann::json saved_freeze_state(const nlohmann::json& state) {
+  const auto freeze = state.value("freeze", nlohmann::json());
+  if (freeze.is_object() && freeze.contains("frozen")) return freeze;
+  return {{"frozen", state.at("frozen")}, {"release_lr", freeze}};
+}
+
 void restore_state(TrainingSession& s, const std::string& dir) {
   auto data = CheckpointStore::load(dir);
   check_identity(data.state.at("identity"), model_identity(s.config), dir);
-  for (const auto& module : data.state.at("frozen").get<std::vector<std::string>>()) {
-    for (const auto& name : monitor::freeze_module(*s.student, module)) s.optimizer->remove_parameter(name);
-    s.frozen_modules.insert(module);
-  }
+  // Frozen modules first: the optimizer state then holds exactly the parameters still training.
+  s.freeze->restore(saved_freeze_state(data.state), data.stable_weights, dir + "/stable_weights.safetensors");
   checkpoint::copy_weights_into(*s.student, data.student, dir + "/student.safetensors");
   checkpoint::load_quantizer_state_from(*s.student, data.student, dir + "/student.safetensors");
   s.optimizer->load_state(data.optimizer, dir + "/optimizer.safetensors");
   s.data->restore(data.state.at("data_cursor"));
   s.monitor->load_state(data.state.at("monitor"));
-  s.freeze->load_state(data.state.value("freeze", nlohmann::json()));
-  s.stable_weights.load_state(data.stable_weights, *s.student, dir + "/stable_weights.safetensors");
   restore_rng_state(data.state.at("rng"));
   s.step = data.step;
   s.skipped_steps = data.state.value("skipped_steps", int64_t{0});
-  s.loss_scale = data.state.value("loss_scale", 65536.0);
+  s.loss_scaler.load_state(data.state.value("loss_scale", nlohmann::json()));
   spdlog::info("resumed from {} at step {}", dir, s.step);
 }
 
@@ -167,12 +180,6 @@ void calibrate_activations(TrainingSession& s) {
 
 }  // namespace
 
-int64_t trainable_parameter_count(model::LlamaForCausalLMImpl& model) {
-  int64_t n = 0;
-  for (const auto& p : model.parameters()) n += p.requires_grad() ? p.numel() : 0;
-  return n;
-}
-
 namespace {
 // Token files hold ids the embedding must have; one out of range would crash mid-run with torch's
 // "index out of range in self".
@@ -186,12 +193,16 @@ void check_token_sources(const data::DataConfig& data, int64_t vocab_size) {
 namespace {
 // The policy only freezes quantized projections: a policy that reaches none of them would train as if
 // it were "none", without a word.
-void check_freeze_reaches_quantized_modules(const RunConfig& config, const monitor::FreezePolicy& freeze) {
-  using monitor::FreezeMode;
-  if (config.freeze.policy == FreezeMode::ov && freeze.initial().empty())
+void check_freeze_reaches_quantized_modules(const RunConfig& config, const freeze::FreezePolicy& policy) {
+  using freeze::FreezeMode;
+  if (config.freeze.policy == FreezeMode::ov && policy.initial().empty())
     fail("freeze.policy", "\"ov\" would freeze nothing: no o_proj or v_proj is quantized (see quant.modules)");
-  if (config.freeze.policy == FreezeMode::automatic && freeze.watched_modules().empty())
+  if (config.freeze.policy == FreezeMode::automatic && policy.watched_modules().empty())
     fail("freeze.auto_watch", "no watched projection is quantized (see quant.modules): auto would never freeze");
+}
+
+std::unique_ptr<JsonlWriter> open_log(const RunConfig& config, const char* name, int64_t keep_up_to) {
+  return std::make_unique<JsonlWriter>((fs::path(config.run_dir) / name).string(), keep_up_to);
 }
 }  // namespace
 
@@ -209,9 +220,13 @@ std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
   s->student = build_student(config, s->device, s->quantized_modules);
   s->optimizer = build_optimizer(config, *s->student);
   s->monitor = std::make_unique<monitor::SignalMonitor>(config.monitor, s->student);
-  if (config.freeze.policy == monitor::FreezeMode::automatic) s->monitor->watch_every_step(config.freeze.auto_watch);
-  s->freeze = std::make_unique<monitor::FreezePolicy>(config.freeze, s->quantized_modules);
-  check_freeze_reaches_quantized_modules(config, *s->freeze);
+  if (config.freeze.policy == freeze::FreezeMode::automatic) s->monitor->watch_every_step(config.freeze.auto_watch);
+  s->freeze = std::make_unique<freeze::FreezeController>(
+      config.freeze, s->quantized_modules, s->student, *s->optimizer,
+      [session = s.get()](const std::string& name) { return decays(session->config, name); });
+  check_freeze_reaches_quantized_modules(config, s->freeze->policy());
+  s->loss_scaler = LossScaler(config.train.precision == Precision::fp16, config.train.loss_scale,
+                              config.train.loss_scale_growth_interval);
   for (const auto& line : config.unread_settings) spdlog::warn("{}", line);
   s->checkpoints = std::make_unique<CheckpointStore>(config.run_dir);
   const auto resume_from = checkpoint_to_resume(config, *s->checkpoints);
@@ -222,58 +237,35 @@ std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
   if (resume_from) restore(*s, *resume_from);
   // A fresh start redoes everything, so records left by an attempt that never checkpointed go.
   const int64_t keep_records_up_to = resume_from ? s->step : -1;
-  s->metrics = std::make_unique<JsonlWriter>((fs::path(config.run_dir) / "metrics.jsonl").string(), keep_records_up_to);
-  s->signal = std::make_unique<JsonlWriter>((fs::path(config.run_dir) / "signal.jsonl").string(), keep_records_up_to);
-  s->events = std::make_unique<JsonlWriter>((fs::path(config.run_dir) / "events.jsonl").string(), keep_records_up_to);
+  s->logs.metrics = open_log(config, "metrics.jsonl", keep_records_up_to);
+  s->logs.signal = open_log(config, "signal.jsonl", keep_records_up_to);
+  s->logs.events = open_log(config, "events.jsonl", keep_records_up_to);
   if (!resume_from) {
     if (config.quant.act_bits > 0) calibrate_activations(*s);
-    freeze_modules(*s, s->freeze->initial(), "freeze.policy " + monitor::freeze_mode_name(config.freeze.policy), 0);
+    if (const auto change = s->freeze->freeze_at_start()) log_freeze_change(*s, *change);
   }
   // A shape an export format cannot hold fails now, not after the training it would waste.
   exporting::check_export(student_export_source(*s), config.export_.formats, export_options(config));
   spdlog::info("student: {} quantized projections ({} bits), {} trainable parameters", s->quantized_modules.size(),
-               config.quant.bits, trainable_parameter_count(*s->student));
+               config.quant.bits, freeze::trainable_parameter_count(*s->student));
   return s;
 }
 
-namespace {
-void log_trainable_change(TrainingSession& s, const char* kind, const std::vector<std::string>& modules,
-                          const std::string& reason, int64_t step, int64_t before) {
-  const int64_t after = trainable_parameter_count(*s.student);
-  spdlog::info("{} {} modules ({}): trainable parameters {} -> {}", kind, modules.size(), reason, before, after);
-  if (s.events)
-    s.events->write({{"step", step},
-                     {"kind", kind},
-                     {"modules", modules},
-                     {"reason", reason},
-                     {"trainable_before", before},
-                     {"trainable_after", after}});
-}
-}  // namespace
-
-void freeze_modules(TrainingSession& s, const std::vector<std::string>& modules, const std::string& reason,
-                    int64_t step) {
-  if (modules.empty()) return;
-  const int64_t before = trainable_parameter_count(*s.student);
-  for (const auto& module : modules) {
-    for (const auto& name : monitor::freeze_module(*s.student, module)) s.optimizer->remove_parameter(name);
-    s.frozen_modules.insert(module);
-  }
-  log_trainable_change(s, "freeze", modules, reason, step, before);
+torch::Tensor teacher_logits(TrainingSession& s, const torch::Tensor& batch) {
+  const compat::NoAutocastScope no_autocast;
+  torch::NoGradGuard no_grad;
+  return s.teacher->forward(batch);
 }
 
-void release_modules(TrainingSession& s, const std::vector<std::string>& modules, const std::string& reason,
-                     int64_t step) {
-  if (modules.empty()) return;
-  const int64_t before = trainable_parameter_count(*s.student);
-  auto params = s.student->named_parameters(/*recurse=*/true);
-  for (const auto& module : modules) {
-    for (const auto& name : monitor::release_module(*s.student, module))
-      s.optimizer->add_parameter(name, params[name], decays(s.config, name), s.config.freeze.release_warmup_steps);
-    s.frozen_modules.erase(module);
-  }
-  s.monitor->forget(modules);
-  log_trainable_change(s, "release", modules, reason, step, before);
+torch::Tensor student_logits(TrainingSession& s, const torch::Tensor& batch) {
+  const compat::AutocastScope autocast(s.device, s.config.train.precision);
+  return s.student->forward(batch);
+}
+
+void log_freeze_change(TrainingSession& s, const freeze::FreezeChange& change) {
+  spdlog::info("{} {} modules ({}): trainable parameters {} -> {}", freeze::change_kind_name(change.kind),
+               change.modules.size(), change.reason, change.trainable_before, change.trainable_after);
+  if (s.logs.events) s.logs.events->write(change.to_json());
 }
 
 exporting::ExportSource student_export_source(TrainingSession& s) {
@@ -282,7 +274,7 @@ exporting::ExportSource student_export_source(TrainingSession& s) {
 
 exporting::ExportOptions export_options(const RunConfig& config) {
   exporting::ExportOptions options;
-  options.dtype = checkpoint::parse_dtype(config.export_.dtype, "export.dtype");
+  options.dtype = config.export_.dtype;
   options.gguf_type = config.export_.gguf_type;
   return options;
 }
@@ -293,15 +285,11 @@ std::string save_checkpoint(TrainingSession& s) {
   data.student = checkpoint::model_weights(*s.student, s.student->parameters().front().scalar_type());
   for (auto& item : quant::quantizer_state(*s.student)) data.student.push_back(std::move(item));
   data.optimizer = s.optimizer->state();
-  data.stable_weights = s.stable_weights.state();
-  data.state = {{"identity", model_identity(s.config)},
-                {"data_cursor", s.data->cursor()},
-                {"frozen", std::vector<std::string>(s.frozen_modules.begin(), s.frozen_modules.end())},
-                {"freeze", s.freeze->state()},
-                {"monitor", s.monitor->state()},
-                {"rng", capture_rng_state()},
-                {"skipped_steps", s.skipped_steps},
-                {"loss_scale", s.loss_scale}};
+  data.stable_weights = s.freeze->rollback_weights();
+  data.state = {{"identity", model_identity(s.config)}, {"data_cursor", s.data->cursor()},
+                {"freeze", s.freeze->state()},          {"monitor", s.monitor->state()},
+                {"rng", capture_rng_state()},           {"skipped_steps", s.skipped_steps},
+                {"loss_scale", s.loss_scaler.state()}};
   const auto dir = s.checkpoints->save(data, s.config.checkpoint.keep_last);
   spdlog::info("checkpoint {}", dir);
   return dir;

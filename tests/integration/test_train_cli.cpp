@@ -184,6 +184,29 @@ TEST(TrainCli, ExportedStudentIsAPlainCheckpointOfTheQuantizedModel) {
             qkd::test::read_file(dir + "/run/export/hf/config.json"));
 }
 
+// configs/llama7b.json is the GPU recipe; on the CPU, with its paths pointed at the shipped teacher and
+// data and the step shrunk (2 steps, one 128-token micro-batch; eval and export bounded), the same file
+// trains, evaluates and exports: every key of the recipe is read by a real run.
+TEST(TrainCli, Llama7bRecipeRunsTwoStepsOnCpuWithLocalPaths) {
+  const auto dir = scratch_dir("llama7b");
+  const std::string data = repo_path("assets/data/kjv/kjv-train.u16");
+  const auto result =
+      run_cli("--config " + repo_path("configs/llama7b.json") + " --set run_dir=" + dir + "/run --set teacher.path=" +
+              repo_path("assets/models/kjv-teacher-7m") + " --set 'data.sources=[{\"path\": \"" + data +
+              "\"}]' --set data.seq_len=128 --set 'eval.ppl=[\"" + repo_path("assets/data/kjv/kjv-val.u16") +
+              "\"]' --set 'eval.mc=[\"" + repo_path("assets/data/kjv/kjv-cloze-val.jsonl") +
+              "\"]' --set eval.seq_len=128 --set eval.max_windows=4 --set eval.mc_limit=8 --set train.device=cpu"
+              " --set train.steps=2 --set train.micro_batch=1 --set train.grad_accum=1 --set train.threads=2");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  json summary;
+  std::ifstream(dir + "/run/summary.json") >> summary;
+  EXPECT_EQ(summary.at("steps_completed"), 2);
+  ASSERT_EQ(summary.at("exported").size(), 3u);  // hf, packed, gguf
+  for (const auto& path : summary.at("exported")) EXPECT_TRUE(fs::exists(path.get<std::string>())) << path;
+  // On the CPU the recipe's bf16 autocast is off (the bf16 student computes as it is): said once.
+  EXPECT_NE(result.output.find("train.precision: autocast runs on CUDA only"), std::string::npos) << result.output;
+}
+
 // The console ends with what a newcomer acts on: outputs, perplexities side by side, next commands.
 TEST(TrainCli, FinishedRunEndsWithDigestOfOutputsBaselinesAndNextCommands) {
   const auto dir = scratch_dir("digest");

@@ -9,8 +9,8 @@
 #include "qkd/checkpoint/hf_checkpoint.h"
 #include "qkd/io/safetensors.h"
 #include "qkd/loss/kd_loss.h"
+#include "qkd/optim/adamw.h"
 #include "qkd/quant/student.h"
-#include "qkd/train/adamw.h"
 #include "qkd/train/trainer.h"
 #include "test_support.h"
 
@@ -100,7 +100,7 @@ TEST_P(Trajectory, LossesAndMonitoredGradientNormsMatchReference) {
 struct RecipeRun {
   qkd::model::LlamaForCausalLM teacher{nullptr}, student{nullptr};
   torch::Tensor ids, teacher_logits;
-  std::unique_ptr<qkd::train::AdamW> optimizer;
+  std::unique_ptr<qkd::optim::AdamW> optimizer;
 
   explicit RecipeRun(bool ov_freeze) {
     teacher = qkd::checkpoint::load_llama(shared_dir() + "/models/kjv-teacher-7m");
@@ -109,7 +109,7 @@ struct RecipeRun {
     ids = reference_tensors().tensor("input_ids").clone();
     torch::NoGradGuard no_grad;
     teacher_logits = teacher->forward(ids);
-    optimizer = std::make_unique<qkd::train::AdamW>(qkd::train::AdamWOptions{0.9, 0.999, 1e-8, 0.0});
+    optimizer = std::make_unique<qkd::optim::AdamW>(qkd::optim::AdamWOptions{0.9, 0.999, 1e-8, 0.0});
     for (auto& item : student->named_parameters()) {
       const bool frozen = ov_freeze && (item.key().find("o_proj") != std::string::npos ||
                                         item.key().find("v_proj") != std::string::npos);

@@ -1,14 +1,18 @@
 // The in-house AdamW against LibTorch's torch::optim::AdamW, per-parameter bias correction for a
-// parameter added late (a released projection), its learning-rate warm-up, and the state round trip.
+// parameter added late (a released projection), its learning-rate warm-up, the state round trip, and
+// the fp32 master copies of bf16 parameters.
 #include <gtest/gtest.h>
 
-#include "qkd/train/adamw.h"
+#include <cmath>
+
+#include "qkd/optim/adamw.h"
 #include "qkd/train/lr_schedule.h"
+#include "test_support.h"
 
 namespace {
 
-using qkd::train::AdamW;
-using qkd::train::AdamWOptions;
+using qkd::optim::AdamW;
+using qkd::optim::AdamWOptions;
 
 torch::Tensor param_like(int64_t seed) {
   torch::manual_seed(seed);
@@ -85,6 +89,292 @@ TEST(AdamW, StateRoundTripContinuesIdentically) {
   second.step(1e-3);
   EXPECT_TRUE(torch::equal(a, b));
   EXPECT_EQ(second.step_count(), 2);
+}
+
+// bf16 parameters and their fp32 masters. Gradients are bf16 values, so the fp32 reference sees
+// exactly the gradient the master path casts up.
+torch::Tensor bf16_param(int64_t seed) { return param_like(seed).detach().to(torch::kBFloat16).requires_grad_(true); }
+
+void set_bf16_grad(torch::Tensor& p, int64_t seed) {
+  torch::manual_seed(seed);
+  p.mutable_grad() = (torch::randn(p.sizes()) * 0.1).to(p.scalar_type());
+}
+
+torch::Tensor state_tensor(const AdamW& optimizer, const std::string& name) {
+  for (const auto& [key, tensor] : optimizer.state())
+    if (key == name) return tensor;
+  ADD_FAILURE() << "no '" << name << "' in the optimizer state";
+  return torch::Tensor();
+}
+
+bool has_state_tensor(const AdamW& optimizer, const std::string& name) {
+  for (const auto& [key, _] : optimizer.state())
+    if (key == name) return true;
+  return false;
+}
+
+// The update as it was before master weights, kept to pin fp32 parameters to it bit for bit (and to
+// show what it did to bf16 ones).
+struct LegacyAdamW {
+  torch::Tensor param, exp_avg, exp_avg_sq;
+  int64_t steps = 0;
+  explicit LegacyAdamW(torch::Tensor p)
+      : param(p),
+        exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve)),
+        exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve)) {}
+  void step(double lr, double weight_decay) {
+    torch::NoGradGuard no_grad;
+    const auto& grad = param.grad();
+    ++steps;
+    const double bc1 = 1.0 - std::pow(0.9, static_cast<double>(steps));
+    const double bc2_sqrt = std::sqrt(1.0 - std::pow(0.999, static_cast<double>(steps)));
+    if (weight_decay != 0.0) param.mul_(1.0 - lr * weight_decay);
+    exp_avg.lerp_(grad, 1.0 - 0.9);
+    exp_avg_sq.mul_(0.999).addcmul_(grad, grad, 1.0 - 0.999);
+    const auto denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(1e-8);
+    param.addcdiv_(exp_avg, denom, -lr / bc1);
+  }
+};
+
+TEST(AdamWMaster, Fp32ParametersUpdateExactlyAsBefore) {
+  auto ours = param_like(11), theirs = param_like(11);
+  AdamW optimizer(AdamWOptions{0.9, 0.999, 1e-8, 0.01});
+  optimizer.add_parameter("w", ours, true);
+  LegacyAdamW legacy(theirs);
+  for (int step = 0; step < 6; ++step) {
+    set_grad(ours, 300 + step);
+    set_grad(theirs, 300 + step);
+    optimizer.step(1e-3);
+    legacy.step(1e-3, 0.01);
+  }
+  EXPECT_TRUE(torch::equal(ours, theirs));
+  EXPECT_FALSE(has_state_tensor(optimizer, "w.master"));
+}
+
+TEST(AdamWMaster, Bf16ParameterFollowsTheFp32PathBitwise) {
+  auto low = bf16_param(5);
+  auto full = low.detach().to(torch::kFloat32).requires_grad_(true);
+  const auto before = low.detach().clone();
+  AdamW optimizer(AdamWOptions{0.9, 0.999, 1e-8, 0.01});
+  optimizer.add_parameter("low", low, /*decay=*/true);
+  optimizer.add_parameter("full", full, /*decay=*/true);
+  // 1e-5 is the rate at which bf16 weights near 1 used to stay put (their rounding step is 2^-8).
+  for (int step = 0; step < 6; ++step) {
+    set_bf16_grad(low, 200 + step);
+    full.mutable_grad() = low.grad().to(torch::kFloat32);
+    optimizer.step(step < 3 ? 1e-3 : 1e-5);
+  }
+  const auto master = state_tensor(optimizer, "low.master");
+  ASSERT_EQ(master.scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(torch::equal(master, full.detach()));
+  EXPECT_TRUE(torch::equal(low.detach(), full.detach().to(torch::kBFloat16)));
+  EXPECT_FALSE(torch::equal(low.detach(), before));
+  EXPECT_EQ(state_tensor(optimizer, "low.exp_avg").scalar_type(), torch::kFloat32);
+  EXPECT_FALSE(has_state_tensor(optimizer, "full.master"));  // fp32: no copy
+}
+
+TEST(AdamWMaster, SmallUpdatesAndDecayAccumulateInTheMaster) {
+  auto p = torch::ones({64}, torch::kBFloat16).requires_grad_(true);
+  AdamW optimizer(AdamWOptions{0.9, 0.999, 1e-8, 0.1});
+  optimizer.add_parameter("w", p, true);
+  // A constant gradient makes every Adam step lr / (1 + eps); with the decay each step moves a weight
+  // near 1 by ~1.1e-5, far below bf16's rounding step there (2^-8): updating the bf16 weight directly
+  // leaves it at 1 for ever (as the legacy update shows).
+  auto in_place = torch::ones({64}, torch::kBFloat16).requires_grad_(true);
+  LegacyAdamW legacy(in_place);
+  double expected = 1.0;
+  for (int step = 0; step < 400; ++step) {
+    p.mutable_grad() = torch::ones({64}, torch::kBFloat16);
+    in_place.mutable_grad() = torch::ones({64}, torch::kBFloat16);
+    optimizer.step(1e-5);
+    legacy.step(1e-5, 0.1);
+    expected = expected * (1.0 - 1e-5 * 0.1) - 1e-5 / (1.0 + 1e-8);
+  }
+  EXPECT_TRUE((in_place == 1.0).all().item<bool>());
+  const auto master = state_tensor(optimizer, "w.master");
+  EXPECT_NEAR(master[0].item<double>(), expected, 400 * 6e-8);  // fp32 rounding of each update
+  EXPECT_TRUE(torch::equal(p.detach(), master.to(torch::kBFloat16)));
+  EXPECT_LT(p[0].item<double>(), 1.0);
+}
+
+TEST(AdamWMaster, StateBytesCountMomentsAndMasters) {
+  auto full = param_like(1), low = bf16_param(2), low_too = bf16_param(3);
+  AdamW optimizer(AdamWOptions{});
+  optimizer.add_parameter("full", full, true);
+  EXPECT_EQ(optimizer.state_bytes(), 128 * 4 * 2);
+  optimizer.add_parameter("low", low, true);
+  EXPECT_EQ(optimizer.state_bytes(), 128 * 4 * 2 + 128 * 4 * 3);
+  EXPECT_EQ(optimizer.numel(), 256);
+
+  AdamWOptions bf16_moments;
+  bf16_moments.moment_dtype = torch::kBFloat16;
+  AdamW small(bf16_moments);
+  small.add_parameter("low", low_too, true);
+  EXPECT_EQ(small.state_bytes(), 128 * (2 + 2 + 4));
+}
+
+// A resumed run gets its weights from the student file (bf16) and its master from the optimizer
+// state; the next steps must be those of the run that never stopped.
+TEST(AdamWMaster, StateRoundTripWithMastersContinuesBitwise) {
+  auto a = bf16_param(4), b = bf16_param(99);
+  AdamW first(AdamWOptions{0.9, 0.999, 1e-8, 0.01}), second(AdamWOptions{0.9, 0.999, 1e-8, 0.01});
+  first.add_parameter("w", a, true, 3);
+  for (int step = 0; step < 3; ++step) {
+    set_bf16_grad(a, 10 + step);
+    first.step(1e-4);
+  }
+  {
+    torch::NoGradGuard no_grad;
+    b.copy_(a);  // the student's bf16 weights
+  }
+  second.add_parameter("w", b, true);
+  // The point of saving the master: it holds more than the bf16 weights do.
+  ASSERT_FALSE(torch::equal(state_tensor(first, "w.master"), a.detach().to(torch::kFloat32)));
+  second.load_state(first.state(), "test");
+  EXPECT_TRUE(torch::equal(state_tensor(second, "w.master"), state_tensor(first, "w.master")));
+  for (int step = 0; step < 3; ++step) {
+    set_bf16_grad(a, 20 + step);
+    set_bf16_grad(b, 20 + step);
+    first.step(1e-4);
+    second.step(1e-4);
+    EXPECT_TRUE(torch::equal(a, b));
+  }
+  EXPECT_TRUE(torch::equal(state_tensor(second, "w.master"), state_tensor(first, "w.master")));
+  EXPECT_EQ(second.step_count(), 6);
+}
+
+TEST(AdamWMaster, LoadStateSetsTheParameterFromTheMaster) {
+  auto a = bf16_param(4), b = bf16_param(5);
+  AdamW first(AdamWOptions{}), second(AdamWOptions{});
+  first.add_parameter("w", a, true);
+  set_bf16_grad(a, 1);
+  first.step(1e-3);
+  second.add_parameter("w", b, true);  // b still holds other weights
+  second.load_state(first.state(), "test");
+  EXPECT_TRUE(torch::equal(a, b));
+}
+
+TEST(AdamWMaster, LoadStateRefusesAMissingOrMismatchedMaster) {
+  using qkd::test::expect_error;
+  auto full = param_like(1);
+  AdamW from_fp32(AdamWOptions{});
+  from_fp32.add_parameter("w", full, true);  // an fp32 run saves no master
+  auto low = bf16_param(1);
+  AdamW optimizer(AdamWOptions{});
+  optimizer.add_parameter("w", low, true);
+  expect_error([&] { optimizer.load_state(from_fp32.state(), "run/optimizer.safetensors"); },
+               {"run/optimizer.safetensors", "'w.master' missing", "BFloat16"});
+
+  auto with_master = [&](torch::Tensor master) {
+    auto state = optimizer.state();
+    for (auto& [key, tensor] : state)
+      if (key == "w.master") tensor = master;
+    return state;
+  };
+  expect_error(
+      [&] {
+        optimizer.load_state(with_master(torch::zeros({8, 16})), "run/optimizer.safetensors");
+      },
+      {"run/optimizer.safetensors", "'w.master'", "shape"});
+  expect_error(
+      [&] {
+        optimizer.load_state(with_master(torch::zeros({16, 8}, torch::kBFloat16)), "run/optimizer.safetensors");
+      },
+      {"run/optimizer.safetensors", "'w.master'", "dtype BFloat16"});
+}
+
+// A rollback writes old weights into a projection, then freezes it: removal drops the master, and a
+// later release builds one from the weights the parameter holds then.
+TEST(AdamWMaster, RemoveFreesTheMasterAndAddBuildsAFreshOne) {
+  auto p = bf16_param(6);
+  AdamW optimizer(AdamWOptions{});
+  optimizer.add_parameter("w", p, true);
+  set_bf16_grad(p, 1);
+  optimizer.step(1e-3);
+  const auto bytes_with = optimizer.state_bytes();
+  optimizer.remove_parameter("w");
+  EXPECT_EQ(optimizer.state_bytes(), 0);
+  EXPECT_FALSE(has_state_tensor(optimizer, "w.master"));
+  const auto old_weights = bf16_param(7).detach();
+  {
+    torch::NoGradGuard no_grad;
+    p.copy_(old_weights);
+  }
+  optimizer.sync_master_from_parameter("w");  // no slot: nothing to do
+  optimizer.add_parameter("w", p, true);
+  EXPECT_EQ(optimizer.state_bytes(), bytes_with);
+  EXPECT_TRUE(torch::equal(state_tensor(optimizer, "w.master"), old_weights.to(torch::kFloat32)));
+}
+
+TEST(AdamWMaster, SyncTakesAWriteIntoTheParameter) {
+  auto p = bf16_param(6), q = bf16_param(7);
+  AdamW optimizer(AdamWOptions{}), reference(AdamWOptions{});
+  optimizer.add_parameter("w", p, true);
+  for (int step = 0; step < 2; ++step) {
+    set_bf16_grad(p, step);
+    optimizer.step(1e-3);
+  }
+  {
+    torch::NoGradGuard no_grad;
+    p.copy_(q);
+  }
+  optimizer.sync_master_from_parameter("w");
+  EXPECT_TRUE(torch::equal(state_tensor(optimizer, "w.master"), q.detach().to(torch::kFloat32)));
+  // Without the sync this step would start from the old master and overwrite q's values with it; with
+  // it the weights move from q by one Adam step (<= a few lr) and one bf16 rounding (<= 2^-8 |w|).
+  set_bf16_grad(p, 9);
+  optimizer.step(1e-3);
+  const auto after = p.detach().to(torch::kFloat32), start = q.detach().to(torch::kFloat32);
+  EXPECT_TRUE(((after - start).abs() <= start.abs() / 256 + 5e-3).all().item<bool>());
+}
+
+TEST(AdamWMaster, Bf16MomentsAreStoredAsBf16AndStayClose) {
+  AdamWOptions bf16_moments;
+  bf16_moments.moment_dtype = torch::kBFloat16;
+  auto p = param_like(8), reference = param_like(8), low = bf16_param(8);
+  AdamW optimizer(bf16_moments), fp32_moments(AdamWOptions{});
+  optimizer.add_parameter("w", p, true);
+  optimizer.add_parameter("low", low, true);
+  fp32_moments.add_parameter("w", reference, true);
+  for (int step = 0; step < 5; ++step) {
+    set_grad(p, 30 + step);
+    set_grad(reference, 30 + step);
+    set_bf16_grad(low, 30 + step);
+    optimizer.step(1e-3);
+    fp32_moments.step(1e-3);
+  }
+  for (const auto* name : {"w.exp_avg", "w.exp_avg_sq", "low.exp_avg", "low.exp_avg_sq"})
+    EXPECT_EQ(state_tensor(optimizer, name).scalar_type(), torch::kBFloat16) << name;
+  EXPECT_EQ(state_tensor(optimizer, "low.master").scalar_type(), torch::kFloat32);
+  EXPECT_EQ(p.scalar_type(), torch::kFloat32);
+  // Updates are ~1e-3 each; bf16 moments (8 significant bits) perturb them by a few per mille.
+  EXPECT_LT((p - reference).abs().max().item<double>(), 5 * 1e-3 * 2e-2);
+  EXPECT_FALSE(torch::equal(p, reference));
+
+  // Round trip: bf16 moments resume bitwise, and fp32 moments load into bf16 ones.
+  auto resumed = p.detach().clone().requires_grad_(true);
+  AdamW second(bf16_moments);
+  second.add_parameter("w", resumed, true);
+  second.add_parameter("low", bf16_param(0), true);
+  second.load_state(optimizer.state(), "test");
+  set_grad(p, 40);
+  set_grad(resumed, 40);
+  optimizer.step(1e-3);
+  second.step(1e-3);
+  EXPECT_TRUE(torch::equal(p, resumed));
+
+  AdamW third(bf16_moments);
+  auto from_fp32 = reference.detach().clone().requires_grad_(true);
+  third.add_parameter("w", from_fp32, true);
+  third.load_state(fp32_moments.state(), "test");
+  EXPECT_TRUE(
+      torch::equal(state_tensor(third, "w.exp_avg"), state_tensor(fp32_moments, "w.exp_avg").to(torch::kBFloat16)));
+}
+
+TEST(AdamWMaster, MomentDtypeIsFloat32OrBfloat16) {
+  AdamWOptions options;
+  options.moment_dtype = torch::kFloat16;
+  qkd::test::expect_error([&] { AdamW optimizer(options); }, {"optim.moment_dtype", "float32 or bfloat16", "Half"});
 }
 
 }  // namespace

@@ -34,7 +34,4 @@ io::NamedTensors model_weights(model::LlamaForCausalLMImpl& model, torch::Dtype 
 void save_hf_checkpoint(model::LlamaForCausalLMImpl& model, const std::string& dir, torch::Dtype dtype,
                         const std::string& tokenizer_source_dir = "");
 
-torch::Dtype parse_dtype(const std::string& name, const std::string& where);  // "float32"|"fp32"|...
-std::string dtype_to_string(torch::Dtype dtype);                              // "float32"|...
-
 }  // namespace qkd::checkpoint

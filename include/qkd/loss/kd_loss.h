@@ -9,6 +9,8 @@
 
 #include <string>
 
+#include "qkd/common/config_fields.h"
+
 namespace qkd::loss {
 
 enum class Divergence { ForwardKL, ReverseKL, JensenShannon };
@@ -22,6 +24,18 @@ struct KdLossOptions {
   double ce_weight = 0.0;       // weight of next-token cross-entropy on the data (the paper: CE + KL)
   double temperature = 1.0;     // softens both distributions; the divergence is multiplied by T^2
   int64_t chunk_tokens = 2048;  // rows of [tokens, vocab] processed at once
+
+  // The `kd` section of a run config.
+  template <class Fields>
+  void fields(Fields& f) {
+    f.choice("divergence", divergence, {Divergence::ForwardKL, Divergence::ReverseKL, Divergence::JensenShannon},
+             divergence_name);
+    f.number("kd_weight", kd_weight, 0.0, 1e6);
+    f.number("ce_weight", ce_weight, 0.0, 1e6);
+    f.positive("temperature", temperature);
+    f.integer("chunk_tokens", chunk_tokens, 1, std::numeric_limits<int64_t>::max());
+  }
+  void check(const std::string& path) const;  // both weights 0 trains nothing
 };
 
 struct KdLossResult {

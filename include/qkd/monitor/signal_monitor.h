@@ -37,9 +37,16 @@ class SignalMonitor {
   // watched series. Measured steps: reads gradient and weight norms, keeps the weights for the update
   // ratio and judges every gradient series, so a freeze policy can act before this step's update.
   std::vector<InstabilityEvent> judge_gradients(int64_t step, double kd_loss);
-  // After the optimizer step: on measured steps the finished record for signal.jsonl (update ratio,
-  // quantization error added); null on other steps.
-  nlohmann::json end_step(int64_t step);
+  // Measured steps: the weights whose update norm the optimizer should report for the update ratio
+  // (parameter names such as "model.layers.3.self_attn.v_proj.weight"); empty on other steps.
+  // The optimizer measures each while it updates it, so no copy of all weights is ever held.
+  std::vector<std::string> updates_wanted() const;
+  // After the optimizer step: on measured steps the finished record for signal.jsonl (update ratio
+  // from `update_norms`, ||W_after - W_before|| by parameter name; quantization error added); null on
+  // other steps.
+  nlohmann::json end_step(int64_t step, const std::map<std::string, double>& update_norms = {});
+  // A step whose gradients are thrown away unjudged (an fp16 overflow): no record, observer detached.
+  void abandon_step();
   // Released modules ("model.layers.3.self_attn.v_proj") start a new baseline in the detector.
   void forget(const std::vector<std::string>& modules);
 
@@ -59,8 +66,8 @@ class SignalMonitor {
   InstabilityDetector detector_;
   std::unique_ptr<Observer> observer_;
   bool measuring_ = false;
-  nlohmann::json pending_;                       // layers being filled for this step
-  std::map<std::string, torch::Tensor> before_;  // weights before the optimizer step
+  nlohmann::json pending_;                     // layers being filled for this step
+  std::map<std::string, double> norm_before_;  // trainable weights' norms before the optimizer step
   std::map<SeriesKey, double> injected_;
 };
 

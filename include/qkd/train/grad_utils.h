@@ -2,8 +2,6 @@
 // Gradient bookkeeping between backward and the optimizer step.
 #include <torch/torch.h>
 
-#include "qkd/train/adamw.h"
-
 namespace qkd::train {
 
 // sqrt of the sum of squared gradients of every parameter that has one (fp64 accumulation);
@@ -11,9 +9,7 @@ namespace qkd::train {
 double global_grad_norm(torch::nn::Module& model);
 // Scales gradients so that their global norm is at most max_norm (torch.nn.utils.clip_grad_norm_).
 void clip_gradients(torch::nn::Module& model, double norm, double max_norm);
-// fp16 loss scaling: divide the gradients by the scale used for backward.
-void unscale_gradients(AdamW& optimizer, torch::nn::Module& model, double scale);
-// Halve after an overflow; double after 2000 clean steps (PyTorch GradScaler defaults).
-double next_loss_scale(double scale, bool finite, int64_t step);
+// fp16 loss scaling: divide the gradients by the scale used for backward (see LossScaler).
+void unscale_gradients(torch::nn::Module& model, double scale);
 
 }  // namespace qkd::train

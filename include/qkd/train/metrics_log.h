@@ -1,10 +1,12 @@
 #pragma once
-// metrics.jsonl (one JSON object per logged step or evaluation) and the console progress line.
+// metrics.jsonl (one JSON object per logged step or evaluation) and the training progress line.
 #include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <fstream>
 #include <string>
+
+#include "qkd/common/progress_line.h"
 
 namespace qkd::train {
 
@@ -22,19 +24,17 @@ class JsonlWriter {
   std::ofstream out_;
 };
 
-// "step 120/300 | loss 0.0213 | 2150 tok/s | ETA 1m24s": redrawn in place on a terminal, plain
-// periodic log lines otherwise.
-class ProgressLine {
+// "step 120/300 | loss 0.0213 | 2150 tok/s | ETA 1m24s" on the console progress line.
+class TrainingProgress {
  public:
-  ProgressLine(int64_t total_steps, int64_t first_step);
+  TrainingProgress(int64_t total_steps, int64_t first_step);
   void update(int64_t step, double loss, double tokens_per_s);
-  void finish();
+  void finish() { line_.finish(); }
 
  private:
   int64_t total_, first_;
-  bool tty_;
   std::chrono::steady_clock::time_point start_;
-  std::chrono::steady_clock::time_point last_plain_;
+  ProgressLine line_;
 };
 
 }  // namespace qkd::train

@@ -1,14 +1,20 @@
 #pragma once
 // One JSON file describes a whole run (torchtune style). It is validated up front: unknown keys,
 // wrong types and out-of-range values fail with their JSON path before anything is loaded.
+// Each section is a struct that lists its own fields once (common/config_fields.h); the quant and
+// data sections live in their areas with their own readers.
+#include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
 #include <string>
 #include <vector>
 
+#include "qkd/common/config_fields.h"
+#include "qkd/common/dtype_names.h"
 #include "qkd/common/precision.h"
 #include "qkd/data/data_config.h"
 #include "qkd/export/export.h"
+#include "qkd/freeze/freeze_config.h"
 #include "qkd/loss/kd_loss.h"
 #include "qkd/monitor/monitor_config.h"
 #include "qkd/quant/quant_spec.h"
@@ -16,9 +22,40 @@
 
 namespace qkd::train {
 
-struct ModelSection {
-  std::string path;               // Hugging Face checkpoint directory (teacher) or "teacher" (student init)
-  std::string dtype = "float32";  // compute dtype on the chosen device
+// The dtypes a model may be held in, for choice().
+inline constexpr std::initializer_list<torch::Dtype> kFloatDtypes = {torch::kFloat32, torch::kBFloat16,
+                                                                     torch::kFloat16};
+
+struct TeacherSection {
+  std::string path;                      // Hugging Face checkpoint directory
+  torch::Dtype dtype = torch::kFloat32;  // the teacher computes in this dtype, outside the student's autocast
+  template <class Fields>
+  void fields(Fields& f) {
+    f.required_text("path", path);
+    f.choice("dtype", dtype, kFloatDtypes, dtype_name);
+  }
+  void check(const std::string& path) const;
+};
+
+// Where the student's weights start: a copy of the teacher, or a checkpoint (a Hugging Face model
+// directory, or a student saved with its quantizers).
+struct StudentInit {
+  enum class Kind { teacher, checkpoint };
+  Kind kind = Kind::teacher;
+  std::string path;  // checkpoint only
+  static StudentInit parse(const nlohmann::json& value, const std::string& where);
+  nlohmann::json to_json() const { return kind == Kind::teacher ? nlohmann::json("teacher") : nlohmann::json(path); }
+  bool operator==(const StudentInit& o) const { return kind == o.kind && path == o.path; }
+};
+
+struct StudentSection {
+  StudentInit init;
+  torch::Dtype dtype = torch::kFloat32;  // compute copy; trainable weights keep an fp32 master in the optimizer
+  template <class Fields>
+  void fields(Fields& f) {
+    f.custom("init", init, StudentInit::parse, [](const StudentInit& i) { return i.to_json(); });
+    f.choice("dtype", dtype, kFloatDtypes, dtype_name);
+  }
 };
 
 struct OptimSection {
@@ -29,8 +66,25 @@ struct OptimSection {
   LrSchedule schedule = LrSchedule::cosine;
   int64_t warmup_steps = 0;
   double min_lr_ratio = 0.0;
-  double grad_clip = 1.0;        // global norm; 0 disables
-  bool train_embeddings = true;  // embeddings, norms and lm_head train too (false: only the projections)
+  double grad_clip = 1.0;                       // global norm; 0 disables
+  bool train_embeddings = true;                 // embeddings, norms and lm_head train too (false: only the projections)
+  torch::Dtype moment_dtype = torch::kFloat32;  // AdamW moments; bfloat16 halves their memory
+  template <class Fields>
+  void fields(Fields& f) {
+    f.positive("lr", lr);
+    f.number("beta1", beta1, 0.0, 0.999999);
+    f.number("beta2", beta2, 0.0, 0.999999999);
+    f.positive("eps", eps);
+    f.number("weight_decay", weight_decay, 0.0, 1.0);
+    f.flag("decay_norms_and_biases", decay_norms_and_biases);
+    f.choice("schedule", schedule, {LrSchedule::cosine, LrSchedule::constant}, lr_schedule_name);
+    f.integer("warmup_steps", warmup_steps, 0, kMaxSteps);
+    f.number("min_lr_ratio", min_lr_ratio, 0.0, 1.0);
+    f.number("grad_clip", grad_clip, 0.0, 1e9);
+    f.flag("train_embeddings", train_embeddings);
+    f.choice("moment_dtype", moment_dtype, {torch::kFloat32, torch::kBFloat16}, dtype_name);
+  }
+  static constexpr int64_t kMaxSteps = int64_t{1} << 40;
 };
 
 struct TrainSection {
@@ -38,11 +92,31 @@ struct TrainSection {
   int64_t micro_batch = 8;
   int64_t grad_accum = 1;
   int64_t log_interval = 10;
-  int64_t eval_interval = 0;              // 0: only at the end
-  std::string device = "cpu";             // cpu | cuda | cuda:N
-  Precision precision = Precision::fp32;  // autocast on CUDA
-  int64_t threads = 0;                    // CPU threads, 0: all cores
-  uint64_t seed = 0;
+  int64_t eval_interval = 0;                  // 0: only at the end
+  std::string device = "cpu";                 // cpu | cuda | cuda:N
+  Precision precision = Precision::fp32;      // autocast of the student on CUDA; fp16 also scales the loss
+  double loss_scale = 65536.0;                // fp16: the first dynamic loss scale
+  int64_t loss_scale_growth_interval = 2000;  // fp16: clean steps in a row before the scale doubles
+  // Each decoder layer of the student keeps only its input for backward and recomputes the rest.
+  bool activation_checkpointing = false;
+  int64_t threads = 0;  // CPU threads, 0: all cores
+  int64_t seed = 0;
+  template <class Fields>
+  void fields(Fields& f) {
+    f.integer("steps", steps, 1, OptimSection::kMaxSteps);
+    f.integer("micro_batch", micro_batch, 1, 1 << 20);
+    f.integer("grad_accum", grad_accum, 1, 1 << 20);
+    f.integer("log_interval", log_interval, 1, OptimSection::kMaxSteps);
+    f.integer("eval_interval", eval_interval, 0, OptimSection::kMaxSteps);
+    f.text("device", device);
+    f.choice("precision", precision, {Precision::fp32, Precision::bf16, Precision::fp16}, precision_name);
+    f.number("loss_scale", loss_scale, 1.0, 1.7e38);
+    f.integer("loss_scale_growth_interval", loss_scale_growth_interval, 1, OptimSection::kMaxSteps);
+    f.flag("activation_checkpointing", activation_checkpointing);
+    f.integer("threads", threads, 0, 4096);
+    f.integer("seed", seed, 0, std::numeric_limits<int64_t>::max());
+  }
+  void check(const std::string& path) const;
 };
 
 struct EvalSection {
@@ -54,33 +128,59 @@ struct EvalSection {
   int64_t mc_limit = 0;     // 0: all items
   bool at_start = true;     // evaluate the initial student (round-to-nearest) too
   bool baselines = true;    // fresh runs: teacher and round-to-nearest perplexity on `ppl`, for comparison
+  template <class Fields>
+  void fields(Fields& f) {
+    f.texts("ppl", ppl);
+    f.texts("mc", mc);
+    f.integer("seq_len", seq_len, 2, 1 << 20);
+    f.integer("batch_size", batch_size, 1, 1 << 16);
+    f.integer("max_windows", max_windows, 0, std::numeric_limits<int64_t>::max());
+    f.integer("mc_limit", mc_limit, 0, std::numeric_limits<int64_t>::max());
+    f.flag("at_start", at_start);
+    f.flag("baselines", baselines);
+  }
+  void check(const std::string& path) const;
 };
 
 struct CheckpointSection {
   int64_t interval = 0;  // steps between checkpoints; 0: only at the end / on signal
   int64_t keep_last = 2;
   std::string resume = "auto";  // auto | never | <checkpoint dir>
+  template <class Fields>
+  void fields(Fields& f) {
+    f.integer("interval", interval, 0, OptimSection::kMaxSteps);
+    f.integer("keep_last", keep_last, 1, 1000);
+    f.text("resume", resume);
+  }
 };
 
 struct ExportSection {
   // Written to <run_dir>/export/<format> when the run finishes; empty: no export.
   std::vector<exporting::Format> formats = {exporting::Format::hf};
-  std::string dtype = "float16";   // float weights of hf and packed
-  std::string gguf_type = "q4_0";  // gguf projections: q4_0 or q8_0
+  torch::Dtype dtype = torch::kFloat16;  // float weights of hf and packed
+  std::string gguf_type = "q4_0";        // gguf projections: q4_0 or q8_0
+  template <class Fields>
+  void fields(Fields& f) {
+    f.retired("hf", "replaced by export.formats, a list such as [\"hf\", \"gguf\"] ([] for none)");
+    f.list("formats", formats, exporting::format_names, exporting::parse_formats);
+    f.choice("dtype", dtype, kFloatDtypes, dtype_name);
+    f.text("gguf_type", gguf_type);
+  }
+  void check(const std::string& path) const;
 };
 
 struct RunConfig {
   std::string run_dir;
   std::string label;  // shown by `qkd-train report` (default: the run directory's name)
-  ModelSection teacher;
-  ModelSection student;
+  TeacherSection teacher;
+  StudentSection student;
   quant::QuantSpec quant;
   data::DataConfig data;
   loss::KdLossOptions kd;
   OptimSection optim;
   TrainSection train;
   EvalSection eval;
-  monitor::FreezeConfig freeze;
+  freeze::FreezeConfig freeze;
   monitor::MonitorConfig monitor;
   CheckpointSection checkpoint;
   ExportSection export_;

@@ -2,24 +2,28 @@
 // Everything a run holds, built from the config (and a checkpoint when resuming). The training loop
 // in trainer.cpp reads like the algorithm; the setup lives here.
 #include <memory>
-#include <set>
 #include <string>
 #include <vector>
 
 #include "qkd/data/data_stream.h"
 #include "qkd/eval/results.h"
 #include "qkd/export/export.h"
+#include "qkd/freeze/freeze_controller.h"
 #include "qkd/model/llama.h"
-#include "qkd/monitor/freeze_policy.h"
 #include "qkd/monitor/signal_monitor.h"
-#include "qkd/monitor/stable_weights.h"
+#include "qkd/optim/adamw.h"
 #include "qkd/tokenizer/tokenizer.h"
-#include "qkd/train/adamw.h"
 #include "qkd/train/checkpoint_store.h"
+#include "qkd/train/loss_scaler.h"
 #include "qkd/train/metrics_log.h"
 #include "qkd/train/run_config.h"
 
 namespace qkd::train {
+
+// The run directory's logs: metrics.jsonl, signal.jsonl, events.jsonl.
+struct RunLogs {
+  std::unique_ptr<JsonlWriter> metrics, signal, events;
+};
 
 struct TrainingSession {
   RunConfig config;
@@ -28,31 +32,29 @@ struct TrainingSession {
   model::LlamaForCausalLM teacher{nullptr};
   model::LlamaForCausalLM student{nullptr};
   std::vector<std::string> quantized_modules;
-  std::unique_ptr<AdamW> optimizer;
+  std::unique_ptr<optim::AdamW> optimizer;  // owns the fp32 master weights of a bf16/fp16 student
   std::unique_ptr<data::DataStream> data;
   std::unique_ptr<monitor::SignalMonitor> monitor;
-  std::unique_ptr<monitor::FreezePolicy> freeze;
-  std::set<std::string> frozen_modules;
-  monitor::StableWeights stable_weights;  // auto freeze with rollback: last calm o/v weights
+  std::unique_ptr<freeze::FreezeController> freeze;
   std::unique_ptr<CheckpointStore> checkpoints;
-  std::unique_ptr<JsonlWriter> metrics, signal, events;
+  RunLogs logs;
+  LossScaler loss_scaler{false};
   bool created_run_dir = false;  // this invocation made run_dir (a failed fresh start removes it again)
   int64_t step = 0;              // completed optimizer steps
   int64_t skipped_steps = 0;
-  double loss_scale = 65536.0;  // fp16 dynamic loss scaling only
 };
 
 // Builds teacher, student, optimizer, data, monitor and logs; resumes from a checkpoint when
 // config.checkpoint.resume says so. Fails before any compute on bad input.
 std::unique_ptr<TrainingSession> open_session(const RunConfig& config);
 
-// Freezes modules (weights get no gradient computation, optimizer state dropped), logs the
-// trainable-parameter counts before and after, and records an event at `step`.
-void freeze_modules(TrainingSession& session, const std::vector<std::string>& modules, const std::string& reason,
-                    int64_t step);
-// Lets frozen modules train again with fresh optimizer state; logged like a freeze.
-void release_modules(TrainingSession& session, const std::vector<std::string>& modules, const std::string& reason,
-                     int64_t step);
+// The teacher's logits for `batch` in teacher.dtype, outside any autocast the caller has open.
+torch::Tensor teacher_logits(TrainingSession& session, const torch::Tensor& batch);
+// The student's logits for `batch`, under the autocast of train.precision on CUDA.
+torch::Tensor student_logits(TrainingSession& session, const torch::Tensor& batch);
+
+// Logs a freeze or release to the console and events.jsonl.
+void log_freeze_change(TrainingSession& session, const freeze::FreezeChange& change);
 
 // The student as the export writers read it, and the run's export settings.
 exporting::ExportSource student_export_source(TrainingSession& session);
@@ -70,7 +72,5 @@ nlohmann::json evaluate_student(TrainingSession& session, OnStop on_stop);
 // Perplexity of the teacher and of the student as it is now, on eval.ppl only:
 // {"teacher": {"<file>": ppl}, "student": {...}}; null when eval.ppl is empty. Abandoned on a stop.
 nlohmann::json evaluate_perplexity_baselines(TrainingSession& session);
-
-int64_t trainable_parameter_count(model::LlamaForCausalLMImpl& model);
 
 }  // namespace qkd::train

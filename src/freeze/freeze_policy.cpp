@@ -1,10 +1,13 @@
-#include "qkd/monitor/freeze_policy.h"
+#include "qkd/freeze/freeze_policy.h"
 
 #include <regex>
 
 #include "qkd/common/error.h"
 
-namespace qkd::monitor {
+namespace qkd::freeze {
+
+using monitor::EventKind;
+using monitor::Statistic;
 
 namespace {
 int64_t layer_of(const std::string& module) {
@@ -40,7 +43,7 @@ std::vector<std::string> FreezePolicy::initial() const {
   return {};
 }
 
-std::vector<std::string> FreezePolicy::react(const std::vector<InstabilityEvent>& events,
+std::vector<std::string> FreezePolicy::react(const std::vector<monitor::InstabilityEvent>& events,
                                              const std::set<std::string>& frozen) const {
   if (config_.policy != FreezeMode::automatic) return {};
   std::set<std::string> chosen;
@@ -64,51 +67,4 @@ std::vector<std::string> FreezePolicy::rollback_candidates(const std::set<std::s
   return out;
 }
 
-void FreezePolicy::note_auto_freeze(const std::vector<std::string>& modules, double lr) {
-  if (config_.release_lr_factor <= 0.0) return;
-  for (const auto& m : modules) lr_at_freeze_[m] = lr;
-}
-
-std::vector<std::string> FreezePolicy::take_releases(double lr) {
-  std::vector<std::string> out;
-  for (auto it = lr_at_freeze_.begin(); it != lr_at_freeze_.end();) {
-    if (lr <= config_.release_lr_factor * it->second) {
-      out.push_back(it->first);
-      it = lr_at_freeze_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  return out;
-}
-
-void FreezePolicy::load_state(const nlohmann::json& state) {
-  lr_at_freeze_ = state.is_null() ? std::map<std::string, double>{} : state.get<std::map<std::string, double>>();
-}
-
-namespace {
-std::vector<std::string> set_trainable(model::LlamaForCausalLMImpl& model, const std::string& module_name,
-                                       bool trainable) {
-  std::vector<std::string> names;
-  const auto prefix = module_name + ".";
-  for (auto& item : model.named_parameters(/*recurse=*/true)) {
-    if (item.key().rfind(prefix, 0) != 0) continue;
-    auto param = item.value();
-    param.requires_grad_(trainable);
-    param.mutable_grad() = torch::Tensor();
-    names.push_back(item.key());
-  }
-  if (names.empty()) fail("freeze", "module '" + module_name + "' has no parameters");
-  return names;
-}
-}  // namespace
-
-std::vector<std::string> freeze_module(model::LlamaForCausalLMImpl& model, const std::string& module_name) {
-  return set_trainable(model, module_name, false);
-}
-
-std::vector<std::string> release_module(model::LlamaForCausalLMImpl& model, const std::string& module_name) {
-  return set_trainable(model, module_name, true);
-}
-
-}  // namespace qkd::monitor
+}  // namespace qkd::freeze

@@ -10,7 +10,7 @@
 #include "qkd/io/safetensors.h"
 #include "qkd/model/llama.h"
 
-namespace qkd::monitor {
+namespace qkd::freeze {
 
 class StableWeights {
  public:
@@ -28,4 +28,4 @@ class StableWeights {
   std::map<std::string, std::map<std::string, torch::Tensor>> by_module_;  // module -> parameter name -> copy
 };
 
-}  // namespace qkd::monitor
+}  // namespace qkd::freeze

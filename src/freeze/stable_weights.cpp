@@ -1,8 +1,8 @@
-#include "qkd/monitor/stable_weights.h"
+#include "qkd/freeze/stable_weights.h"
 
 #include "qkd/common/error.h"
 
-namespace qkd::monitor {
+namespace qkd::freeze {
 
 namespace {
 bool belongs_to(const std::string& parameter, const std::string& module) {
@@ -64,4 +64,4 @@ void StableWeights::load_state(const io::NamedTensors& state, model::LlamaForCau
   }
 }
 
-}  // namespace qkd::monitor
+}  // namespace qkd::freeze

@@ -1,0 +1,39 @@
+#pragma once
+// The rules of each freeze policy, without state: which quantized projections freeze from the start
+// (ov, modules), which an instability event freezes (auto, in the spiking layer or in all layers),
+// and which auto watches. The FreezeController applies what these rules decide.
+#include <set>
+#include <string>
+#include <vector>
+
+#include "qkd/freeze/freeze_config.h"
+#include "qkd/monitor/instability_detector.h"
+
+namespace qkd::freeze {
+
+class FreezePolicy {
+ public:
+  // `modules`: the quantized projection names the policy may freeze ("model.layers.0.self_attn.v_proj").
+  FreezePolicy(FreezeConfig config, std::vector<std::string> modules);
+
+  const FreezeConfig& config() const { return config_; }
+  // Modules frozen from the first step (ov, modules); empty for none/auto.
+  std::vector<std::string> initial() const;
+  // auto: modules to freeze now because of `events` (those already frozen are left out).
+  std::vector<std::string> react(const std::vector<monitor::InstabilityEvent>& events,
+                                 const std::set<std::string>& frozen) const;
+  // auto: every module of auto_watch among the policy's modules, frozen or not.
+  std::vector<std::string> watched_modules() const { return matching(config_.auto_watch, -1); }
+  // auto with rollback: the watched modules still training, whose calm weights are worth keeping.
+  std::vector<std::string> rollback_candidates(const std::set<std::string>& frozen) const;
+  bool rolls_back() const { return config_.policy == FreezeMode::automatic && config_.rollback; }
+  // auto: whether an auto-frozen module is handed back once the learning rate has decayed.
+  bool releases() const { return config_.policy == FreezeMode::automatic && config_.release_lr_factor > 0.0; }
+
+ private:
+  std::vector<std::string> matching(const std::vector<std::string>& patterns, int64_t layer) const;
+  FreezeConfig config_;
+  std::vector<std::string> modules_;
+};
+
+}  // namespace qkd::freeze

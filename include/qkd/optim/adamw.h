@@ -1,0 +1,97 @@
+#pragma once
+// AdamW over named parameters (decoupled weight decay, PyTorch's update rule). Kept in-house rather
+// than torch::optim::AdamW because the trainer needs per-name state it can drop when a projection is
+// frozen, and a state that serializes to safetensors for exact resume.
+//
+// Master weights: a bf16 (or fp16) parameter cannot hold an update much smaller than its own rounding
+// step (at lr 1e-5 most bf16 weights of a small model never change, and weight decay does nothing).
+// Each such parameter therefore gets an fp32 master copy that the optimizer owns: the update, decay
+// included, is computed on the master from the gradient cast to fp32, and the parameter (the compute
+// copy the model runs with) is then set to the master rounded to nearest. fp32 parameters are updated
+// in place as before, with no extra copy.
+//
+// Contract for code that writes into a parameter with a master (a rollback copying old weights in,
+// weights loaded from a file): the next step() overwrites the parameter from the master, so the write
+// is lost unless it is followed by sync_master_from_parameter(name), or by remove_parameter(name) (the
+// master is freed with the slot, and add_parameter builds a fresh one from the parameter's value at
+// that time). Parameters must have their final dtype and device when they are added.
+#include <torch/torch.h>
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "qkd/io/safetensors.h"
+
+namespace qkd::optim {
+
+struct AdamWOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  // Storage of the moment estimates: float32, or bfloat16 to halve their memory (they are widened to
+  // fp32 for each update and rounded back, so the estimates lose precision, not the update rule).
+  torch::Dtype moment_dtype = torch::kFloat32;
+};
+
+class AdamW {
+ public:
+  // Throws qkd::Error for a moment_dtype other than float32 or bfloat16 (fp16 would flush the squared
+  // gradients of small weights to zero).
+  explicit AdamW(AdamWOptions options);
+
+  // `decay` false for parameters exempt from weight decay (norms and biases by default).
+  // `warmup_steps` > 0 ramps this parameter's learning rate linearly over its first updates (a
+  // projection released after a freeze must not take a full-size first Adam step: that step,
+  // sign(g) x lr on every element, is what destabilized it).
+  // A bf16/fp16 `param` gets its fp32 master from its current value.
+  void add_parameter(const std::string& name, torch::Tensor param, bool decay, int64_t warmup_steps = 0);
+  // Stops updating `name` and frees its moment estimates and master (used by the freeze policies).
+  void remove_parameter(const std::string& name);
+  bool has_parameter(const std::string& name) const { return params_.count(name) > 0; }
+  // Takes the parameter's current value as its master (see the contract above). Nothing to do, and
+  // nothing done, for a name without a master: an fp32 parameter, or one not (or no longer) trained.
+  void sync_master_from_parameter(const std::string& name);
+
+  // One update with learning rate `lr` over every parameter that has a gradient. Returns
+  // ||param_after - param_before|| (fp32 norm of the compute copy's change) for each parameter named in
+  // `measure_updates` that was updated: the monitor's update ratio, measured one parameter at a time so
+  // that no copy of all weights is held.
+  std::map<std::string, double> step(double lr, const std::vector<std::string>& measure_updates = {});
+  void zero_grad();
+
+  int64_t step_count() const { return step_count_; }
+  std::vector<std::string> parameter_names() const;
+  // Elements of the trained parameters (not of the optimizer's state; see state_bytes).
+  int64_t numel() const;
+  // Bytes the optimizer holds beyond the model: moment estimates and fp32 masters.
+  int64_t state_bytes() const;
+
+  // Moments as "<name>.exp_avg"/"<name>.exp_avg_sq" (in moment_dtype), the fp32 master of a bf16/fp16
+  // parameter as "<name>.master", each parameter's update count as "<name>.step" and warm-up length as
+  // "<name>.warmup", plus the optimizer's "__step__".
+  io::NamedTensors state() const;
+  // Moments are converted to moment_dtype (a run may resume with the other one). A parameter with a
+  // master needs its "<name>.master" (fp32, its shape) and is then set from it: the master, not the
+  // rounded weights saved with the model, is what makes a resumed run continue bit for bit.
+  void load_state(const io::NamedTensors& state, const std::string& source);
+
+ private:
+  // Each parameter counts its own updates for the bias correction, as torch.optim does: one released
+  // after a freeze starts again from step 1 instead of inheriting a correction meant for old moments.
+  struct Slot {
+    torch::Tensor param;   // the model's tensor
+    torch::Tensor master;  // fp32 copy of a bf16/fp16 param; undefined otherwise
+    torch::Tensor exp_avg, exp_avg_sq;
+    bool decay = true;
+    int64_t steps = 0;
+    int64_t warmup = 0;
+  };
+  AdamWOptions options_;
+  std::map<std::string, Slot> params_;
+  int64_t step_count_ = 0;
+};
+
+}  // namespace qkd::optim

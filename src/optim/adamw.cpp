@@ -1,0 +1,160 @@
+#include "qkd/optim/adamw.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "qkd/common/error.h"
+
+namespace qkd::optim {
+
+namespace {
+// fp64 parameters keep their own precision: an fp32 master would be a loss, not a gain.
+bool needs_master(const torch::Tensor& param) {
+  return param.scalar_type() == torch::kBFloat16 || param.scalar_type() == torch::kFloat16;
+}
+
+std::string dtype_text(torch::ScalarType type) { return c10::toString(type); }
+
+int64_t bytes(const torch::Tensor& t) { return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : 0; }
+}  // namespace
+
+AdamW::AdamW(AdamWOptions options) : options_(options) {
+  if (options_.moment_dtype != torch::kFloat32 && options_.moment_dtype != torch::kBFloat16)
+    fail("optim.moment_dtype", "expected float32 or bfloat16, got " + dtype_text(options_.moment_dtype));
+}
+
+void AdamW::add_parameter(const std::string& name, torch::Tensor param, bool decay, int64_t warmup_steps) {
+  torch::NoGradGuard no_grad;
+  Slot slot;
+  slot.param = param;
+  if (needs_master(param)) slot.master = param.detach().to(torch::kFloat32, /*non_blocking=*/false, /*copy=*/true);
+  const auto moment_options = param.options().dtype(options_.moment_dtype);
+  slot.exp_avg = torch::zeros_like(param, moment_options, torch::MemoryFormat::Preserve);
+  slot.exp_avg_sq = torch::zeros_like(param, moment_options, torch::MemoryFormat::Preserve);
+  slot.decay = decay;
+  slot.warmup = warmup_steps;
+  params_[name] = std::move(slot);
+}
+
+void AdamW::remove_parameter(const std::string& name) { params_.erase(name); }
+
+void AdamW::sync_master_from_parameter(const std::string& name) {
+  const auto it = params_.find(name);
+  if (it == params_.end() || !it->second.master.defined()) return;
+  torch::NoGradGuard no_grad;
+  it->second.master.copy_(it->second.param);
+}
+
+void AdamW::zero_grad() {
+  for (auto& [_, slot] : params_) slot.param.mutable_grad() = torch::Tensor();
+}
+
+// Same operations as torch.optim.AdamW (foreach=False): decay, lerp of m, v, bias-corrected step. They
+// run on the master where there is one, in its fp32; an fp32 parameter with fp32 moments takes exactly
+// the operations it always did (bit-identical results).
+std::map<std::string, double> AdamW::step(double lr, const std::vector<std::string>& measure_updates) {
+  ++step_count_;
+  torch::NoGradGuard no_grad;
+  const std::set<std::string> measured(measure_updates.begin(), measure_updates.end());
+  std::map<std::string, double> update_norms;
+  for (auto& [name, slot] : params_) {
+    const auto& param_grad = slot.param.grad();
+    if (!param_grad.defined()) continue;
+    const auto before = measured.count(name) ? slot.param.detach().clone() : torch::Tensor();
+    ++slot.steps;
+    const double slot_lr =
+        slot.warmup > 0 ? lr * std::min(1.0, static_cast<double>(slot.steps) / static_cast<double>(slot.warmup)) : lr;
+    const double bc1 = 1.0 - std::pow(options_.beta1, static_cast<double>(slot.steps));
+    const double bc2_sqrt = std::sqrt(1.0 - std::pow(options_.beta2, static_cast<double>(slot.steps)));
+    const double step_size = slot_lr / bc1;
+    auto& target = slot.master.defined() ? slot.master : slot.param;
+    const auto type = target.scalar_type();
+    const auto grad = param_grad.scalar_type() == type ? param_grad : param_grad.to(type);
+    // Moments stored narrower than the update are widened for it (the update uses the unrounded new
+    // values) and rounded back once for storage.
+    const bool narrow_moments = slot.exp_avg.scalar_type() != type;
+    auto exp_avg = narrow_moments ? slot.exp_avg.to(type) : slot.exp_avg;
+    auto exp_avg_sq = narrow_moments ? slot.exp_avg_sq.to(type) : slot.exp_avg_sq;
+    if (slot.decay && options_.weight_decay != 0.0) target.mul_(1.0 - slot_lr * options_.weight_decay);
+    exp_avg.lerp_(grad, 1.0 - options_.beta1);
+    exp_avg_sq.mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
+    const auto denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(options_.eps);
+    target.addcdiv_(exp_avg, denom, -step_size);
+    if (narrow_moments) {
+      slot.exp_avg.copy_(exp_avg);
+      slot.exp_avg_sq.copy_(exp_avg_sq);
+    }
+    if (slot.master.defined()) slot.param.copy_(slot.master);
+    if (before.defined()) update_norms[name] = (slot.param - before).to(torch::kFloat32).norm().item<double>();
+  }
+  return update_norms;
+}
+
+std::vector<std::string> AdamW::parameter_names() const {
+  std::vector<std::string> names;
+  for (const auto& [name, _] : params_) names.push_back(name);
+  return names;
+}
+
+int64_t AdamW::numel() const {
+  int64_t n = 0;
+  for (const auto& [_, slot] : params_) n += slot.param.numel();
+  return n;
+}
+
+int64_t AdamW::state_bytes() const {
+  int64_t n = 0;
+  for (const auto& [_, slot] : params_) n += bytes(slot.exp_avg) + bytes(slot.exp_avg_sq) + bytes(slot.master);
+  return n;
+}
+
+io::NamedTensors AdamW::state() const {
+  io::NamedTensors out;
+  out.emplace_back("__step__", torch::tensor({step_count_}, torch::kInt64));
+  for (const auto& [name, slot] : params_) {
+    out.emplace_back(name + ".exp_avg", slot.exp_avg.detach().cpu());
+    out.emplace_back(name + ".exp_avg_sq", slot.exp_avg_sq.detach().cpu());
+    if (slot.master.defined()) out.emplace_back(name + ".master", slot.master.detach().cpu());
+    out.emplace_back(name + ".step", torch::tensor({slot.steps}, torch::kInt64));
+    out.emplace_back(name + ".warmup", torch::tensor({slot.warmup}, torch::kInt64));
+  }
+  return out;
+}
+
+void AdamW::load_state(const io::NamedTensors& state, const std::string& source) {
+  std::map<std::string, torch::Tensor> by_name(state.begin(), state.end());
+  const auto step = by_name.find("__step__");
+  if (step == by_name.end()) fail(source, "tensor '__step__' missing from optimizer state");
+  step_count_ = step->second.item<int64_t>();
+  torch::NoGradGuard no_grad;
+  for (auto& [name, slot] : params_) {
+    for (auto* part : {"exp_avg", "exp_avg_sq"}) {
+      const auto it = by_name.find(name + "." + part);
+      if (it == by_name.end()) fail(source, "tensor '" + name + "." + part + "' missing from optimizer state");
+      auto& target = std::string(part) == "exp_avg" ? slot.exp_avg : slot.exp_avg_sq;
+      if (it->second.sizes() != target.sizes())
+        fail(source, "tensor '" + it->first + "': shape differs from the model");
+      target.copy_(it->second);
+    }
+    if (slot.master.defined()) {
+      const auto it = by_name.find(name + ".master");
+      if (it == by_name.end())
+        fail(source, "tensor '" + name + ".master' missing from optimizer state (the parameter is " +
+                         dtype_text(slot.param.scalar_type()) + " and trains on an fp32 master copy)");
+      if (it->second.sizes() != slot.master.sizes())
+        fail(source, "tensor '" + it->first + "': shape differs from the model");
+      if (it->second.scalar_type() != torch::kFloat32)
+        fail(source,
+             "tensor '" + it->first + "': dtype " + dtype_text(it->second.scalar_type()) + ", expected Float (fp32)");
+      slot.master.copy_(it->second);
+      slot.param.copy_(slot.master);
+    }
+    for (auto* counter : {"step", "warmup"}) {
+      const auto it = by_name.find(name + "." + counter);
+      if (it == by_name.end()) fail(source, "tensor '" + name + "." + counter + "' missing from optimizer state");
+      (std::string(counter) == "step" ? slot.steps : slot.warmup) = it->second.item<int64_t>();
+    }
+  }
+}
+
+}  // namespace qkd::optim

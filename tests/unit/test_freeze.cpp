@@ -1,0 +1,191 @@
+// The freeze area: policy rules, rollback weights, release schedule, and the controller that applies
+// every freeze and release to the student and the optimizer through one path and saves one state.
+#include <gtest/gtest.h>
+
+#include "qkd/checkpoint/hf_checkpoint.h"
+#include "qkd/common/error.h"
+#include "qkd/freeze/freeze_controller.h"
+#include "qkd/quant/student.h"
+#include "test_support.h"
+
+namespace {
+
+using qkd::freeze::ChangeKind;
+using qkd::freeze::FreezeConfig;
+using qkd::freeze::FreezeController;
+using qkd::freeze::FreezeMode;
+using qkd::freeze::FreezePolicy;
+using qkd::freeze::FreezeScope;
+using qkd::monitor::EventKind;
+using qkd::test::repo_path;
+
+qkd::monitor::SeriesKey grad(int64_t layer, const std::string& projection) {
+  return qkd::monitor::SeriesKey::gradient(layer, projection);
+}
+
+std::vector<std::string> projections(int layers) {
+  std::vector<std::string> out;
+  for (int i = 0; i < layers; ++i)
+    for (auto p : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+                   "mlp.up_proj", "mlp.down_proj"})
+      out.push_back("model.layers." + std::to_string(i) + "." + p);
+  return out;
+}
+
+TEST(FreezePolicy, StaticPolicies) {
+  FreezeConfig ov;
+  ov.policy = FreezeMode::ov;
+  const auto frozen = FreezePolicy(ov, projections(2)).initial();
+  EXPECT_EQ(frozen, (std::vector<std::string>{"model.layers.0.self_attn.v_proj", "model.layers.0.self_attn.o_proj",
+                                              "model.layers.1.self_attn.v_proj", "model.layers.1.self_attn.o_proj"}));
+  FreezeConfig qkv;
+  qkv.policy = FreezeMode::modules;
+  qkv.modules = {"q_proj", "k_proj", "v_proj"};
+  EXPECT_EQ(FreezePolicy(qkv, projections(3)).initial().size(), 9u);
+}
+
+TEST(FreezePolicy, AutoReactsToWatchedSpikesInScope) {
+  FreezeConfig c;
+  c.policy = FreezeMode::automatic;
+  c.scope = FreezeScope::layer;
+  FreezePolicy policy(c, projections(3));
+  EXPECT_TRUE(policy.react({{4, EventKind::spike, grad(1, "q_proj"), 1, 0.1}}, {}).empty());  // not watched
+  EXPECT_EQ(policy.react({{4, EventKind::spike, grad(1, "v_proj"), 1, 0.1}}, {}),
+            (std::vector<std::string>{"model.layers.1.self_attn.o_proj", "model.layers.1.self_attn.v_proj"}));
+  c.scope = FreezeScope::all;
+  EXPECT_EQ(FreezePolicy(c, projections(3))
+                .react({{4, EventKind::spike, grad(1, "o_proj"), 1, 0.1}}, {"model.layers.0.self_attn.v_proj"})
+                .size(),
+            5u);
+}
+
+TEST(FreezePolicy, RollbackCandidatesAreTheWatchedModulesStillTraining) {
+  FreezeConfig c;
+  c.policy = FreezeMode::automatic;
+  FreezePolicy policy(c, projections(2));
+  EXPECT_EQ(policy.rollback_candidates({"model.layers.0.self_attn.v_proj"}),
+            (std::vector<std::string>{"model.layers.0.self_attn.o_proj", "model.layers.1.self_attn.v_proj",
+                                      "model.layers.1.self_attn.o_proj"}));
+  c.rollback = false;
+  EXPECT_TRUE(FreezePolicy(c, projections(2)).rollback_candidates({}).empty());
+}
+
+TEST(ReleaseSchedule, ReleasesOnceTheLearningRateHasDecayed) {
+  const std::vector<std::string> ov0 = {"model.layers.0.self_attn.o_proj", "model.layers.0.self_attn.v_proj"};
+  qkd::freeze::ReleaseSchedule schedule(0.25);
+  schedule.note_freeze(ov0, 1e-3);
+  EXPECT_TRUE(schedule.take_due(5e-4).empty());
+  qkd::freeze::ReleaseSchedule resumed(0.25);
+  resumed.load_state(schedule.state());
+  EXPECT_EQ(resumed.take_due(2.5e-4), ov0);
+  EXPECT_TRUE(resumed.take_due(1e-5).empty());  // handed back once
+  qkd::freeze::ReleaseSchedule keeps(0.0);      // 0: auto freezes are for good
+  keeps.note_freeze(ov0, 1e-3);
+  EXPECT_TRUE(keeps.take_due(0.0).empty());
+}
+
+TEST(StableWeights, RestoresOnlyCapturedModulesAndRoundTrips) {
+  auto model = qkd::checkpoint::load_llama(repo_path("assets/models/kjv-teacher-7m"));
+  const std::string v0 = "model.layers.0.self_attn.v_proj";
+  auto params = model->named_parameters();
+  const auto original = params[v0 + ".weight"].detach().clone();
+  qkd::freeze::StableWeights stable;
+  stable.capture(*model, {v0});
+  {
+    torch::NoGradGuard no_grad;
+    params[v0 + ".weight"].add_(1.0);
+  }
+  qkd::freeze::StableWeights reloaded;
+  reloaded.load_state(stable.state(), *model, "test");
+  EXPECT_EQ(reloaded.restore(*model, {v0, "model.layers.1.self_attn.v_proj"}), std::vector<std::string>{v0});
+  EXPECT_TRUE(torch::equal(params[v0 + ".weight"], original));
+  EXPECT_THROW(reloaded.load_state({{"no-bar", original}}, *model, "test"), qkd::Error);
+}
+
+// A student with quantizers and an optimizer over every parameter, as a run builds them.
+struct Student {
+  qkd::model::LlamaForCausalLM model = qkd::checkpoint::load_llama(repo_path("assets/models/kjv-teacher-7m"));
+  std::vector<std::string> quantized = qkd::quant::attach_quantizers(*model, {});
+  qkd::optim::AdamW optimizer{qkd::optim::AdamWOptions{}};
+  Student() {
+    for (auto& item : model->named_parameters()) optimizer.add_parameter(item.key(), item.value(), true);
+  }
+  FreezeController controller(const FreezeConfig& config) {
+    return FreezeController(config, quantized, model, optimizer, [](const std::string&) { return true; });
+  }
+};
+
+TEST(FreezeController, FrozenProjectionsGetNoGradientAndNoOptimizerState) {
+  Student s;
+  FreezeConfig ov;
+  ov.policy = FreezeMode::ov;
+  auto controller = s.controller(ov);
+  const auto change = controller.freeze_at_start();
+  ASSERT_TRUE(change.has_value());
+  EXPECT_EQ(change->kind, ChangeKind::freeze);
+  EXPECT_EQ(change->modules.size(), 12u);  // o and v of 6 layers
+  EXPECT_EQ(change->trainable_after, qkd::freeze::trainable_parameter_count(*s.model));
+  EXPECT_LT(change->trainable_after, change->trainable_before);
+  EXPECT_FALSE(s.optimizer.has_parameter("model.layers.0.self_attn.o_proj.weight"));
+  EXPECT_TRUE(s.optimizer.has_parameter("model.layers.0.self_attn.q_proj.weight"));
+  const auto ids = torch::randint(3, 4000, {2, 16}, torch::kInt64);
+  s.model->forward(ids).logsumexp(-1).mean().backward();
+  const auto params = s.model->named_parameters();
+  EXPECT_FALSE(params["model.layers.0.self_attn.o_proj.weight"].grad().defined());
+  EXPECT_FALSE(params["model.layers.0.self_attn.v_proj.weight"].grad().defined());
+  EXPECT_TRUE(params["model.layers.0.self_attn.q_proj.weight"].grad().defined());
+  EXPECT_TRUE(params["model.layers.1.mlp.up_proj.weight"].grad().defined());
+}
+
+// auto freezes on a watched spike, rolls back to the calm weights, schedules the release; its one
+// checkpoint state restores the same frozen set, optimizer parameters, rollback weights and schedule.
+TEST(FreezeController, AutoFreezeRollbackReleaseAndStateRoundTrip) {
+  FreezeConfig config;
+  config.policy = FreezeMode::automatic;
+  config.scope = FreezeScope::layer;
+  config.release_lr_factor = 0.5;
+  Student a;
+  auto controller = a.controller(config);
+  EXPECT_FALSE(controller.freeze_at_start().has_value());
+  const std::string v2 = "model.layers.2.self_attn.v_proj";
+  auto params = a.model->named_parameters();
+  const auto calm = params[v2 + ".weight"].detach().clone();
+  controller.keep_calm_weights();
+  {
+    torch::NoGradGuard no_grad;
+    params[v2 + ".weight"].add_(0.5);  // the update that destabilized it
+  }
+  EXPECT_FALSE(controller.react({{3, EventKind::spike, grad(2, "q_proj"), 1, 0.1}}, 3, 1e-3).change);
+  const auto reaction = controller.react({{3, EventKind::spike, grad(2, "v_proj"), 1, 0.1}}, 3, 1e-3);
+  ASSERT_TRUE(reaction.change.has_value());
+  EXPECT_TRUE(reaction.skip_update);
+  EXPECT_EQ(reaction.rolled_back, (std::vector<std::string>{"model.layers.2.self_attn.o_proj", v2}));
+  EXPECT_TRUE(torch::equal(params[v2 + ".weight"], calm));
+  EXPECT_FALSE(params[v2 + ".weight"].requires_grad());
+  EXPECT_FALSE(a.optimizer.has_parameter(v2 + ".weight"));
+
+  Student b;
+  auto resumed = b.controller(config);
+  resumed.restore(controller.state(), controller.rollback_weights(), "test");
+  EXPECT_EQ(resumed.frozen(), controller.frozen());
+  EXPECT_EQ(resumed.state(), controller.state());
+  EXPECT_EQ(b.optimizer.parameter_names(), a.optimizer.parameter_names());
+  EXPECT_FALSE(b.model->named_parameters()[v2 + ".weight"].requires_grad());
+
+  EXPECT_FALSE(resumed.release_due(4, 6e-4).has_value());
+  const auto release = resumed.release_due(5, 5e-4);
+  ASSERT_TRUE(release.has_value());
+  EXPECT_EQ(release->kind, ChangeKind::release);
+  EXPECT_EQ(release->step, 5);
+  EXPECT_TRUE(resumed.frozen().empty());
+  EXPECT_TRUE(b.optimizer.has_parameter(v2 + ".weight"));
+  EXPECT_TRUE(b.model->named_parameters()[v2 + ".weight"].requires_grad());
+}
+
+TEST(FreezeController, RestoreRefusesAStateWithoutAFrozenList) {
+  Student s;
+  auto controller = s.controller({});
+  EXPECT_THROW(controller.restore(nlohmann::json{{"release_lr", nullptr}}, {}, "ckpt/state.json"), qkd::Error);
+}
+
+}  // namespace
