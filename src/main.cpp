@@ -10,9 +10,11 @@
 #include "cli/commands.h"
 #include "qkd/common/blas_kernels.h"
 #include "qkd/common/error.h"
+#include "qkd/common/system.h"
 
 int main(int argc, char** argv) {
   qkd::ensure_fast_blas_kernels(argv);
+  qkd::keep_freed_memory_for_reuse();
   spdlog::set_default_logger(spdlog::stderr_color_mt("qkd"));
   spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
   CLI::App app{"qkd-train: quantization-aware knowledge distillation of LLaMA-family models"};
@@ -23,6 +25,7 @@ int main(int argc, char** argv) {
   qkd::cli::add_logits_command(app);
   qkd::cli::add_report_command(app);
   qkd::cli::add_export_command(app);
+  qkd::cli::add_cache_teacher_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

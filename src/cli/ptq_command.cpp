@@ -10,6 +10,7 @@ namespace qkd::cli {
 namespace {
 struct PtqCliOptions {
   ptq::PtqOptions ptq;
+  std::string method = "rtn";
   std::string quant_json;
   nlohmann::json flags = nlohmann::json::object();  // quant fields given on the command line
 };
@@ -29,7 +30,8 @@ quant::QuantSpec resolve_spec(const PtqCliOptions& o) {
 
 void add_ptq_command(CLI::App& app) {
   auto o = std::make_shared<PtqCliOptions>();
-  auto* cmd = app.add_subcommand("ptq", "Round-to-nearest post-training quantization into a student checkpoint");
+  auto* cmd =
+      app.add_subcommand("ptq", "Post-training quantization (round to nearest or GPTQ) into a student checkpoint");
   cmd->add_option("--model", o->ptq.model_dir, "Hugging Face checkpoint directory")->required();
   cmd->add_option("--out", o->ptq.out_dir, "student checkpoint directory to write")->required();
   cmd->add_option("--quant-json", o->quant_json, "JSON file with a quant section (flags below override it)");
@@ -49,7 +51,16 @@ void add_ptq_command(CLI::App& app) {
       "--lm-head-bits", [o](int64_t v) { o->flags["lm_head_bits"] = v; }, "quantize lm_head too (0: float)");
   cmd->add_option_function<int64_t>(
       "--act-bits", [o](int64_t v) { o->flags["act_bits"] = v; }, "input fake-quantization bits (0, 8 or 16)");
-  cmd->add_option("--calib", o->ptq.calib_file, "token file for activation calibration");
+  cmd->add_option("--method", o->method, "rtn (round to nearest, the default) or gptq");
+  cmd->add_option("--calib,--calib-file", o->ptq.calib_file,
+                  "token file: consecutive calibration windows (GPTQ, activation ranges)");
+  cmd->add_option("--calib-config", o->ptq.calib_config,
+                  "run config whose data section streams the calibration windows (GPTQ, activation ranges)");
+  cmd->add_option("--calib-batches", o->ptq.calib_batches, "GPTQ: calibration windows (default 128)");
+  cmd->add_option("--calib-seq-len", o->ptq.calib_seq_len,
+                  "tokens per calibration window (default: the config's data.seq_len, or 256 for --calib-file)");
+  cmd->add_option("--damp", o->ptq.gptq.damp, "GPTQ: fraction of mean(diag H) added to its diagonal (default 0.01)");
+  cmd->add_flag("--act-order", o->ptq.gptq.act_order, "GPTQ: quantize columns by descending diag H");
   cmd->add_option("--dtype", o->ptq.dtype, "dtype of the written weights");
   cmd->add_option_function<std::string>(
       "--format", [o](const std::string& v) { o->ptq.formats = exporting::parse_format_list(v, "--format"); },
@@ -57,6 +68,7 @@ void add_ptq_command(CLI::App& app) {
   cmd->add_option("--gguf-type", o->ptq.gguf_type, "gguf projections: q4_0 or q8_0")
       ->check(CLI::IsMember({"q4_0", "q8_0"}));
   cmd->callback([o] {
+    o->ptq.method = ptq::parse_ptq_method(o->method, "--method");
     o->ptq.spec = resolve_spec(*o);
     ptq::run_ptq(o->ptq);
   });

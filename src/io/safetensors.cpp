@@ -39,6 +39,7 @@ const DTypeSpec kDTypes[] = {
     {DType::I64, "I64", 8, torch::kInt64},   {DType::I32, "I32", 4, torch::kInt32},
     {DType::I16, "I16", 2, torch::kInt16},   {DType::I8, "I8", 1, torch::kInt8},
     {DType::U8, "U8", 1, torch::kUInt8},     {DType::BOOL, "BOOL", 1, torch::kBool},
+    {DType::U16, "U16", 2, torch::kInt32},  // widened: LibTorch 1.13 has no uint16
 };
 
 const DTypeSpec& spec_of(DType dtype) {
@@ -63,7 +64,7 @@ torch::ScalarType to_torch(DType dtype) { return spec_of(dtype).torch_type; }
 
 DType from_torch(torch::ScalarType type) {
   for (const auto& spec : kDTypes) {
-    if (spec.torch_type == type) return spec.dtype;
+    if (spec.torch_type == type && spec.dtype != DType::U16) return spec.dtype;
   }
   throw Error(std::string("dtype: torch dtype ") + c10::toString(type) + " has no safetensors equivalent");
 }
@@ -225,7 +226,7 @@ DType parse_dtype(const json& entry, const std::string& path, const std::string&
   const DTypeSpec* spec = spec_named(text);
   if (spec == nullptr) {
     tensor_fail(path, name,
-                "unknown dtype '" + one_line(text) + "' (supported: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)");
+                "unknown dtype '" + one_line(text) + "' (supported: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL U16)");
   }
   return spec->dtype;
 }
@@ -372,22 +373,52 @@ void check_bool_bytes(const unsigned char* bytes, size_t count, const std::strin
 
 }  // namespace
 
+namespace {
+
+// U16 elements widened to int32 (LibTorch 1.13 has no uint16 type).
+torch::Tensor widen_u16(const unsigned char* data, const std::vector<int64_t>& shape) {
+  auto out = torch::empty(shape, torch::kInt32);
+  int32_t* values = out.data_ptr<int32_t>();
+  for (int64_t i = 0; i < out.numel(); ++i) {
+    uint16_t v;
+    std::memcpy(&v, data + 2 * i, 2);
+    values[i] = v;
+  }
+  return out;
+}
+
+}  // namespace
+
 torch::Tensor SafetensorsFile::tensor(const std::string& name) const {
   const TensorInfo& meta = info(name);
+  return rows(name, 0, meta.shape.empty() ? 1 : meta.shape[0]);
+}
+
+torch::Tensor SafetensorsFile::rows(const std::string& name, int64_t begin, int64_t count) const {
+  const TensorInfo& meta = info(name);
+  std::vector<int64_t> shape = meta.shape;
+  const int64_t total = shape.empty() ? 1 : shape[0];
+  if (begin < 0 || count < 0 || begin > total || count > total - begin)
+    tensor_fail(path(), name,
+                "rows [" + std::to_string(begin) + ", " + std::to_string(begin + count) + ") outside [0, " +
+                    std::to_string(total) + ")");
+  const size_t row_bytes = total == 0 ? 0 : (meta.end - meta.begin) / static_cast<size_t>(total);
+  if (!shape.empty()) shape[0] = count;  // a scalar is handed out whole
   const auto options = torch::TensorOptions().dtype(to_torch(meta.dtype));
-  const size_t bytes = meta.end - meta.begin;
-  if (bytes == 0) return torch::empty(meta.shape, options);
-  unsigned char* data = mapping_->file->data() + mapping_->data_start + meta.begin;
+  const size_t bytes = row_bytes * static_cast<size_t>(count);
+  if (bytes == 0) return torch::empty(shape, options);
+  unsigned char* data = mapping_->file->data() + mapping_->data_start + meta.begin + row_bytes * begin;
   if (meta.dtype == DType::BOOL) check_bool_bytes(data, bytes, path(), name);
+  if (meta.dtype == DType::U16) return widen_u16(data, shape);
   if (reinterpret_cast<uintptr_t>(data) % dtype_size(meta.dtype) != 0) {
     // Misaligned (odd header length or mixed dtypes): element loads need alignment, so copy.
-    auto copy = torch::empty(meta.shape, options);
+    auto copy = torch::empty(shape, options);
     std::memcpy(copy.data_ptr(), data, bytes);
     return copy;
   }
   auto keep_alive = mapping_;
   return torch::from_blob(
-      data, meta.shape, [keep_alive](void*) {}, options);
+      data, shape, [keep_alive](void*) {}, options);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -403,7 +434,24 @@ struct PreparedTensor {
   size_t end;
 };
 
-std::vector<PreparedTensor> prepare_tensors(const std::string& path, const NamedTensors& tensors) {
+// An integer tensor as the int16 bit pattern of its uint16 values (what U16 bytes are).
+torch::Tensor to_u16_bits(const std::string& path, const std::string& name, const torch::Tensor& tensor) {
+  if (torch::isFloatingType(tensor.scalar_type()) || tensor.scalar_type() == torch::kBool)
+    tensor_fail(path, name, "only an integer tensor can be stored as U16");
+  const auto wide = tensor.to(torch::kInt64);
+  if (wide.numel() > 0 && (wide.min().item<int64_t>() < 0 || wide.max().item<int64_t>() > 65535))
+    tensor_fail(path, name, "values outside 0..65535 cannot be stored as U16");
+  return torch::where(wide >= 32768, wide - 65536, wide).to(torch::kInt16);
+}
+
+// `tensor` converted to the dtype it is stored in.
+torch::Tensor converted(const std::string& path, const std::string& name, const torch::Tensor& tensor, DType dtype) {
+  if (dtype == DType::U16) return to_u16_bits(path, name, tensor);
+  return tensor.to(to_torch(dtype));
+}
+
+std::vector<PreparedTensor> prepare_tensors(const std::string& path, const NamedTensors& tensors,
+                                            const std::map<std::string, DType>& stored_as) {
   std::vector<PreparedTensor> prepared;
   std::set<std::string> seen;
   size_t offset = 0;
@@ -412,13 +460,16 @@ std::vector<PreparedTensor> prepare_tensors(const std::string& path, const Named
     if (!seen.insert(name).second) tensor_fail(path, name, "given twice");
     if (!tensor.defined()) tensor_fail(path, name, "tensor is undefined");
     if (tensor.layout() != torch::kStrided) tensor_fail(path, name, "only dense (strided) tensors can be written");
+    const auto stored = stored_as.find(name);
     DType dtype;
     try {
-      dtype = from_torch(tensor.scalar_type());
+      dtype = stored != stored_as.end() ? stored->second : from_torch(tensor.scalar_type());
     } catch (const Error& e) {
       tensor_fail(path, name, e.what());
     }
-    auto data = tensor.detach().to(torch::kCPU).contiguous();
+    auto data = tensor.detach().to(torch::kCPU);
+    if (stored != stored_as.end()) data = converted(path, name, data, dtype);
+    data = data.contiguous();
     const size_t bytes = static_cast<size_t>(data.numel()) * dtype_size(dtype);
     prepared.push_back({name, dtype, data, offset, offset + bytes});
     offset += bytes;
@@ -457,8 +508,12 @@ void write_u64_le(std::ostream& out, uint64_t value) {
 }  // namespace
 
 void write_safetensors(const std::string& path, const NamedTensors& tensors,
-                       const std::map<std::string, std::string>& metadata) {
-  const auto prepared = prepare_tensors(path, tensors);
+                       const std::map<std::string, std::string>& metadata,
+                       const std::map<std::string, DType>& stored_as) {
+  for (const auto& [name, _] : stored_as)
+    if (std::none_of(tensors.begin(), tensors.end(), [&](const auto& t) { return t.first == name; }))
+      tensor_fail(path, name, "named in stored_as but not given");
+  const auto prepared = prepare_tensors(path, tensors, stored_as);
   const std::string header = header_text(path, prepared, metadata);
   write_file_atomically(path, [&](std::ostream& out) {
     write_u64_le(out, header.size());

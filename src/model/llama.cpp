@@ -1,6 +1,7 @@
 #include "qkd/model/llama.h"
 
 #include "qkd/common/torch_compat.h"
+#include "qkd/kernels/causal_attention.h"
 #include "qkd/model/activation_checkpoint.h"
 
 namespace qkd::model {
@@ -45,7 +46,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   auto v = v_proj(x).view({b, t, num_kv_heads_, head_dim_}).transpose(1, 2);
   q = apply_rotary(q, cos, sin);
   k = apply_rotary(k, cos, sin);
-  const auto attended = compat::causal_attention(q, k, v);
+  const auto attended =
+      kernels::has_fast_path(q) ? kernels::causal_attention(q, k, v) : compat::causal_attention(q, k, v);
   return o_proj(attended.transpose(1, 2).reshape({b, t, num_heads_ * head_dim_}));
 }
 

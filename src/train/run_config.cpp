@@ -5,6 +5,7 @@
 #include "qkd/common/error.h"
 #include "qkd/common/json_fields.h"
 #include "qkd/common/json_io.h"
+#include "qkd/loss/topk_kd_loss.h"
 
 namespace qkd::train {
 
@@ -18,12 +19,23 @@ void TeacherSection::check(const std::string& where) const {
 }
 
 StudentInit StudentInit::parse(const json& value, const std::string& where) {
-  if (!value.is_string()) fail(where, "expected \"teacher\" or a checkpoint directory, got " + json_excerpt(value));
+  if (!value.is_string())
+    fail(where, "expected \"teacher\", \"gptq\" or a checkpoint directory, got " + json_excerpt(value));
   const auto text = value.get<std::string>();
   if (text == "teacher") return {};
+  if (text == "gptq") return StudentInit{Kind::gptq, ""};
   if (!fs::is_directory(text))
-    fail(where, "expected \"teacher\" or a student checkpoint directory, got \"" + text + "\"");
+    fail(where, "expected \"teacher\", \"gptq\" or a student checkpoint directory, got \"" + text + "\"");
   return StudentInit{Kind::checkpoint, text};
+}
+
+json StudentInit::to_json() const {
+  switch (kind) {
+    case Kind::teacher: return "teacher";
+    case Kind::gptq: return "gptq";
+    case Kind::checkpoint: return path;
+  }
+  return nullptr;
 }
 
 void TrainSection::check(const std::string& where) const {
@@ -68,6 +80,21 @@ void note_unread_train_settings(const json& train, const RunConfig& c, std::vect
       if (train.contains(key)) unread.push_back(std::string("train.") + key + ": only read with train.precision fp16");
 }
 
+constexpr const char* kGptqKeys[] = {"gptq_calib_batches", "gptq_calib_seq_len", "gptq_damp", "gptq_act_order"};
+
+void note_unread_student_settings(const json& student, const RunConfig& c, std::vector<std::string>& unread) {
+  if (c.student.init.kind == StudentInit::Kind::gptq || !student.is_object()) return;
+  for (const char* key : kGptqKeys)
+    if (student.contains(key)) unread.push_back(std::string("student.") + key + ": only read with student.init gptq");
+}
+
+// A dynamic quantizer recomputes min-max scales from the weights at every forward, which would replace
+// the scales GPTQ chose (and with them its integer codes).
+void check_student_init(const RunConfig& c) {
+  if (c.student.init.kind == StudentInit::Kind::gptq && c.quant.scale_policy != quant::ScalePolicy::Static)
+    fail("student.init", "\"gptq\" needs quant.scale_policy \"static\" (the quantizer keeps GPTQ's scales)");
+}
+
 // Sections are read in the order of the file's documentation; each reader rejects unknown keys of
 // its own section, and the top-level reader those of the file.
 json resolved_json(const RunConfig& c) {
@@ -100,9 +127,14 @@ RunConfig parse_run_config(const json& j) {
   top.raw("student");
   c.quant = quant::quant_spec_from_json(section(j, "quant").is_null() ? json::object() : j.at("quant"), "quant");
   top.raw("quant");
+  check_student_init(c);
+  note_unread_student_settings(section(j, "student"), c, c.unread_settings);
   if (!top.raw("data")) fail("data", "missing (required): at least one source");
   c.data = data::data_config_from_json(j.at("data"), "data");
   c.kd = read_section<loss::KdLossOptions>(section(j, "kd"), "kd");
+  loss::check_teacher_source(c.kd, "kd");
+  if (c.kd.teacher == loss::TeacherSource::online && !c.kd.teacher_cache.empty())
+    c.unread_settings.push_back("kd.teacher_cache: only read with kd.teacher cache");
   top.raw("kd");
   c.optim = read_section<OptimSection>(section(j, "optim"), "optim");
   top.raw("optim");
@@ -167,8 +199,11 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
 }
 
 json model_identity(const RunConfig& c) {
-  return {
-      {"teacher", c.resolved.at("teacher")}, {"student", c.resolved.at("student")}, {"quant", c.resolved.at("quant")}};
+  auto student = c.resolved.at("student");
+  // Only a gptq start depends on them; checkpoints from before they existed stay resumable.
+  if (c.student.init.kind != StudentInit::Kind::gptq)
+    for (const char* key : kGptqKeys) student.erase(key);
+  return {{"teacher", c.resolved.at("teacher")}, {"student", student}, {"quant", c.resolved.at("quant")}};
 }
 
 }  // namespace qkd::train

@@ -20,6 +20,7 @@
 #include "qkd/freeze/freeze_controller.h"
 #include "qkd/train/grad_utils.h"
 #include "qkd/train/lr_schedule.h"
+#include "qkd/train/phase_timer.h"
 #include "qkd/train/stop_signal.h"
 #include "qkd/train/training_session.h"
 
@@ -39,12 +40,31 @@ struct StepLosses {
 
 // One micro-batch: the frozen teacher and the fake-quantized student see the same tokens; the loss
 // gradient flows into the student only.
-void distill_micro_batch(TrainingSession& s, StepLosses& totals, double loss_multiplier) {
-  const auto batch = s.data->next_batch(s.config.train.micro_batch).to(s.device);
-  const auto teacher = teacher_logits(s, batch);
-  const auto student = student_logits(s, batch);
-  const auto result = loss::kd_loss(teacher, student, batch, s.config.kd);
-  (result.loss * loss_multiplier).backward();
+void distill_micro_batch(TrainingSession& s, StepLosses& totals, double loss_multiplier, PhaseTimer& phases) {
+  torch::Tensor batch, student;
+  TeacherTargets teacher;
+  loss::KdLossResult result;
+  {
+    const auto timed = phases.measure(Phase::data);
+    batch = s.data->next_batch(s.config.train.micro_batch).to(s.device);
+  }
+  {
+    const auto timed = phases.measure(Phase::teacher_forward);  // or the read of the cached top-k
+    teacher = teacher_targets(s, batch);
+  }
+  {
+    const auto timed = phases.measure(Phase::student_forward);
+    student = student_outputs(s, teacher, batch);
+  }
+  {
+    const auto timed = phases.measure(Phase::loss);
+    result = distillation_loss(s, teacher, student, batch);
+    teacher = TeacherTargets();  // the teacher's outputs are not needed by backward
+  }
+  {
+    const auto timed = phases.measure(Phase::backward);
+    (result.loss * loss_multiplier).backward();
+  }
   const double share = 1.0 / static_cast<double>(s.config.train.grad_accum);
   totals.loss += result.loss.item<double>() * share;
   totals.divergence += result.divergence * share;
@@ -114,8 +134,12 @@ void skip_step(TrainingSession& s, int64_t step, const std::string& reason, doub
 
 // Judges the step's gradients and lets auto freeze react before the update. Returns whether the
 // update goes ahead: a rollback skips it, because its gradients were computed at the destabilized point.
-bool judge_and_freeze(TrainingSession& s, int64_t step, double lr, const StepLosses& losses, GradientCheck& grads) {
-  const auto events = s.monitor->judge_gradients(step, losses.divergence);
+bool judge_and_freeze(TrainingSession& s, int64_t step, double lr, const StepLosses& losses, GradientCheck& grads,
+                      PhaseTimer& phases) {
+  const auto events = [&] {
+    const auto timed = phases.measure(Phase::monitor);
+    return s.monitor->judge_gradients(step, losses.divergence);
+  }();
   log_events(s, events);
   const auto reaction = s.freeze->react(events, step, lr);
   if (!reaction.change) {
@@ -207,6 +231,7 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
   int64_t tokens_seen = 0;
   const bool started = s.step > 0 || evaluate_at_start(s, summary);
   TrainingProgress progress(train.steps, s.step);
+  PhaseTimer phases(s.device, train.phase_timing);
   while (started && s.step < train.steps && !stop_requested()) {
     const int64_t step = s.step + 1;
     if (hooks.before_step) hooks.before_step(step, *s.monitor);
@@ -221,14 +246,19 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
     const double multiplier = s.loss_scaler.scale() / static_cast<double>(train.grad_accum);
     StepLosses losses;
     std::map<std::string, double> update_norms;  // what the monitor asked the optimizer to measure
+    phases.reset();
     s.monitor->begin_step(step);
-    for (int64_t micro = 0; micro < train.grad_accum; ++micro) distill_micro_batch(s, losses, multiplier);
-    auto grads = check_gradients(s, losses);
+    for (int64_t micro = 0; micro < train.grad_accum; ++micro) distill_micro_batch(s, losses, multiplier, phases);
+    auto grads = [&] {
+      const auto timed = phases.measure(Phase::gradients);
+      return check_gradients(s, losses);
+    }();
     if (s.loss_scaler.enabled() && !grads.finite) {
       s.monitor->abandon_step();
       skip_step(s, step, fmt::format("fp16 loss scale {} overflowed", s.loss_scaler.scale()), grads.norm);
-    } else if (judge_and_freeze(s, step, lr, losses, grads)) {
+    } else if (judge_and_freeze(s, step, lr, losses, grads, phases)) {
       if (grads.finite) {
+        const auto timed = phases.measure(Phase::optimizer);
         if (config.optim.grad_clip > 0.0) clip_gradients(*s.student, grads.norm, config.optim.grad_clip);
         update_norms = s.optimizer->step(lr, s.monitor->updates_wanted());
       } else {
@@ -236,9 +266,15 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
       }
     }
     s.loss_scaler.update(grads.finite);
-    s.optimizer->zero_grad();
+    {
+      const auto timed = phases.measure(Phase::optimizer);
+      s.optimizer->zero_grad();
+    }
     s.step = step;
-    const auto signal_record = s.monitor->end_step(step, update_norms);
+    const auto signal_record = [&] {
+      const auto timed = phases.measure(Phase::monitor);
+      return s.monitor->end_step(step, update_norms);
+    }();
     if (!signal_record.is_null()) s.logs.signal->write(signal_record);
 
     tokens_seen += losses.tokens;
@@ -254,6 +290,7 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
                              {"grad_norm", std::isfinite(grads.norm) ? grads.norm : -1.0},
                              {"tokens_per_s", tokens_per_s},
                              {"step_seconds", step_seconds},
+                             {"phases", phases.to_json()},
                              {"peak_mem_mb", peak_memory_mb(s.device)},
                              {"trainable_params", freeze::trainable_parameter_count(*s.student)},
                              {"skipped_steps", s.skipped_steps}});

@@ -13,7 +13,10 @@
 #include "qkd/common/system.h"
 #include "qkd/common/torch_compat.h"
 #include "qkd/data/token_file.h"
+#include "qkd/loss/head_kd_loss.h"
+#include "qkd/ptq/gptq.h"
 #include "qkd/quant/student.h"
+#include "qkd/train/cache_teacher.h"
 #include "qkd/train/rng_state.h"
 #include "qkd/train/stop_signal.h"
 
@@ -47,6 +50,37 @@ model::LlamaForCausalLM load_teacher(const RunConfig& config, const torch::Devic
   return teacher;
 }
 
+// "scale_policy: checkpoint \"static\", config \"dynamic\"; ..." for the fields that differ.
+std::string quant_differences(const quant::QuantSpec& saved, const quant::QuantSpec& current) {
+  const auto a = quant::quant_spec_to_json(saved), b = quant::quant_spec_to_json(current);
+  std::string out;
+  for (const auto& [key, value] : b.items()) {
+    const auto old = a.contains(key) ? json_excerpt(a.at(key)) : std::string("(absent)");
+    if (!a.contains(key) || a.at(key) != value)
+      out += (out.empty() ? "" : "; ") + key + ": checkpoint " + old + ", config " + json_excerpt(value);
+  }
+  for (const auto& [key, value] : a.items())
+    if (!b.contains(key))
+      out += (out.empty() ? "" : "; ") + key + ": checkpoint " + json_excerpt(value) + ", config (absent)";
+  return out;
+}
+
+// student.init gptq: the teacher quantized by GPTQ (in fp32 on the CPU) on the first windows of a fresh
+// copy of the training stream, which the run's own stream does not notice.
+model::LlamaForCausalLM gptq_student(const RunConfig& config, std::vector<std::string>& quantized) {
+  auto student = checkpoint::load_llama(config.teacher.path, {torch::kFloat32, torch::kCPU});
+  quantized = quant::attach_quantizers(*student, config.quant);
+  const auto& s = config.student;
+  auto data = config.data;
+  if (s.gptq_calib_seq_len > 0) data.seq_len = s.gptq_calib_seq_len;
+  const auto tokenizer = tokenizer::load_tokenizer_for_checkpoint(config.teacher.path);
+  data::DataStream stream(data, &tokenizer);
+  ptq::gptq_quantize_student(*student, stream.next_batch(s.gptq_calib_batches),
+                             ptq::GptqOptions{s.gptq_damp, ptq::GptqOptions{}.block_size, s.gptq_act_order});
+  student->to(s.dtype);
+  return student;
+}
+
 model::LlamaForCausalLM build_student(const RunConfig& config, const torch::Device& device,
                                       std::vector<std::string>& quantized) {
   const auto dtype = config.student.dtype;
@@ -55,13 +89,16 @@ model::LlamaForCausalLM build_student(const RunConfig& config, const torch::Devi
   if (init.kind == StudentInit::Kind::teacher) {
     student = checkpoint::load_llama(config.teacher.path, {dtype, torch::kCPU});
     quantized = quant::attach_quantizers(*student, config.quant);
+  } else if (init.kind == StudentInit::Kind::gptq) {
+    student = gptq_student(config, quantized);
   } else {
     auto loaded = checkpoint::load_model_or_student(init.path, {dtype, torch::kCPU});
     student = loaded.model;
     if (!loaded.quant)
       quantized = quant::attach_quantizers(*student, config.quant);
     else if (*loaded.quant != config.quant)
-      fail("student.init", init.path + " was quantized with a different quant section");
+      fail("student.init", init.path + " was quantized with a different quant section (" +
+                               quant_differences(*loaded.quant, config.quant) + ")");
     else
       quantized = quant::quantized_modules(*student);
   }
@@ -180,7 +217,6 @@ void calibrate_activations(TrainingSession& s) {
 
 }  // namespace
 
-namespace {
 // Token files hold ids the embedding must have; one out of range would crash mid-run with torch's
 // "index out of range in self".
 void check_token_sources(const data::DataConfig& data, int64_t vocab_size) {
@@ -188,7 +224,6 @@ void check_token_sources(const data::DataConfig& data, int64_t vocab_size) {
     if (data::is_token_file_format(data::resolve_source_format(source)))
       data::TokenFile::open(source.path).check_vocabulary(vocab_size);
 }
-}  // namespace
 
 namespace {
 // The policy only freezes quantized projections: a policy that reaches none of them would train as if
@@ -204,6 +239,31 @@ void check_freeze_reaches_quantized_modules(const RunConfig& config, const freez
 std::unique_ptr<JsonlWriter> open_log(const RunConfig& config, const char* name, int64_t keep_up_to) {
   return std::make_unique<JsonlWriter>((fs::path(config.run_dir) / name).string(), keep_up_to);
 }
+
+// kd.teacher cache: the cache, checked against this run before anything is computed. The teacher
+// model is not loaded.
+std::unique_ptr<teacher_cache::CacheReader> open_teacher_cache(const RunConfig& config) {
+  const auto& dir = config.kd.teacher_cache;
+  std::unique_ptr<teacher_cache::CacheReader> reader;
+  try {
+    reader = std::make_unique<teacher_cache::CacheReader>(dir);
+  } catch (const Error& e) {
+    fail("kd.teacher_cache", e.what());
+  }
+  const auto& m = reader->manifest();
+  teacher_cache::require_usable_for(m, teacher_cache_identity(config), config.train.steps * config.train.grad_accum,
+                                    dir, "kd.teacher_cache");
+  spdlog::info("teacher: top-{} log-probabilities cached in {} ({} micro-batches); the teacher model is not loaded",
+               m.k, dir, m.micro_batches());
+  return reader;
+}
+
+void open_teacher(TrainingSession& s) {
+  if (s.config.kd.teacher == loss::TeacherSource::cache)
+    s.teacher_cache = open_teacher_cache(s.config);
+  else
+    s.teacher = load_teacher(s.config, s.device);
+}
 }  // namespace
 
 std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
@@ -216,7 +276,7 @@ std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
   s->data = std::make_unique<data::DataStream>(config.data, s->tokenizer.get());
   check_token_sources(config.data, s->tokenizer->vocab_size());
   eval::check_eval_inputs(config.eval.ppl, config.eval.mc, s->tokenizer->vocab_size());
-  s->teacher = load_teacher(config, s->device);
+  open_teacher(*s);
   s->student = build_student(config, s->device, s->quantized_modules);
   s->optimizer = build_optimizer(config, *s->student);
   s->monitor = std::make_unique<monitor::SignalMonitor>(config.monitor, s->student);
@@ -235,6 +295,8 @@ std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
   fs::create_directories(config.run_dir);
   write_text_atomically((fs::path(config.run_dir) / "config.json").string(), config.resolved.dump(2) + "\n");
   if (resume_from) restore(*s, *resume_from);
+  // The next micro-batch the stream hands out: step x grad_accum (the stream counts its windows).
+  if (s->teacher_cache) s->teacher_cache->seek(s->data->stats().windows / config.train.micro_batch);
   // A fresh start redoes everything, so records left by an attempt that never checkpointed go.
   const int64_t keep_records_up_to = resume_from ? s->step : -1;
   s->logs.metrics = open_log(config, "metrics.jsonl", keep_records_up_to);
@@ -255,6 +317,56 @@ torch::Tensor teacher_logits(TrainingSession& s, const torch::Tensor& batch) {
   const compat::NoAutocastScope no_autocast;
   torch::NoGradGuard no_grad;
   return s.teacher->forward(batch);
+}
+
+namespace {
+// fp16's loss scale must multiply the fp32 logit gradient before any fp16 product, and it is only
+// known in backward: that precision keeps the logits path.
+bool loss_through_heads(const TrainingSession& s) { return s.config.train.precision != Precision::fp16; }
+
+torch::Tensor teacher_hidden_states(TrainingSession& s, const torch::Tensor& batch) {
+  const compat::NoAutocastScope no_autocast;
+  torch::NoGradGuard no_grad;
+  return s.teacher->final_hidden_states(batch);
+}
+
+loss::KdLossResult kd_loss_through_heads(TrainingSession& s, const torch::Tensor& teacher_hidden,
+                                         const torch::Tensor& student_hidden, const torch::Tensor& batch) {
+  torch::Tensor teacher_head;
+  {
+    torch::NoGradGuard no_grad;
+    teacher_head = s.teacher->lm_head_weight();
+  }
+  // The student's head products run under its autocast, as its own lm_head would.
+  const compat::AutocastScope autocast(s.device, s.config.train.precision);
+  return loss::kd_loss_from_hidden(teacher_hidden, teacher_head, student_hidden, s.student->lm_head_weight(), batch,
+                                   s.config.kd);
+}
+}  // namespace
+
+TeacherTargets teacher_targets(TrainingSession& s, const torch::Tensor& batch) {
+  if (s.teacher_cache) return {torch::Tensor(), torch::Tensor(), s.teacher_cache->next(batch)};
+  if (loss_through_heads(s)) return {teacher_hidden_states(s, batch), torch::Tensor(), std::nullopt};
+  return {torch::Tensor(), teacher_logits(s, batch), std::nullopt};
+}
+
+torch::Tensor student_outputs(TrainingSession& s, const TeacherTargets& targets, const torch::Tensor& batch) {
+  if (!targets.pair_with_student_hidden()) return student_logits(s, batch);
+  const compat::AutocastScope autocast(s.device, s.config.train.precision);
+  return s.student->final_hidden_states(batch);
+}
+
+loss::KdLossResult distillation_loss(TrainingSession& s, const TeacherTargets& targets,
+                                     const torch::Tensor& student_outputs, const torch::Tensor& batch) {
+  if (targets.topk) return loss::topk_kd_loss(*targets.topk, student_outputs, batch, s.config.kd);
+  if (targets.pair_with_student_hidden()) return kd_loss_through_heads(s, targets.hidden, student_outputs, batch);
+  return loss::kd_loss(targets.logits, student_outputs, batch, s.config.kd);
+}
+
+torch::Device run_device(const RunConfig& config) { return parse_device(config.train.device); }
+
+model::LlamaForCausalLM load_teacher_model(const RunConfig& config, const torch::Device& device) {
+  return load_teacher(config, device);
 }
 
 torch::Tensor student_logits(TrainingSession& s, const torch::Tensor& batch) {
@@ -327,7 +439,10 @@ nlohmann::json evaluate_student(TrainingSession& s, OnStop on_stop) {
 
 nlohmann::json evaluate_perplexity_baselines(TrainingSession& s) {
   if (s.config.eval.ppl.empty()) return nullptr;
-  return {{"teacher", eval::results_to_json(evaluate_model(s, s.teacher, {}, OnStop::abandon)).at("ppl")},
+  // kd.teacher cache: no teacher model to evaluate; its perplexity is absent (null).
+  const nlohmann::json teacher =
+      s.teacher ? eval::results_to_json(evaluate_model(s, s.teacher, {}, OnStop::abandon)).at("ppl") : nullptr;
+  return {{"teacher", teacher},
           {"student", eval::results_to_json(evaluate_model(s, s.student, {}, OnStop::abandon)).at("ppl")}};
 }
 

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -51,7 +52,7 @@ std::vector<json> jsonl(const std::string& path, bool drop_timing) {
   auto lines = qkd::test::read_jsonl(path);
   if (drop_timing)
     for (auto& j : lines)
-      for (auto key : {"tokens_per_s", "step_seconds", "peak_mem_mb"}) j.erase(key);
+      for (auto key : {"tokens_per_s", "step_seconds", "peak_mem_mb", "phases"}) j.erase(key);
   return lines;
 }
 
@@ -293,6 +294,129 @@ INSTANTIATE_TEST_SUITE_P(
                                "bad.jsonl:2"}),
     [](const auto& info) { return info.param.name; });
 
+// Polls until `path` exists or the process ends; true when it appeared.
+bool wait_for_file(const std::string& path, pid_t pid, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < until) {
+    if (fs::exists(path)) return true;
+    if (::waitpid(pid, nullptr, WNOHANG) == pid) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return false;
+}
+
+std::vector<std::string> sorted_names(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// SIGTERM to `pid` once `path` exists; expects exit 0 and returns the process's output.
+std::string stop_when_exists(pid_t pid, const std::string& path, const std::string& log) {
+  EXPECT_TRUE(wait_for_file(path, pid, 120)) << qkd::test::read_file(log);
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  EXPECT_TRUE(qkd::test::wait_for_exit(pid, 60, status)) << "no exit within 60 s of SIGTERM";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << qkd::test::read_file(log);
+  return qkd::test::read_file(log);
+}
+
+// The offline teacher: cache-teacher stopped by SIGTERM keeps complete shards only, and the same command
+// completes them to the bytes of an uninterrupted build; another config is refused naming the field.
+TEST(TrainCli, CacheTeacherStoppedBySigtermContinuesToTheSameBytes) {
+  const auto dir = scratch_dir("cache-teacher");
+  auto config = small_run(dir + "/run");
+  config["train"]["steps"] = 100;  // 200 micro-batches in 50 shards: room for the signal to land mid-way
+  const auto path = write_config(config, dir + "/c.json");
+  const std::vector<std::string> args{"cache-teacher", "--config", path, "--top-k", "8", "--shard-micro-batches", "4"};
+  const auto straight =
+      run_cli("cache-teacher --config " + path + " --top-k 8 --shard-micro-batches 4 --out " + dir + "/straight");
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  EXPECT_NE(straight.output.find("Cached 12800 tokens (200 micro-batches, 50 shards)"), std::string::npos)
+      << straight.output;
+
+  auto stopped_args = args;
+  stopped_args.insert(stopped_args.end(), {"--out", dir + "/resumed"});
+  const pid_t pid = qkd::test::start_cli(stopped_args, dir + "/stopped.log");
+  const auto output = stop_when_exists(pid, dir + "/resumed/shard-00001.safetensors", dir + "/stopped.log");
+  ASSERT_NE(output.find("Stopped by signal"), std::string::npos) << "finished before SIGTERM landed:\n" << output;
+  json manifest;
+  std::ifstream(dir + "/resumed/manifest.json") >> manifest;
+  EXPECT_EQ(manifest.at("complete"), false);
+  for (const auto& name : sorted_names(dir + "/resumed"))
+    EXPECT_TRUE(name == "manifest.json" || name.rfind(".safetensors") == name.size() - 12) << name;
+
+  const auto second =
+      run_cli("cache-teacher --config " + path + " --top-k 8 --shard-micro-batches 4 --out " + dir + "/resumed");
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("complete shards"), std::string::npos) << second.output;
+  ASSERT_EQ(sorted_names(dir + "/resumed"), sorted_names(dir + "/straight"));
+  for (const auto& name : sorted_names(dir + "/straight"))
+    EXPECT_EQ(qkd::test::read_file(dir + "/resumed/" + name), qkd::test::read_file(dir + "/straight/" + name)) << name;
+
+  const auto other =
+      run_cli("cache-teacher --config " + path + " --set data.seed=4 --top-k 8 --out " + dir + "/straight");
+  EXPECT_NE(other.exit_code, 0);
+  EXPECT_NE(other.output.find(dir + "/straight/manifest.json: data.seed: cached 3, config 4"), std::string::npos)
+      << other.output;
+}
+
+// Training from the cache (kd.teacher cache): the teacher model is never loaded, the summary and report are
+// written without a teacher baseline, SIGTERM + resume equals an uninterrupted run bitwise, and a run the
+// cache does not cover fails before it starts.
+TEST(TrainCli, TrainingFromTheTeacherCacheResumesBitwiseWithoutTheTeacher) {
+  const auto dir = scratch_dir("from-cache");
+  auto config = small_run(dir + "/run");
+  config["train"]["steps"] = 12;
+  const auto built =
+      run_cli("cache-teacher --config " + write_config(config, dir + "/c.json") + " --top-k 8 --out " + dir + "/cache");
+  ASSERT_EQ(built.exit_code, 0) << built.output;
+  config["kd"]["teacher"] = "cache";
+  config["kd"]["teacher_cache"] = dir + "/cache";
+  config["run_dir"] = dir + "/straight";
+  const auto straight = write_config(config, dir + "/straight.json");
+  config["run_dir"] = dir + "/resumed";
+  const auto resumed = write_config(config, dir + "/resumed.json");
+
+  const auto full = run_cli("--config " + straight);
+  ASSERT_EQ(full.exit_code, 0) << full.output;
+  EXPECT_NE(full.output.find("the teacher model is not loaded"), std::string::npos) << full.output;
+  EXPECT_EQ(full.output.find("computed in float32"), std::string::npos) << "the teacher was loaded:\n" << full.output;
+  json summary;
+  std::ifstream(dir + "/straight/summary.json") >> summary;
+  EXPECT_TRUE(summary.at("baselines").at("teacher").is_null());
+  EXPECT_TRUE(summary.at("baselines").at("student").contains("kjv-val.u16"));
+  EXPECT_TRUE(summary.at("final_eval").at("ppl").contains("kjv-val.u16"));
+  EXPECT_TRUE(fs::exists(dir + "/straight/report.html"));
+
+  const auto log = dir + "/stopped.log";
+  const pid_t pid = qkd::test::start_cli({"train", "--config", resumed}, log);
+  ASSERT_TRUE(wait_for_text(dir + "/resumed/metrics.jsonl", "\"step\":3,", pid, 120)) << qkd::test::read_file(log);
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ASSERT_TRUE(qkd::test::wait_for_exit(pid, 60, status));
+  ASSERT_NE(qkd::test::read_file(log).find("stopped by signal after step "), std::string::npos)
+      << qkd::test::read_file(log);
+  const auto second = run_cli("train --config " + resumed);
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("resumed from"), std::string::npos) << second.output;
+  const auto a = qkd::io::read_safetensors(dir + "/straight/export/hf/model.safetensors");
+  const auto b = qkd::io::read_safetensors(dir + "/resumed/export/hf/model.safetensors");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
+  EXPECT_EQ(jsonl(dir + "/straight/metrics.jsonl", true), jsonl(dir + "/resumed/metrics.jsonl", true));
+
+  const auto longer = run_cli("--config " + straight + " --set train.steps=13 --set run_dir=" + dir + "/longer");
+  EXPECT_NE(longer.exit_code, 0);
+  EXPECT_NE(longer.output.find("kd.teacher_cache: " + dir +
+                               "/cache/manifest.json: micro_batches: cached 24, the run "
+                               "needs 26"),
+            std::string::npos)
+      << longer.output;
+  EXPECT_FALSE(fs::exists(dir + "/longer"));
+}
+
 TEST(TrainCli, CheckpointFromAnotherModelIsRefusedWithTheDifference) {
   const auto dir = scratch_dir("othermodel");
   auto config = small_run(dir + "/run");
@@ -304,6 +428,63 @@ TEST(TrainCli, CheckpointFromAnotherModelIsRefusedWithTheDifference) {
   EXPECT_NE(result.exit_code, 0);
   EXPECT_NE(result.output.find("different model or quantizer config"), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("/quant/bits: checkpoint 4, config 3"), std::string::npos) << result.output;
+}
+
+// GPTQ as the student's start: `ptq --method gptq` (calibrated on a run config's data section) writes a
+// student that `eval --student` reads and that a run with the same quant section starts from;
+// `student.init: gptq` runs it inside the trainer. A misspelt method and a dynamic-scale gptq run fail
+// with one line.
+TEST(TrainCli, GptqStudentFromPtqAndFromStudentInit) {
+  const auto dir = scratch_dir("gptq");
+  const auto teacher = repo_path("assets/models/kjv-teacher-7m");
+  auto config = small_run(dir + "/run");
+  config["quant"] = {{"bits", 3}, {"scale_policy", "static"}};
+  config["train"]["steps"] = 2;
+  config["freeze"] = {{"policy", "none"}};
+  config["export"]["formats"] = json::array();
+  const auto config_path = write_config(config, dir + "/c.json");
+  const auto ptq = run_cli("ptq --method gptq --model " + teacher + " --out " + dir + "/gptq --bits 3 --calib-config " +
+                           config_path + " --calib-batches 8 --calib-seq-len 32");
+  ASSERT_EQ(ptq.exit_code, 0) << ptq.output;
+  EXPECT_NE(ptq.output.find("gptq: layer 6/6"), std::string::npos) << ptq.output;
+  const auto eval = run_cli("eval --model " + teacher + " --student " + dir + "/gptq --ppl " +
+                            repo_path("assets/data/kjv/kjv-val.u16") +
+                            " --seq-len 32 --max-windows 8 --threads 1 --json " + dir + "/eval.json");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  json evaluated;
+  std::ifstream(dir + "/eval.json") >> evaluated;
+  const double ppl = evaluated.at("ppl").at("kjv-val.u16").get<double>();
+  EXPECT_TRUE(std::isfinite(ppl) && ppl > 1.0) << evaluated.dump();
+
+  auto from_checkpoint = config;
+  from_checkpoint["run_dir"] = dir + "/from-checkpoint";
+  from_checkpoint["student"] = {{"init", dir + "/gptq"}};
+  auto r = run_cli("--config " + write_config(from_checkpoint, dir + "/from-checkpoint.json"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+
+  auto in_trainer = config;
+  in_trainer["run_dir"] = dir + "/in-trainer";
+  in_trainer["student"] = {{"init", "gptq"}, {"gptq_calib_batches", 4}, {"gptq_act_order", true}};
+  r = run_cli("--config " + write_config(in_trainer, dir + "/in-trainer.json"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("gptq: layer 6/6"), std::string::npos) << r.output;
+
+  in_trainer["quant"]["scale_policy"] = "dynamic";
+  r = run_cli("--config " + write_config(in_trainer, dir + "/dynamic.json"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("dynamic.json: student.init: \"gptq\" needs quant.scale_policy \"static\""),
+            std::string::npos)
+      << r.output;
+
+  from_checkpoint["quant"]["scale_policy"] = "dynamic";
+  r = run_cli("--config " + write_config(from_checkpoint, dir + "/mismatch.json"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("scale_policy: checkpoint \"static\", config \"dynamic\""), std::string::npos) << r.output;
+
+  const auto nope = run_cli("ptq --method nope --model " + teacher + " --out " + dir + "/nope");
+  EXPECT_NE(nope.exit_code, 0);
+  EXPECT_EQ(nope.output, "error: --method: expected rtn or gptq, got \"nope\"\n");
+  EXPECT_FALSE(fs::exists(dir + "/nope"));
 }
 
 }  // namespace

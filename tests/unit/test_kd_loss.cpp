@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "qkd/common/error.h"
+#include "qkd/loss/head_kd_loss.h"
 #include "qkd/loss/kd_loss.h"
 
 namespace {
@@ -53,6 +54,27 @@ TEST_P(KdLossCase, ValueAndGradientMatchAutogradOfTheFormula) {
   EXPECT_LT(rel, 1e-5);
 }
 
+// The same loss from hidden states through both output heads: value and the gradients of the
+// student's hidden states and head equal autograd through head and formula.
+TEST_P(KdLossCase, FromHiddenStatesMatchesAutogradThroughTheHeads) {
+  const auto c = GetParam();
+  torch::manual_seed(11);
+  const auto t_hidden = torch::randn({3, 5, 6}, torch::kFloat64), t_head = torch::randn({11, 6}, torch::kFloat64);
+  const auto ids = torch::randint(0, 11, {3, 5}, torch::kInt64);
+  auto h1 = torch::randn({3, 5, 6}, torch::kFloat64).requires_grad_(true);
+  auto w1 = torch::randn({11, 6}, torch::kFloat64).requires_grad_(true);
+  auto h2 = h1.detach().clone().requires_grad_(true), w2 = w1.detach().clone().requires_grad_(true);
+  qkd::loss::KdLossOptions options{c.divergence, c.kd_weight, c.ce_weight, c.temperature, c.chunk};
+  const auto ours = qkd::loss::kd_loss_from_hidden(t_hidden, t_head, h1, w1, ids, options);
+  (ours.loss * 3.0).backward();  // the incoming scale (accumulation share, say) reaches both gradients
+  const auto expected = naive_loss(torch::matmul(t_hidden, t_head.t()), torch::matmul(h2, w2.t()), ids, c.divergence,
+                                   c.temperature, c.kd_weight, c.ce_weight);
+  (expected * 3.0).backward();
+  EXPECT_NEAR(ours.loss.item<double>(), expected.item<double>(), 1e-5 * std::abs(expected.item<double>()));
+  EXPECT_LT(((h1.grad() - h2.grad()).norm() / h2.grad().norm()).item<double>(), 1e-5);
+  EXPECT_LT(((w1.grad() - w2.grad()).norm() / w2.grad().norm()).item<double>(), 1e-5);
+}
+
 INSTANTIATE_TEST_SUITE_P(Divergences, KdLossCase,
                          ::testing::Values(Case{Divergence::ForwardKL, 1.0, 1.0, 0.0, 4},
                                            Case{Divergence::ForwardKL, 2.0, 1.0, 0.5, 7},
@@ -77,6 +99,18 @@ TEST(KdLoss, ReportsCrossEntropySeparately) {
       qkd::loss::kd_loss(logits, logits.clone().requires_grad_(true), ids, {Divergence::ForwardKL, 1.0, 1.0, 1.0, 2});
   EXPECT_NEAR(r.cross_entropy, std::log(4.0), 1e-6);  // uniform over 4 tokens
   EXPECT_NEAR(r.loss.item<double>(), std::log(4.0), 1e-6);
+}
+
+TEST(KdLoss, FromHiddenStatesLeavesAFixedHeadWithoutGradient) {
+  torch::manual_seed(3);
+  const auto t_hidden = torch::randn({2, 4, 5}), head = torch::randn({9, 5});
+  const auto ids = torch::randint(0, 9, {2, 4}, torch::kInt64);
+  auto hidden = torch::randn({2, 4, 5}).requires_grad_(true);
+  const auto r = qkd::loss::kd_loss_from_hidden(t_hidden, head, hidden, head, ids, {Divergence::ForwardKL});
+  r.loss.backward();
+  EXPECT_TRUE(hidden.grad().defined());
+  EXPECT_FALSE(head.grad().defined());
+  EXPECT_GT(r.divergence, 0.0);
 }
 
 TEST(KdLoss, UnknownDivergenceNamesTheField) {

@@ -65,9 +65,38 @@ TEST(RunConfig, StudentInitIsTheTeacherOrACheckpointDirectory) {
   EXPECT_EQ(c.resolved.at("student").at("init"), qkd::test::repo_path("assets/models/kjv-teacher-7m"));
   j["student"] = {{"init", "/nonexistent/student"}};
   EXPECT_EQ(error_of(j),
-            "student.init: expected \"teacher\" or a student checkpoint directory, got \"/nonexistent/student\"");
+            "student.init: expected \"teacher\", \"gptq\" or a student checkpoint directory, got "
+            "\"/nonexistent/student\"");
   j["student"] = {{"init", 3}};
-  EXPECT_EQ(error_of(j), "student.init: expected \"teacher\" or a checkpoint directory, got 3");
+  EXPECT_EQ(error_of(j), "student.init: expected \"teacher\", \"gptq\" or a checkpoint directory, got 3");
+}
+
+// init gptq: needs static scales (a dynamic quantizer would replace GPTQ's); its settings read back,
+// warn when another init ignores them, and only then belong to the identity a checkpoint resumes against.
+TEST(RunConfig, StudentInitGptqNeedsStaticScalesAndOwnsItsSettings) {
+  auto j = minimal();
+  j["student"] = {{"init", "gptq"}, {"gptq_calib_batches", 16}, {"gptq_damp", 0.1}, {"gptq_act_order", true}};
+  EXPECT_EQ(error_of(j),
+            "student.init: \"gptq\" needs quant.scale_policy \"static\" (the quantizer keeps GPTQ's scales)");
+  j["quant"] = {{"scale_policy", "static"}};
+  const auto c = qkd::train::parse_run_config(j);
+  EXPECT_EQ(c.student.init.kind, qkd::train::StudentInit::Kind::gptq);
+  EXPECT_EQ(c.student.gptq_calib_batches, 16);
+  EXPECT_EQ(c.student.gptq_damp, 0.1);
+  EXPECT_TRUE(c.student.gptq_act_order);
+  EXPECT_EQ(c.resolved.at("student").at("init"), "gptq");
+  EXPECT_EQ(qkd::train::parse_run_config(c.resolved).resolved, c.resolved);
+  EXPECT_EQ(qkd::train::model_identity(c).at("student").at("gptq_damp"), 0.1);
+  EXPECT_TRUE(c.unread_settings.empty());
+  j["student"]["init"] = "teacher";
+  const auto teacher = qkd::train::parse_run_config(j);
+  EXPECT_FALSE(qkd::train::model_identity(teacher).at("student").contains("gptq_damp"));
+  EXPECT_EQ(teacher.unread_settings,
+            (std::vector<std::string>{"student.gptq_calib_batches: only read with student.init gptq",
+                                      "student.gptq_damp: only read with student.init gptq",
+                                      "student.gptq_act_order: only read with student.init gptq"}));
+  j["student"] = {{"gptq_damp", -1}};
+  EXPECT_NE(error_of(j).find("student.gptq_damp"), std::string::npos) << error_of(j);
 }
 
 TEST(RunConfig, RetiredAndEnumKeysNameTheirPath) {

@@ -115,6 +115,37 @@ TEST(SafetensorsRoundtrip, NonContiguousScalarAndEmptyTensors) {
   EXPECT_EQ(info.begin, info.end);
 }
 
+// U16 (token ids of vocabularies up to 65536) has no LibTorch 1.13 type: written from an integer tensor
+// named in stored_as, stored as little-endian uint16, read back widened to int32; rows() reads a slice.
+TEST(SafetensorsRoundtrip, U16IsStoredInTwoBytesAndReadAsInt32) {
+  const auto path = qkd::test::scratch_dir("st-u16") + "/ids.safetensors";
+  const auto ids = torch::tensor({0, 1, 32767, 32768, 40000, 65535}, torch::kInt64).reshape({3, 2});
+  qkd::io::write_safetensors(path, {{"ids", ids}, {"f", torch::ones({3})}}, {{"format", "pt"}}, {{"ids", DType::U16}});
+  const auto file = SafetensorsFile::open(path);
+  EXPECT_EQ(file.info("ids").dtype, DType::U16);
+  EXPECT_EQ(file.info("ids").end - file.info("ids").begin, 12u);
+  const auto bytes = read_bytes(path);
+  const size_t data = 8 + (static_cast<size_t>(static_cast<unsigned char>(bytes[0])) |
+                           static_cast<size_t>(static_cast<unsigned char>(bytes[1])) << 8);
+  EXPECT_EQ(bytes.substr(data + 4, 4), std::string("\xff\x7f\x00\x80", 4));  // 32767, 32768 little-endian
+  const auto loaded = file.tensor("ids");
+  EXPECT_EQ(loaded.scalar_type(), torch::kInt32);
+  EXPECT_TRUE(torch::equal(loaded.to(torch::kInt64), ids));
+  EXPECT_TRUE(torch::equal(file.rows("ids", 1, 2).to(torch::kInt64), ids.narrow(0, 1, 2)));
+  EXPECT_TRUE(torch::equal(file.rows("f", 2, 1), torch::ones({1})));
+  expect_error([&] { file.rows("ids", 2, 2); }, {path, "tensor 'ids'", "rows [2, 4) outside [0, 3)"});
+  expect_error(
+      [&] {
+        qkd::io::write_safetensors(path, {{"ids", ids + 1}}, {}, {{"ids", DType::U16}});
+      },
+      {"tensor 'ids'", "0..65535"});
+  expect_error(
+      [&] {
+        qkd::io::write_safetensors(path, {{"f", torch::ones({2})}}, {}, {{"f", DType::U16}});
+      },
+      {"tensor 'f'", "integer"});
+}
+
 TEST(SafetensorsWrite, LayoutMatchesTheSpecByteForByte) {
   // What the Python library writes for {"x": tensor([1., -2.])} with metadata {"format": "pt"}.
   const auto path = qkd::test::scratch_dir("st-layout") + "/x.safetensors";

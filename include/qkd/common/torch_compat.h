@@ -162,4 +162,9 @@ inline double cuda_peak_allocated_mb(const torch::Device& device) {
 #endif
 }
 
+// Waits for the device's queued kernels (a no-op on the CPU, where every op has finished on return).
+inline void synchronize(const torch::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
+}
+
 }  // namespace qkd::compat

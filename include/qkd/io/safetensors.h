@@ -13,12 +13,14 @@
 
 namespace qkd::io {
 
-enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
+// U16 has no LibTorch 1.13 type: it is read as int32 (a widened copy) and written from an integer
+// tensor through write_safetensors' `stored_as` (token ids of vocabularies up to 65536 in half the bytes).
+enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL, U16 };
 
-std::string dtype_name(DType dtype);  // "F32", ...
-size_t dtype_size(DType dtype);       // bytes per element
-torch::ScalarType to_torch(DType dtype);
-DType from_torch(torch::ScalarType type);  // throws qkd::Error for unsupported types
+std::string dtype_name(DType dtype);       // "F32", ...
+size_t dtype_size(DType dtype);            // bytes per element
+torch::ScalarType to_torch(DType dtype);   // the type a tensor of `dtype` is handed out in (U16: int32)
+DType from_torch(torch::ScalarType type);  // throws qkd::Error for unsupported types; never U16
 
 struct TensorInfo {
   std::string name;
@@ -42,8 +44,11 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const;
 
   // Zero-copy CPU view of the tensor's bytes with its stored dtype (a copy only when the data is
-  // misaligned for the dtype). Keeps the mapping alive.
+  // misaligned for the dtype, and for U16, widened to int32). Keeps the mapping alive.
   torch::Tensor tensor(const std::string& name) const;
+  // Entries [begin, begin + count) along the first dimension, as tensor() hands them out: reads only
+  // those bytes of a large tensor. Throws qkd::Error naming the file and tensor when out of range.
+  torch::Tensor rows(const std::string& name, int64_t begin, int64_t count) const;
 
  private:
   struct Mapping;
@@ -57,8 +62,11 @@ using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
 // Writes tensors (any device, made contiguous on CPU) in the given order, atomically.
 // Metadata defaults to {"format": "pt"} so the Python safetensors library loads it as PyTorch.
+// `stored_as` names tensors stored in another dtype than their own (converted on write; an integer
+// tensor stored as U16 must hold values in 0..65535).
 void write_safetensors(const std::string& path, const NamedTensors& tensors,
-                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}},
+                       const std::map<std::string, DType>& stored_as = {});
 
 // Reads every tensor of a file, as views (see SafetensorsFile::tensor).
 NamedTensors read_safetensors(const std::string& path);

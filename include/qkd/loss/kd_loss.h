@@ -18,12 +18,19 @@ enum class Divergence { ForwardKL, ReverseKL, JensenShannon };
 Divergence parse_divergence(const std::string& name, const std::string& where);  // forward_kl|reverse_kl|jsd
 std::string divergence_name(Divergence d);
 
+// Where the teacher's distribution comes from: the teacher model, run beside the student (`online`),
+// or its top-k log-probabilities stored by `qkd-train cache-teacher` (`cache`, docs/offline-teacher.md).
+enum class TeacherSource { online, cache };
+inline std::string teacher_source_name(TeacherSource s) { return s == TeacherSource::cache ? "cache" : "online"; }
+
 struct KdLossOptions {
   Divergence divergence = Divergence::ForwardKL;
   double kd_weight = 1.0;       // weight of the divergence term
   double ce_weight = 0.0;       // weight of next-token cross-entropy on the data (the paper: CE + KL)
   double temperature = 1.0;     // softens both distributions; the divergence is multiplied by T^2
   int64_t chunk_tokens = 2048;  // rows of [tokens, vocab] processed at once
+  TeacherSource teacher = TeacherSource::online;
+  std::string teacher_cache;  // teacher `cache`: the directory cache-teacher wrote
 
   // The `kd` section of a run config.
   template <class Fields>
@@ -34,6 +41,8 @@ struct KdLossOptions {
     f.number("ce_weight", ce_weight, 0.0, 1e6);
     f.positive("temperature", temperature);
     f.integer("chunk_tokens", chunk_tokens, 1, std::numeric_limits<int64_t>::max());
+    f.choice("teacher", teacher, {TeacherSource::online, TeacherSource::cache}, teacher_source_name);
+    f.text("teacher_cache", teacher_cache);
   }
   void check(const std::string& path) const;  // both weights 0 trains nothing
 };

@@ -120,7 +120,10 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 
   // Logits [batch, seq, vocab] in the module's dtype.
   torch::Tensor forward(const torch::Tensor& input_ids, std::vector<torch::Tensor>* hidden_states = nullptr);
-  torch::Tensor lm_head_weight();  // embed_tokens.weight when tied
+  torch::Tensor lm_head_weight();  // embed_tokens.weight when tied, lm_head's effective weight otherwise
+  // The final normed hidden states [batch, seq, hidden]: forward() without the output head, for
+  // losses that apply the head themselves (loss::kd_loss_from_hidden).
+  torch::Tensor final_hidden_states(const torch::Tensor& input_ids) { return model(input_ids, nullptr, observer_); }
 
   // Every projection by its Hugging Face module name ("model.layers.0.self_attn.q_proj", ...),
   // plus "lm_head" when untied.

@@ -37,24 +37,34 @@ struct TeacherSection {
   void check(const std::string& path) const;
 };
 
-// Where the student's weights start: a copy of the teacher, or a checkpoint (a Hugging Face model
-// directory, or a student saved with its quantizers).
+// Where the student's weights start: a copy of the teacher (its quantizers round to nearest), the
+// teacher quantized by GPTQ on the run's own data, or a checkpoint (a Hugging Face model directory, or
+// a student saved with its quantizers, such as `qkd-train ptq` writes).
 struct StudentInit {
-  enum class Kind { teacher, checkpoint };
+  enum class Kind { teacher, gptq, checkpoint };
   Kind kind = Kind::teacher;
   std::string path;  // checkpoint only
   static StudentInit parse(const nlohmann::json& value, const std::string& where);
-  nlohmann::json to_json() const { return kind == Kind::teacher ? nlohmann::json("teacher") : nlohmann::json(path); }
+  nlohmann::json to_json() const;
   bool operator==(const StudentInit& o) const { return kind == o.kind && path == o.path; }
 };
 
 struct StudentSection {
   StudentInit init;
   torch::Dtype dtype = torch::kFloat32;  // compute copy; trainable weights keep an fp32 master in the optimizer
+  // init gptq: calibration windows from the start of a fresh copy of the training stream.
+  int64_t gptq_calib_batches = 128;
+  int64_t gptq_calib_seq_len = 0;  // 0: data.seq_len
+  double gptq_damp = 0.01;
+  bool gptq_act_order = false;
   template <class Fields>
   void fields(Fields& f) {
     f.custom("init", init, StudentInit::parse, [](const StudentInit& i) { return i.to_json(); });
     f.choice("dtype", dtype, kFloatDtypes, dtype_name);
+    f.integer("gptq_calib_batches", gptq_calib_batches, 1, 1 << 20);
+    f.integer("gptq_calib_seq_len", gptq_calib_seq_len, 0, 1 << 20);
+    f.number("gptq_damp", gptq_damp, 0.0, 10.0);
+    f.flag("gptq_act_order", gptq_act_order);
   }
 };
 
@@ -99,6 +109,8 @@ struct TrainSection {
   int64_t loss_scale_growth_interval = 2000;  // fp16: clean steps in a row before the scale doubles
   // Each decoder layer of the student keeps only its input for backward and recomputes the rest.
   bool activation_checkpointing = false;
+  // CUDA: synchronize at each phase boundary so that metrics.jsonl "phases" are exact (costs overlap).
+  bool phase_timing = false;
   int64_t threads = 0;  // CPU threads, 0: all cores
   int64_t seed = 0;
   template <class Fields>
@@ -113,6 +125,7 @@ struct TrainSection {
     f.number("loss_scale", loss_scale, 1.0, 1.7e38);
     f.integer("loss_scale_growth_interval", loss_scale_growth_interval, 1, OptimSection::kMaxSteps);
     f.flag("activation_checkpointing", activation_checkpointing);
+    f.flag("phase_timing", phase_timing);
     f.integer("threads", threads, 0, 4096);
     f.integer("seed", seed, 0, std::numeric_limits<int64_t>::max());
   }

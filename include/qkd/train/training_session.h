@@ -2,6 +2,7 @@
 // Everything a run holds, built from the config (and a checkpoint when resuming). The training loop
 // in trainer.cpp reads like the algorithm; the setup lives here.
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -9,9 +10,11 @@
 #include "qkd/eval/results.h"
 #include "qkd/export/export.h"
 #include "qkd/freeze/freeze_controller.h"
+#include "qkd/loss/topk_kd_loss.h"
 #include "qkd/model/llama.h"
 #include "qkd/monitor/signal_monitor.h"
 #include "qkd/optim/adamw.h"
+#include "qkd/teacher_cache/cache_reader.h"
 #include "qkd/tokenizer/tokenizer.h"
 #include "qkd/train/checkpoint_store.h"
 #include "qkd/train/loss_scaler.h"
@@ -29,7 +32,8 @@ struct TrainingSession {
   RunConfig config;
   torch::Device device{torch::kCPU};
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
-  model::LlamaForCausalLM teacher{nullptr};
+  model::LlamaForCausalLM teacher{nullptr};                   // null with kd.teacher cache: the cache stands in for it
+  std::unique_ptr<teacher_cache::CacheReader> teacher_cache;  // kd.teacher cache
   model::LlamaForCausalLM student{nullptr};
   std::vector<std::string> quantized_modules;
   std::unique_ptr<optim::AdamW> optimizer;  // owns the fp32 master weights of a bf16/fp16 student
@@ -50,6 +54,32 @@ std::unique_ptr<TrainingSession> open_session(const RunConfig& config);
 
 // The teacher's logits for `batch` in teacher.dtype, outside any autocast the caller has open.
 torch::Tensor teacher_logits(TrainingSession& session, const torch::Tensor& batch);
+
+// What the student is distilled towards on one micro-batch. Online, the teacher's final hidden states:
+// the loss applies both output heads chunk by chunk (loss::kd_loss_from_hidden), except under fp16,
+// whose loss scale needs the logits path. With kd.teacher cache, the cached top-k of the micro-batch,
+// read in stream order and checked against `batch`.
+struct TeacherTargets {
+  torch::Tensor hidden;                   // online: [batch, seq, hidden] in teacher.dtype
+  torch::Tensor logits;                   // online under fp16: [batch, seq, vocab] in teacher.dtype
+  std::optional<loss::TopKTargets> topk;  // cache
+  // The student output these targets are compared with: final hidden states or logits.
+  bool pair_with_student_hidden() const { return hidden.defined(); }
+};
+TeacherTargets teacher_targets(TrainingSession& session, const torch::Tensor& batch);
+// The student's forward on `batch` that `targets` pair with, under the autocast of train.precision on CUDA.
+torch::Tensor student_outputs(TrainingSession& session, const TeacherTargets& targets, const torch::Tensor& batch);
+// The kd loss of the student's outputs against `targets`: from hidden states through both heads, kd_loss
+// of logits, or topk_kd_loss for cached targets.
+loss::KdLossResult distillation_loss(TrainingSession& session, const TeacherTargets& targets,
+                                     const torch::Tensor& student_outputs, const torch::Tensor& batch);
+
+// Pieces of the session that cache-teacher shares, so that it draws the trainer's stream and computes
+// the same teacher: train.device (checked), the frozen teacher in teacher.dtype (float16 on the CPU
+// computes in float32), and the check that token files fit the vocabulary.
+torch::Device run_device(const RunConfig& config);
+model::LlamaForCausalLM load_teacher_model(const RunConfig& config, const torch::Device& device);
+void check_token_sources(const data::DataConfig& data, int64_t vocab_size);
 // The student's logits for `batch`, under the autocast of train.precision on CUDA.
 torch::Tensor student_logits(TrainingSession& session, const torch::Tensor& batch);
 
