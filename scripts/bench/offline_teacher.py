@@ -6,7 +6,8 @@ files' bytes / cached tokens), then the main job trains from it (kd.teacher=cach
 main job as shipped. Every run's summary.json gives tokens/s, the final validation perplexity on
 kjv-val.u16 and the cloze accuracy; metrics.jsonl the per-step throughput and the teacher phase.
 
-  python3 scripts/bench/offline_teacher.py [--binary build/qkd-train] [--ks 8,32,128] [--set a.b=v ...] [--out FILE]
+  python3 scripts/bench/offline_teacher.py [--binary build/qkd-train] [--ks 8,32,128] [--set a.b=v ...] [--reuse]
+                                           [--out FILE]
 
 --set applies to every command, e.g. train.threads=1 on a machine others load too (two OpenMP threads
 on two oversubscribed cores spin at their barriers and run many times slower).
@@ -46,26 +47,34 @@ def _shown(binary):
     return str(path.relative_to(ROOT)) if ROOT in path.parents else binary
 
 
-def _fresh(path):
-    shutil.rmtree(ROOT / path, ignore_errors=True)
-    return path
+def _finished(run_dir):
+    summary = ROOT / run_dir / "summary.json"
+    return summary.exists() and not json.loads(summary.read_text())["interrupted"]
 
 
 def _sets(overrides):
     return [a for o in overrides for a in ("--set", o)]
 
 
-def _train(binary, run_dir, overrides):
+def _train(binary, run_dir, overrides, reuse):
+    """Runs the main job into `run_dir` afresh (reuse: keeps a finished run there)."""
     cmd = [binary, "--config", CONFIG, "--set", f"run_dir={run_dir}"] + _sets(overrides)
-    _run(cmd)
+    if not (reuse and _finished(run_dir)):
+        shutil.rmtree(ROOT / run_dir, ignore_errors=True)
+        _run(cmd)
     return cmd
 
 
-def _build_cache(binary, cache_dir, k, overrides):
+def _build_cache(binary, cache_dir, k, overrides, reuse):
+    """Builds the cache afresh and times it (reuse: keeps a complete cache and its recorded time)."""
     cmd = [binary, "cache-teacher", "--config", CONFIG, "--out", cache_dir, "--top-k", str(k)] + _sets(overrides)
-    seconds = _run(cmd)
+    record = ROOT / f"{cache_dir}.build.json"
+    if not (reuse and record.exists()):
+        shutil.rmtree(ROOT / cache_dir, ignore_errors=True)
+        record.write_text(json.dumps({"seconds": _run(cmd)}))
     manifest = json.loads((ROOT / cache_dir / "manifest.json").read_text())
-    return {"cmd": cmd, "seconds": seconds, "bytes_per_token": manifest["shard_bytes"] / manifest["tokens"]}
+    return {"cmd": cmd, "seconds": json.loads(record.read_text())["seconds"],
+            "bytes_per_token": manifest["shard_bytes"] / manifest["tokens"]}
 
 
 def _results(run_dir):
@@ -95,22 +104,24 @@ def _row(source, k, cache, result, online_ppl):
             f"{delta} | {result['cloze']:.3f} |")
 
 
-def measure(binary: str, ks=(8, 32, 128), overrides=()) -> str:
+def measure(binary: str, ks=(8, 32, 128), overrides=(), reuse=False) -> str:
     """Runs the online main job and, for each k, cache-teacher plus the main job from the cache; returns
-    the markdown section "## Offline teacher". `overrides` ("a.b=value") apply to every command."""
+    the markdown section "## Offline teacher". `overrides` ("a.b=value") apply to every command; `reuse`
+    keeps the finished runs and caches of an earlier call (delete one to measure it again)."""
     overrides = list(overrides)
     binary = str(Path(binary).resolve())
     load_before = os.getloadavg()[0]
-    online_dir = _fresh(f"{WORK}/online")
-    online_cmd = _train(binary, online_dir, overrides)
+    online_dir = f"{WORK}/online"
+    online_cmd = _train(binary, online_dir, overrides, reuse)
     online = _results(online_dir)
     rows = [_row("online", "-", None, online, online["ppl"])]
     commands = [online_cmd]
     for k in ks:
-        cache_dir = _fresh(f"{WORK}/cache-k{k}")
-        cache = _build_cache(binary, cache_dir, k, overrides)
-        run_dir = _fresh(f"{WORK}/from-cache-k{k}")
-        commands += [cache["cmd"], _train(binary, run_dir, overrides + ["kd.teacher=cache", f"kd.teacher_cache={cache_dir}"])]
+        cache_dir = f"{WORK}/cache-k{k}"
+        cache = _build_cache(binary, cache_dir, k, overrides, reuse)
+        run_dir = f"{WORK}/from-cache-k{k}"
+        from_cache = overrides + ["kd.teacher=cache", f"kd.teacher_cache={cache_dir}"]
+        commands += [cache["cmd"], _train(binary, run_dir, from_cache, reuse)]
         rows.append(_row("cache", k, cache, _results(run_dir), online["ppl"]))
         print(rows[-1], file=sys.stderr, flush=True)
     load_after = os.getloadavg()[0]
@@ -150,9 +161,10 @@ def main():
     parser.add_argument("--binary", default="build/qkd-train")
     parser.add_argument("--ks", default="8,32,128", help="comma-separated k values")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="a.b=value for every command")
+    parser.add_argument("--reuse", action="store_true", help="keep the finished runs and caches of an earlier call")
     parser.add_argument("--out", help="also write the section to this file")
     args = parser.parse_args()
-    section = measure(args.binary, tuple(int(k) for k in args.ks.split(",")), args.overrides)
+    section = measure(args.binary, tuple(int(k) for k in args.ks.split(",")), args.overrides, args.reuse)
     if args.out:
         Path(args.out).write_text(section)
     print(section)

@@ -116,6 +116,7 @@ struct Sweep {
   torch::Tensor w;             // fp64 [out, in] in sweep order, receiving the error feedback
   torch::Tensor u;             // upper Cholesky factor of H⁻¹ in sweep order
   torch::Tensor q;             // fp32 [out, in] in sweep order
+  torch::Tensor rounded;       // fp32 [out, in] in sweep order: what was rounded to q
   std::vector<int64_t> order;  // original column of each sweep position
   torch::Tensor order_tensor;  // the same as a tensor
   bool groups_on_the_fly = false;
@@ -138,6 +139,7 @@ void sweep_block(Grid& grid, Sweep& s, int64_t i1, int64_t i2) {
     const auto column = block_w.slice(1, i, i + 1);
     const auto q = quantize_column(grid, column, s.order[j]);
     s.q.slice(1, j, j + 1).copy_(q);
+    s.rounded.slice(1, j, j + 1).copy_(column);
     const auto err = (column - q.to(torch::kDouble)) / block_u[i][i];
     block_w.slice(1, i).sub_(err.mm(block_u.slice(0, i, i + 1).slice(1, i)));
     block_err.slice(1, i, i + 1).copy_(err);
@@ -174,6 +176,7 @@ Sweep start_sweep(const torch::Tensor& w, const torch::Tensor& h, const quant::Q
   s.w = w.index_select(1, s.order_tensor);
   s.u = inverse_cholesky_upper(h.index_select(0, s.order_tensor).index_select(1, s.order_tensor), o.damp);
   s.q = torch::zeros(w.sizes(), torch::kFloat);
+  s.rounded = torch::zeros(w.sizes(), torch::kFloat);
   s.groups_on_the_fly = per_group(spec) && !o.act_order;
   return s;
 }
@@ -193,9 +196,26 @@ GptqLayerResult gptq_quantize_weight(const torch::Tensor& weight, const torch::T
   Sweep s = start_sweep(w, h, spec, o);
   const int64_t n = w.size(1), block = sweep_block_size(spec, o);
   for (int64_t i1 = 0; i1 < n; i1 += block) sweep_block(grid, s, i1, std::min(i1 + block, n));
-  auto q = torch::empty_like(s.q);
+  auto q = torch::empty_like(s.q), rounded = torch::empty_like(s.rounded);
   q.index_copy_(1, s.order_tensor, s.q);
-  return GptqLayerResult{q, grid.scale, grid.zero};
+  rounded.index_copy_(1, s.order_tensor, s.rounded);
+  return GptqLayerResult{q, grid.scale, grid.zero, rounded};
+}
+
+torch::Tensor gptq_compensated_latent(const GptqLayerResult& r, const quant::QuantSpec& spec) {
+  // 0.01 of a step inside the outer levels: there round() still gives them, and x / scale stays
+  // within [qmin, qmax] after its own rounding, where the estimator's mask lets gradient through.
+  constexpr double kInside = 0.01;
+  const auto levels = quant::levels_for(spec.bits, spec.symmetric);
+  const auto zero = r.zero.defined() ? torch::round(r.zero) : torch::zeros_like(r.scale);
+  const auto lo = (levels.qmin - zero + kInside) * r.scale;
+  const auto hi = (levels.qmax - zero - kInside) * r.scale;
+  const auto blocks = r.rounded.reshape(block_shape(spec, r.rounded.size(0), r.rounded.size(1)));
+  return torch::min(torch::max(blocks, lo), hi).reshape(r.rounded.sizes());
+}
+
+const char* gptq_latent_name(GptqLatent latent) {
+  return latent == GptqLatent::quantized ? "quantized" : "compensated";
 }
 
 torch::Tensor gptq_hessian(const torch::Tensor& x) {
@@ -280,7 +300,7 @@ void solve(Target& t, const torch::Tensor& hessian, const GptqOptions& o) {
   const double norm = w.norm().item<double>();
   t.relative_error = norm > 0 ? (w - r.q).norm().item<double>() / norm : 0.0;
   t.work->weight.copy_(r.q);
-  t.student->weight.copy_(r.q);
+  t.student->weight.copy_(o.latent == GptqLatent::quantized ? r.q : gptq_compensated_latent(r, t.spec));
   t.scale.copy_(r.scale);
   if (t.zero.defined()) t.zero.copy_(r.zero);
 }

@@ -80,7 +80,8 @@ void note_unread_train_settings(const json& train, const RunConfig& c, std::vect
       if (train.contains(key)) unread.push_back(std::string("train.") + key + ": only read with train.precision fp16");
 }
 
-constexpr const char* kGptqKeys[] = {"gptq_calib_batches", "gptq_calib_seq_len", "gptq_damp", "gptq_act_order"};
+constexpr const char* kGptqKeys[] = {"gptq_calib_batches", "gptq_calib_seq_len", "gptq_damp", "gptq_act_order",
+                                     "gptq_latent"};
 
 void note_unread_student_settings(const json& student, const RunConfig& c, std::vector<std::string>& unread) {
   if (c.student.init.kind == StudentInit::Kind::gptq || !student.is_object()) return;

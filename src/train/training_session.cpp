@@ -75,8 +75,11 @@ model::LlamaForCausalLM gptq_student(const RunConfig& config, std::vector<std::s
   if (s.gptq_calib_seq_len > 0) data.seq_len = s.gptq_calib_seq_len;
   const auto tokenizer = tokenizer::load_tokenizer_for_checkpoint(config.teacher.path);
   data::DataStream stream(data, &tokenizer);
-  ptq::gptq_quantize_student(*student, stream.next_batch(s.gptq_calib_batches),
-                             ptq::GptqOptions{s.gptq_damp, ptq::GptqOptions{}.block_size, s.gptq_act_order});
+  ptq::GptqOptions options;
+  options.damp = s.gptq_damp;
+  options.act_order = s.gptq_act_order;
+  options.latent = s.gptq_latent;
+  ptq::gptq_quantize_student(*student, stream.next_batch(s.gptq_calib_batches), options);
   student->to(s.dtype);
   return student;
 }

@@ -240,6 +240,26 @@ TEST(Gptq, ResultIsOnTheGridOfItsScales) {
   }
 }
 
+// The compensated latent weights: the values GPTQ rounded, kept inside the levels. They fake-quantize
+// to Q bitwise, none is where the straight-through estimator masks the gradient, and they differ from
+// Q (they keep their place inside the rounding bins).
+TEST(Gptq, CompensatedLatentRoundsToQAndPassesGradient) {
+  const auto l = random_layer(33);
+  for (const auto& spec : {grid(2, Granularity::PerGroup, false, 4), grid(3, Granularity::PerChannel, true)}) {
+    const auto r = gptq_quantize_weight(l.w, l.h, spec, options(128, false, 0.01));
+    const auto latent = qkd::ptq::gptq_compensated_latent(r, spec);
+    const auto shape = r.scale.size(1) == 1 ? std::vector<int64_t>{8, 1, 16} : std::vector<int64_t>{8, 4, 4};
+    const auto blocks = latent.reshape(shape);
+    const auto levels = qkd::quant::levels_for(spec.bits, spec.symmetric);
+    EXPECT_TRUE(torch::equal(qkd::quant::fake_quant_value(blocks, r.scale, r.zero, levels).reshape({8, 16}), r.q))
+        << describe(spec);
+    EXPECT_FALSE(qkd::quant::clipped_mask(blocks, r.scale, r.zero, levels).any().item<bool>()) << describe(spec);
+    EXPECT_GT((latent != r.q).sum().item<int64_t>(), 64) << describe(spec);
+    const auto inside = (r.rounded == latent);
+    EXPECT_GT(inside.to(torch::kDouble).mean().item<double>(), 0.5) << describe(spec);
+  }
+}
+
 // An input that is always zero: its weights become 0 (the reference's convention) and nothing is NaN.
 TEST(Gptq, DeadInputsGetZeroWeights) {
   torch::manual_seed(41);
@@ -313,6 +333,30 @@ TEST(Gptq, LayersAreQuantizedSequentially) {
   const auto from_float = gptq_quantize_weight(w, qkd::ptq::gptq_hessian(layer1_input(teacher)), spec).q;
   EXPECT_GT(equal_fraction(got, sequential), 0.99);
   EXPECT_LT(equal_fraction(got, from_float), equal_fraction(got, sequential));
+}
+
+// latent compensated changes the student's latent weights, not its forward.
+TEST(Gptq, CompensatedLatentStudentComputesTheGptqModel) {
+  auto spec = grid(3, Granularity::PerGroup, false, 16);
+  spec.scale_policy = qkd::quant::ScalePolicy::Static;
+  torch::manual_seed(3);
+  const auto windows = torch::randint(0, 100, {12, 16}, torch::kLong);
+  auto quantized = tiny_model();
+  qkd::quant::attach_quantizers(*quantized, spec);
+  qkd::ptq::gptq_quantize_student(*quantized, windows, GptqOptions{});
+  auto compensated = tiny_model();
+  qkd::quant::attach_quantizers(*compensated, spec);
+  GptqOptions o;
+  o.latent = qkd::ptq::GptqLatent::compensated;
+  qkd::ptq::gptq_quantize_student(*compensated, windows, o);
+  torch::NoGradGuard no_grad;
+  auto a = quantized->named_linears(), b = compensated->named_linears();
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!a[i].second->weight_quantizer()) continue;  // lm_head
+    EXPECT_FALSE(torch::equal(a[i].second->weight, b[i].second->weight)) << a[i].first;
+    EXPECT_TRUE(torch::equal(a[i].second->effective_weight(), b[i].second->effective_weight())) << a[i].first;
+  }
+  EXPECT_TRUE(torch::equal(quantized->forward(windows), compensated->forward(windows)));
 }
 
 TEST(Gptq, StudentWithDynamicScalesIsRefused) {

@@ -75,7 +75,11 @@ TEST(RunConfig, StudentInitIsTheTeacherOrACheckpointDirectory) {
 // warn when another init ignores them, and only then belong to the identity a checkpoint resumes against.
 TEST(RunConfig, StudentInitGptqNeedsStaticScalesAndOwnsItsSettings) {
   auto j = minimal();
-  j["student"] = {{"init", "gptq"}, {"gptq_calib_batches", 16}, {"gptq_damp", 0.1}, {"gptq_act_order", true}};
+  j["student"] = {{"init", "gptq"},
+                  {"gptq_calib_batches", 16},
+                  {"gptq_damp", 0.1},
+                  {"gptq_act_order", true},
+                  {"gptq_latent", "compensated"}};
   EXPECT_EQ(error_of(j),
             "student.init: \"gptq\" needs quant.scale_policy \"static\" (the quantizer keeps GPTQ's scales)");
   j["quant"] = {{"scale_policy", "static"}};
@@ -84,6 +88,7 @@ TEST(RunConfig, StudentInitGptqNeedsStaticScalesAndOwnsItsSettings) {
   EXPECT_EQ(c.student.gptq_calib_batches, 16);
   EXPECT_EQ(c.student.gptq_damp, 0.1);
   EXPECT_TRUE(c.student.gptq_act_order);
+  EXPECT_EQ(c.student.gptq_latent, qkd::ptq::GptqLatent::compensated);
   EXPECT_EQ(c.resolved.at("student").at("init"), "gptq");
   EXPECT_EQ(qkd::train::parse_run_config(c.resolved).resolved, c.resolved);
   EXPECT_EQ(qkd::train::model_identity(c).at("student").at("gptq_damp"), 0.1);
@@ -94,9 +99,12 @@ TEST(RunConfig, StudentInitGptqNeedsStaticScalesAndOwnsItsSettings) {
   EXPECT_EQ(teacher.unread_settings,
             (std::vector<std::string>{"student.gptq_calib_batches: only read with student.init gptq",
                                       "student.gptq_damp: only read with student.init gptq",
-                                      "student.gptq_act_order: only read with student.init gptq"}));
+                                      "student.gptq_act_order: only read with student.init gptq",
+                                      "student.gptq_latent: only read with student.init gptq"}));
   j["student"] = {{"gptq_damp", -1}};
   EXPECT_NE(error_of(j).find("student.gptq_damp"), std::string::npos) << error_of(j);
+  j["student"] = {{"gptq_latent", "rounded"}};
+  EXPECT_EQ(error_of(j), "student.gptq_latent: expected one of quantized, compensated, got \"rounded\"");
 }
 
 TEST(RunConfig, RetiredAndEnumKeysNameTheirPath) {

@@ -30,17 +30,32 @@
 
 namespace qkd::ptq {
 
+// What a student's latent weights become (its forward computes the GPTQ model either way):
+//  - quantized: Q itself, so the checkpoint also loads as a plain model of the PTQ weights;
+//  - compensated: the value each weight had when GPTQ rounded it (the weight plus the error feedback of
+//    the columns before it), pulled just inside its block's levels. Rounding it gives Q again, but for
+//    training the latent weights keep their place inside the rounding bins, as the teacher's weights
+//    do under round to nearest, instead of all sitting at bin centres half a step from any change.
+enum class GptqLatent { quantized, compensated };
+const char* gptq_latent_name(GptqLatent latent);
+
 struct GptqOptions {
-  double damp = 0.01;        // fraction of mean(diag H) added to the diagonal (percdamp)
-  int64_t block_size = 128;  // columns per lazy batch update; changes speed, not the result
-  bool act_order = false;    // quantize columns by descending diag H
+  double damp = 0.01;                         // fraction of mean(diag H) added to the diagonal (percdamp)
+  int64_t block_size = 128;                   // columns per lazy batch update; changes speed, not the result
+  bool act_order = false;                     // quantize columns by descending diag H
+  GptqLatent latent = GptqLatent::quantized;  // gptq_quantize_student only
 };
 
 struct GptqLayerResult {
-  torch::Tensor q;      // [out, in] fp32: every row of every block on the grid of `scale`/`zero`
-  torch::Tensor scale;  // fp32 [rows, blocks_per_row, 1], the layout of quant::WeightQuantizer's state
-  torch::Tensor zero;   // like scale, integer-valued; undefined when symmetric
+  torch::Tensor q;        // [out, in] fp32: every row of every block on the grid of `scale`/`zero`
+  torch::Tensor scale;    // fp32 [rows, blocks_per_row, 1], the layout of quant::WeightQuantizer's state
+  torch::Tensor zero;     // like scale, integer-valued; undefined when symmetric
+  torch::Tensor rounded;  // [out, in] fp32: the value each weight had when it was rounded to q
 };
+
+// `rounded` clamped to [(qmin - zero + 0.01) * scale, (qmax - zero - 0.01) * scale] per block: it
+// fake-quantizes to `q` bitwise, and the straight-through estimator passes gradient to all of it.
+torch::Tensor gptq_compensated_latent(const GptqLayerResult& result, const quant::QuantSpec& spec);
 
 // The solver of one layer: a pure function of W [out, in], H [in, in] and the grid of `spec` (bits,
 // granularity, group_size, symmetric, range). Throws qkd::Error ("gptq: ...") for mismatched shapes
@@ -54,8 +69,9 @@ torch::Tensor gptq_hessian(const torch::Tensor& x);
 // Sequential GPTQ of a student whose weight quantizers use static scales (quant.scale_policy static)
 // and whose weights are still the float teacher's: decoder layer after decoder layer, the inputs of
 // each projection are collected from `windows` [N, L] (token ids) run through the layers before it,
-// already quantized; every quantized weight becomes its GPTQ quantization and its quantizer's scale
-// (and zero point) GPTQ's, so the student's forward computes exactly the GPTQ model. lm_head, when
+// already quantized; every quantized weight becomes its GPTQ quantization (or, options.latent
+// compensated, the value that rounds to it) and its quantizer's scale (and zero point) GPTQ's, so the
+// student's forward computes exactly the GPTQ model. lm_head, when
 // quantized, goes last on the final-normed hidden states. Runs on the CPU in fp32; returns
 // ||W - Q|| / ||W|| per quantized module in model order.
 std::vector<std::pair<std::string, double>> gptq_quantize_student(model::LlamaForCausalLMImpl& student,

@@ -17,6 +17,7 @@
 #include "qkd/freeze/freeze_config.h"
 #include "qkd/loss/kd_loss.h"
 #include "qkd/monitor/monitor_config.h"
+#include "qkd/ptq/gptq.h"
 #include "qkd/quant/quant_spec.h"
 #include "qkd/train/lr_schedule.h"
 
@@ -57,6 +58,7 @@ struct StudentSection {
   int64_t gptq_calib_seq_len = 0;  // 0: data.seq_len
   double gptq_damp = 0.01;
   bool gptq_act_order = false;
+  ptq::GptqLatent gptq_latent = ptq::GptqLatent::quantized;  // see qkd/ptq/gptq.h
   template <class Fields>
   void fields(Fields& f) {
     f.custom("init", init, StudentInit::parse, [](const StudentInit& i) { return i.to_json(); });
@@ -65,6 +67,8 @@ struct StudentSection {
     f.integer("gptq_calib_seq_len", gptq_calib_seq_len, 0, 1 << 20);
     f.number("gptq_damp", gptq_damp, 0.0, 10.0);
     f.flag("gptq_act_order", gptq_act_order);
+    f.choice("gptq_latent", gptq_latent, {ptq::GptqLatent::quantized, ptq::GptqLatent::compensated},
+             ptq::gptq_latent_name);
   }
 };
 
