@@ -6,7 +6,10 @@
 #include "qkd/common/error.h"
 #include "qkd/quant/student.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <array>
@@ -119,12 +122,16 @@ CommandResult run_cli(const std::string& args, const std::string& env, int timeo
   return result;
 }
 
-pid_t start_cli(const std::vector<std::string>& args, const std::string& log) {
+pid_t start_cli(const std::vector<std::string>& args, const std::string& log, const std::vector<std::string>& env) {
   const pid_t pid = ::fork();
   if (pid == 0) {
     const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
+    for (const auto& assignment : env) {
+      const auto eq = assignment.find('=');
+      ::setenv(assignment.substr(0, eq).c_str(), assignment.substr(eq + 1).c_str(), 1);
+    }
 #ifdef QKD_BINARY
     std::vector<char*> argv{const_cast<char*>(QKD_BINARY)};
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -143,6 +150,20 @@ bool wait_for_exit(pid_t pid, double seconds, int& status) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return false;
+}
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t length = sizeof addr;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) != 0)
+    throw std::runtime_error("free_port: no socket");
+  ::close(fd);
+  return ntohs(addr.sin_port);
 }
 
 std::string read_file(const std::string& path) {

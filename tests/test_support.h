@@ -45,7 +45,10 @@ struct CommandResult {
 CommandResult run_cli(const std::string& args, const std::string& env = "", int timeout_seconds = 0);
 
 // Starts the binary with `args` in the background, stdout and stderr appended to `log`; returns its pid.
-pid_t start_cli(const std::vector<std::string>& args, const std::string& log);
+// `env` ("NAME=value" each) is added to that process's environment.
+pid_t start_cli(const std::vector<std::string>& args, const std::string& log, const std::vector<std::string>& env = {});
+// A TCP port on 127.0.0.1 that was free a moment ago (for a rendezvous store).
+int free_port();
 // Waits up to `seconds`; true (with the wait status) when the process ended by itself.
 bool wait_for_exit(pid_t pid, double seconds, int& status);
 // The whole file ("" when it cannot be read).

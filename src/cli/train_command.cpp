@@ -6,6 +6,7 @@
 
 #include "qkd/report/report.h"
 #include "qkd/train/run_config.h"
+#include "qkd/train/fault_drill.h"
 #include "qkd/train/run_digest.h"
 #include "qkd/train/trainer.h"
 
@@ -19,10 +20,11 @@ struct TrainOptions {
 
 void run(const TrainOptions& opts) {
   const auto config = train::load_run_config(opts.config, opts.overrides);
-  const auto summary = train::run_training(config);
+  const auto summary = train::run_training(config, train::drill_hooks_from_environment());
   spdlog::info("{} after {} steps in {:.1f} s ({:.0f} tok/s, peak RSS {:.0f} MB)",
                summary.interrupted ? "stopped" : "finished", summary.steps_completed, summary.wall_seconds,
                summary.tokens_per_second, summary.peak_rss_mb);
+  if (summary.rank != 0) return;  // rank 0 reports for the run
   if (!summary.final_eval.is_null()) spdlog::info("final eval: {}", summary.final_eval.dump());
   train::DigestPaths paths{opts.config, ""};
   if (!summary.interrupted) {

@@ -93,28 +93,39 @@ std::vector<InstabilityEvent> SignalMonitor::judge_gradients(int64_t step, doubl
   torch::NoGradGuard no_grad;
   if (!measuring_) {  // between measurements only the watched series, one reduction per weight
     if (!judges(step)) return events;
+    std::vector<SeriesKey> keys;
+    std::vector<double> values;
     for (auto& p : projections(*student_)) {
       if (!p.linear->weight.requires_grad() || !watched_.count(p.type)) continue;
-      const auto series = gradient_series(p);
-      detector_.observe(step, series, gradient_sq(*p.linear, series), events);
+      keys.push_back(gradient_series(p));
+      values.push_back(gradient_sq(*p.linear, keys.back()));
     }
+    if (reduce_) reduce_(values);
+    for (size_t i = 0; i < keys.size(); ++i) detector_.observe(step, keys[i], values[i], events);
     return events;
   }
   student_->set_activation_observer(nullptr);
   norm_before_.clear();
-  for (auto& p : projections(*student_)) {
+  // Gradient squares of every projection, then the activation RMS values: the statistics the ranks
+  // average before anything is judged or logged.
+  auto refs = projections(*student_);
+  std::vector<double> values;
+  for (auto& p : refs) values.push_back(gradient_sq(*p.linear, gradient_series(p)));
+  for (const auto& [key, sum] : observer_->sums) values.push_back(sum.first / sum.second);
+  if (reduce_) reduce_(values);
+  size_t next = 0;
+  for (auto& p : refs) {
     auto& entry = layer_entry(pending_, p.layer);
-    const auto series = gradient_series(p);
-    const double grad_sq = gradient_sq(*p.linear, series);
+    const double grad_sq = values[next++];
     const double weight_norm = p.linear->weight.detach().to(torch::kFloat32).norm().item<double>();
     entry["grad_sq"][p.type] = grad_sq;
     entry["weight_norm"][p.type] = weight_norm;
     if (!p.linear->weight.requires_grad()) continue;  // frozen: no gradient, nothing to judge
     norm_before_[weight_name(p)] = weight_norm;
-    detector_.observe(step, series, grad_sq, events);
+    detector_.observe(step, gradient_series(p), grad_sq, events);
   }
   for (const auto& [key, sum] : observer_->sums)
-    layer_entry(pending_, key.first)[key.second == "attn_out" ? "attn_rms" : "mlp_rms"] = sum.first / sum.second;
+    layer_entry(pending_, key.first)[key.second == "attn_out" ? "attn_rms" : "mlp_rms"] = values[next++];
   return events;
 }
 

@@ -27,6 +27,13 @@ void AdamW::add_parameter(const std::string& name, torch::Tensor param, bool dec
   torch::NoGradGuard no_grad;
   Slot slot;
   slot.param = param;
+  slot.decay = decay;
+  slot.warmup = warmup_steps;
+  slot.owned = owns(name);
+  if (!slot.owned) {
+    params_[name] = std::move(slot);
+    return;
+  }
   if (needs_master(param)) slot.master = param.detach().to(torch::kFloat32, /*non_blocking=*/false, /*copy=*/true);
   const auto moment_options = param.options().dtype(options_.moment_dtype);
   slot.exp_avg = torch::zeros_like(param, moment_options, torch::MemoryFormat::Preserve);
@@ -59,7 +66,7 @@ std::map<std::string, double> AdamW::step(double lr, const std::vector<std::stri
   std::map<std::string, double> update_norms;
   for (auto& [name, slot] : params_) {
     const auto& param_grad = slot.param.grad();
-    if (!param_grad.defined()) continue;
+    if (!param_grad.defined() || !slot.owned) continue;
     const auto before = measured.count(name) ? slot.param.detach().clone() : torch::Tensor();
     ++slot.steps;
     const double slot_lr =
@@ -108,17 +115,45 @@ int64_t AdamW::state_bytes() const {
   return n;
 }
 
-io::NamedTensors AdamW::state() const {
+std::vector<torch::Tensor> AdamW::parameter_state(const std::string& name) const {
+  const auto it = params_.find(name);
+  if (it == params_.end()) fail("optimizer", "no parameter '" + name + "'");
+  const auto& slot = it->second;
+  const auto counters = torch::TensorOptions().dtype(torch::kInt64).device(slot.param.device());
+  if (!slot.owned) {
+    const auto moments = slot.param.options().dtype(options_.moment_dtype);
+    std::vector<torch::Tensor> parts{torch::zeros(slot.param.sizes(), moments), torch::zeros(slot.param.sizes(), moments)};
+    if (needs_master(slot.param)) parts.push_back(torch::zeros(slot.param.sizes(), slot.param.options().dtype(torch::kFloat32)));
+    parts.push_back(torch::zeros({1}, counters));
+    parts.push_back(torch::zeros({1}, counters));
+    return parts;
+  }
+  std::vector<torch::Tensor> parts{slot.exp_avg.detach(), slot.exp_avg_sq.detach()};
+  if (slot.master.defined()) parts.push_back(slot.master.detach());
+  parts.push_back(torch::tensor({slot.steps}, counters));
+  parts.push_back(torch::tensor({slot.warmup}, counters));
+  return parts;
+}
+
+io::NamedTensors AdamW::state_from(const std::map<std::string, std::vector<torch::Tensor>>& parameter_states) const {
   io::NamedTensors out;
   out.emplace_back("__step__", torch::tensor({step_count_}, torch::kInt64));
-  for (const auto& [name, slot] : params_) {
-    out.emplace_back(name + ".exp_avg", slot.exp_avg.detach().cpu());
-    out.emplace_back(name + ".exp_avg_sq", slot.exp_avg_sq.detach().cpu());
-    if (slot.master.defined()) out.emplace_back(name + ".master", slot.master.detach().cpu());
-    out.emplace_back(name + ".step", torch::tensor({slot.steps}, torch::kInt64));
-    out.emplace_back(name + ".warmup", torch::tensor({slot.warmup}, torch::kInt64));
+  for (const auto& [name, parts] : parameter_states) {
+    const bool master = parts.size() == 5;
+    out.emplace_back(name + ".exp_avg", parts[0].cpu());
+    out.emplace_back(name + ".exp_avg_sq", parts[1].cpu());
+    if (master) out.emplace_back(name + ".master", parts[2].cpu());
+    out.emplace_back(name + ".step", parts[master ? 3 : 2].cpu());
+    out.emplace_back(name + ".warmup", parts[master ? 4 : 3].cpu());
   }
   return out;
+}
+
+io::NamedTensors AdamW::state() const {
+  std::map<std::string, std::vector<torch::Tensor>> parts;
+  for (const auto& [name, slot] : params_)
+    if (slot.owned) parts[name] = parameter_state(name);
+  return state_from(parts);
 }
 
 void AdamW::load_state(const io::NamedTensors& state, const std::string& source) {
@@ -128,6 +163,7 @@ void AdamW::load_state(const io::NamedTensors& state, const std::string& source)
   step_count_ = step->second.item<int64_t>();
   torch::NoGradGuard no_grad;
   for (auto& [name, slot] : params_) {
+    if (!slot.owned) continue;  // its owner loads it
     for (auto* part : {"exp_avg", "exp_avg_sq"}) {
       const auto it = by_name.find(name + "." + part);
       if (it == by_name.end()) fail(source, "tensor '" + name + "." + part + "' missing from optimizer state");

@@ -55,6 +55,10 @@ std::optional<std::string> CheckpointStore::newest() const {
   return all.back();
 }
 
+std::string CheckpointStore::directory_for_step(int64_t step) const {
+  return (fs::path(root_) / checkpoint_name(step)).string();
+}
+
 std::string CheckpointStore::save(const CheckpointData& data, int64_t keep_last) const {
   fs::create_directories(root_);
   const auto final_dir = fs::path(root_) / checkpoint_name(data.step);

@@ -37,6 +37,7 @@ JsonlWriter::JsonlWriter(const std::string& path, int64_t keep_up_to_step) : pat
 }
 
 void JsonlWriter::write(const nlohmann::json& line) {
+  if (path_.empty()) return;
   out_ << line.dump() << "\n";
   out_.flush();
   // A lost record must not pass silently (a full disk, say): the run stops here, and resuming from its

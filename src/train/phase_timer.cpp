@@ -11,6 +11,7 @@ const char* phase_name(Phase phase) {
     case Phase::student_forward: return "student_forward";
     case Phase::loss: return "loss";
     case Phase::backward: return "backward";
+    case Phase::communication: return "communication";
     case Phase::gradients: return "gradients";
     case Phase::monitor: return "monitor";
     case Phase::optimizer: return "optimizer";

@@ -112,7 +112,8 @@ json resolved_json(const RunConfig& c) {
           {"freeze", freeze::to_json(c.freeze)},
           {"monitor", monitor::to_json(c.monitor)},
           {"checkpoint", write_section(c.checkpoint)},
-          {"export", write_section(c.export_)}};
+          {"export", write_section(c.export_)},
+          {"dist", write_section(c.dist)}};
 }
 
 }  // namespace
@@ -155,6 +156,8 @@ RunConfig parse_run_config(const json& j) {
   top.raw("checkpoint");
   c.export_ = read_section<ExportSection>(section(j, "export"), "export");
   top.raw("export");
+  c.dist = read_section<DistSection>(section(j, "dist"), "dist");
+  top.raw("dist");
   top.finish();
   c.resolved = resolved_json(c);
   return c;

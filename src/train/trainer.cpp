@@ -17,6 +17,7 @@
 #include "qkd/common/json_io.h"
 #include "qkd/common/system.h"
 #include "qkd/common/torch_compat.h"
+#include "qkd/dist/replicas.h"
 #include "qkd/freeze/freeze_controller.h"
 #include "qkd/train/grad_utils.h"
 #include "qkd/train/lr_schedule.h"
@@ -45,8 +46,12 @@ void distill_micro_batch(TrainingSession& s, StepLosses& totals, double loss_mul
   TeacherTargets teacher;
   loss::KdLossResult result;
   {
+    // Every rank draws the global micro-batch (micro_batch windows per rank) and keeps its own rows, so
+    // the stream's cursor is the run's, whatever the number of ranks that resumes it.
     const auto timed = phases.measure(Phase::data);
-    batch = s.data->next_batch(s.config.train.micro_batch).to(s.device);
+    const auto& ranks = *s.ranks;
+    const auto global = s.data->next_batch(s.config.train.micro_batch * ranks.world_size());
+    batch = dist::local_share(global, ranks.rank(), ranks.world_size()).to(s.device);
   }
   {
     const auto timed = phases.measure(Phase::teacher_forward);  // or the read of the cached top-k
@@ -70,6 +75,50 @@ void distill_micro_batch(TrainingSession& s, StepLosses& totals, double loss_mul
   totals.divergence += result.divergence * share;
   totals.cross_entropy += result.cross_entropy * share;
   totals.tokens += batch.numel();
+}
+
+// The step's gradients and totals as the whole run sees them: gradients averaged over the ranks (every
+// rank's loss is a mean over the same number of tokens, so the average is the global-batch gradient),
+// losses averaged, tokens summed, and a stop requested on any rank becomes a stop on all of them.
+// Returns whether any rank asked to stop (single process: this one).
+bool combine_ranks(TrainingSession& s, StepLosses& losses) {
+  auto& ranks = *s.ranks;
+  if (!ranks.distributed()) return stop_requested();
+  std::vector<torch::Tensor> trainable;
+  for (const auto& p : s.student->parameters())
+    if (p.requires_grad()) trainable.push_back(p);
+  dist::average_gradients(ranks, trainable, static_cast<int64_t>(s.config.dist.bucket_mb * 1024 * 1024));
+  std::vector<torch::Tensor> totals{torch::tensor({losses.loss, losses.divergence, losses.cross_entropy,
+                                                   static_cast<double>(losses.tokens), stop_requested() ? 1.0 : 0.0},
+                                                  torch::kFloat64)};
+  ranks.all_reduce_sum(totals);
+  const auto t = totals[0].accessor<double, 1>();
+  const double share = 1.0 / ranks.world_size();
+  losses = {t[0] * share, t[1] * share, t[2] * share, static_cast<int64_t>(t[3])};
+  if (t[4] > 0.0) request_stop();
+  return t[4] > 0.0;
+}
+
+// A sharded optimizer updated this rank's share: the owners send the new weights to every rank, and the
+// update norms the monitor asked for (each measured by its parameter's owner) are summed over the ranks.
+void share_updates(TrainingSession& s, std::map<std::string, double>& update_norms) {
+  if (s.optimizer_owners.empty()) return;
+  share_updated_parameters(s);
+  const auto wanted = s.monitor->updates_wanted();
+  if (wanted.empty()) return;
+  // Per name: its norm and 1 on the rank that updated it, 0 and 0 elsewhere; summed over the ranks.
+  auto sums = torch::zeros({static_cast<int64_t>(wanted.size()), 2}, torch::kFloat64);
+  for (size_t i = 0; i < wanted.size(); ++i)
+    if (const auto it = update_norms.find(wanted[i]); it != update_norms.end()) {
+      sums[static_cast<int64_t>(i)][0] = it->second;
+      sums[static_cast<int64_t>(i)][1] = 1.0;
+    }
+  std::vector<torch::Tensor> buffer{sums};
+  s.ranks->all_reduce_sum(buffer);
+  update_norms.clear();
+  for (size_t i = 0; i < wanted.size(); ++i)
+    if (sums[static_cast<int64_t>(i)][1].item<double>() > 0.0)
+      update_norms[wanted[i]] = sums[static_cast<int64_t>(i)][0].item<double>();
 }
 
 void log_events(TrainingSession& s, const std::vector<monitor::InstabilityEvent>& events) {
@@ -158,6 +207,20 @@ bool judge_and_freeze(TrainingSession& s, int64_t step, double lr, const StepLos
   return false;
 }
 
+// Every rank must end with the same student (same gradients, same updates): a 64-bit fingerprint of
+// each replica's weights, compared across ranks, catches any that drifted before it is saved.
+void check_replicas_agree(TrainingSession& s, TrainSummary& summary) {
+  if (!s.ranks->distributed()) return;
+  summary.replica_fingerprints = dist::replica_fingerprints(*s.ranks, replicated_state(s));
+  const auto& prints = summary.replica_fingerprints;
+  for (size_t r = 1; r < prints.size(); ++r)
+    if (prints[r] != prints[0])
+      fail("distributed", "rank " + std::to_string(r) + "'s student differs from rank 0's after step " +
+                              std::to_string(s.step) + " (weight fingerprints " + fingerprint_hex(prints[r]) +
+                              " and " + fingerprint_hex(prints[0]) + "); the last checkpoint holds rank 0's");
+  spdlog::info("the {} replicas agree bitwise (weight fingerprint {})", prints.size(), fingerprint_hex(prints[0]));
+}
+
 std::vector<std::string> export_student(TrainingSession& s) {
   const auto out_dir = (std::filesystem::path(s.config.run_dir) / "export").string();
   return exporting::export_student(student_export_source(s), s.config.export_.formats, out_dir,
@@ -168,7 +231,7 @@ std::vector<std::string> export_student(TrainingSession& s) {
 // state at step 0 follows from the config, and the same command starts the run again from scratch.
 bool evaluate_at_start(TrainingSession& s, TrainSummary& summary) {
   try {
-    if (s.config.eval.baselines) write_baselines(s);
+    if (s.config.eval.baselines && s.ranks->is_root()) write_baselines(s);
     if (s.config.eval.at_start) write_eval(s, summary, OnStop::abandon);
     return true;
   } catch (const StopRequested&) {
@@ -197,8 +260,13 @@ std::string baselines_path(const std::string& run_dir) {
   return (std::filesystem::path(run_dir) / "baselines.json").string();
 }
 
+std::string fingerprint_hex(uint64_t fingerprint) { return fmt::format("{:016x}", fingerprint); }
+
 nlohmann::json TrainSummary::to_json() const {
-  return {{"steps_completed", steps_completed},
+  std::vector<std::string> fingerprints;
+  for (const auto f : replica_fingerprints) fingerprints.push_back(fingerprint_hex(f));
+  return {{"world_size", world_size},
+          {"replica_fingerprints", fingerprints},{"steps_completed", steps_completed},
           {"interrupted", interrupted},
           {"skipped_steps", skipped_steps},
           {"wall_seconds", wall_seconds},
@@ -232,7 +300,11 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
   const bool started = s.step > 0 || evaluate_at_start(s, summary);
   TrainingProgress progress(train.steps, s.step);
   PhaseTimer phases(s.device, train.phase_timing);
-  while (started && s.step < train.steps && !stop_requested()) {
+  // With several ranks a stop is only taken where they agree on it (after a step's combine_ranks), so
+  // that no rank waits in a collective for one that has left.
+  bool stop_agreed = false;
+  const auto stopping = [&] { return s.ranks->distributed() ? stop_agreed : stop_requested(); };
+  while (started && s.step < train.steps && !stopping()) {
     const int64_t step = s.step + 1;
     if (hooks.before_step) hooks.before_step(step, *s.monitor);
     const auto step_start = std::chrono::steady_clock::now();
@@ -249,6 +321,10 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
     phases.reset();
     s.monitor->begin_step(step);
     for (int64_t micro = 0; micro < train.grad_accum; ++micro) distill_micro_batch(s, losses, multiplier, phases);
+    {
+      const auto timed = phases.measure(Phase::communication);
+      stop_agreed = combine_ranks(s, losses);
+    }
     auto grads = [&] {
       const auto timed = phases.measure(Phase::gradients);
       return check_gradients(s, losses);
@@ -258,9 +334,13 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
       skip_step(s, step, fmt::format("fp16 loss scale {} overflowed", s.loss_scaler.scale()), grads.norm);
     } else if (judge_and_freeze(s, step, lr, losses, grads, phases)) {
       if (grads.finite) {
-        const auto timed = phases.measure(Phase::optimizer);
-        if (config.optim.grad_clip > 0.0) clip_gradients(*s.student, grads.norm, config.optim.grad_clip);
-        update_norms = s.optimizer->step(lr, s.monitor->updates_wanted());
+        {
+          const auto timed = phases.measure(Phase::optimizer);
+          if (config.optim.grad_clip > 0.0) clip_gradients(*s.student, grads.norm, config.optim.grad_clip);
+          update_norms = s.optimizer->step(lr, s.monitor->updates_wanted());
+        }
+        const auto timed = phases.measure(Phase::communication);
+        share_updates(s, update_norms);
       } else {
         skip_step(s, step, "non-finite loss or gradient", grads.norm);
       }
@@ -295,7 +375,7 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
                              {"trainable_params", freeze::trainable_parameter_count(*s.student)},
                              {"skipped_steps", s.skipped_steps}});
     }
-    progress.update(step, losses.loss, tokens_per_s);
+    if (s.ranks->is_root()) progress.update(step, losses.loss, tokens_per_s);
     // Mid-run evaluations finish (they are bounded by eval.max_windows): the checkpoint written after a
     // stop must come after its step's records, or the resumed run's records would lack this one.
     if (train.eval_interval > 0 && step % train.eval_interval == 0 && step != train.steps)
@@ -303,12 +383,13 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
     if (config.checkpoint.interval > 0 && step % config.checkpoint.interval == 0 && step != train.steps)
       summary.last_checkpoint = save_checkpoint(s);
   }
-  progress.finish();
+  if (s.ranks->is_root()) progress.finish();
   summary.interrupted = s.step < train.steps;
+  if (started) check_replicas_agree(s, summary);
   if (started) summary.last_checkpoint = save_checkpoint(s);
   if (!summary.interrupted) {
     summary.interrupted = !evaluate_at_end(s, summary);
-    if (!summary.interrupted) summary.exported = export_student(s);
+    if (!summary.interrupted && s.ranks->is_root()) summary.exported = export_student(s);
   } else if (started) {
     spdlog::warn("stopped by signal after step {}; resume with the same command", s.step);
   }
@@ -318,8 +399,11 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
   summary.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   summary.tokens_per_second = static_cast<double>(tokens_seen) / std::max(1e-9, summary.wall_seconds);
   summary.peak_rss_mb = peak_rss_mb();
-  write_text_atomically((std::filesystem::path(config.run_dir) / "summary.json").string(),
-                        summary.to_json().dump(2) + "\n");
+  summary.rank = s.ranks->rank();
+  summary.world_size = s.ranks->world_size();
+  if (s.ranks->is_root())
+    write_text_atomically((std::filesystem::path(config.run_dir) / "summary.json").string(),
+                          summary.to_json().dump(2) + "\n");
   return summary;
 }
 

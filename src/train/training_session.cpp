@@ -13,6 +13,9 @@
 #include "qkd/common/system.h"
 #include "qkd/common/torch_compat.h"
 #include "qkd/data/token_file.h"
+#include "qkd/dist/launch.h"
+#include "qkd/dist/replicas.h"
+#include "qkd/dist/sharding.h"
 #include "qkd/loss/head_kd_loss.h"
 #include "qkd/ptq/gptq.h"
 #include "qkd/quant/student.h"
@@ -30,6 +33,33 @@ torch::Device parse_device(const std::string& name) {
   if (name != "cpu" && !torch::cuda::is_available())
     fail("train.device", "\"" + name + "\" requested but CUDA is not available");
   return torch::Device(name);
+}
+
+// With several ranks, "cuda" means this rank's GPU: the one its local rank names.
+torch::Device rank_device(const RunConfig& config, const dist::LaunchInfo& launch) {
+  auto device = parse_device(config.train.device);
+  if (device.is_cuda() && !device.has_index() && launch.distributed()) {
+    const auto gpus = static_cast<int>(torch::cuda::device_count());
+    if (launch.local_rank >= gpus)
+      fail("train.device", "local rank " + std::to_string(launch.local_rank) + " has no GPU of its own (" +
+                               std::to_string(gpus) + " visible)");
+    device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(launch.local_rank));
+  }
+  return device;
+}
+
+std::unique_ptr<dist::Communicator> join_ranks(const RunConfig& config, const dist::LaunchInfo& launch,
+                                               const torch::Device& device) {
+  if (launch.launcher == dist::Launcher::single) return std::make_unique<dist::Communicator>();
+  if (config.kd.teacher == loss::TeacherSource::cache && launch.distributed())
+    fail("kd.teacher", "\"cache\" runs in one process (the cache is read in one stream order); this run has " +
+                           std::to_string(launch.world_size) + " ranks");
+  // Each rank's console lines say whose they are (torchrun interleaves them).
+  spdlog::set_pattern(fmt::format("[%H:%M:%S] rank {} %^%l%$ %v", launch.rank));
+  dist::CommunicatorOptions options;
+  options.backend = config.dist.backend;
+  options.timeout = std::chrono::seconds(config.dist.timeout_s);
+  return std::make_unique<dist::Communicator>(launch, options, device);
 }
 
 // LibTorch's CPU kernels for fp16 matmul are missing or slow: a CPU teacher asked for fp16 runs in fp32.
@@ -124,7 +154,25 @@ bool decays(const RunConfig& config, const std::string& name) {
   return config.optim.decay_norms_and_biases || !exempt_from_decay(name);
 }
 
-std::unique_ptr<optim::AdamW> build_optimizer(const RunConfig& config, model::LlamaForCausalLMImpl& student) {
+// dist.shard_optimizer: owners over every student parameter, so that a projection released later
+// already has one.
+std::map<std::string, int> shard_optimizer_state(const RunConfig& config, const dist::Communicator& ranks,
+                                                 model::LlamaForCausalLMImpl& student) {
+  std::map<std::string, int> owners;
+  if (!config.dist.shard_optimizer || ranks.world_size() < 2) return owners;
+  std::vector<std::string> names;
+  std::vector<int64_t> sizes;
+  for (const auto& item : student.named_parameters(/*recurse=*/true)) {
+    names.push_back(item.key());
+    sizes.push_back(item.value().numel());
+  }
+  const auto assigned = dist::shard_owners(sizes, ranks.world_size());
+  for (size_t i = 0; i < names.size(); ++i) owners[names[i]] = assigned[i];
+  return owners;
+}
+
+std::unique_ptr<optim::AdamW> build_optimizer(const RunConfig& config, model::LlamaForCausalLMImpl& student,
+                                              const std::map<std::string, int>& owners, int rank) {
   optim::AdamWOptions options;
   options.beta1 = config.optim.beta1;
   options.beta2 = config.optim.beta2;
@@ -132,6 +180,7 @@ std::unique_ptr<optim::AdamW> build_optimizer(const RunConfig& config, model::Ll
   options.weight_decay = config.optim.weight_decay;
   options.moment_dtype = config.optim.moment_dtype;
   auto optimizer = std::make_unique<optim::AdamW>(options);
+  if (!owners.empty()) optimizer->shard([owners, rank](const std::string& name) { return owners.at(name) == rank; });
   for (auto& item : student.named_parameters(/*recurse=*/true)) {
     auto param = item.value();
     if (!config.optim.train_embeddings && !is_projection_parameter(item.key())) param.requires_grad_(false);
@@ -239,7 +288,9 @@ void check_freeze_reaches_quantized_modules(const RunConfig& config, const freez
     fail("freeze.auto_watch", "no watched projection is quantized (see quant.modules): auto would never freeze");
 }
 
-std::unique_ptr<JsonlWriter> open_log(const RunConfig& config, const char* name, int64_t keep_up_to) {
+// Ranks other than 0 log nowhere: their records would repeat rank 0's.
+std::unique_ptr<JsonlWriter> open_log(const RunConfig& config, const char* name, int64_t keep_up_to, bool writes) {
+  if (!writes) return std::make_unique<JsonlWriter>();
   return std::make_unique<JsonlWriter>((fs::path(config.run_dir) / name).string(), keep_up_to);
 }
 
@@ -274,16 +325,25 @@ std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
   s->config = config;
   set_cpu_threads(config.train.threads);
   torch::manual_seed(config.train.seed);
-  s->device = parse_device(config.train.device);
+  const auto launch = dist::detect_launch_from_environment();
+  s->device = rank_device(config, launch);
+  s->ranks = join_ranks(config, launch, s->device);
   s->tokenizer = std::make_unique<tokenizer::Tokenizer>(tokenizer::load_tokenizer_for_checkpoint(config.teacher.path));
   s->data = std::make_unique<data::DataStream>(config.data, s->tokenizer.get());
   check_token_sources(config.data, s->tokenizer->vocab_size());
   eval::check_eval_inputs(config.eval.ppl, config.eval.mc, s->tokenizer->vocab_size());
   open_teacher(*s);
   s->student = build_student(config, s->device, s->quantized_modules);
-  s->optimizer = build_optimizer(config, *s->student);
+  s->optimizer_owners = shard_optimizer_state(config, *s->ranks, *s->student);
+  s->optimizer = build_optimizer(config, *s->student, s->optimizer_owners, s->ranks->rank());
+  if (!s->optimizer_owners.empty())
+    spdlog::info("optimizer state sharded over {} ranks: this rank keeps {:.1f} MB of it", s->ranks->world_size(),
+                 static_cast<double>(s->optimizer->state_bytes()) / (1024.0 * 1024.0));
   s->monitor = std::make_unique<monitor::SignalMonitor>(config.monitor, s->student);
   if (config.freeze.policy == freeze::FreezeMode::automatic) s->monitor->watch_every_step(config.freeze.auto_watch);
+  if (s->ranks->distributed())
+    s->monitor->set_statistics_reducer(
+        [ranks = s->ranks.get()](std::vector<double>& values) { dist::average_values(*ranks, values); });
   s->freeze = std::make_unique<freeze::FreezeController>(
       config.freeze, s->quantized_modules, s->student, *s->optimizer,
       [session = s.get()](const std::string& name) { return decays(session->config, name); });
@@ -294,17 +354,24 @@ std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
   s->checkpoints = std::make_unique<CheckpointStore>(config.run_dir);
   const auto resume_from = checkpoint_to_resume(config, *s->checkpoints);
   // Everything is validated: only now does the run directory appear.
-  s->created_run_dir = !fs::exists(config.run_dir);
-  fs::create_directories(config.run_dir);
-  write_text_atomically((fs::path(config.run_dir) / "config.json").string(), config.resolved.dump(2) + "\n");
+  const bool writes = s->ranks->is_root();
+  s->created_run_dir = writes && !fs::exists(config.run_dir);
+  if (writes) {
+    fs::create_directories(config.run_dir);
+    write_text_atomically((fs::path(config.run_dir) / "config.json").string(), config.resolved.dump(2) + "\n");
+  }
   if (resume_from) restore(*s, *resume_from);
+  // Replicas start equal (whatever a rank's own initialization did), and no rank goes on until every
+  // rank has read the checkpoint that rank 0 may soon replace.
+  dist::copy_from_root(*s->ranks, replicated_state(*s));
+  s->ranks->barrier();
   // The next micro-batch the stream hands out: step x grad_accum (the stream counts its windows).
   if (s->teacher_cache) s->teacher_cache->seek(s->data->stats().windows / config.train.micro_batch);
   // A fresh start redoes everything, so records left by an attempt that never checkpointed go.
   const int64_t keep_records_up_to = resume_from ? s->step : -1;
-  s->logs.metrics = open_log(config, "metrics.jsonl", keep_records_up_to);
-  s->logs.signal = open_log(config, "signal.jsonl", keep_records_up_to);
-  s->logs.events = open_log(config, "events.jsonl", keep_records_up_to);
+  s->logs.metrics = open_log(config, "metrics.jsonl", keep_records_up_to, writes);
+  s->logs.signal = open_log(config, "signal.jsonl", keep_records_up_to, writes);
+  s->logs.events = open_log(config, "events.jsonl", keep_records_up_to, writes);
   if (!resume_from) {
     if (config.quant.act_bits > 0) calibrate_activations(*s);
     if (const auto change = s->freeze->freeze_at_start()) log_freeze_change(*s, *change);
@@ -378,8 +445,9 @@ torch::Tensor student_logits(TrainingSession& s, const torch::Tensor& batch) {
 }
 
 void log_freeze_change(TrainingSession& s, const freeze::FreezeChange& change) {
-  spdlog::info("{} {} modules ({}): trainable parameters {} -> {}", freeze::change_kind_name(change.kind),
-               change.modules.size(), change.reason, change.trainable_before, change.trainable_after);
+  spdlog::info("step {}: {} {} modules ({}): trainable parameters {} -> {}", change.step,
+               freeze::change_kind_name(change.kind), change.modules.size(), change.reason, change.trainable_before,
+               change.trainable_after);
   if (s.logs.events) s.logs.events->write(change.to_json());
 }
 
@@ -394,12 +462,44 @@ exporting::ExportOptions export_options(const RunConfig& config) {
   return options;
 }
 
+io::NamedTensors optimizer_state(TrainingSession& s) {
+  if (s.optimizer_owners.empty()) return s.optimizer->state();
+  std::map<std::string, std::vector<torch::Tensor>> parts;
+  std::vector<torch::Tensor> tensors;
+  std::vector<int> owners;
+  for (const auto& name : s.optimizer->parameter_names()) {
+    auto& p = parts[name] = s.optimizer->parameter_state(name);
+    for (const auto& t : p) {
+      tensors.push_back(t);
+      owners.push_back(s.optimizer_owners.at(name));
+    }
+  }
+  dist::broadcast_from_owners(*s.ranks, tensors, owners);
+  return s.optimizer->state_from(parts);
+}
+
+void share_updated_parameters(TrainingSession& s) {
+  if (s.optimizer_owners.empty()) return;
+  std::vector<torch::Tensor> updated;
+  std::vector<int> owners;
+  for (const auto& item : s.student->named_parameters(/*recurse=*/true)) {
+    const auto& p = item.value();
+    if (!p.grad().defined() || !s.optimizer->has_parameter(item.key())) continue;
+    updated.push_back(p);
+    owners.push_back(s.optimizer_owners.at(item.key()));
+  }
+  dist::broadcast_from_owners(*s.ranks, updated, owners);
+}
+
 std::string save_checkpoint(TrainingSession& s) {
+  // Every rank takes part in gathering a sharded optimizer's state; rank 0 writes.
+  auto optimizer = optimizer_state(s);
+  if (!s.ranks->is_root()) return s.checkpoints->directory_for_step(s.step);
   CheckpointData data;
   data.step = s.step;
   data.student = checkpoint::model_weights(*s.student, s.student->parameters().front().scalar_type());
   for (auto& item : quant::quantizer_state(*s.student)) data.student.push_back(std::move(item));
-  data.optimizer = s.optimizer->state();
+  data.optimizer = std::move(optimizer);
   data.stable_weights = s.freeze->rollback_weights();
   data.state = {{"identity", model_identity(s.config)}, {"data_cursor", s.data->cursor()},
                 {"freeze", s.freeze->state()},          {"monitor", s.monitor->state()},
@@ -408,6 +508,13 @@ std::string save_checkpoint(TrainingSession& s) {
   const auto dir = s.checkpoints->save(data, s.config.checkpoint.keep_last);
   spdlog::info("checkpoint {}", dir);
   return dir;
+}
+
+std::vector<torch::Tensor> replicated_state(TrainingSession& s) {
+  std::vector<torch::Tensor> state;
+  for (const auto& p : s.student->parameters()) state.push_back(p);
+  for (const auto& b : s.student->buffers()) state.push_back(b);
+  return state;
 }
 
 namespace {

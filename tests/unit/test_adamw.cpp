@@ -391,3 +391,73 @@ TEST(LrSchedule, WarmupThenCosineToTheFloorOrConstant) {
   const qkd::train::LrScheduleOptions constant{1e-3, 0, LrSchedule::constant, 0.1};
   EXPECT_DOUBLE_EQ(learning_rate_at(50, 104, constant), 1e-3);
 }
+
+namespace {
+
+// Two optimizers that each own half of the parameters (ZeRO stage 1, as two ranks would), fed the same
+// gradients: together they take exactly the unsharded optimizer's step, hold only their own state, and
+// their parameter_state() parts reassemble its state bitwise.
+TEST(AdamWShard, TwoShardsTakeTheUnshardedStepAndReassembleItsState) {
+  torch::manual_seed(4);
+  const std::vector<std::string> names{"a", "b", "c"};
+  std::vector<torch::Tensor> init{torch::randn({4, 3}).to(torch::kBFloat16), torch::randn({5}), torch::randn({2, 2})};
+  const auto params = [&] {
+    std::vector<torch::Tensor> p;
+    for (const auto& t : init) p.push_back(t.clone().requires_grad_(true));
+    return p;
+  };
+  auto whole_p = params(), shard0_p = params(), shard1_p = params();
+  AdamW whole(AdamWOptions{}), shard0(AdamWOptions{}), shard1(AdamWOptions{});
+  shard0.shard([](const std::string& n) { return n != "b"; });
+  shard1.shard([](const std::string& n) { return n == "b"; });
+  for (size_t i = 0; i < names.size(); ++i) {
+    whole.add_parameter(names[i], whole_p[i], true);
+    shard0.add_parameter(names[i], shard0_p[i], true);
+    shard1.add_parameter(names[i], shard1_p[i], true);
+  }
+  EXPECT_GT(shard0.state_bytes(), 0);
+  EXPECT_EQ(shard0.state_bytes() + shard1.state_bytes(), whole.state_bytes());
+  for (int step = 0; step < 3; ++step) {
+    for (size_t i = 0; i < names.size(); ++i) {
+      const auto g = torch::randn(init[i].sizes()).to(init[i].scalar_type());
+      whole_p[i].mutable_grad() = g.clone();
+      shard0_p[i].mutable_grad() = g.clone();
+      shard1_p[i].mutable_grad() = g.clone();
+    }
+    whole.step(1e-2);
+    shard0.step(1e-2);
+    shard1.step(1e-2);
+    {
+      torch::NoGradGuard no_grad;  // what the owners' broadcast does
+      shard0_p[1].copy_(shard1_p[1]);
+      shard1_p[0].copy_(shard0_p[0]);
+      shard1_p[2].copy_(shard0_p[2]);
+    }
+    for (size_t i = 0; i < names.size(); ++i) {
+      EXPECT_TRUE(torch::equal(whole_p[i], shard0_p[i])) << names[i] << " step " << step;
+      EXPECT_TRUE(torch::equal(whole_p[i], shard1_p[i])) << names[i] << " step " << step;
+    }
+  }
+  std::map<std::string, std::vector<torch::Tensor>> parts;
+  for (const auto& n : names) parts[n] = (n == "b" ? shard1 : shard0).parameter_state(n);
+  const auto expected = whole.state(), gathered = shard0.state_from(parts);
+  ASSERT_EQ(gathered.size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(gathered[i].first, expected[i].first);
+    EXPECT_TRUE(torch::equal(gathered[i].second, expected[i].second)) << expected[i].first;
+  }
+  // A non-owner's parameter_state is zeros shaped like the owner's (to receive into).
+  const auto empty = shard0.parameter_state("b");
+  ASSERT_EQ(empty.size(), parts["b"].size());
+  for (size_t i = 0; i < empty.size(); ++i) EXPECT_EQ(empty[i].sizes(), parts["b"][i].sizes());
+  // Each shard resumes its own entries from the full state.
+  AdamW resumed(AdamWOptions{});
+  resumed.shard([](const std::string& n) { return n == "b"; });
+  auto resumed_p = params();
+  for (size_t i = 0; i < names.size(); ++i) resumed.add_parameter(names[i], resumed_p[i], true);
+  resumed.load_state(expected, "state");
+  const auto mine = resumed.parameter_state("b");
+  for (size_t i = 0; i < mine.size(); ++i) EXPECT_TRUE(torch::equal(mine[i], parts["b"][i]));
+}
+
+}  // namespace

@@ -168,3 +168,43 @@ inline void synchronize(const torch::Device& device) {
 }
 
 }  // namespace qkd::compat
+
+// c10d, PyTorch's distributed engine, for the files that define QKD_COMPAT_C10D before including this
+// header (src/dist/ only; the headers are heavy). In 1.13 a process group is a c10d::ProcessGroup;
+// from 2.0 the backends (Gloo, NCCL) are c10d::Backend and ProcessGroup dispatches to them. Both have
+// the same allreduce/broadcast/allgather/barrier calls, so qkd::dist holds the backend directly.
+// A wheel built without Gloo (or its headers) leaves QKD_HAVE_GLOO 0; NCCL needs a CUDA LibTorch 2.x.
+#ifdef QKD_COMPAT_C10D
+#if __has_include(<gloo/algorithm.h>)
+#define QKD_HAVE_GLOO 1
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO
+#endif
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#else
+#define QKD_HAVE_GLOO 0
+#endif
+#if QKD_WITH_CUDA && QKD_TORCH2
+#define QKD_HAVE_NCCL 1
+#ifndef USE_C10D_NCCL
+#define USE_C10D_NCCL
+#endif
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#else
+#define QKD_HAVE_NCCL 0
+#endif
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#if QKD_TORCH2
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#else
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#endif
+
+namespace qkd::compat {
+#if QKD_TORCH2
+using CollectiveBackend = c10d::Backend;
+#else
+using CollectiveBackend = c10d::ProcessGroup;
+#endif
+}  // namespace qkd::compat
+#endif  // QKD_COMPAT_C10D

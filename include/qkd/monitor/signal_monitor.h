@@ -7,6 +7,7 @@
 // step, which costs one reduction per watched weight.
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -50,6 +51,13 @@ class SignalMonitor {
   // Released modules ("model.layers.3.self_attn.v_proj") start a new baseline in the detector.
   void forget(const std::vector<std::string>& modules);
 
+  // With several ranks: averages a vector of this rank's statistics with the other ranks' in place
+  // (every rank passes the same length). The monitor hands it its gradient and activation statistics
+  // before judging or logging them, so that every rank sees the same values and takes the same freeze
+  // decision at the same step.
+  using StatisticsReducer = std::function<void(std::vector<double>&)>;
+  void set_statistics_reducer(StatisticsReducer reduce) { reduce_ = std::move(reduce); }
+
   // Detector history, for checkpoints.
   nlohmann::json state() const { return detector_.state(); }
   void load_state(const nlohmann::json& state) { detector_.load_state(state); }
@@ -69,6 +77,7 @@ class SignalMonitor {
   nlohmann::json pending_;                     // layers being filled for this step
   std::map<std::string, double> norm_before_;  // trainable weights' norms before the optimizer step
   std::map<SeriesKey, double> injected_;
+  StatisticsReducer reduce_;
 };
 
 }  // namespace qkd::monitor

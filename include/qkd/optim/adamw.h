@@ -17,6 +17,7 @@
 // that time). Parameters must have their final dtype and device when they are added.
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -41,6 +42,13 @@ class AdamW {
   // Throws qkd::Error for a moment_dtype other than float32 or bfloat16 (fp16 would flush the squared
   // gradients of small weights to zero).
   explicit AdamW(AdamWOptions options);
+
+  // Optimizer-state sharding (ZeRO stage 1): this optimizer keeps state for, and updates, only the
+  // parameters `owns` accepts. The others are still registered (every rank knows every name, so that
+  // freezes, releases and checkpoints agree) but hold no moments and no master, and step() leaves them
+  // alone: their owner updates them and the trainer copies the result over. Set before add_parameter.
+  void shard(std::function<bool(const std::string&)> owns) { owns_ = std::move(owns); }
+  bool owns(const std::string& name) const { return !owns_ || owns_(name); }
 
   // `decay` false for parameters exempt from weight decay (norms and biases by default).
   // `warmup_steps` > 0 ramps this parameter's learning rate linearly over its first updates (a
@@ -69,6 +77,14 @@ class AdamW {
   // Bytes the optimizer holds beyond the model: moment estimates and fp32 masters.
   int64_t state_bytes() const;
 
+  // One parameter's state as tensors: moments, the fp32 master when it has one, and its update count and
+  // warm-up length as int64 [1]. For a parameter of another shard: zero tensors of the same shapes and
+  // dtypes, to receive its owner's values into.
+  std::vector<torch::Tensor> parameter_state(const std::string& name) const;
+  // state() of every parameter, from parameter_state() tensors (the owners', gathered): how a sharded
+  // run writes one rank-independent checkpoint.
+  io::NamedTensors state_from(const std::map<std::string, std::vector<torch::Tensor>>& parameter_states) const;
+
   // Moments as "<name>.exp_avg"/"<name>.exp_avg_sq" (in moment_dtype), the fp32 master of a bf16/fp16
   // parameter as "<name>.master", each parameter's update count as "<name>.step" and warm-up length as
   // "<name>.warmup", plus the optimizer's "__step__".
@@ -88,10 +104,12 @@ class AdamW {
     bool decay = true;
     int64_t steps = 0;
     int64_t warmup = 0;
+    bool owned = true;  // false: another rank's shard (no state here)
   };
   AdamWOptions options_;
   std::map<std::string, Slot> params_;
   int64_t step_count_ = 0;
+  std::function<bool(const std::string&)> owns_;  // null: every parameter
 };
 
 }  // namespace qkd::optim

@@ -30,6 +30,8 @@ class CheckpointStore {
 
   // Writes atomically and then deletes all but the newest `keep_last` checkpoints.
   std::string save(const CheckpointData& data, int64_t keep_last) const;
+  // Where save() puts the checkpoint of `step`.
+  std::string directory_for_step(int64_t step) const;
   // Newest complete checkpoint directory, if any.
   std::optional<std::string> newest() const;
   std::vector<std::string> list() const;  // complete checkpoints, oldest first

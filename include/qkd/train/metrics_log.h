@@ -16,6 +16,7 @@ class JsonlWriter {
   // On resume, lines whose "step" is greater than `keep_up_to_step` are dropped first, so a resumed
   // run's file equals an uninterrupted run's.
   JsonlWriter(const std::string& path, int64_t keep_up_to_step);
+  JsonlWriter() = default;  // writes nowhere (the logs of ranks other than 0)
   void write(const nlohmann::json& line);
   const std::string& path() const { return path_; }
 

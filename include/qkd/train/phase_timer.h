@@ -10,8 +10,9 @@
 
 namespace qkd::train {
 
-enum class Phase { data, teacher_forward, student_forward, loss, backward, gradients, monitor, optimizer };
-constexpr size_t kPhaseCount = 8;
+// communication: averaging gradients and step totals over the ranks (0 in a single process).
+enum class Phase { data, teacher_forward, student_forward, loss, backward, communication, gradients, monitor, optimizer };
+constexpr size_t kPhaseCount = 9;
 
 const char* phase_name(Phase phase);
 

@@ -13,6 +13,7 @@
 #include "qkd/common/dtype_names.h"
 #include "qkd/common/precision.h"
 #include "qkd/data/data_config.h"
+#include "qkd/dist/communicator.h"
 #include "qkd/export/export.h"
 #include "qkd/freeze/freeze_config.h"
 #include "qkd/loss/kd_loss.h"
@@ -186,6 +187,23 @@ struct ExportSection {
   void check(const std::string& path) const;
 };
 
+// Several ranks (torchrun or SLURM start them; dist/launch.h reads who is who): how they talk.
+struct DistSection {
+  dist::Backend backend = dist::Backend::automatic;  // auto: NCCL on CUDA, Gloo on the CPU
+  int64_t timeout_s = 300;                           // any collective; a rank gone longer fails the others
+  double bucket_mb = 25.0;                           // gradients per all-reduce
+  // ZeRO stage 1: each rank keeps the AdamW state (moments, fp32 masters) of its share of the parameters.
+  bool shard_optimizer = true;
+  template <class Fields>
+  void fields(Fields& f) {
+    f.choice("backend", backend, {dist::Backend::automatic, dist::Backend::gloo, dist::Backend::nccl},
+             dist::backend_name);
+    f.integer("timeout_s", timeout_s, 1, 7 * 24 * 3600);
+    f.number("bucket_mb", bucket_mb, 0.001, 1 << 20);
+    f.flag("shard_optimizer", shard_optimizer);
+  }
+};
+
 struct RunConfig {
   std::string run_dir;
   std::string label;  // shown by `qkd-train report` (default: the run directory's name)
@@ -201,6 +219,7 @@ struct RunConfig {
   monitor::MonitorConfig monitor;
   CheckpointSection checkpoint;
   ExportSection export_;
+  DistSection dist;
   nlohmann::json resolved;  // the validated config with defaults filled in, as written to the run dir
   // Settings given but not read by what the rest of the config chose ("freeze.scope: only read by
   // policy auto; policy is ov"): logged as warnings when the run starts.

@@ -27,8 +27,14 @@ struct TrainSummary {
   std::string last_checkpoint;
   std::vector<std::string> exported;  // <run_dir>/export/<format> paths, in export.formats order
   nlohmann::json baselines;  // {"teacher": {file: ppl}, "student": {file: ppl}} at step 0; null when not measured
+  int rank = 0;              // of the process that returns this summary
+  int world_size = 1;
+  std::vector<uint64_t> replica_fingerprints;  // several ranks: each rank's weight fingerprint, in rank order
   nlohmann::json to_json() const;
 };
+
+// "00ab..." (16 hex digits), as summaries and messages show a replica fingerprint.
+std::string fingerprint_hex(uint64_t fingerprint);
 
 // Where a run keeps the teacher and round-to-nearest perplexities measured at its start.
 std::string baselines_path(const std::string& run_dir);

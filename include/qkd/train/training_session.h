@@ -1,12 +1,14 @@
 #pragma once
 // Everything a run holds, built from the config (and a checkpoint when resuming). The training loop
 // in trainer.cpp reads like the algorithm; the setup lives here.
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "qkd/data/data_stream.h"
+#include "qkd/dist/communicator.h"
 #include "qkd/eval/results.h"
 #include "qkd/export/export.h"
 #include "qkd/freeze/freeze_controller.h"
@@ -30,6 +32,9 @@ struct RunLogs {
 
 struct TrainingSession {
   RunConfig config;
+  // The ranks of the run (one, unless torchrun or SLURM started several). Every rank holds the whole
+  // session; rank 0 alone writes the run directory (logs, checkpoints, exports, summary).
+  std::unique_ptr<dist::Communicator> ranks;
   torch::Device device{torch::kCPU};
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
   model::LlamaForCausalLM teacher{nullptr};                   // null with kd.teacher cache: the cache stands in for it
@@ -37,6 +42,9 @@ struct TrainingSession {
   model::LlamaForCausalLM student{nullptr};
   std::vector<std::string> quantized_modules;
   std::unique_ptr<optim::AdamW> optimizer;  // owns the fp32 master weights of a bf16/fp16 student
+  // dist.shard_optimizer with several ranks: the rank that keeps each parameter's optimizer state (by
+  // parameter name; every student parameter). Empty: every rank keeps all of it.
+  std::map<std::string, int> optimizer_owners;
   std::unique_ptr<data::DataStream> data;
   std::unique_ptr<monitor::SignalMonitor> monitor;
   std::unique_ptr<freeze::FreezeController> freeze;
@@ -90,8 +98,19 @@ void log_freeze_change(TrainingSession& session, const freeze::FreezeChange& cha
 exporting::ExportSource student_export_source(TrainingSession& session);
 exporting::ExportOptions export_options(const RunConfig& config);
 
-// Checkpoint of the session's current state; returns its directory.
+// The optimizer's full state (a sharded optimizer's gathered from every rank: call on all ranks).
+io::NamedTensors optimizer_state(TrainingSession& session);
+
+// After a sharded optimizer's step: every updated parameter from its owner to all ranks.
+void share_updated_parameters(TrainingSession& session);
+
+// Checkpoint of the session's current state (written by rank 0, which holds the same state as every
+// other rank); returns its directory.
 std::string save_checkpoint(TrainingSession& session);
+
+// The student's parameters and buffers (weights, quantizer scales), in a fixed order: what every rank
+// must hold bitwise the same.
+std::vector<torch::Tensor> replicated_state(TrainingSession& session);
 
 // What an evaluation does when SIGINT/SIGTERM arrives during it: `finish` it, or `abandon` it by
 // throwing StopRequested before the next batch.
