@@ -189,20 +189,23 @@ def main():
     # Both programs get the same BLAS kernels (qkd-train picks them itself when this is unset).
     os.environ.setdefault("OPENBLAS_CORETYPE", "SkylakeX")
     results, rate = measure(args)
-    text = render(results, rate, args) + kept_gpu_section(os.path.join(ROOT, args.out))
+    out = os.path.join(ROOT, args.out)
+    kept = ("## GPU",) if args.offline_teacher else ("## Offline teacher", "## GPU")
+    text = render(results, rate, args) + "".join(kept_section(out, heading) for heading in kept)
     with open(os.path.join(ROOT, args.out) + ".tmp", "w") as f:
         f.write(text + "\n")
     os.replace(os.path.join(ROOT, args.out) + ".tmp", os.path.join(ROOT, args.out))
     print(text)
 
 
-def kept_gpu_section(path):
-    """The document's "## GPU" section, measured on a GPU machine by scripts/gpu/device_check.sh: a CPU
-    run of this driver keeps it as it is."""
+def kept_section(path, heading):
+    """The document's section under `heading`, measured by another command (the GPU section by
+    scripts/gpu/device_check.sh, the offline teacher's by scripts/bench/offline_teacher.py when this run
+    does not measure it): kept as it is, after this run's sections."""
     if not os.path.exists(path):
         return ""
     text = open(path).read()
-    start = text.find("\n## GPU")
+    start = text.find("\n" + heading)
     if start < 0:
         return ""
     end = text.find("\n## ", start + 1)
