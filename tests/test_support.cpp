@@ -79,6 +79,19 @@ void expect_error(const std::function<void()>& action, const std::vector<std::st
   ADD_FAILURE() << "no qkd::Error thrown";
 }
 
+model::LlamaConfig tiny_llama_config(bool tied_embeddings) {
+  model::LlamaConfig c;
+  c.vocab_size = 100;
+  c.hidden_size = 64;
+  c.intermediate_size = 128;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 16;
+  c.tie_word_embeddings = tied_embeddings;
+  return c;
+}
+
 model::LlamaForCausalLM load_student(const std::string& dir, const quant::QuantSpec& spec) {
   auto model = checkpoint::load_llama(dir);
   quant::attach_quantizers(*model, spec);

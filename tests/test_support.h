@@ -28,6 +28,10 @@ inline void expect_error(const std::function<void()>& action, const char* part) 
 }
 
 // A student: the checkpoint at `dir` with quantizers for `spec` attached, in eval mode.
+// The small LLaMA shape the unit tests build in memory: vocabulary 100, hidden 64, intermediate 128,
+// 2 layers, 4 heads over 2 key/value heads (GQA), head_dim 16.
+model::LlamaConfig tiny_llama_config(bool tied_embeddings = false);
+
 model::LlamaForCausalLM load_student(const std::string& dir, const quant::QuantSpec& spec);
 // A QuantSpec with these weight settings and the defaults otherwise.
 quant::QuantSpec quant_spec(int64_t bits, quant::Granularity granularity, bool symmetric, int64_t group_size = 16);

@@ -496,15 +496,7 @@ class PlainQuantizer : public qkd::model::TensorQuantizer {
 };
 
 qkd::model::LlamaForCausalLM tiny_student(const QuantSpec& spec, torch::Dtype dtype, bool plain) {
-  qkd::model::LlamaConfig c;
-  c.vocab_size = 100;
-  c.hidden_size = 64;
-  c.intermediate_size = 128;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 16;
-  qkd::model::LlamaForCausalLM m(c);
+  qkd::model::LlamaForCausalLM m(qkd::test::tiny_llama_config());
   torch::manual_seed(21);
   {
     torch::NoGradGuard no_grad;

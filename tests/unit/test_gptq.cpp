@@ -284,20 +284,8 @@ TEST(Gptq, BadInputsFailWithOneLine) {
                "quant.group_size: 5 does not divide in_features 16");
 }
 
-qkd::model::LlamaConfig tiny_config() {
-  qkd::model::LlamaConfig c;
-  c.vocab_size = 100;
-  c.hidden_size = 64;
-  c.intermediate_size = 128;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 16;
-  return c;
-}
-
 qkd::model::LlamaForCausalLM tiny_model() {
-  qkd::model::LlamaForCausalLM m(tiny_config());
+  qkd::model::LlamaForCausalLM m(qkd::test::tiny_llama_config());
   torch::manual_seed(7);
   torch::NoGradGuard no_grad;
   for (auto& p : m->parameters()) p.normal_(0.0, 0.1);

@@ -11,29 +11,15 @@
 #include "test_support.h"
 
 using namespace qkd::quant;
-using qkd::model::LlamaConfig;
 using qkd::model::LlamaForCausalLM;
 
 namespace {
 
 using qkd::test::expect_error;
 
-LlamaConfig tiny_config(bool tied = false) {
-  LlamaConfig c;
-  c.vocab_size = 100;
-  c.hidden_size = 64;
-  c.intermediate_size = 128;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 16;
-  c.tie_word_embeddings = tied;
-  return c;
-}
-
 // Same seed, same weights: a teacher and its students share them.
 LlamaForCausalLM tiny_model(bool tied = false) {
-  LlamaForCausalLM m(tiny_config(tied));
+  LlamaForCausalLM m(qkd::test::tiny_llama_config(tied));
   torch::manual_seed(7);
   torch::NoGradGuard no_grad;
   for (auto& p : m->parameters()) p.normal_(0.0, 0.1);
