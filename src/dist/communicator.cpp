@@ -241,8 +241,8 @@ void Communicator::run_collective(const char* what, Call&& call) {
   const auto start = Clock::now();
   try {
     auto work = call();
+    // On CUDA, wait() orders the caller's stream after NCCL's; no host synchronization is needed.
     if (!work->wait(timeout_)) throw std::runtime_error("no answer within " + std::to_string(timeout_.count()) + " ms");
-    if (group_->device.is_cuda()) compat::synchronize(group_->device);
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {

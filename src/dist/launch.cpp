@@ -20,18 +20,21 @@ int read_int(const EnvLookup& env, const std::string& name, int min, int max) {
   fail(name, "expected an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "], got \"" + *text + "\"");
 }
 
-void check_rank(const LaunchInfo& info, const char* rank_name, const char* world_name) {
+// Rank, world size and (optional) local rank from the launcher's three variables.
+LaunchInfo ranks_from(const EnvLookup& env, Launcher launcher, const char* rank_name, const char* world_name,
+                      const char* local_name) {
+  LaunchInfo info;
+  info.launcher = launcher;
+  info.world_size = read_int(env, world_name, 1, 1 << 20);
+  info.rank = read_int(env, rank_name, 0, 1 << 20);
+  info.local_rank = env(local_name) ? read_int(env, local_name, 0, 1 << 20) : 0;
   if (info.rank >= info.world_size)
     fail(rank_name, std::to_string(info.rank) + " is not below " + world_name + " " + std::to_string(info.world_size));
+  return info;
 }
 
 LaunchInfo torchrun(const EnvLookup& env) {
-  LaunchInfo info;
-  info.launcher = Launcher::torchrun;
-  info.world_size = read_int(env, "WORLD_SIZE", 1, 1 << 20);
-  info.rank = read_int(env, "RANK", 0, 1 << 20);
-  info.local_rank = env("LOCAL_RANK") ? read_int(env, "LOCAL_RANK", 0, 1 << 20) : 0;
-  check_rank(info, "RANK", "WORLD_SIZE");
+  auto info = ranks_from(env, Launcher::torchrun, "RANK", "WORLD_SIZE", "LOCAL_RANK");
   const auto addr = env("MASTER_ADDR");
   if (addr && !addr->empty())
     info.master_addr = *addr;
@@ -42,12 +45,7 @@ LaunchInfo torchrun(const EnvLookup& env) {
 }
 
 LaunchInfo slurm(const EnvLookup& env) {
-  LaunchInfo info;
-  info.launcher = Launcher::slurm;
-  info.world_size = read_int(env, "SLURM_NTASKS", 1, 1 << 20);
-  info.rank = read_int(env, "SLURM_PROCID", 0, 1 << 20);
-  info.local_rank = env("SLURM_LOCALID") ? read_int(env, "SLURM_LOCALID", 0, 1 << 20) : 0;
-  check_rank(info, "SLURM_PROCID", "SLURM_NTASKS");
+  auto info = ranks_from(env, Launcher::slurm, "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID");
   if (const auto addr = env("MASTER_ADDR"); addr && !addr->empty()) {
     info.master_addr = *addr;
   } else {

@@ -56,6 +56,16 @@ std::vector<json> jsonl(const std::string& path, bool drop_timing) {
   return lines;
 }
 
+// A run stopped by a signal and resumed (<dir>/resumed) ends where the uninterrupted one
+// (<dir>/straight) did: the same exported weights, bitwise, and the same train records.
+void expect_resumed_run_equals_straight(const std::string& dir) {
+  const auto a = qkd::io::read_safetensors(dir + "/straight/export/hf/model.safetensors");
+  const auto b = qkd::io::read_safetensors(dir + "/resumed/export/hf/model.safetensors");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
+  EXPECT_EQ(jsonl(dir + "/straight/metrics.jsonl", true), jsonl(dir + "/resumed/metrics.jsonl", true));
+}
+
 // Polls `path` until it holds `text` or the process ends; true when the text appeared.
 bool wait_for_text(const std::string& path, const std::string& text, pid_t pid, double seconds) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
@@ -98,11 +108,7 @@ TEST(TrainCli, ResumeAfterSigtermMatchesUninterruptedRunBitwise) {
   ASSERT_EQ(second.exit_code, 0) << second.output;
   EXPECT_NE(second.output.find("resumed from"), std::string::npos) << second.output;
 
-  const auto a = qkd::io::read_safetensors(dir + "/straight/export/hf/model.safetensors");
-  const auto b = qkd::io::read_safetensors(dir + "/resumed/export/hf/model.safetensors");
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
-  EXPECT_EQ(jsonl(dir + "/straight/metrics.jsonl", true), jsonl(dir + "/resumed/metrics.jsonl", true));
+  expect_resumed_run_equals_straight(dir);
   EXPECT_EQ(jsonl(dir + "/straight/signal.jsonl", false), jsonl(dir + "/resumed/signal.jsonl", false));
   // keep_last 2: the end checkpoint and one before it.
   EXPECT_TRUE(fs::exists(dir + "/straight/checkpoints/step-00000012"));
@@ -401,11 +407,7 @@ TEST(TrainCli, TrainingFromTheTeacherCacheResumesBitwiseWithoutTheTeacher) {
   const auto second = run_cli("train --config " + resumed);
   ASSERT_EQ(second.exit_code, 0) << second.output;
   EXPECT_NE(second.output.find("resumed from"), std::string::npos) << second.output;
-  const auto a = qkd::io::read_safetensors(dir + "/straight/export/hf/model.safetensors");
-  const auto b = qkd::io::read_safetensors(dir + "/resumed/export/hf/model.safetensors");
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
-  EXPECT_EQ(jsonl(dir + "/straight/metrics.jsonl", true), jsonl(dir + "/resumed/metrics.jsonl", true));
+  expect_resumed_run_equals_straight(dir);
 
   const auto longer = run_cli("--config " + straight + " --set train.steps=13 --set run_dir=" + dir + "/longer");
   EXPECT_NE(longer.exit_code, 0);

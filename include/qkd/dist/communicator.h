@@ -49,7 +49,8 @@ class Communicator {
   torch::Tensor all_gather(const torch::Tensor& tensor);
   void barrier();
 
-  // Wall seconds spent inside collectives since construction (the communication share of a step).
+  // Host wall seconds spent inside collectives since construction (with NCCL, until each is queued
+  // behind the caller's stream; the trainer's phase timer synchronizes when asked to).
   double seconds_in_collectives() const { return collective_seconds_; }
 
  private:
