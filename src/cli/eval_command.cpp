@@ -18,6 +18,7 @@ struct EvalOptions {
   std::string model, student, json_out, device = "cpu", dtype = "float32";
   std::vector<std::string> ppl, mc;
   int64_t seq_len = 256, batch_size = 8, max_windows = 0, mc_limit = 0, threads = 0;
+  bool document_mask = false;
 };
 
 void run_eval(const EvalOptions& o) {
@@ -44,8 +45,13 @@ void run_eval(const EvalOptions& o) {
     line.show(file + " " + progress_bar(done, total), done >= total);
   };
   torch::NoGradGuard no_grad;
-  const auto results =
-      eval::evaluate_all([&](const torch::Tensor& ids) { return model->forward(ids); }, tokenizer, plan);
+  const int64_t bos = tokenizer.special().bos;
+  const auto forward = [&](const torch::Tensor& ids) {
+    if (!o.document_mask) return model->forward(ids);
+    const auto layout = model::document_layout_from_bos(ids, bos);
+    return model->forward(ids, nullptr, &layout);
+  };
+  const auto results = eval::evaluate_all(forward, tokenizer, plan);
   const auto json = eval::results_to_json(results);
   std::printf("%s\n", json.dump(2).c_str());
   if (!o.json_out.empty()) write_text_atomically(o.json_out, json.dump(2) + "\n");
@@ -69,6 +75,8 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--device", o->device, "cpu or cuda[:N]");
   cmd->add_option("--dtype", o->dtype, "compute dtype: float32, bfloat16, float16");
   cmd->add_option("--threads", o->threads, "CPU threads (0: all cores)");
+  cmd->add_flag("--document-mask", o->document_mask,
+                "attention and positions restart at each BOS inside a window (as data.document_mask trains)");
   cmd->add_option("--json", o->json_out, "write the results JSON here");
   cmd->callback([o] { run_eval(*o); });
 }

@@ -103,7 +103,8 @@ bool is_token_file_format(SourceFormat format) { return format == SourceFormat::
 DataConfig data_config_from_json(const nlohmann::json& json, const std::string& prefix) {
   if (!json.is_object()) expected(prefix, "an object", json);
   reject_unknown_keys(json, prefix,
-                      {"sources", "seq_len", "seed", "shuffle", "shuffle_buffer", "strict", "add_bos", "add_eos"});
+                      {"sources", "seq_len", "seed", "shuffle", "shuffle_buffer", "strict", "add_bos", "add_eos",
+                       "document_mask"});
   DataConfig config;
   const auto sources_path = prefix + ".sources";
   if (!json.contains("sources")) fail(sources_path, "missing (a list of {path, format, weight})");
@@ -127,6 +128,7 @@ DataConfig data_config_from_json(const nlohmann::json& json, const std::string& 
   if (json.contains("strict")) config.strict = boolean(json["strict"], prefix + ".strict");
   if (json.contains("add_bos")) config.add_bos = boolean(json["add_bos"], prefix + ".add_bos");
   if (json.contains("add_eos")) config.add_eos = boolean(json["add_eos"], prefix + ".add_eos");
+  if (json.contains("document_mask")) config.document_mask = boolean(json["document_mask"], prefix + ".document_mask");
   return config;
 }
 
@@ -136,14 +138,17 @@ nlohmann::json data_config_to_json(const DataConfig& config) {
     sources.push_back(
         {{"path", s.path}, {"format", to_string(s.format)}, {"weight", s.weight}, {"text_field", s.text_field}});
   }
-  return {{"sources", sources},
-          {"seq_len", config.seq_len},
-          {"seed", config.seed},
-          {"shuffle", config.shuffle},
-          {"shuffle_buffer", config.shuffle_buffer},
-          {"strict", config.strict},
-          {"add_bos", config.add_bos},
-          {"add_eos", config.add_eos}};
+  nlohmann::json json = {{"sources", sources},
+                         {"seq_len", config.seq_len},
+                         {"seed", config.seed},
+                         {"shuffle", config.shuffle},
+                         {"shuffle_buffer", config.shuffle_buffer},
+                         {"strict", config.strict},
+                         {"add_bos", config.add_bos},
+                         {"add_eos", config.add_eos}};
+  // Written only when on, so that the configs and teacher-cache identities of earlier runs still match.
+  if (config.document_mask) json["document_mask"] = true;
+  return json;
 }
 
 SourceFormat resolve_source_format(const SourceConfig& source) {

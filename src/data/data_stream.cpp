@@ -39,7 +39,11 @@ DataStream::DataStream(const DataConfig& config, const qkd::tokenizer::Tokenizer
     const auto format = resolve_source_format(source);
     formats_.push_back(format);
     if (is_token_file_format(format)) {
-      sources_.push_back(make_token_file_window_source(source, format, config_, i));
+      // Token files carry no document boundaries but the BOS ids they store.
+      const int64_t bos_id = tokenizer ? tokenizer->special().bos : -1;
+      if (config_.document_mask && bos_id < 0)
+        fail("data.document_mask", "token file '" + source.path + "' needs a tokenizer to know its BOS id");
+      sources_.push_back(make_token_file_window_source(source, format, config_, i, bos_id));
     } else {
       if (!tokenizer) fail(source.path, "a " + to_string(format) + " source needs a tokenizer");
       sources_.push_back(make_text_window_source(source, format, config_, i, *tokenizer));
@@ -62,18 +66,22 @@ size_t DataStream::choose_source() {
   return cumulative_weights_.size() - 1;
 }
 
-void DataStream::next_window(int64_t* out) {
-  sources_[choose_source()]->next_window(out);
+void DataStream::next_window(int64_t* ids, uint8_t* marks) {
+  sources_[choose_source()]->next_window(ids, marks);
   ++windows_;
 }
 
-torch::Tensor DataStream::next_batch(int64_t batch_size) {
+TokenBatch DataStream::next_marked_batch(int64_t batch_size) {
   if (batch_size <= 0) fail("batch_size", "must be positive, got " + std::to_string(batch_size));
-  auto batch = torch::empty({batch_size, config_.seq_len}, torch::kInt64);
-  int64_t* data = batch.data_ptr<int64_t>();
-  for (int64_t row = 0; row < batch_size; ++row) next_window(data + row * config_.seq_len);
+  TokenBatch batch{torch::empty({batch_size, config_.seq_len}, torch::kInt64),
+                   torch::empty({batch_size, config_.seq_len}, torch::kUInt8)};
+  int64_t* ids = batch.input_ids.data_ptr<int64_t>();
+  uint8_t* marks = batch.marks.data_ptr<uint8_t>();
+  for (int64_t row = 0; row < batch_size; ++row) next_window(ids + row * config_.seq_len, marks + row * config_.seq_len);
   return batch;
 }
+
+torch::Tensor DataStream::next_batch(int64_t batch_size) { return next_marked_batch(batch_size).input_ids; }
 
 nlohmann::json DataStream::cursor() const {
   nlohmann::json sources = nlohmann::json::array();

@@ -69,7 +69,7 @@ class JsonlDocumentSource : public DocumentSource {
                       const qkd::tokenizer::Tokenizer& tokenizer)
       : source_(source), format_(format), config_(config), tokenizer_(tokenizer), reader_(source.path) {}
 
-  bool next_document(std::vector<int64_t>& tokens) override {
+  bool next_document(std::vector<int64_t>& tokens, std::vector<uint8_t>& prompt) override {
     std::string line;
     bool too_long = false;
     while (reader_.read_line(line, too_long)) {
@@ -92,8 +92,10 @@ class JsonlDocumentSource : public DocumentSource {
         continue;
       }
       if (rendered.empty()) continue;  // e.g. an empty text: nothing to train on, not an error
-      tokens = tokenize_segments(rendered.segments, tokenizer_);
-      if (tokens.empty()) continue;
+      auto tokenized = tokenize_record(rendered.segments, tokenizer_);
+      if (tokenized.ids.empty()) continue;
+      tokens = std::move(tokenized.ids);
+      prompt = std::move(tokenized.prompt);
       ++counters_.documents;
       return true;
     }
@@ -128,7 +130,7 @@ class TxtDocumentSource : public DocumentSource {
   TxtDocumentSource(const SourceConfig& source, const DataConfig& config, const qkd::tokenizer::Tokenizer& tokenizer)
       : config_(config), tokenizer_(tokenizer), reader_(source.path) {}
 
-  bool next_document(std::vector<int64_t>& tokens) override {
+  bool next_document(std::vector<int64_t>& tokens, std::vector<uint8_t>& prompt) override {
     std::string paragraph, line;
     bool too_long = false;
     for (;;) {
@@ -148,6 +150,8 @@ class TxtDocumentSource : public DocumentSource {
     }
     if (paragraph.empty()) return false;
     tokens = tokenizer_.encode(paragraph, config_.add_bos, config_.add_eos);
+    prompt.assign(tokens.size(), 0);
+    if (config_.add_bos) prompt[0] = 1;  // BOS is given, never predicted
     ++counters_.documents;
     return true;
   }

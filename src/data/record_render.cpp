@@ -1,5 +1,7 @@
 #include "qkd/data/record_render.h"
 
+#include <algorithm>
+
 namespace qkd::data {
 
 namespace {
@@ -52,9 +54,11 @@ RenderedRecord render_alpaca_record(const nlohmann::json& record, bool add_bos, 
   }
   std::string text = "### Instruction:\n" + instruction + "\n\n";
   if (!input.empty()) text += "### Input:\n" + input + "\n\n";
-  text += "### Response:\n" + output;
+  text += "### Response:\n";
+  const size_t prompt_bytes = text.size();
+  text += output;
   RenderedRecord out;
-  out.segments.push_back({text, add_bos, add_eos});
+  out.segments.push_back({text, add_bos, add_eos, prompt_bytes});
   return out;
 }
 
@@ -84,26 +88,45 @@ RenderedRecord render_sharegpt_record(const nlohmann::json& record) {
       have_user = true;
     } else if (from == "gpt") {
       if (!have_user) return malformed(where + ": a gpt turn without a preceding human turn");
-      out.segments.push_back({"[INST] " + pending_user + " [/INST] " + value + " ", true, true});
+      const std::string prompt = "[INST] " + pending_user + " [/INST]";
+      out.segments.push_back({prompt + " " + value + " ", true, true, prompt.size()});
       have_user = false;
       first_pair = false;
     } else {
       return malformed(where + ": unknown 'from' value '" + from + "' (expected system, human or gpt)");
     }
   }
-  if (have_user) out.segments.push_back({"[INST] " + pending_user + " [/INST]", true, false});
+  if (have_user) {
+    const std::string prompt = "[INST] " + pending_user + " [/INST]";
+    out.segments.push_back({prompt, true, false, prompt.size()});
+  }
   if (out.segments.empty()) return malformed("conversation has no human turn");
   return out;
 }
 
 std::vector<int64_t> tokenize_segments(const std::vector<TextSegment>& segments,
                                        const qkd::tokenizer::Tokenizer& tokenizer) {
-  std::vector<int64_t> ids;
+  return tokenize_record(segments, tokenizer).ids;
+}
+
+TokenizedRecord tokenize_record(const std::vector<TextSegment>& segments, const qkd::tokenizer::Tokenizer& tokenizer) {
+  TokenizedRecord out;
   for (const auto& segment : segments) {
     const auto part = tokenizer.encode(segment.text, segment.bos, segment.eos);
-    ids.insert(ids.end(), part.begin(), part.end());
+    size_t prompt_tokens = 0;
+    if (segment.prompt_bytes >= segment.text.size()) {
+      prompt_tokens = part.size();
+    } else if (segment.prompt_bytes > 0) {
+      prompt_tokens = tokenizer.encode(segment.text.substr(0, segment.prompt_bytes), segment.bos, false).size();
+    } else if (segment.bos) {
+      prompt_tokens = 1;  // BOS is given, never predicted
+    }
+    prompt_tokens = std::min(prompt_tokens, part.size());
+    out.ids.insert(out.ids.end(), part.begin(), part.end());
+    out.prompt.insert(out.prompt.end(), prompt_tokens, 1);
+    out.prompt.insert(out.prompt.end(), part.size() - prompt_tokens, 0);
   }
-  return ids;
+  return out;
 }
 
 }  // namespace qkd::data

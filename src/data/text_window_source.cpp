@@ -25,10 +25,11 @@ class TextWindowSource : public WindowSource {
     ensure_not_empty();
   }
 
-  void next_window(int64_t* out) override {
+  void next_window(int64_t* out, uint8_t* marks) override {
     if (emitted_ == static_cast<int64_t>(order_.size())) fill_block();
     const int64_t slot = order_[emitted_++];
     std::copy_n(block_.begin() + slot * seq_len_, seq_len_, out);
+    std::copy_n(block_marks_.begin() + slot * seq_len_, seq_len_, marks);
     ++windows_;
   }
 
@@ -79,7 +80,8 @@ class TextWindowSource : public WindowSource {
   // Fails before any compute when the file holds nothing to train on; reads one document only.
   void ensure_not_empty() {
     std::vector<int64_t> probe;
-    if (!documents_->next_document(probe)) {
+    std::vector<uint8_t> prompt;
+    if (!documents_->next_document(probe, prompt)) {
       fail(path_, "no documents to train on (empty file, or every record malformed or empty)");
     }
     documents_->seek(SourcePosition{});
@@ -90,7 +92,9 @@ class TextWindowSource : public WindowSource {
   void fill_block() {
     block_start_ = packer_cursor();
     block_.resize(static_cast<size_t>(block_windows_ * seq_len_));
-    for (int64_t w = 0; w < block_windows_; ++w) take_window(block_.data() + w * seq_len_);
+    block_marks_.resize(block_.size());
+    for (int64_t w = 0; w < block_windows_; ++w)
+      take_window(block_.data() + w * seq_len_, block_marks_.data() + w * seq_len_);
     order_.resize(static_cast<size_t>(block_windows_));
     std::iota(order_.begin(), order_.end(), 0);
     if (shuffle_) {
@@ -103,12 +107,14 @@ class TextWindowSource : public WindowSource {
   }
 
   // Packing: the current document is consumed from doc_pos_; a new one is read when it runs out.
-  void take_window(int64_t* out) {
+  void take_window(int64_t* out, uint8_t* marks) {
     int64_t filled = 0;
     while (filled < seq_len_) {
       if (doc_pos_ == static_cast<int64_t>(doc_.size())) load_next_document();
       const int64_t n = std::min<int64_t>(seq_len_ - filled, static_cast<int64_t>(doc_.size()) - doc_pos_);
       std::copy_n(doc_.begin() + doc_pos_, n, out + filled);
+      for (int64_t i = 0; i < n; ++i) marks[filled + i] = doc_prompt_[doc_pos_ + i] ? kPromptToken : 0;
+      if (doc_pos_ == 0) marks[filled] |= kDocumentStart;
       doc_pos_ += n;
       filled += n;
     }
@@ -116,11 +122,11 @@ class TextWindowSource : public WindowSource {
 
   void load_next_document() {
     doc_start_ = documents_->position();
-    if (!documents_->next_document(doc_)) {
+    if (!documents_->next_document(doc_, doc_prompt_)) {
       ++epoch_;  // end of file: the next epoch reads it again from the start
       doc_start_ = SourcePosition{};
       documents_->seek(doc_start_);
-      if (!documents_->next_document(doc_)) fail(path_, "data source yields no documents any more (file changed?)");
+      if (!documents_->next_document(doc_, doc_prompt_)) fail(path_, "data source yields no documents any more (file changed?)");
     }
     doc_pos_ = 0;
     peak_buffered_tokens_ = std::max(peak_buffered_tokens_, buffered_tokens());
@@ -138,8 +144,9 @@ class TextWindowSource : public WindowSource {
     epoch_ = cursor_integer(state, "epoch");
     documents_->seek(doc_start_);
     doc_.clear();
+    doc_prompt_.clear();
     if (doc_pos_ == 0) return;  // the document at doc_start_ is read when first needed
-    if (!documents_->next_document(doc_) || doc_pos_ > static_cast<int64_t>(doc_.size())) {
+    if (!documents_->next_document(doc_, doc_prompt_) || doc_pos_ > static_cast<int64_t>(doc_.size())) {
       fail("data cursor", "source '" + path_ + "' does not match the file (changed since the checkpoint?)");
     }
   }
@@ -153,11 +160,13 @@ class TextWindowSource : public WindowSource {
   std::unique_ptr<DocumentSource> documents_;
   // packer state
   std::vector<int64_t> doc_;
+  std::vector<uint8_t> doc_prompt_;  // per token of doc_: 1 where it is prompt
   int64_t doc_pos_ = 0;
   SourcePosition doc_start_;
   int64_t epoch_ = 0;
   // shuffle block state
   std::vector<int64_t> block_, order_;
+  std::vector<uint8_t> block_marks_;  // TokenMark bits of block_
   int64_t emitted_ = 0, blocks_filled_ = 0, windows_ = 0;
   nlohmann::json block_start_;
   int64_t peak_buffered_tokens_ = 0;

@@ -12,13 +12,15 @@ namespace {
 
 class TokenFileWindowSource : public WindowSource {
  public:
-  TokenFileWindowSource(const SourceConfig& source, SourceFormat format, const DataConfig& config, size_t index)
+  TokenFileWindowSource(const SourceConfig& source, SourceFormat format, const DataConfig& config, size_t index,
+                        int64_t bos_id)
       : file_(TokenFile::open(source.path, format == SourceFormat::U32 ? 4 : 2)),
         format_(format),
         seq_len_(config.seq_len),
         shuffle_(config.shuffle),
         seed_(config.seed),
-        index_(index) {
+        index_(index),
+        bos_id_(bos_id) {
     if (file_.size() < seq_len_) {
       fail(source.path, "holds " + std::to_string(file_.size()) + " tokens, fewer than one window (seq_len " +
                             std::to_string(seq_len_) + ")");
@@ -26,7 +28,7 @@ class TokenFileWindowSource : public WindowSource {
     start_epoch(0);
   }
 
-  void next_window(int64_t* out) override {
+  void next_window(int64_t* out, uint8_t* marks) override {
     if (next_ == window_count_) start_epoch(epoch_ + 1);
     const uint64_t window = shuffle_ ? order_(static_cast<uint64_t>(next_)) : static_cast<uint64_t>(next_);
     ++next_;
@@ -34,6 +36,10 @@ class TokenFileWindowSource : public WindowSource {
     const auto tokens =
         file_.slice(offset_ + static_cast<int64_t>(window) * seq_len_, seq_len_).to(torch::kInt64).contiguous();
     std::memcpy(out, tokens.data_ptr<int64_t>(), static_cast<size_t>(seq_len_) * sizeof(int64_t));
+    for (int64_t i = 0; i < seq_len_; ++i) {
+      const bool bos = out[i] == bos_id_;
+      marks[i] = bos ? (kDocumentStart | kPromptToken) : 0;
+    }
   }
 
   nlohmann::json cursor() const override { return {{"epoch", epoch_}, {"next", next_}, {"windows", windows_}}; }
@@ -83,6 +89,7 @@ class TokenFileWindowSource : public WindowSource {
   bool shuffle_;
   uint64_t seed_;
   size_t index_;
+  int64_t bos_id_;
   int64_t epoch_ = 0, next_ = 0, offset_ = 0, window_count_ = 0, windows_ = 0;
   IndexPermutation order_;
 };
@@ -90,8 +97,9 @@ class TokenFileWindowSource : public WindowSource {
 }  // namespace
 
 std::unique_ptr<WindowSource> make_token_file_window_source(const SourceConfig& source, SourceFormat format,
-                                                            const DataConfig& config, size_t source_index) {
-  return std::make_unique<TokenFileWindowSource>(source, format, config, source_index);
+                                                            const DataConfig& config, size_t source_index,
+                                                            int64_t bos_id) {
+  return std::make_unique<TokenFileWindowSource>(source, format, config, source_index, bos_id);
 }
 
 }  // namespace qkd::data

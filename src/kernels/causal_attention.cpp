@@ -42,20 +42,24 @@ void head_probabilities(const torch::Tensor& q, const torch::Tensor& k, const to
 class CausalAttentionFunction : public torch::autograd::Function<CausalAttentionFunction> {
  public:
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& q_in, const torch::Tensor& k_in,
-                               const torch::Tensor& v_in) {
+                               const torch::Tensor& v_in, const torch::Tensor& blocked) {
     const auto q = unit_stride_in_dim(q_in), k = unit_stride_in_dim(k_in), v = unit_stride_in_dim(v_in);
     const auto s = shape_of(q, k);
     const auto options = q.options();
     auto out = torch::empty({s.batch, s.seq, s.heads, s.dim}, options);
     auto probs = torch::empty({s.batch, s.heads, s.seq, s.seq}, options);
     const auto causal_mask = torch::ones({s.seq, s.seq}, options.dtype(torch::kBool)).triu(1);
+    // An empty `blocked` stands for plain causal attention (autograd functions take no undefined inputs).
+    const bool causal = blocked.numel() == 0;
+    const auto blocked_cpu = causal ? blocked : blocked.to(torch::kCPU).contiguous();
     parallel_tasks(s.batch * s.kv_heads, [&](int64_t task) {
       const int64_t b = task / s.kv_heads, kv = task % s.kv_heads;
+      const auto mask = causal ? causal_mask : blocked_cpu.select(0, b);
       auto scores = torch::empty({s.seq, s.seq}, options);
       for (int64_t g = 0; g < s.groups; ++g) {
         const int64_t h = kv * s.groups + g;
         auto p = head(probs, b, h);
-        head_probabilities(head(q, b, h), head(k, b, kv), causal_mask, s.scale, scores, p);
+        head_probabilities(head(q, b, h), head(k, b, kv), mask, s.scale, scores, p);
         auto o = out.select(0, b).select(1, h);  // [T, D] with row stride H * D
         at::mm_out(o, p, head(v, b, kv));
       }
@@ -99,7 +103,7 @@ class CausalAttentionFunction : public torch::autograd::Function<CausalAttention
         }
       }
     });
-    return {grad_q.transpose(1, 2), grad_k.transpose(1, 2), grad_v.transpose(1, 2)};
+    return {grad_q.transpose(1, 2), grad_k.transpose(1, 2), grad_v.transpose(1, 2), torch::Tensor()};
   }
 };
 
@@ -110,10 +114,27 @@ bool has_fast_path(const torch::Tensor& q) {
          !at::in_parallel_region();
 }
 
-torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               const torch::Tensor& blocked) {
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && q.size(1) % k.size(1) == 0,
               "causal_attention: q [B, H, T, D] and k, v [B, Hkv, T, D] with H a multiple of Hkv");
-  return CausalAttentionFunction::apply(q, k, v);
+  TORCH_CHECK(!blocked.defined() || (blocked.dim() == 3 && blocked.size(0) == q.size(0) &&
+                                     blocked.size(1) == q.size(2) && blocked.size(2) == q.size(2)),
+              "causal_attention: blocked must be [B, T, T]");
+  return CausalAttentionFunction::apply(q, k, v,
+                                       blocked.defined() ? blocked : torch::empty({0}, q.options().dtype(torch::kBool)));
+}
+
+torch::Tensor masked_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               const torch::Tensor& blocked) {
+  const int64_t groups = q.size(1) / k.size(1);
+  const auto kk = groups > 1 ? k.repeat_interleave(groups, 1) : k;
+  const auto vv = groups > 1 ? v.repeat_interleave(groups, 1) : v;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  auto scores = torch::matmul(q, kk.transpose(-2, -1)) * scale;
+  scores = scores.masked_fill(blocked.to(q.device()).unsqueeze(1), -std::numeric_limits<float>::infinity());
+  const auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
+  return torch::matmul(probs, vv);
 }
 
 }  // namespace qkd::kernels

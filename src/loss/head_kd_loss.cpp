@@ -51,7 +51,7 @@ KdLossResult kd_loss_from_hidden(const torch::Tensor& teacher_hidden, const torc
   const auto t_rows = teacher_hidden.detach().reshape({-1, teacher_hidden.size(2)});
   const auto s_rows = student_hidden.detach().reshape({-1, hidden_size});
   const auto t_head = teacher_head.detach(), s_head = student_head.detach();
-  const auto scales = detail::loss_scales(student_hidden.size(0), student_hidden.size(1), options);
+  const auto scales = detail::loss_scales(input_ids, options);
   const auto targets = detail::next_token_targets(input_ids, scales, s_rows.device());
   const bool head_grad = student_head.requires_grad();
   torch::Tensor grad_hidden, grad_head, divergence_sum, ce_sum;

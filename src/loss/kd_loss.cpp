@@ -32,7 +32,7 @@ KdLossResult kd_loss(const torch::Tensor& teacher_logits, const torch::Tensor& s
   const int64_t vocab = student_logits.size(2);
   const auto t_flat = teacher_logits.detach().reshape({-1, vocab});
   const auto s_flat = student_logits.detach().reshape({-1, vocab});
-  const auto scales = detail::loss_scales(student_logits.size(0), student_logits.size(1), options);
+  const auto scales = detail::loss_scales(input_ids, options);
   const auto targets = detail::next_token_targets(input_ids, scales, s_flat.device());
   auto grad = torch::empty(s_flat.sizes(), s_flat.options().dtype(torch::kFloat32));
   torch::Tensor divergence_sum, ce_sum;

@@ -1,5 +1,7 @@
 #include "loss_chunks.h"
 
+#include <algorithm>
+
 #include "qkd/common/error.h"
 
 namespace qkd::loss::detail {
@@ -47,11 +49,13 @@ torch::Tensor as_double(const torch::Tensor& sum) { return sum.to(torch::kFloat6
 
 }  // namespace
 
-LossScales loss_scales(int64_t batch, int64_t seq, const KdLossOptions& options) {
+LossScales loss_scales(const torch::Tensor& labels, const KdLossOptions& options) {
+  const int64_t batch = labels.size(0), seq = labels.size(1);
   LossScales s;
   s.rows = batch * seq;
-  s.ce_rows = batch * (seq - 1);
   s.with_ce = options.ce_weight > 0.0 && seq > 1;
+  // At least 1: a batch without any target (all prompt) adds a zero cross-entropy, not a NaN.
+  if (s.with_ce) s.ce_rows = std::max<int64_t>(1, labels.narrow(1, 1, seq - 1).ge(0).sum().item<int64_t>());
   s.t2 = options.temperature * options.temperature;
   return s;
 }

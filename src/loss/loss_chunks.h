@@ -9,16 +9,17 @@
 namespace qkd::loss::detail {
 
 // What turns per-token sums into the loss: the divergence is a mean over all rows (times T^2), the
-// cross-entropy a mean over the rows that have a next token.
+// cross-entropy a mean over the rows whose next token is a target (non-negative in `labels`).
 struct LossScales {
   int64_t rows = 0, ce_rows = 0;
   bool with_ce = false;
   double t2 = 1.0;
 };
-LossScales loss_scales(int64_t batch, int64_t seq, const KdLossOptions& options);
+// labels [batch, seq]: the input ids, negative where a token is not a cross-entropy target.
+LossScales loss_scales(const torch::Tensor& labels, const KdLossOptions& options);
 
-// [batch * seq] next-token targets (position t predicts input_ids[t + 1]; -1 where there is none),
-// or undefined without cross-entropy.
+// [batch * seq] next-token targets (position t predicts input_ids[t + 1]; -1 where there is none, or
+// where that label is negative), or undefined without cross-entropy.
 torch::Tensor next_token_targets(const torch::Tensor& input_ids, const LossScales& scales, torch::Device device);
 
 struct ChunkLoss {

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <limits>
 
+#include "loss_chunks.h"
 #include "precomputed_gradient.h"
 #include "qkd/common/error.h"
 
@@ -91,14 +92,6 @@ ChunkResult loss_chunk(const TopKTargets& t, int64_t begin, const torch::Tensor&
   return out;
 }
 
-// Position t predicts token t+1; the last position of each sequence has none (-1).
-torch::Tensor next_token_targets(const torch::Tensor& input_ids, const torch::Device& device) {
-  const int64_t batch = input_ids.size(0), seq = input_ids.size(1);
-  auto targets = torch::full({batch, seq}, -1, torch::TensorOptions().dtype(torch::kInt64).device(device));
-  targets.narrow(1, 0, seq - 1).copy_(input_ids.narrow(1, 1, seq - 1));
-  return targets.reshape({-1});
-}
-
 void check_shapes(const TopKTargets& t, const torch::Tensor& student_logits) {
   const auto rows = student_logits.sizes().slice(0, student_logits.dim() - 1);
   TORCH_CHECK(t.ids.dim() == student_logits.dim() && t.ids.sizes().slice(0, rows.size()) == rows, "top-k ids ",
@@ -144,11 +137,12 @@ KdLossResult topk_kd_loss(const TopKTargets& teacher, const torch::Tensor& stude
   check_shapes(teacher, student_logits);
   const int64_t seq = student_logits.size(1), vocab = student_logits.size(2);
   const auto s_flat = student_logits.detach().reshape({-1, vocab});
-  const int64_t rows = s_flat.size(0), ce_rows = student_logits.size(0) * (seq - 1);
-  const double t2 = options.temperature * options.temperature;
-  const bool with_ce = options.ce_weight > 0.0 && seq > 1;
+  const auto shared = detail::loss_scales(input_ids, options);
+  const int64_t rows = shared.rows, ce_rows = shared.ce_rows;
+  const double t2 = shared.t2;
+  const bool with_ce = shared.with_ce;
   torch::NoGradGuard no_grad;
-  const auto targets = with_ce ? next_token_targets(input_ids, s_flat.device()) : torch::Tensor();
+  const auto targets = detail::next_token_targets(input_ids, shared, s_flat.device());
   const Scales scales{options.kd_weight * t2 / static_cast<double>(rows),
                       with_ce ? options.ce_weight / static_cast<double>(ce_rows) : 0.0};
   torch::Tensor grad;

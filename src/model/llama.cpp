@@ -13,7 +13,7 @@ torch::Tensor rotate_half(const torch::Tensor& x) {
   return torch::cat({-x.slice(-1, half), x.slice(-1, 0, half)}, -1);
 }
 
-// x [B, H, T, D]; cos/sin [T, D].
+// x [B, H, T, D]; cos/sin [T, D] or [B, 1, T, D].
 torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   return x * cos + rotate_half(x) * sin;
 }
@@ -39,15 +39,16 @@ AttentionImpl::AttentionImpl(const LlamaConfig& c)
   o_proj = register_module("o_proj", Linear(num_heads_ * head_dim_, c.hidden_size, c.attention_bias));
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionInputs& inputs) {
   const int64_t b = x.size(0), t = x.size(1);
   auto q = q_proj(x).view({b, t, num_heads_, head_dim_}).transpose(1, 2);
   auto k = k_proj(x).view({b, t, num_kv_heads_, head_dim_}).transpose(1, 2);
   auto v = v_proj(x).view({b, t, num_kv_heads_, head_dim_}).transpose(1, 2);
-  q = apply_rotary(q, cos, sin);
-  k = apply_rotary(k, cos, sin);
-  const auto attended =
-      kernels::has_fast_path(q) ? kernels::causal_attention(q, k, v) : compat::causal_attention(q, k, v);
+  q = apply_rotary(q, inputs.cos, inputs.sin);
+  k = apply_rotary(k, inputs.cos, inputs.sin);
+  const auto attended = kernels::has_fast_path(q)      ? kernels::causal_attention(q, k, v, inputs.blocked)
+                        : inputs.blocked.defined() ? kernels::masked_attention(q, k, v, inputs.blocked)
+                                                   : compat::causal_attention(q, k, v);
   return o_proj(attended.transpose(1, 2).reshape({b, t, num_heads_ * head_dim_}));
 }
 
@@ -66,9 +67,9 @@ DecoderLayerImpl::DecoderLayerImpl(const LlamaConfig& c, int64_t index) : index_
   post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
 }
 
-torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const AttentionInputs& inputs,
                                         ActivationObserver* observer) {
-  const auto attn_out = self_attn(input_layernorm(x), cos, sin);
+  const auto attn_out = self_attn(input_layernorm(x), inputs);
   if (observer) observer->observe(index_, "attn_out", attn_out);
   const auto h = x + attn_out;
   const auto mlp_out = mlp(post_attention_layernorm(h));
@@ -76,14 +77,14 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Ten
   return h + mlp_out;
 }
 
-torch::Tensor DecoderLayerImpl::checkpointed_forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                                     const torch::Tensor& sin, ActivationObserver* observer) {
-  if (!is_training() || !torch::GradMode::is_enabled()) return forward(x, cos, sin, observer);
+torch::Tensor DecoderLayerImpl::checkpointed_forward(const torch::Tensor& x, const AttentionInputs& inputs,
+                                                     ActivationObserver* observer) {
+  if (!is_training() || !torch::GradMode::is_enabled()) return forward(x, inputs, observer);
   // The closure lives in the autograd graph until backward: it holds the layer itself, not `this`.
   auto self = std::static_pointer_cast<DecoderLayerImpl>(shared_from_this());
   return checkpoint(
-      [self, cos, sin, observer](const torch::Tensor& input, bool recomputing) {
-        return self->forward(input, cos, sin, recomputing ? nullptr : observer);
+      [self, inputs, observer](const torch::Tensor& input, bool recomputing) {
+        return self->forward(input, inputs, recomputing ? nullptr : observer);
       },
       x, parameters());
 }
@@ -98,13 +99,26 @@ LlamaBackboneImpl::LlamaBackboneImpl(const LlamaConfig& c) : rotary_(c) {
   norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
 }
 
+AttentionInputs LlamaBackboneImpl::attention_inputs(int64_t seq, torch::Dtype dtype, torch::Device device,
+                                                   const DocumentLayout* documents) const {
+  auto [cos, sin] = rotary_.tables(seq, dtype, device);
+  if (!documents) return {cos, sin, torch::Tensor()};
+  // Each token takes the table row of its position inside its document.
+  const auto positions = documents->positions.to(device);
+  const int64_t batch = positions.size(0);
+  const auto rows = [&](const torch::Tensor& table) {
+    return table.index_select(0, positions.reshape(-1)).view({batch, 1, seq, table.size(1)});
+  };
+  return {rows(cos), rows(sin), blocked_keys(*documents).to(device)};
+}
+
 torch::Tensor LlamaBackboneImpl::forward(const torch::Tensor& input_ids, std::vector<torch::Tensor>* hidden_states,
-                                         ActivationObserver* observer) {
+                                         ActivationObserver* observer, const DocumentLayout* documents) {
   auto h = embed_tokens(input_ids);
-  const auto [cos, sin] = rotary_.tables(input_ids.size(1), h.scalar_type(), h.device());
+  const auto inputs = attention_inputs(input_ids.size(1), h.scalar_type(), h.device(), documents);
   if (hidden_states) hidden_states->push_back(h);
   for (auto& layer : layer_list) {
-    h = activation_checkpointing_ ? layer->checkpointed_forward(h, cos, sin, observer) : layer(h, cos, sin, observer);
+    h = activation_checkpointing_ ? layer->checkpointed_forward(h, inputs, observer) : layer(h, inputs, observer);
     if (hidden_states) hidden_states->push_back(h);
   }
   h = norm(h);
@@ -121,8 +135,9 @@ torch::Tensor LlamaForCausalLMImpl::lm_head_weight() {
   return lm_head ? lm_head->effective_weight() : model->embed_tokens->weight;
 }
 
-torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids, std::vector<torch::Tensor>* hidden_states) {
-  const auto h = model(input_ids, hidden_states, observer_);
+torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids, std::vector<torch::Tensor>* hidden_states,
+                                            const DocumentLayout* documents) {
+  const auto h = model(input_ids, hidden_states, observer_, documents);
   return lm_head ? lm_head(h) : torch::nn::functional::linear(h, model->embed_tokens->weight);
 }
 

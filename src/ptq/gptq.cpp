@@ -308,29 +308,29 @@ void solve(Target& t, const torch::Tensor& hessian, const GptqOptions& o) {
 constexpr int64_t kWindowsPerForward = 8;
 
 // One decoder layer over every calibration window, in place: [N, L, hidden].
-void run_layer(model::DecoderLayer& layer, torch::Tensor& hidden, const torch::Tensor& cos, const torch::Tensor& sin) {
+void run_layer(model::DecoderLayer& layer, torch::Tensor& hidden, const model::AttentionInputs& inputs) {
   for (int64_t b = 0; b < hidden.size(0); b += kWindowsPerForward) {
     auto chunk = hidden.slice(0, b, std::min(b + kWindowsPerForward, hidden.size(0)));
-    chunk.copy_(layer->forward(chunk, cos, sin, nullptr));
+    chunk.copy_(layer->forward(chunk, inputs, nullptr));
   }
 }
 
 void quantize_layer(size_t index, model::LlamaForCausalLMImpl& work, std::vector<Target*>& targets,
                     torch::Tensor& hidden, const GptqOptions& o) {
   auto& layer = work.model->layer_list[index];
-  const auto [cos, sin] = work.model->rotary().tables(hidden.size(1), torch::kFloat, torch::kCPU);
+  const auto inputs = work.model->attention_inputs(hidden.size(1), torch::kFloat, torch::kCPU);
   for (auto* t : targets) {
     t->tap = std::make_shared<HessianTap>(t->work->in_features());
     t->work->set_input_quantizer(t->tap);
   }
   // Collect on a copy: the layer's output must come from its quantized weights.
   auto probe = hidden.clone();
-  run_layer(layer, probe, cos, sin);
+  run_layer(layer, probe, inputs);
   for (auto* t : targets) {
     t->tap->stop();
     solve(*t, t->tap->hessian(), o);
   }
-  run_layer(layer, hidden, cos, sin);
+  run_layer(layer, hidden, inputs);
 }
 
 std::vector<Target*> layer_targets(std::vector<Target>& targets, size_t layer) {

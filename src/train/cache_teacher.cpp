@@ -52,10 +52,14 @@ data::DataStream open_stream(const RunConfig& config, const tokenizer::Tokenizer
   return data::DataStream(data, &tokenizer);
 }
 
-torch::Tensor teacher_forward(model::LlamaForCausalLM& teacher, const torch::Tensor& batch) {
+// The teacher as the trainer runs it: per document when data.document_mask is on.
+torch::Tensor teacher_forward(model::LlamaForCausalLM& teacher, const data::TokenBatch& batch, bool document_mask,
+                              const torch::Device& device) {
   const compat::NoAutocastScope no_autocast;
   torch::NoGradGuard no_grad;
-  return teacher->forward(batch);
+  if (!document_mask) return teacher->forward(batch.input_ids.to(device));
+  const auto layout = model::document_layout(batch.document_starts());
+  return teacher->forward(batch.input_ids.to(device), nullptr, &layout);
 }
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -70,8 +74,9 @@ void fill(teacher_cache::CacheWriter& writer, const RunConfig& config, data::Dat
   const int64_t first = writer.next_micro_batch();
   ProgressLine progress;
   while (!writer.complete() && !stop_requested()) {
-    const auto batch = stream.next_batch(config.train.micro_batch);
-    const auto logits = teacher_forward(teacher, batch.to(device));
+    const auto marked = stream.next_marked_batch(config.train.micro_batch);
+    const auto logits = teacher_forward(teacher, marked, config.data.document_mask, device);
+    const auto& batch = marked.input_ids;
     writer.add(batch, loss::teacher_topk(logits, m.k, config.kd.temperature, config.kd.chunk_tokens), stream.cursor());
     const int64_t done = writer.next_micro_batch();
     const double tokens = static_cast<double>((done - first) * batch.numel());

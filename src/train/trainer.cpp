@@ -42,7 +42,8 @@ struct StepLosses {
 // One micro-batch: the frozen teacher and the fake-quantized student see the same tokens; the loss
 // gradient flows into the student only.
 void distill_micro_batch(TrainingSession& s, StepLosses& totals, double loss_multiplier, PhaseTimer& phases) {
-  torch::Tensor batch, student;
+  MicroBatch batch;
+  torch::Tensor student;
   TeacherTargets teacher;
   loss::KdLossResult result;
   {
@@ -50,8 +51,9 @@ void distill_micro_batch(TrainingSession& s, StepLosses& totals, double loss_mul
     // the stream's cursor is the run's, whatever the number of ranks that resumes it.
     const auto timed = phases.measure(Phase::data);
     const auto& ranks = *s.ranks;
-    const auto global = s.data->next_batch(s.config.train.micro_batch * ranks.world_size());
-    batch = dist::local_share(global, ranks.rank(), ranks.world_size()).to(s.device);
+    const auto global = s.data->next_marked_batch(s.config.train.micro_batch * ranks.world_size());
+    batch = prepare_micro_batch(s, {dist::local_share(global.input_ids, ranks.rank(), ranks.world_size()),
+                                    dist::local_share(global.marks, ranks.rank(), ranks.world_size())});
   }
   {
     const auto timed = phases.measure(Phase::teacher_forward);  // or the read of the cached top-k
@@ -74,7 +76,7 @@ void distill_micro_batch(TrainingSession& s, StepLosses& totals, double loss_mul
   totals.loss += result.loss.item<double>() * share;
   totals.divergence += result.divergence * share;
   totals.cross_entropy += result.cross_entropy * share;
-  totals.tokens += batch.numel();
+  totals.tokens += batch.input_ids.numel();
 }
 
 // The step's gradients and totals as the whole run sees them: gradients averaged over the ranks (every

@@ -383,10 +383,20 @@ std::unique_ptr<TrainingSession> open_session(const RunConfig& config) {
   return s;
 }
 
-torch::Tensor teacher_logits(TrainingSession& s, const torch::Tensor& batch) {
+MicroBatch prepare_micro_batch(const TrainingSession& s, const data::TokenBatch& windows) {
+  MicroBatch batch;
+  batch.input_ids = windows.input_ids.to(s.device);
+  if (s.config.data.document_mask) batch.documents = model::document_layout(windows.document_starts());
+  batch.labels = s.config.kd.ce_on == loss::CeTargets::responses
+                     ? windows.input_ids.masked_fill(windows.prompt_tokens(), -1).to(s.device)
+                     : batch.input_ids;
+  return batch;
+}
+
+torch::Tensor teacher_logits(TrainingSession& s, const MicroBatch& batch) {
   const compat::NoAutocastScope no_autocast;
   torch::NoGradGuard no_grad;
-  return s.teacher->forward(batch);
+  return s.teacher->forward(batch.input_ids, nullptr, batch.layout());
 }
 
 namespace {
@@ -394,14 +404,14 @@ namespace {
 // known in backward: that precision keeps the logits path.
 bool loss_through_heads(const TrainingSession& s) { return s.config.train.precision != Precision::fp16; }
 
-torch::Tensor teacher_hidden_states(TrainingSession& s, const torch::Tensor& batch) {
+torch::Tensor teacher_hidden_states(TrainingSession& s, const MicroBatch& batch) {
   const compat::NoAutocastScope no_autocast;
   torch::NoGradGuard no_grad;
-  return s.teacher->final_hidden_states(batch);
+  return s.teacher->final_hidden_states(batch.input_ids, batch.layout());
 }
 
 loss::KdLossResult kd_loss_through_heads(TrainingSession& s, const torch::Tensor& teacher_hidden,
-                                         const torch::Tensor& student_hidden, const torch::Tensor& batch) {
+                                         const torch::Tensor& student_hidden, const MicroBatch& batch) {
   torch::Tensor teacher_head;
   {
     torch::NoGradGuard no_grad;
@@ -409,28 +419,28 @@ loss::KdLossResult kd_loss_through_heads(TrainingSession& s, const torch::Tensor
   }
   // The student's head products run under its autocast, as its own lm_head would.
   const compat::AutocastScope autocast(s.device, s.config.train.precision);
-  return loss::kd_loss_from_hidden(teacher_hidden, teacher_head, student_hidden, s.student->lm_head_weight(), batch,
-                                   s.config.kd);
+  return loss::kd_loss_from_hidden(teacher_hidden, teacher_head, student_hidden, s.student->lm_head_weight(),
+                                   batch.labels, s.config.kd);
 }
 }  // namespace
 
-TeacherTargets teacher_targets(TrainingSession& s, const torch::Tensor& batch) {
-  if (s.teacher_cache) return {torch::Tensor(), torch::Tensor(), s.teacher_cache->next(batch)};
+TeacherTargets teacher_targets(TrainingSession& s, const MicroBatch& batch) {
+  if (s.teacher_cache) return {torch::Tensor(), torch::Tensor(), s.teacher_cache->next(batch.input_ids)};
   if (loss_through_heads(s)) return {teacher_hidden_states(s, batch), torch::Tensor(), std::nullopt};
   return {torch::Tensor(), teacher_logits(s, batch), std::nullopt};
 }
 
-torch::Tensor student_outputs(TrainingSession& s, const TeacherTargets& targets, const torch::Tensor& batch) {
+torch::Tensor student_outputs(TrainingSession& s, const TeacherTargets& targets, const MicroBatch& batch) {
   if (!targets.pair_with_student_hidden()) return student_logits(s, batch);
   const compat::AutocastScope autocast(s.device, s.config.train.precision);
-  return s.student->final_hidden_states(batch);
+  return s.student->final_hidden_states(batch.input_ids, batch.layout());
 }
 
 loss::KdLossResult distillation_loss(TrainingSession& s, const TeacherTargets& targets,
-                                     const torch::Tensor& student_outputs, const torch::Tensor& batch) {
-  if (targets.topk) return loss::topk_kd_loss(*targets.topk, student_outputs, batch, s.config.kd);
+                                     const torch::Tensor& student_outputs, const MicroBatch& batch) {
+  if (targets.topk) return loss::topk_kd_loss(*targets.topk, student_outputs, batch.labels, s.config.kd);
   if (targets.pair_with_student_hidden()) return kd_loss_through_heads(s, targets.hidden, student_outputs, batch);
-  return loss::kd_loss(targets.logits, student_outputs, batch, s.config.kd);
+  return loss::kd_loss(targets.logits, student_outputs, batch.labels, s.config.kd);
 }
 
 torch::Device run_device(const RunConfig& config) { return parse_device(config.train.device); }
@@ -439,9 +449,9 @@ model::LlamaForCausalLM load_teacher_model(const RunConfig& config, const torch:
   return load_teacher(config, device);
 }
 
-torch::Tensor student_logits(TrainingSession& s, const torch::Tensor& batch) {
+torch::Tensor student_logits(TrainingSession& s, const MicroBatch& batch) {
   const compat::AutocastScope autocast(s.device, s.config.train.precision);
-  return s.student->forward(batch);
+  return s.student->forward(batch.input_ids, nullptr, batch.layout());
 }
 
 void log_freeze_change(TrainingSession& s, const freeze::FreezeChange& change) {

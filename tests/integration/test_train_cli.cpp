@@ -490,3 +490,42 @@ TEST(TrainCli, GptqStudentFromPtqAndFromStudentInit) {
 }
 
 }  // namespace
+
+// data.document_mask and kd.ce_on responses through the binary, on chat records packed with token-file
+// windows: both change what the step computes (the loss records differ from a plain run), a teacher
+// cache built without the mask is refused by a masked run. (Marks after a data-cursor restore:
+// test_data's DataMarks.ResumedStreamRepeatsTheMarks.)
+TEST(TrainCli, DocumentMaskAndResponseOnlyCrossEntropyChangeTheStep) {
+  const auto dir = scratch_dir("document-mask");
+  auto config = small_run(dir + "/plain");
+  config["data"]["sources"] = {{{"path", repo_path("assets/data/kjv/kjv-train.u16")}},
+                               {{"path", repo_path("tests/fixtures/data/sharegpt.jsonl")}}};
+  config["freeze"] = {{"policy", "none"}};
+  const auto plain = run_cli("--config " + write_config(config, dir + "/plain.json"));
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  const auto cache =
+      run_cli("cache-teacher --config " + write_config(config, dir + "/c.json") + " --top-k 8 --out " + dir + "/cache");
+  ASSERT_EQ(cache.exit_code, 0) << cache.output;
+
+  config["data"]["document_mask"] = true;
+  config["kd"]["ce_on"] = "responses";
+  config["run_dir"] = dir + "/masked";
+  const auto masked_config = write_config(config, dir + "/masked.json");
+  const auto masked = run_cli("--config " + masked_config);
+  ASSERT_EQ(masked.exit_code, 0) << masked.output;
+  const auto first_step = [](const std::string& path) {
+    for (const auto& record : jsonl(path, true))
+      if (record.value("type", "") == "train") return record;
+    return json();
+  };
+  const auto plain_step = first_step(dir + "/plain/metrics.jsonl");
+  const auto masked_step = first_step(dir + "/masked/metrics.jsonl");
+  ASSERT_TRUE(plain_step.contains("kd") && masked_step.contains("kd"));
+  EXPECT_NE(plain_step.at("kd"), masked_step.at("kd"));
+  EXPECT_NE(plain_step.at("ce"), masked_step.at("ce"));
+
+  const auto refused = run_cli("--config " + masked_config + " --set kd.teacher=cache --set kd.teacher_cache=" + dir +
+                               "/cache --set run_dir=" + dir + "/from-cache");
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.output.find("data.document_mask"), std::string::npos) << refused.output;
+}

@@ -239,3 +239,75 @@ TEST(DataErrors, MissingEmptyAndTooShortSources) {
   EXPECT_NE(error_of([&] { DataStream s(one_source(fixture("notes.jsonl"), 8), nullptr); }).find("needs a tokenizer"),
             std::string::npos);
 }
+
+// The marks packed windows carry for data.document_mask and kd.ce_on: where each document starts and
+// which tokens are prompt, checked against the records tokenized one by one.
+TEST(DataMarks, AlpacaWindowsMarkDocumentStartsAndPrompts) {
+  const auto& tok = kjv_tokenizer();
+  const std::vector<std::pair<std::string, std::string>> records{
+      {"### Instruction:\nName a colour found in a rainbow.\n\n### Response:\n", "Green."},
+      {"### Instruction:\nAdd the two numbers.\n\n### Input:\n4 and 9\n\n### Response:\n", "13"},
+      {"### Instruction:\nTranslate to French.\n\n### Input:\ngood morning\n\n### Response:\n", "bonjour"}};
+  std::vector<int64_t> ids;
+  std::vector<uint8_t> marks;
+  for (const auto& [prompt, response] : records) {
+    const auto whole = tok.encode(prompt + response, true, true);
+    const auto prompt_ids = tok.encode(prompt, true, false);
+    ASSERT_TRUE(std::equal(prompt_ids.begin(), prompt_ids.end(), whole.begin()));  // the prompt is a prefix
+    for (size_t i = 0; i < whole.size(); ++i) {
+      ids.push_back(whole[i]);
+      marks.push_back((i == 0 ? qkd::data::kDocumentStart : 0) | (i < prompt_ids.size() ? qkd::data::kPromptToken : 0));
+    }
+  }
+  const int64_t seq = 8, windows = static_cast<int64_t>(ids.size()) / seq;
+  DataStream stream(one_source(fixture("alpaca.jsonl"), seq), &tok);
+  const auto batch = stream.next_marked_batch(windows);
+  const auto n = static_cast<size_t>(batch.input_ids.numel());
+  EXPECT_EQ(std::vector<int64_t>(batch.input_ids.data_ptr<int64_t>(), batch.input_ids.data_ptr<int64_t>() + n),
+            std::vector<int64_t>(ids.begin(), ids.begin() + n));
+  EXPECT_EQ(std::vector<uint8_t>(batch.marks.data_ptr<uint8_t>(), batch.marks.data_ptr<uint8_t>() + n),
+            std::vector<uint8_t>(marks.begin(), marks.begin() + n));
+  EXPECT_GT(batch.prompt_tokens().logical_not().sum().item<int64_t>(), 0);  // responses exist
+}
+
+TEST(DataMarks, ShareGptPromptsAreTheUserTurnsOfEveryPair) {
+  const auto& tok = kjv_tokenizer();
+  DataStream chat(one_source(fixture("sharegpt.jsonl"), 128), &tok);
+  const auto batch = chat.next_marked_batch(1);
+  const auto first_prompt = tok.encode("[INST] <<SYS>>\nYou answer briefly.\n<</SYS>>\n\nWhat is the capital of Peru? [/INST]", true, false);
+  const auto first_pair = tok.encode(
+      "[INST] <<SYS>>\nYou answer briefly.\n<</SYS>>\n\nWhat is the capital of Peru? [/INST] Lima. ", true, true);
+  const auto second_prompt = tok.encode("[INST] And of Chile? [/INST]", true, false);
+  const auto prompt = batch.prompt_tokens()[0];
+  const auto p = static_cast<int64_t>(first_prompt.size()), pair = static_cast<int64_t>(first_pair.size());
+  EXPECT_TRUE(prompt.narrow(0, 0, p).all().item<bool>());
+  EXPECT_FALSE(prompt.narrow(0, p, pair - p).any().item<bool>());  // "Lima. </s>" is the response
+  // The second pair continues the conversation: its BOS is a prompt token but starts no document.
+  EXPECT_TRUE(prompt.narrow(0, pair, static_cast<int64_t>(second_prompt.size())).all().item<bool>());
+  EXPECT_FALSE(batch.document_starts()[0][pair].item<bool>());
+  EXPECT_TRUE(batch.document_starts()[0][0].item<bool>());
+}
+
+TEST(DataMarks, TokenFileDocumentsStartAtEachBos) {
+  auto config = one_source(qkd::test::shared_dir() + "/data/kjv/kjv-val.u16", 256);
+  config.document_mask = true;
+  DataStream stream(config, &kjv_tokenizer());
+  const auto batch = stream.next_marked_batch(4);
+  EXPECT_TRUE(torch::equal(batch.document_starts(), batch.input_ids.eq(kjv_tokenizer().special().bos)));
+  EXPECT_GT(batch.document_starts().sum().item<int64_t>(), 0);
+  EXPECT_NE(error_of([&] { DataStream no_tokenizer(config, nullptr); }).find("data.document_mask"), std::string::npos);
+}
+
+TEST(DataMarks, ResumedStreamRepeatsTheMarks) {
+  auto config = one_source(fixture("sharegpt.jsonl"), 16, /*shuffle=*/true);
+  config.shuffle_buffer = 4;
+  DataStream straight(config, &kjv_tokenizer());
+  straight.next_marked_batch(3);
+  const auto cursor = nlohmann::json::parse(straight.cursor().dump());
+  const auto expected = straight.next_marked_batch(5);
+  DataStream resumed(config, &kjv_tokenizer());
+  resumed.restore(cursor);
+  const auto got = resumed.next_marked_batch(5);
+  EXPECT_TRUE(torch::equal(got.input_ids, expected.input_ids));
+  EXPECT_TRUE(torch::equal(got.marks, expected.marks));
+}

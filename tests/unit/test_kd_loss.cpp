@@ -4,6 +4,7 @@
 #include "qkd/common/error.h"
 #include "qkd/loss/head_kd_loss.h"
 #include "qkd/loss/kd_loss.h"
+#include "qkd/loss/topk_kd_loss.h"
 
 namespace {
 
@@ -123,3 +124,40 @@ TEST(KdLoss, UnknownDivergenceNamesTheField) {
 }
 
 }  // namespace
+
+// kd.ce_on responses: negative labels are no targets; the cross-entropy is the mean over the others
+// (torch's cross_entropy with that ignore_index), the divergence still covers every position.
+TEST(KdLoss, NegativeLabelsAreLeftOutOfTheCrossEntropyMean) {
+  torch::manual_seed(8);
+  const int64_t vocab = 11;
+  const auto teacher = torch::randn({2, 6, vocab});
+  auto labels = torch::randint(0, vocab, {2, 6}, torch::kInt64);
+  labels.narrow(1, 0, 3).fill_(-1);  // prompts
+  labels[1][4] = -1;
+  const qkd::loss::KdLossOptions options{Divergence::ForwardKL, 1.0, 0.5, 1.0, 5};
+  const auto expected_for = [&](const torch::Tensor& student) {
+    const auto log_p = torch::log_softmax(teacher, -1), log_q = torch::log_softmax(student, -1);
+    const auto kl = (log_p.exp() * (log_p - log_q)).sum(-1).mean();
+    const auto ce = torch::nn::functional::cross_entropy(
+        student.narrow(1, 0, 5).reshape({-1, vocab}), labels.narrow(1, 1, 5).reshape({-1}),
+        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-1));
+    return kl + 0.5 * ce;
+  };
+  auto s1 = torch::randn({2, 6, vocab}).requires_grad_(true);
+  auto s2 = s1.detach().clone().requires_grad_(true);
+  const auto ours = qkd::loss::kd_loss(teacher, s1, labels, options);
+  const auto expected = expected_for(s2);
+  EXPECT_NEAR(ours.loss.item<double>(), expected.item<double>(), 1e-5);
+  ours.loss.backward();
+  expected.backward();
+  EXPECT_LT((s1.grad() - s2.grad()).abs().max().item<double>(), 1e-6);
+  // The top-k loss with k = vocab is the same loss.
+  auto s3 = s1.detach().clone().requires_grad_(true);
+  const auto topk = qkd::loss::topk_kd_loss(qkd::loss::teacher_topk(teacher, vocab, 1.0), s3, labels, options);
+  EXPECT_NEAR(topk.cross_entropy, ours.cross_entropy, 1e-5);
+  // All labels negative: no cross-entropy, and no NaN.
+  const auto none = qkd::loss::kd_loss(teacher, s1.detach().requires_grad_(true), torch::full({2, 6}, -1, torch::kInt64),
+                                       options);
+  EXPECT_EQ(none.cross_entropy, 0.0);
+  EXPECT_TRUE(std::isfinite(none.loss.item<double>()));
+}

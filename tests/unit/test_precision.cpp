@@ -100,7 +100,7 @@ std::set<torch::Dtype> teacher_output_dtypes(qkd::train::TrainingSession& s, con
   {
     const qkd::compat::AutocastStateScope autocast(bf16);
     torch::NoGradGuard no_grad;
-    const auto logits = through_session ? qkd::train::teacher_logits(s, batch) : s.teacher->forward(batch);
+    const auto logits = through_session ? qkd::train::teacher_logits(s, {batch, std::nullopt, batch}) : s.teacher->forward(batch);
     observer.seen.insert(logits.scalar_type());
   }
   s.teacher->set_activation_observer(nullptr);

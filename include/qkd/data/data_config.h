@@ -30,6 +30,10 @@ struct DataConfig {
   bool strict = false;           // malformed records are fatal instead of skipped
   bool add_bos = true;           // around each text/alpaca/txt document (sharegpt brings its own)
   bool add_eos = true;
+  // Attention stays inside each document of a packed window and positions restart at each document
+  // (teacher and student alike). Text sources know where their documents begin; token files begin
+  // one at each BOS token they store.
+  bool document_mask = false;
 };
 
 std::string to_string(SourceFormat format);

@@ -38,8 +38,10 @@ class DataStream {
 
   // Each row is one window from a source chosen by the seeded RNG in proportion to its weight.
   torch::Tensor next_batch(int64_t batch_size);
-  // Writes one window (seq_len ids) to out.
-  void next_window(int64_t* out);
+  // The same windows with their TokenMark bits (document starts, prompt tokens).
+  TokenBatch next_marked_batch(int64_t batch_size);
+  // Writes one window (seq_len ids) to ids and its marks to marks.
+  void next_window(int64_t* ids, uint8_t* marks);
 
   // Everything needed to continue exactly where this stream is: RNG state and per-source positions.
   nlohmann::json cursor() const;

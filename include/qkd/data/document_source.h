@@ -45,8 +45,9 @@ class LineReader {
 class DocumentSource {
  public:
   virtual ~DocumentSource() = default;
-  // Token ids of the next document (non-empty); false at end of file.
-  virtual bool next_document(std::vector<int64_t>& tokens) = 0;
+  // Token ids of the next document (non-empty), and per id 1 where it is prompt rather than response
+  // (instruction and user turns of alpaca and sharegpt records, and BOS); false at end of file.
+  virtual bool next_document(std::vector<int64_t>& tokens, std::vector<uint8_t>& prompt) = 0;
   virtual SourcePosition position() const = 0;
   virtual void seek(const SourcePosition& position) = 0;
   virtual const DocumentCounters& counters() const = 0;

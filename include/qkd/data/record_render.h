@@ -12,8 +12,9 @@ namespace qkd::data {
 
 struct TextSegment {
   std::string text;
-  bool bos = false;  // a real BOS id before the text
-  bool eos = false;  // a real EOS id after it
+  bool bos = false;         // a real BOS id before the text
+  bool eos = false;         // a real EOS id after it
+  size_t prompt_bytes = 0;  // leading bytes of `text` that are prompt (instruction, user turn), not response
 };
 
 struct RenderedRecord {
@@ -42,5 +43,15 @@ RenderedRecord render_sharegpt_record(const nlohmann::json& record);
 // Concatenated token ids of the segments (BOS/EOS as the tokenizer's special ids).
 std::vector<int64_t> tokenize_segments(const std::vector<TextSegment>& segments,
                                        const qkd::tokenizer::Tokenizer& tokenizer);
+
+struct TokenizedRecord {
+  std::vector<int64_t> ids;     // tokenize_segments
+  std::vector<uint8_t> prompt;  // per id: 1 for prompt tokens (a segment's BOS and its prompt_bytes' tokens)
+};
+
+// tokenize_segments with the prompt tokens marked. Each segment is tokenized whole, as for training;
+// its prompt is the first n tokens, n being the token count of its prompt_bytes tokenized alone (the
+// two agree where the prompt ends at a word or line boundary, as the alpaca and chat templates do).
+TokenizedRecord tokenize_record(const std::vector<TextSegment>& segments, const qkd::tokenizer::Tokenizer& tokenizer);
 
 }  // namespace qkd::data

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "qkd/data/data_config.h"
+#include "qkd/data/token_batch.h"
 #include "qkd/tokenizer/tokenizer.h"
 
 namespace qkd::data {
@@ -26,8 +27,8 @@ struct SourceStats {
 class WindowSource {
  public:
   virtual ~WindowSource() = default;
-  // Writes the next seq_len token ids to out[0..seq_len).
-  virtual void next_window(int64_t* out) = 0;
+  // Writes the next seq_len token ids to ids[0..seq_len) and their TokenMark bits to marks[0..seq_len).
+  virtual void next_window(int64_t* ids, uint8_t* marks) = 0;
   virtual nlohmann::json cursor() const = 0;
   // Throws qkd::Error ("data cursor: ...") when the cursor does not fit this source.
   virtual void restore(const nlohmann::json& cursor) = 0;
@@ -35,7 +36,8 @@ class WindowSource {
 };
 
 // Packs documents of a text source (text_jsonl, alpaca, sharegpt, txt) back to back into windows, a
-// document running on into the next window where it does not fit (no token is dropped). With
+// document running on into the next window where it does not fit (no token is dropped). A document's
+// first token is marked kDocumentStart (a continued document's first token in the next window is not). With
 // shuffle on, `shuffle_buffer` consecutive windows are generated, permuted with a seed derived from
 // (seed, source index, block number) and handed out; a cursor is then the source position where
 // the block started plus how many of its windows were used, so restore re-reads at most one block.
@@ -48,8 +50,10 @@ std::unique_ptr<WindowSource> make_text_window_source(const SourceConfig& source
 // With shuffle on, each epoch starts at a seeded offset in [0, seq_len) and visits the windows in a
 // seeded random order (a new seed per epoch); without, windows run in file order from offset 0. The
 // tail shorter than a window is skipped. Throws when the file holds fewer than seq_len tokens.
+// Documents begin at each `bos_id` token (none when negative); a token file marks no prompt but BOS.
 std::unique_ptr<WindowSource> make_token_file_window_source(const SourceConfig& source, SourceFormat format,
-                                                            const DataConfig& config, size_t source_index);
+                                                            const DataConfig& config, size_t source_index,
+                                                            int64_t bos_id);
 
 // Reads a non-negative integer field of a cursor object, or throws "data cursor: ..." naming it.
 int64_t cursor_integer(const nlohmann::json& cursor, const char* key);

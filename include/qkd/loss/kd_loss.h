@@ -23,6 +23,12 @@ std::string divergence_name(Divergence d);
 enum class TeacherSource { online, cache };
 inline std::string teacher_source_name(TeacherSource s) { return s == TeacherSource::cache ? "cache" : "online"; }
 
+// Which next tokens the cross-entropy term predicts: every one (`all`), or only response tokens
+// (`responses`): the prompt of alpaca and sharegpt records (instruction, user turns) and each BOS are
+// then given, not predicted. The divergence covers every position either way.
+enum class CeTargets { all, responses };
+inline std::string ce_targets_name(CeTargets c) { return c == CeTargets::responses ? "responses" : "all"; }
+
 struct KdLossOptions {
   Divergence divergence = Divergence::ForwardKL;
   double kd_weight = 1.0;       // weight of the divergence term
@@ -31,6 +37,7 @@ struct KdLossOptions {
   int64_t chunk_tokens = 2048;  // rows of [tokens, vocab] processed at once
   TeacherSource teacher = TeacherSource::online;
   std::string teacher_cache;  // teacher `cache`: the directory cache-teacher wrote
+  CeTargets ce_on = CeTargets::all;
 
   // The `kd` section of a run config.
   template <class Fields>
@@ -43,6 +50,7 @@ struct KdLossOptions {
     f.integer("chunk_tokens", chunk_tokens, 1, std::numeric_limits<int64_t>::max());
     f.choice("teacher", teacher, {TeacherSource::online, TeacherSource::cache}, teacher_source_name);
     f.text("teacher_cache", teacher_cache);
+    f.choice("ce_on", ce_on, {CeTargets::all, CeTargets::responses}, ce_targets_name);
   }
   void check(const std::string& path) const;  // both weights 0 trains nothing
 };
@@ -54,7 +62,8 @@ struct KdLossResult {
 };
 
 // teacher_logits, student_logits: [batch, seq, vocab] (any float dtype; teacher is not differentiated).
-// input_ids [batch, seq]: targets for cross-entropy (position t predicts input_ids[t+1]).
+// input_ids [batch, seq]: targets for cross-entropy (position t predicts input_ids[t+1]); a negative
+// id there is no target (prompt tokens under kd.ce_on responses), and CE is the mean over the others.
 KdLossResult kd_loss(const torch::Tensor& teacher_logits, const torch::Tensor& student_logits,
                      const torch::Tensor& input_ids, const KdLossOptions& options);
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "qkd/model/document_layout.h"
 #include "qkd/model/linear.h"
 #include "qkd/model/llama_config.h"
 
@@ -53,10 +54,17 @@ class RotaryEmbedding {
 
 torch::Tensor llama3_scaled_inv_freq(const torch::Tensor& inv_freq, const RopeConfig& rope);
 
+// What every layer's attention needs besides its input: the rotary tables and, with document masking,
+// the keys each query may not see.
+struct AttentionInputs {
+  torch::Tensor cos, sin;  // [T, D] for positions 0..T-1, or [B, 1, T, D] for positions inside documents
+  torch::Tensor blocked;   // undefined: causal over the whole window; else [B, T, T] (blocked_keys)
+};
+
 class AttentionImpl : public torch::nn::Module {
  public:
   explicit AttentionImpl(const LlamaConfig& config);
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  torch::Tensor forward(const torch::Tensor& x, const AttentionInputs& inputs);
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
@@ -75,11 +83,10 @@ TORCH_MODULE(MLP);
 class DecoderLayerImpl : public torch::nn::Module {
  public:
   DecoderLayerImpl(const LlamaConfig& config, int64_t index);
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        ActivationObserver* observer);
+  torch::Tensor forward(const torch::Tensor& x, const AttentionInputs& inputs, ActivationObserver* observer);
   // forward() through an activation checkpoint (qkd/model/activation_checkpoint.h) when grad mode is
   // on and the layer is in training mode; plain forward() otherwise. The observer sees each forward once.
-  torch::Tensor checkpointed_forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+  torch::Tensor checkpointed_forward(const torch::Tensor& x, const AttentionInputs& inputs,
                                      ActivationObserver* observer);
   Attention self_attn{nullptr};
   MLP mlp{nullptr};
@@ -96,9 +103,13 @@ class LlamaBackboneImpl : public torch::nn::Module {
   explicit LlamaBackboneImpl(const LlamaConfig& config);
   // Final-normed hidden states [batch, seq, hidden]. When `hidden_states` is given it receives the
   // embedding output, each layer's output, and (replacing the last one) the final-normed output,
-  // matching transformers' output_hidden_states.
+  // matching transformers' output_hidden_states. `documents` (null: one causal stream per window)
+  // masks attention to each token's own document and restarts positions there.
   torch::Tensor forward(const torch::Tensor& input_ids, std::vector<torch::Tensor>* hidden_states,
-                        ActivationObserver* observer);
+                        ActivationObserver* observer, const DocumentLayout* documents = nullptr);
+  // Rotary tables and attention mask for windows of `seq` tokens (laid out as `documents` when given).
+  AttentionInputs attention_inputs(int64_t seq, torch::Dtype dtype, torch::Device device,
+                                   const DocumentLayout* documents = nullptr) const;
   // Decoder layers run through DecoderLayerImpl::checkpointed_forward when on.
   void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
   bool activation_checkpointing() const { return activation_checkpointing_; }
@@ -118,12 +129,15 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
  public:
   explicit LlamaForCausalLMImpl(const LlamaConfig& config);
 
-  // Logits [batch, seq, vocab] in the module's dtype.
-  torch::Tensor forward(const torch::Tensor& input_ids, std::vector<torch::Tensor>* hidden_states = nullptr);
+  // Logits [batch, seq, vocab] in the module's dtype. `documents`: see LlamaBackboneImpl::forward.
+  torch::Tensor forward(const torch::Tensor& input_ids, std::vector<torch::Tensor>* hidden_states = nullptr,
+                        const DocumentLayout* documents = nullptr);
   torch::Tensor lm_head_weight();  // embed_tokens.weight when tied, lm_head's effective weight otherwise
   // The final normed hidden states [batch, seq, hidden]: forward() without the output head, for
   // losses that apply the head themselves (loss::kd_loss_from_hidden).
-  torch::Tensor final_hidden_states(const torch::Tensor& input_ids) { return model(input_ids, nullptr, observer_); }
+  torch::Tensor final_hidden_states(const torch::Tensor& input_ids, const DocumentLayout* documents = nullptr) {
+    return model(input_ids, nullptr, observer_, documents);
+  }
 
   // Every projection by its Hugging Face module name ("model.layers.0.self_attn.q_proj", ...),
   // plus "lm_head" when untied.

@@ -60,8 +60,19 @@ struct TrainingSession {
 // config.checkpoint.resume says so. Fails before any compute on bad input.
 std::unique_ptr<TrainingSession> open_session(const RunConfig& config);
 
+// What one micro-batch feeds both models and the loss.
+struct MicroBatch {
+  torch::Tensor input_ids;                         // [B, T] on the run's device
+  std::optional<model::DocumentLayout> documents;  // data.document_mask: attention and positions per document
+  torch::Tensor labels;  // input_ids, with -1 on the tokens kd.ce_on responses does not predict
+  const model::DocumentLayout* layout() const { return documents ? &*documents : nullptr; }
+};
+// `windows` (this rank's rows, on the CPU) on the session's device, laid out per data.document_mask and
+// labelled per kd.ce_on.
+MicroBatch prepare_micro_batch(const TrainingSession& session, const data::TokenBatch& windows);
+
 // The teacher's logits for `batch` in teacher.dtype, outside any autocast the caller has open.
-torch::Tensor teacher_logits(TrainingSession& session, const torch::Tensor& batch);
+torch::Tensor teacher_logits(TrainingSession& session, const MicroBatch& batch);
 
 // What the student is distilled towards on one micro-batch. Online, the teacher's final hidden states:
 // the loss applies both output heads chunk by chunk (loss::kd_loss_from_hidden), except under fp16,
@@ -74,13 +85,13 @@ struct TeacherTargets {
   // The student output these targets are compared with: final hidden states or logits.
   bool pair_with_student_hidden() const { return hidden.defined(); }
 };
-TeacherTargets teacher_targets(TrainingSession& session, const torch::Tensor& batch);
+TeacherTargets teacher_targets(TrainingSession& session, const MicroBatch& batch);
 // The student's forward on `batch` that `targets` pair with, under the autocast of train.precision on CUDA.
-torch::Tensor student_outputs(TrainingSession& session, const TeacherTargets& targets, const torch::Tensor& batch);
+torch::Tensor student_outputs(TrainingSession& session, const TeacherTargets& targets, const MicroBatch& batch);
 // The kd loss of the student's outputs against `targets`: from hidden states through both heads, kd_loss
 // of logits, or topk_kd_loss for cached targets.
 loss::KdLossResult distillation_loss(TrainingSession& session, const TeacherTargets& targets,
-                                     const torch::Tensor& student_outputs, const torch::Tensor& batch);
+                                     const torch::Tensor& student_outputs, const MicroBatch& batch);
 
 // Pieces of the session that cache-teacher shares, so that it draws the trainer's stream and computes
 // the same teacher: train.device (checked), the frozen teacher in teacher.dtype (float16 on the CPU
@@ -89,7 +100,7 @@ torch::Device run_device(const RunConfig& config);
 model::LlamaForCausalLM load_teacher_model(const RunConfig& config, const torch::Device& device);
 void check_token_sources(const data::DataConfig& data, int64_t vocab_size);
 // The student's logits for `batch`, under the autocast of train.precision on CUDA.
-torch::Tensor student_logits(TrainingSession& session, const torch::Tensor& batch);
+torch::Tensor student_logits(TrainingSession& session, const MicroBatch& batch);
 
 // Logs a freeze or release to the console and events.jsonl.
 void log_freeze_change(TrainingSession& session, const freeze::FreezeChange& change);
