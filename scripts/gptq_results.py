@@ -140,11 +140,11 @@ def mask_rows(args):
         finished = os.path.exists(summary_path) and not json.load(open(summary_path))["interrupted"]
         if not (args.reuse and finished):
             shutil.rmtree(run_dir, ignore_errors=True)
-            sets = [f"run_dir={run_dir}", "export.formats=[]"] + overrides
+            sets = [f"run_dir={run_dir}", "export.formats=[]", "train.threads=1"] + overrides
             subprocess.run([args.binary, "--config", CONFIG] + [a for s in sets for a in ("--set", s)], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         summary = json.load(open(summary_path))
-        student = os.path.join(summary["last_checkpoint"], "student")
+        student = summary["last_checkpoint"]  # eval --student reads a training checkpoint as export does
         per_doc = os.path.join(run_dir, "eval-per-document.json")
         if not (args.reuse and os.path.exists(per_doc)):
             evaluate(args.binary, student, per_doc, ["--document-mask"])
@@ -162,13 +162,13 @@ def mask_rows(args):
 
 def mask_section(rows, cpu):
     return (f"{MASK_SECTION}\n\n"
-            "Measured by `python3 scripts/gptq_results.py --skip-ptq --skip-train` on " + cpu.replace(
-                " (one thread per process)", "") + ": the main job "
-            f"`qkd-train --config {CONFIG} --set run_dir=DIR --set export.formats=[]`, and the same with "
+            "Measured by `python3 scripts/gptq_results.py --skip-ptq --skip-train` on " + cpu + ": the main job "
+            f"`qkd-train --config {CONFIG} --set run_dir=DIR --set export.formats=[] --set train.threads=1`, and the "
+            "same with "
             "`--set data.document_mask=true` (attention inside each KJV chapter, positions from each chapter's BOS; "
             "kjv-train.u16 holds 1,070 chapters, about 853 tokens each, so about 30% of the 256-token windows "
             "cross a boundary). Each final student is then evaluated by "
-            f"`qkd-train eval --model {MODEL} --student DIR/checkpoints/step-00000060/student --ppl {VAL} --mc {CLOZE} "
+            f"`qkd-train eval --model {MODEL} --student DIR/checkpoints/step-00000060 --ppl {VAL} --mc {CLOZE} "
             "--seq-len 256 --batch-size 16 --threads 1`, on packed windows as the run's own evaluation does, and with "
             "`--document-mask` per document. The teacher row is the same evaluation of the teacher.\n\n"
             "| run | run's final val ppl | val ppl, packed windows | val ppl, per document | cloze acc / acc_norm | "

@@ -1,5 +1,7 @@
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
+
 #include "cli/commands.h"
 #include "qkd/checkpoint/student_checkpoint.h"
 #include "qkd/common/atomic_file.h"
@@ -10,10 +12,17 @@
 #include "qkd/eval/results.h"
 #include "qkd/export/compressed_tensors.h"
 #include "qkd/tokenizer/tokenizer.h"
+#include "qkd/train/student_to_export.h"
 
 namespace qkd::cli {
 
 namespace {
+// A run directory (its newest checkpoint) or one training checkpoint (<run>/checkpoints/step-N).
+bool is_training_output(const std::string& dir) {
+  namespace fs = std::filesystem;
+  return fs::is_regular_file(fs::path(dir) / "state.json") || fs::is_directory(fs::path(dir) / "checkpoints");
+}
+
 struct EvalOptions {
   std::string model, student, json_out, device = "cpu", dtype = "float32";
   std::vector<std::string> ppl, mc;
@@ -31,9 +40,14 @@ void run_eval(const EvalOptions& o) {
   eval::check_eval_inputs(o.ppl, o.mc, tokenizer.vocab_size());
   const auto& model_dir = o.student.empty() ? o.model : o.student;
   checkpoint::LoadedModel loaded;
-  if (exporting::is_packed_checkpoint(model_dir))  // compressed-tensors pack-quantized: unpacked to float
+  if (exporting::is_packed_checkpoint(model_dir)) {  // compressed-tensors pack-quantized: unpacked to float
     loaded.model = exporting::load_packed_checkpoint(model_dir, {dtype, device});
-  else
+  } else if (!o.student.empty() && is_training_output(model_dir)) {  // the student as export reads it
+    auto student = train::load_student_to_export(model_dir);
+    loaded.model = student.model;
+    loaded.model->to(device, dtype);
+    loaded.quant = student.spec;
+  } else
     loaded = checkpoint::load_model_or_student(model_dir, {dtype, device});
   auto model = loaded.model;
   model->eval();
@@ -63,7 +77,8 @@ void add_eval_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("eval", "Perplexity and multiple-choice accuracy of a model or student");
   cmd->add_option("--model", o->model, "Hugging Face checkpoint directory (tokenizer; evaluated unless --student)")
       ->required();
-  cmd->add_option("--student", o->student, "student checkpoint directory (from ptq or train) to evaluate instead");
+  cmd->add_option("--student", o->student,
+                  "student to evaluate instead: a ptq student checkpoint, a run directory (newest checkpoint) or a training checkpoint");
   cmd->add_option("--ppl", o->ppl, "token files (.u16/.u32) or JSONL text for perplexity");
   cmd->add_option("--mc", o->mc,
                   "multiple-choice JSONL (context/choices/label, hellaswag, piqa, arc, winogrande, boolq, openbookqa)");

@@ -170,7 +170,7 @@ TEST(TrainCli, ExportedStudentIsAPlainCheckpointOfTheQuantizedModel) {
   EXPECT_TRUE(fs::exists(dir + "/run/export/hf/generation_config.json"));
   EXPECT_FALSE(fs::exists(dir + "/run/export/hf/quantization.json"));
   const auto eval = run_cli("eval --model " + dir + "/run/export/hf --ppl " + repo_path("assets/data/kjv/kjv-val.u16") +
-                            " --seq-len 32 --max-windows 8 --threads 1 --json " + dir + "/eval.json");
+                            " --seq-len 32 --max-windows 64 --threads 1 --json " + dir + "/eval.json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   json summary, evaluated;
   std::ifstream(dir + "/run/summary.json") >> summary;
@@ -239,7 +239,7 @@ TEST(TrainCli, FinishedRunEndsWithDigestOfOutputsBaselinesAndNextCommands) {
   // The teacher baseline is the teacher evaluated on its own, through the eval command.
   const auto eval = run_cli("eval --model " + repo_path("assets/models/kjv-teacher-7m") + " --ppl " +
                             repo_path("assets/data/kjv/kjv-val.u16") +
-                            " --seq-len 32 --max-windows 8 --threads 1 --json " + dir + "/teacher.json");
+                            " --seq-len 32 --max-windows 64 --threads 1 --json " + dir + "/teacher.json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   json teacher_eval;
   std::ifstream(dir + "/teacher.json") >> teacher_eval;
@@ -451,7 +451,7 @@ TEST(TrainCli, GptqStudentFromPtqAndFromStudentInit) {
   EXPECT_NE(ptq.output.find("gptq: layer 6/6"), std::string::npos) << ptq.output;
   const auto eval = run_cli("eval --model " + teacher + " --student " + dir + "/gptq --ppl " +
                             repo_path("assets/data/kjv/kjv-val.u16") +
-                            " --seq-len 32 --max-windows 8 --threads 1 --json " + dir + "/eval.json");
+                            " --seq-len 32 --max-windows 64 --threads 1 --json " + dir + "/eval.json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   json evaluated;
   std::ifstream(dir + "/eval.json") >> evaluated;
@@ -523,6 +523,22 @@ TEST(TrainCli, DocumentMaskAndResponseOnlyCrossEntropyChangeTheStep) {
   ASSERT_TRUE(plain_step.contains("kd") && masked_step.contains("kd"));
   EXPECT_NE(plain_step.at("kd"), masked_step.at("kd"));
   EXPECT_NE(plain_step.at("ce"), masked_step.at("ce"));
+
+  // eval --student reads the run directory's newest checkpoint: on the run's own settings it gives the
+  // run's final perplexity; per document (--document-mask) another one where windows hold a BOS.
+  const auto summary = json::parse(qkd::test::read_file(dir + "/masked/summary.json"));
+  const double run_ppl = summary.at("final_eval").at("ppl").at("kjv-val.u16").get<double>();
+  const auto eval_of = [&](int windows, const std::string& flags) {
+    const auto out = run_cli("eval --model " + repo_path("assets/models/kjv-teacher-7m") + " --student " + dir +
+                             "/masked --ppl " + repo_path("assets/data/kjv/kjv-val.u16") +
+                             " --seq-len 32 --max-windows " + std::to_string(windows) + " --threads 1 --json " + dir +
+                             "/eval.json " + flags);
+    EXPECT_EQ(out.exit_code, 0) << out.output;
+    return json::parse(qkd::test::read_file(dir + "/eval.json")).at("ppl").at("kjv-val.u16").get<double>();
+  };
+  EXPECT_NEAR(eval_of(8, ""), run_ppl, 1e-4 * run_ppl);  // the run's eval: 8 windows of 32 tokens
+  // 64 windows hold chapter starts (the first 8 do not).
+  EXPECT_GT(std::abs(eval_of(64, "--document-mask") - eval_of(64, "")), 1e-3);
 
   const auto refused = run_cli("--config " + masked_config + " --set kd.teacher=cache --set kd.teacher_cache=" + dir +
                                "/cache --set run_dir=" + dir + "/from-cache");
