@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include <fmt/format.h>
@@ -470,6 +471,27 @@ TEST(TrainCli, GptqStudentFromPtqAndFromStudentInit) {
   r = run_cli("--config " + write_config(in_trainer, dir + "/in-trainer.json"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("gptq: layer 6/6"), std::string::npos) << r.output;
+
+  // With LSQ the GPTQ scales are where the learned scales start: the static run keeps them, the learned
+  // one ends a little away from them.
+  auto learned = in_trainer;
+  learned["run_dir"] = dir + "/learned";
+  learned["quant"]["learnable_scale"] = true;
+  r = run_cli("--config " + write_config(learned, dir + "/learned.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto checkpoint = "/checkpoints/step-00000002/student.safetensors";
+  std::map<std::string, torch::Tensor> trained;
+  for (auto& [name, t] : qkd::io::read_safetensors(dir + "/learned" + checkpoint)) trained[name] = t;
+  int scales = 0;
+  for (const auto& [name, start] : qkd::io::read_safetensors(dir + "/in-trainer" + checkpoint)) {
+    if (name.find("weight_quantizer.scale") == std::string::npos) continue;
+    ASSERT_TRUE(trained.count(name)) << name;
+    const double moved = ((trained[name] - start).abs() / start.abs()).max().item<double>();
+    EXPECT_GT(moved, 0.0) << name;
+    EXPECT_LT(moved, 0.1) << name;
+    ++scales;
+  }
+  EXPECT_EQ(scales, 42);  // 7 projections x 6 layers
 
   in_trainer["quant"]["scale_policy"] = "dynamic";
   r = run_cli("--config " + write_config(in_trainer, dir + "/dynamic.json"));
