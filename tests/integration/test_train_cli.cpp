@@ -171,7 +171,7 @@ TEST(TrainCli, ExportedStudentIsAPlainCheckpointOfTheQuantizedModel) {
   EXPECT_TRUE(fs::exists(dir + "/run/export/hf/generation_config.json"));
   EXPECT_FALSE(fs::exists(dir + "/run/export/hf/quantization.json"));
   const auto eval = run_cli("eval --model " + dir + "/run/export/hf --ppl " + repo_path("assets/data/kjv/kjv-val.u16") +
-                            " --seq-len 32 --max-windows 64 --threads 1 --json " + dir + "/eval.json");
+                            " --seq-len 32 --max-windows 8 --threads 1 --json " + dir + "/eval.json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   json summary, evaluated;
   std::ifstream(dir + "/run/summary.json") >> summary;
@@ -240,7 +240,7 @@ TEST(TrainCli, FinishedRunEndsWithDigestOfOutputsBaselinesAndNextCommands) {
   // The teacher baseline is the teacher evaluated on its own, through the eval command.
   const auto eval = run_cli("eval --model " + repo_path("assets/models/kjv-teacher-7m") + " --ppl " +
                             repo_path("assets/data/kjv/kjv-val.u16") +
-                            " --seq-len 32 --max-windows 64 --threads 1 --json " + dir + "/teacher.json");
+                            " --seq-len 32 --max-windows 8 --threads 1 --json " + dir + "/teacher.json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   json teacher_eval;
   std::ifstream(dir + "/teacher.json") >> teacher_eval;
@@ -452,7 +452,7 @@ TEST(TrainCli, GptqStudentFromPtqAndFromStudentInit) {
   EXPECT_NE(ptq.output.find("gptq: layer 6/6"), std::string::npos) << ptq.output;
   const auto eval = run_cli("eval --model " + teacher + " --student " + dir + "/gptq --ppl " +
                             repo_path("assets/data/kjv/kjv-val.u16") +
-                            " --seq-len 32 --max-windows 64 --threads 1 --json " + dir + "/eval.json");
+                            " --seq-len 32 --max-windows 8 --threads 1 --json " + dir + "/eval.json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   json evaluated;
   std::ifstream(dir + "/eval.json") >> evaluated;
