@@ -1,7 +1,5 @@
 #include <spdlog/spdlog.h>
 
-#include <filesystem>
-
 #include "cli/commands.h"
 #include "qkd/checkpoint/student_checkpoint.h"
 #include "qkd/common/atomic_file.h"
@@ -17,12 +15,6 @@
 namespace qkd::cli {
 
 namespace {
-// A run directory (its newest checkpoint) or one training checkpoint (<run>/checkpoints/step-N).
-bool is_training_output(const std::string& dir) {
-  namespace fs = std::filesystem;
-  return fs::is_regular_file(fs::path(dir) / "state.json") || fs::is_directory(fs::path(dir) / "checkpoints");
-}
-
 struct EvalOptions {
   std::string model, student, json_out, device = "cpu", dtype = "float32";
   std::vector<std::string> ppl, mc;
@@ -42,7 +34,7 @@ void run_eval(const EvalOptions& o) {
   checkpoint::LoadedModel loaded;
   if (exporting::is_packed_checkpoint(model_dir)) {  // compressed-tensors pack-quantized: unpacked to float
     loaded.model = exporting::load_packed_checkpoint(model_dir, {dtype, device});
-  } else if (!o.student.empty() && is_training_output(model_dir)) {  // the student as export reads it
+  } else if (!o.student.empty() && train::is_run_or_training_checkpoint(model_dir)) {  // the student as export reads it
     auto student = train::load_student_to_export(model_dir);
     loaded.model = student.model;
     loaded.model->to(device, dtype);

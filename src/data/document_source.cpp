@@ -149,9 +149,9 @@ class TxtDocumentSource : public DocumentSource {
       paragraph += line;
     }
     if (paragraph.empty()) return false;
-    tokens = tokenizer_.encode(paragraph, config_.add_bos, config_.add_eos);
-    prompt.assign(tokens.size(), 0);
-    if (config_.add_bos) prompt[0] = 1;  // BOS is given, never predicted
+    auto tokenized = tokenize_record({{paragraph, config_.add_bos, config_.add_eos}}, tokenizer_);
+    tokens = std::move(tokenized.ids);
+    prompt = std::move(tokenized.prompt);
     ++counters_.documents;
     return true;
   }

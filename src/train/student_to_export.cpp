@@ -22,6 +22,8 @@ bool is_training_checkpoint(const fs::path& dir) {
   return fs::is_regular_file(dir / "state.json") && fs::is_regular_file(dir / "student.safetensors");
 }
 
+bool is_run_directory(const fs::path& dir) { return fs::is_directory(dir / "checkpoints"); }
+
 std::string string_field(const nlohmann::json& config, const std::string& section, const std::string& key,
                          const std::string& source) {
   if (!config.contains(section) || !config.at(section).is_object() || !config.at(section).contains(key) ||
@@ -57,6 +59,10 @@ StudentToExport load_from_training_checkpoint(const fs::path& dir) {
 
 }  // namespace
 
+bool is_run_or_training_checkpoint(const std::string& path) {
+  return is_training_checkpoint(path) || is_run_directory(path);
+}
+
 StudentToExport load_student_to_export(const std::string& path) {
   const fs::path dir(path);
   if (!fs::is_directory(dir))
@@ -70,7 +76,7 @@ StudentToExport load_student_to_export(const std::string& path) {
     out.origin = path;
   } else if (is_training_checkpoint(dir)) {
     out = load_from_training_checkpoint(dir);
-  } else if (fs::is_directory(dir / "checkpoints")) {
+  } else if (is_run_directory(dir)) {
     const auto newest = CheckpointStore(path).newest();
     if (!newest) fail(path, "run directory without a complete checkpoint");
     out = load_from_training_checkpoint(*newest);

@@ -19,4 +19,7 @@ struct StudentToExport {
 // Throws qkd::Error naming the path when it is none of the three, or its files are damaged.
 StudentToExport load_student_to_export(const std::string& path);
 
+// Whether `path` is a run directory or a training checkpoint, the two that only this loader reads.
+bool is_run_or_training_checkpoint(const std::string& path);
+
 }  // namespace qkd::train
