@@ -152,6 +152,13 @@ def render(results, rates, args):
               "at start-up.",
               "- **Per-chunk host reads.** The loss sums stay on the device and are read back once per micro-batch, not once per chunk; at "
               "temperature 1 the divisions by T are skipped (same values).",
+              "- **Products too small for two cores.** At 4x256 a projection product is [1024, 256] x [256, 256]: "
+              "OpenBLAS splitting it over 2 threads got 1.4x one thread's rate, not 2x. With "
+              "`train.cpu_parallelism: rows` (the default) each core computes whole rows of the micro-batch "
+              "(teacher forward, student forward, loss, backward) with single-threaded products, and the shards' "
+              "gradients are added in shard order (`train/row_shards.h`, `kernels::run_on_cores`). qkd-train's "
+              "phases above are then those of shard 0, which ran beside the other shards; the step also waits for "
+              "the slowest shard and adds their gradients.",
               "- Tried and dropped: splitting each projection's product by rows over the threads "
               "(single-threaded BLAS per block) was no faster than OpenBLAS's own threading on these shapes.", ""]
     if args.offline_teacher:

@@ -43,7 +43,8 @@ torch::Tensor teacher_chunk_logits(const torch::Tensor& hidden, const torch::Ten
 
 KdLossResult kd_loss_from_hidden(const torch::Tensor& teacher_hidden, const torch::Tensor& teacher_head,
                                  const torch::Tensor& student_hidden, const torch::Tensor& student_head,
-                                 const torch::Tensor& input_ids, const KdLossOptions& options) {
+                                 const torch::Tensor& input_ids, const KdLossOptions& options,
+                                 const LossDenominators* over) {
   TORCH_CHECK(teacher_hidden.size(0) == student_hidden.size(0) && teacher_hidden.size(1) == student_hidden.size(1),
               "teacher and student hidden states differ in batch or sequence length");
   TORCH_CHECK(teacher_head.size(0) == student_head.size(0), "teacher and student vocabularies differ");
@@ -51,7 +52,7 @@ KdLossResult kd_loss_from_hidden(const torch::Tensor& teacher_hidden, const torc
   const auto t_rows = teacher_hidden.detach().reshape({-1, teacher_hidden.size(2)});
   const auto s_rows = student_hidden.detach().reshape({-1, hidden_size});
   const auto t_head = teacher_head.detach(), s_head = student_head.detach();
-  const auto scales = detail::loss_scales(input_ids, options);
+  const auto scales = detail::loss_scales(input_ids, options, over);
   const auto targets = detail::next_token_targets(input_ids, scales, s_rows.device());
   const bool head_grad = student_head.requires_grad();
   torch::Tensor grad_hidden, grad_head, divergence_sum, ce_sum;

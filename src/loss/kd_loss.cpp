@@ -27,12 +27,12 @@ std::string divergence_name(Divergence d) {
 }
 
 KdLossResult kd_loss(const torch::Tensor& teacher_logits, const torch::Tensor& student_logits,
-                     const torch::Tensor& input_ids, const KdLossOptions& options) {
+                     const torch::Tensor& input_ids, const KdLossOptions& options, const LossDenominators* over) {
   TORCH_CHECK(teacher_logits.sizes() == student_logits.sizes(), "teacher and student logits differ in shape");
   const int64_t vocab = student_logits.size(2);
   const auto t_flat = teacher_logits.detach().reshape({-1, vocab});
   const auto s_flat = student_logits.detach().reshape({-1, vocab});
-  const auto scales = detail::loss_scales(input_ids, options);
+  const auto scales = detail::loss_scales(input_ids, options, over);
   const auto targets = detail::next_token_targets(input_ids, scales, s_flat.device());
   auto grad = torch::empty(s_flat.sizes(), s_flat.options().dtype(torch::kFloat32));
   torch::Tensor divergence_sum, ce_sum;

@@ -49,13 +49,32 @@ torch::Tensor as_double(const torch::Tensor& sum) { return sum.to(torch::kFloat6
 
 }  // namespace
 
-LossScales loss_scales(const torch::Tensor& labels, const KdLossOptions& options) {
+}  // namespace qkd::loss::detail
+
+namespace qkd::loss {
+
+LossDenominators loss_denominators(const torch::Tensor& labels, const KdLossOptions& options) {
   const int64_t batch = labels.size(0), seq = labels.size(1);
-  LossScales s;
-  s.rows = batch * seq;
-  s.with_ce = options.ce_weight > 0.0 && seq > 1;
+  LossDenominators d;
+  d.tokens = batch * seq;
   // At least 1: a batch without any target (all prompt) adds a zero cross-entropy, not a NaN.
-  if (s.with_ce) s.ce_rows = std::max<int64_t>(1, labels.narrow(1, 1, seq - 1).ge(0).sum().item<int64_t>());
+  if (options.ce_weight > 0.0 && seq > 1)
+    d.ce_targets = std::max<int64_t>(1, labels.narrow(1, 1, seq - 1).ge(0).sum().item<int64_t>());
+  return d;
+}
+
+}  // namespace qkd::loss
+
+namespace qkd::loss::detail {
+
+LossScales loss_scales(const torch::Tensor& labels, const KdLossOptions& options, const LossDenominators* over) {
+  const int64_t seq = labels.size(1);
+  LossScales s;
+  s.rows = labels.size(0) * seq;
+  s.with_ce = options.ce_weight > 0.0 && seq > 1;
+  const auto denominators = over ? *over : loss_denominators(labels, options);
+  s.mean_rows = denominators.tokens;
+  s.ce_rows = denominators.ce_targets;
   s.t2 = options.temperature * options.temperature;
   return s;
 }
@@ -74,7 +93,7 @@ ChunkLoss loss_chunk(const torch::Tensor& t_logits, const torch::Tensor& s_logit
   ChunkLoss out;
   // Summed in fp32 per chunk, then in fp64 across chunks; read back once per loss, not per chunk.
   out.divergence_sum = as_double(chunk.per_token.sum());
-  out.grad = chunk.grad * (options.kd_weight * scales.t2 / static_cast<double>(scales.rows));
+  out.grad = chunk.grad * (options.kd_weight * scales.t2 / static_cast<double>(scales.mean_rows));
   if (!scales.with_ce) {
     out.ce_sum = torch::zeros({}, out.divergence_sum.options());
     return out;
@@ -94,7 +113,7 @@ LossTotals loss_totals(const torch::Tensor& divergence_sum, const torch::Tensor&
                        const LossScales& scales) {
   LossTotals totals;
   auto& result = totals.result;
-  result.divergence = divergence_sum.item<double>() / static_cast<double>(scales.rows);
+  result.divergence = divergence_sum.item<double>() / static_cast<double>(scales.mean_rows);
   result.cross_entropy = scales.with_ce ? ce_sum.item<double>() / static_cast<double>(scales.ce_rows) : 0.0;
   totals.total = options.kd_weight * scales.t2 * result.divergence +
                  (scales.with_ce ? options.ce_weight * result.cross_entropy : 0.0);

@@ -11,12 +11,15 @@ namespace qkd::loss::detail {
 // What turns per-token sums into the loss: the divergence is a mean over all rows (times T^2), the
 // cross-entropy a mean over the rows whose next token is a target (non-negative in `labels`).
 struct LossScales {
-  int64_t rows = 0, ce_rows = 0;
+  int64_t rows = 0;       // rows of this batch (batch x seq)
+  int64_t mean_rows = 0;  // what the divergence is a mean over: rows, or the whole micro-batch's
+  int64_t ce_rows = 0;    // what the cross-entropy is a mean over
   bool with_ce = false;
   double t2 = 1.0;
 };
-// labels [batch, seq]: the input ids, negative where a token is not a cross-entropy target.
-LossScales loss_scales(const torch::Tensor& labels, const KdLossOptions& options);
+// labels [batch, seq]: the input ids, negative where a token is not a cross-entropy target. `over`:
+// the denominators of the micro-batch these labels are a row shard of (null: these labels').
+LossScales loss_scales(const torch::Tensor& labels, const KdLossOptions& options, const LossDenominators* over);
 
 // [batch * seq] next-token targets (position t predicts input_ids[t + 1]; -1 where there is none, or
 // where that label is negative), or undefined without cross-entropy.

@@ -129,21 +129,27 @@ TopKTargets teacher_topk(const torch::Tensor& teacher_logits, int64_t k, double 
   return {out.ids.view(with_k), out.logprobs.view(with_k), out.residual_logmass.view(shape)};
 }
 
+TopKTargets topk_rows(const TopKTargets& t, int64_t begin, int64_t count) {
+  return {t.ids.narrow(0, begin, count), t.logprobs.narrow(0, begin, count),
+          t.residual_logmass.narrow(0, begin, count)};
+}
+
 KdLossResult topk_kd_loss(const TopKTargets& teacher, const torch::Tensor& student_logits,
-                          const torch::Tensor& input_ids, const KdLossOptions& options) {
+                          const torch::Tensor& input_ids, const KdLossOptions& options,
+                          const LossDenominators* over) {
   if (options.divergence != Divergence::ForwardKL)
     fail("kd.divergence", "\"" + divergence_name(options.divergence) +
                               "\" needs the teacher's whole distribution; top-k targets support forward_kl only");
   check_shapes(teacher, student_logits);
   const int64_t seq = student_logits.size(1), vocab = student_logits.size(2);
   const auto s_flat = student_logits.detach().reshape({-1, vocab});
-  const auto shared = detail::loss_scales(input_ids, options);
-  const int64_t rows = shared.rows, ce_rows = shared.ce_rows;
+  const auto shared = detail::loss_scales(input_ids, options, over);
+  const int64_t rows = shared.rows, mean_rows = shared.mean_rows, ce_rows = shared.ce_rows;
   const double t2 = shared.t2;
   const bool with_ce = shared.with_ce;
   torch::NoGradGuard no_grad;
   const auto targets = detail::next_token_targets(input_ids, shared, s_flat.device());
-  const Scales scales{options.kd_weight * t2 / static_cast<double>(rows),
+  const Scales scales{options.kd_weight * t2 / static_cast<double>(mean_rows),
                       with_ce ? options.ce_weight / static_cast<double>(ce_rows) : 0.0};
   torch::Tensor grad;
   double divergence_sum = 0.0, ce_sum = 0.0;
@@ -161,7 +167,7 @@ KdLossResult topk_kd_loss(const TopKTargets& teacher, const torch::Tensor& stude
     }
   }
   KdLossResult result;
-  result.divergence = divergence_sum / static_cast<double>(rows);
+  result.divergence = divergence_sum / static_cast<double>(mean_rows);
   result.cross_entropy = with_ce ? ce_sum / static_cast<double>(ce_rows) : 0.0;
   const double total =
       options.kd_weight * t2 * result.divergence + (with_ce ? options.ce_weight * result.cross_entropy : 0.0);

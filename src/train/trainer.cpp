@@ -21,7 +21,9 @@
 #include "qkd/freeze/freeze_controller.h"
 #include "qkd/train/grad_utils.h"
 #include "qkd/train/lr_schedule.h"
+#include "qkd/kernels/parallel_tasks.h"
 #include "qkd/train/phase_timer.h"
+#include "qkd/train/row_shards.h"
 #include "qkd/train/stop_signal.h"
 #include "qkd/train/training_session.h"
 
@@ -39,23 +41,34 @@ struct StepLosses {
   int64_t tokens = 0;
 };
 
-// One micro-batch: the frozen teacher and the fake-quantized student see the same tokens; the loss
-// gradient flows into the student only.
-void distill_micro_batch(TrainingSession& s, StepLosses& totals, double loss_multiplier, PhaseTimer& phases) {
-  MicroBatch batch;
+// Every rank draws the global micro-batch (micro_batch windows per rank) and keeps its own rows, so
+// the stream's cursor is the run's, whatever the number of ranks that resumes it.
+MicroBatch draw_micro_batch(TrainingSession& s, PhaseTimer& phases) {
+  const auto timed = phases.measure(Phase::data);
+  const auto& ranks = *s.ranks;
+  const auto global = s.data->next_marked_batch(s.config.train.micro_batch * ranks.world_size());
+  return prepare_micro_batch(s, {dist::local_share(global.input_ids, ranks.rank(), ranks.world_size()),
+                                 dist::local_share(global.marks, ranks.rank(), ranks.world_size())});
+}
+
+// Where backward leaves the gradients: accumulated into the parameters' .grad, or (a row shard)
+// returned per parameter, so that shards computed at once are added in a fixed order.
+struct GradientSink {
+  const std::vector<torch::Tensor>* parameters = nullptr;  // null: into .grad
+  std::vector<torch::Tensor> captured;
+};
+
+// The frozen teacher and the fake-quantized student see the same tokens; the loss gradient flows into
+// the student only. `cached`: the teacher's targets for these rows, read beforehand (a cache's top-k
+// is read in stream order, once per micro-batch); otherwise the teacher runs here.
+loss::KdLossResult distill(TrainingSession& s, const MicroBatch& batch, std::optional<TeacherTargets> cached,
+                           double loss_multiplier, PhaseTimer& phases, GradientSink& sink) {
   torch::Tensor student;
   TeacherTargets teacher;
   loss::KdLossResult result;
-  {
-    // Every rank draws the global micro-batch (micro_batch windows per rank) and keeps its own rows, so
-    // the stream's cursor is the run's, whatever the number of ranks that resumes it.
-    const auto timed = phases.measure(Phase::data);
-    const auto& ranks = *s.ranks;
-    const auto global = s.data->next_marked_batch(s.config.train.micro_batch * ranks.world_size());
-    batch = prepare_micro_batch(s, {dist::local_share(global.input_ids, ranks.rank(), ranks.world_size()),
-                                    dist::local_share(global.marks, ranks.rank(), ranks.world_size())});
-  }
-  {
+  if (cached) {
+    teacher = std::move(*cached);
+  } else {
     const auto timed = phases.measure(Phase::teacher_forward);  // or the read of the cached top-k
     teacher = teacher_targets(s, batch);
   }
@@ -68,10 +81,69 @@ void distill_micro_batch(TrainingSession& s, StepLosses& totals, double loss_mul
     result = distillation_loss(s, teacher, student, batch);
     teacher = TeacherTargets();  // the teacher's outputs are not needed by backward
   }
-  {
-    const auto timed = phases.measure(Phase::backward);
-    (result.loss * loss_multiplier).backward();
+  const auto timed = phases.measure(Phase::backward);
+  const auto scaled = result.loss * loss_multiplier;
+  if (!sink.parameters)
+    scaled.backward();
+  else
+    sink.captured = torch::autograd::grad({scaled}, *sink.parameters, {}, /*retain_graph=*/false,
+                                          /*create_graph=*/false, /*allow_unused=*/true);
+  result.loss = result.loss.detach();
+  return result;
+}
+
+std::vector<torch::Tensor> trainable_parameters(TrainingSession& s) {
+  std::vector<torch::Tensor> trainable;
+  for (const auto& p : s.student->parameters())
+    if (p.requires_grad()) trainable.push_back(p);
+  return trainable;
+}
+
+// The micro-batch as `shards` row shards computed at once, one per core (train/row_shards.h). The
+// phases logged are those of shard 0, which run beside the others.
+loss::KdLossResult distill_in_row_shards(TrainingSession& s, const MicroBatch& batch, int64_t shards,
+                                         double loss_multiplier, PhaseTimer& phases) {
+  const auto whole = loss::loss_denominators(batch.labels, s.config.kd);
+  const auto ranges = row_ranges(batch.input_ids.size(0), shards);
+  std::optional<TeacherTargets> cached;
+  if (s.teacher_cache) {
+    const auto timed = phases.measure(Phase::teacher_forward);
+    cached = teacher_targets(s, batch);
   }
+  const auto parameters = trainable_parameters(s);
+  std::vector<loss::KdLossResult> results(ranges.size());
+  std::vector<GradientSink> sinks(ranges.size(), GradientSink{&parameters, {}});
+  std::vector<PhaseTimer> shard_phases(ranges.size(), PhaseTimer(s.device, false));
+  kernels::run_on_cores(shards, [&](int64_t i) {
+    const auto range = ranges[static_cast<size_t>(i)];
+    std::optional<TeacherTargets> rows;
+    if (cached) rows = teacher_target_rows(*cached, range.begin, range.count);
+    results[i] = distill(s, micro_batch_rows(batch, range, whole), std::move(rows), loss_multiplier,
+                         i == 0 ? phases : shard_phases[i], sinks[i]);
+  });
+  const auto timed = phases.measure(Phase::backward);
+  std::vector<std::vector<torch::Tensor>> gradients;
+  for (auto& sink : sinks) gradients.push_back(std::move(sink.captured));
+  accumulate_shard_gradients(parameters, gradients);
+  // Each shard's loss is its share of the micro-batch's mean: the sum is the micro-batch's.
+  loss::KdLossResult total{torch::zeros({}, torch::kFloat64), 0.0, 0.0};
+  for (const auto& r : results) {
+    total.loss += r.loss.to(torch::kFloat64);
+    total.divergence += r.divergence;
+    total.cross_entropy += r.cross_entropy;
+  }
+  return total;
+}
+
+// One micro-batch through teacher, student, loss and backward: in one pass, or as row shards on
+// several cores at once.
+void distill_micro_batch(TrainingSession& s, int64_t step, StepLosses& totals, double loss_multiplier,
+                         PhaseTimer& phases) {
+  const auto batch = draw_micro_batch(s, phases);
+  const int64_t shards = row_shard_count(s, batch, step);
+  GradientSink into_grad;
+  const auto result = shards > 1 ? distill_in_row_shards(s, batch, shards, loss_multiplier, phases)
+                                 : distill(s, batch, std::nullopt, loss_multiplier, phases, into_grad);
   const double share = 1.0 / static_cast<double>(s.config.train.grad_accum);
   totals.loss += result.loss.item<double>() * share;
   totals.divergence += result.divergence * share;
@@ -86,9 +158,7 @@ void distill_micro_batch(TrainingSession& s, StepLosses& totals, double loss_mul
 bool combine_ranks(TrainingSession& s, StepLosses& losses) {
   auto& ranks = *s.ranks;
   if (!ranks.distributed()) return stop_requested();
-  std::vector<torch::Tensor> trainable;
-  for (const auto& p : s.student->parameters())
-    if (p.requires_grad()) trainable.push_back(p);
+  auto trainable = trainable_parameters(s);
   dist::average_gradients(ranks, trainable, static_cast<int64_t>(s.config.dist.bucket_mb * 1024 * 1024));
   std::vector<torch::Tensor> totals{torch::tensor({losses.loss, losses.divergence, losses.cross_entropy,
                                                    static_cast<double>(losses.tokens), stop_requested() ? 1.0 : 0.0},
@@ -322,7 +392,7 @@ TrainSummary train_session(TrainingSession& s, const TrainHooks& hooks) {
     std::map<std::string, double> update_norms;  // what the monitor asked the optimizer to measure
     phases.reset();
     s.monitor->begin_step(step);
-    for (int64_t micro = 0; micro < train.grad_accum; ++micro) distill_micro_batch(s, losses, multiplier, phases);
+    for (int64_t micro = 0; micro < train.grad_accum; ++micro) distill_micro_batch(s, step, losses, multiplier, phases);
     {
       const auto timed = phases.measure(Phase::communication);
       stop_agreed = combine_ranks(s, losses);

@@ -420,7 +420,7 @@ loss::KdLossResult kd_loss_through_heads(TrainingSession& s, const torch::Tensor
   // The student's head products run under its autocast, as its own lm_head would.
   const compat::AutocastScope autocast(s.device, s.config.train.precision);
   return loss::kd_loss_from_hidden(teacher_hidden, teacher_head, student_hidden, s.student->lm_head_weight(),
-                                   batch.labels, s.config.kd);
+                                   batch.labels, s.config.kd, batch.loss_denominators());
 }
 }  // namespace
 
@@ -428,6 +428,13 @@ TeacherTargets teacher_targets(TrainingSession& s, const MicroBatch& batch) {
   if (s.teacher_cache) return {torch::Tensor(), torch::Tensor(), s.teacher_cache->next(batch.input_ids)};
   if (loss_through_heads(s)) return {teacher_hidden_states(s, batch), torch::Tensor(), std::nullopt};
   return {torch::Tensor(), teacher_logits(s, batch), std::nullopt};
+}
+
+TeacherTargets teacher_target_rows(const TeacherTargets& t, int64_t begin, int64_t count) {
+  const auto rows = [&](const torch::Tensor& x) { return x.defined() ? x.narrow(0, begin, count) : x; };
+  TeacherTargets out{rows(t.hidden), rows(t.logits), std::nullopt};
+  if (t.topk) out.topk = loss::topk_rows(*t.topk, begin, count);
+  return out;
 }
 
 torch::Tensor student_outputs(TrainingSession& s, const TeacherTargets& targets, const MicroBatch& batch) {
@@ -438,9 +445,10 @@ torch::Tensor student_outputs(TrainingSession& s, const TeacherTargets& targets,
 
 loss::KdLossResult distillation_loss(TrainingSession& s, const TeacherTargets& targets,
                                      const torch::Tensor& student_outputs, const MicroBatch& batch) {
-  if (targets.topk) return loss::topk_kd_loss(*targets.topk, student_outputs, batch.labels, s.config.kd);
+  const auto* over = batch.loss_denominators();
+  if (targets.topk) return loss::topk_kd_loss(*targets.topk, student_outputs, batch.labels, s.config.kd, over);
   if (targets.pair_with_student_hidden()) return kd_loss_through_heads(s, targets.hidden, student_outputs, batch);
-  return loss::kd_loss(targets.logits, student_outputs, batch.labels, s.config.kd);
+  return loss::kd_loss(targets.logits, student_outputs, batch.labels, s.config.kd, over);
 }
 
 torch::Device run_device(const RunConfig& config) { return parse_device(config.train.device); }

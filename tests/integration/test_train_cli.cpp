@@ -567,3 +567,63 @@ TEST(TrainCli, DocumentMaskAndResponseOnlyCrossEntropyChangeTheStep) {
   EXPECT_NE(refused.exit_code, 0);
   EXPECT_NE(refused.output.find("data.document_mask"), std::string::npos) << refused.output;
 }
+
+// train.cpu_parallelism rows with 2 threads: each core computes whole rows of the micro-batch and the
+// shards' gradients are added. Documents, response-only cross-entropy (whose target count differs
+// per shard) and the teacher cache all go through it. The step is the one-pass step up to rounding,
+// and a run repeats bitwise.
+TEST(TrainCli, RowShardsOnTwoCoresGiveTheOnePassStepAndRepeatBitwise) {
+  const auto dir = scratch_dir("row-shards");
+  auto config = small_run(dir + "/operators");
+  config["data"]["sources"] = {{{"path", repo_path("assets/data/kjv/kjv-train.u16")}},
+                               {{"path", repo_path("tests/fixtures/data/sharegpt.jsonl")}}};
+  config["data"]["document_mask"] = true;
+  config["kd"]["ce_on"] = "responses";
+  config["freeze"] = {{"policy", "none"}};
+  config["monitor"] = {{"enabled", false}};
+  config["train"]["threads"] = 2;
+  config["train"]["steps"] = 3;
+  config["train"]["micro_batch"] = 3;  // shards of 2 and 1 rows
+  config["train"]["cpu_parallelism"] = "operators";
+  config["export"]["formats"] = json::array();
+  const auto train_records = [&](const std::string& name) {
+    config["run_dir"] = dir + "/" + name;
+    const auto r = run_cli("--config " + write_config(config, dir + "/" + name + ".json"));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    std::vector<json> train;
+    for (const auto& record : jsonl(dir + "/" + name + "/metrics.jsonl", true))
+      if (record.value("type", "") == "train") train.push_back(record);
+    return train;
+  };
+  const auto one_pass = train_records("operators");
+  config["train"]["cpu_parallelism"] = "rows";
+  const auto rows = train_records("rows");
+  const auto again = train_records("rows-again");
+  ASSERT_EQ(rows.size(), 3u);
+  ASSERT_EQ(one_pass.size(), 3u);
+  EXPECT_EQ(rows, again);
+  for (const auto* key : {"loss", "kd", "ce"})
+    EXPECT_NEAR(rows[0].at(key).get<double>(), one_pass[0].at(key).get<double>(),
+                1e-5 * std::abs(one_pass[0].at(key).get<double>()))
+        << key;
+  EXPECT_NEAR(rows[0].at("grad_norm").get<double>(), one_pass[0].at("grad_norm").get<double>(),
+              1e-4 * one_pass[0].at("grad_norm").get<double>());
+  // Not bitwise the one pass: the weight gradients were added from two partial sums, so the shards ran.
+  EXPECT_NE(rows[0].at("grad_norm").get<double>(), one_pass[0].at("grad_norm").get<double>());
+  EXPECT_NEAR(rows[2].at("loss").get<double>(), one_pass[2].at("loss").get<double>(),
+              1e-3 * std::abs(one_pass[2].at("loss").get<double>()));
+
+  // From the teacher cache: shards take their rows of the micro-batch's cached top-k.
+  const auto cache = run_cli("cache-teacher --config " + write_config(config, dir + "/cache.json") +
+                             " --top-k 8 --out " + dir + "/cache");
+  ASSERT_EQ(cache.exit_code, 0) << cache.output;
+  config["kd"]["teacher"] = "cache";
+  config["kd"]["teacher_cache"] = dir + "/cache";
+  const auto cached_rows = train_records("cache-rows");
+  config["train"]["cpu_parallelism"] = "operators";
+  const auto cached_one_pass = train_records("cache-operators");
+  ASSERT_EQ(cached_rows.size(), 3u);
+  ASSERT_EQ(cached_one_pass.size(), 3u);
+  EXPECT_NEAR(cached_rows[0].at("loss").get<double>(), cached_one_pass[0].at("loss").get<double>(),
+              1e-5 * std::abs(cached_one_pass[0].at("loss").get<double>()));
+}

@@ -161,3 +161,64 @@ TEST(KdLoss, NegativeLabelsAreLeftOutOfTheCrossEntropyMean) {
   EXPECT_EQ(none.cross_entropy, 0.0);
   EXPECT_TRUE(std::isfinite(none.loss.item<double>()));
 }
+
+// Row shards of a micro-batch (train/row_shards.h), each averaged over the whole micro-batch's counts,
+// add up to the micro-batch's loss and gradients: through both heads and from cached top-k, with prompt
+// tokens left out of the cross-entropy (whose count differs between the shards).
+TEST(KdLoss, RowShardsOverTheWholeDenominatorsAddUpToTheBatch) {
+  torch::manual_seed(21);
+  const int64_t vocab = 13, hidden = 6;
+  const qkd::loss::KdLossOptions options{Divergence::ForwardKL, 1.0, 0.5, 1.0, 4};
+  auto labels = torch::randint(0, vocab, {4, 7}, torch::kInt64);
+  labels.narrow(1, 0, 3).narrow(0, 0, 1).fill_(-1);  // row 0 (shard 0) has fewer targets
+  labels[3][5] = -1;
+  const auto t_hidden = torch::randn({4, 7, hidden}), t_head = torch::randn({vocab, hidden});
+  const auto s_hidden = torch::randn({4, 7, hidden}, torch::kFloat64).to(torch::kFloat32);
+  const auto s_head = torch::randn({vocab, hidden});
+  const auto whole = qkd::loss::loss_denominators(labels, options);
+  EXPECT_EQ(whole.tokens, 28);
+
+  auto h_all = s_hidden.clone().requires_grad_(true), w_all = s_head.clone().requires_grad_(true);
+  const auto all = qkd::loss::kd_loss_from_hidden(t_hidden, t_head, h_all, w_all, labels, options);
+  all.loss.backward();
+  auto h_rows = s_hidden.clone().requires_grad_(true), w_rows = s_head.clone().requires_grad_(true);
+  double loss = 0.0, divergence = 0.0, ce = 0.0;
+  for (const auto& [begin, count] : {std::pair<int64_t, int64_t>{0, 2}, {2, 2}}) {
+    const auto r = qkd::loss::kd_loss_from_hidden(t_hidden.narrow(0, begin, count), t_head,
+                                                  h_rows.narrow(0, begin, count), w_rows,
+                                                  labels.narrow(0, begin, count), options, &whole);
+    r.loss.backward();
+    loss += r.loss.item<double>();
+    divergence += r.divergence;
+    ce += r.cross_entropy;
+  }
+  EXPECT_NEAR(loss, all.loss.item<double>(), 1e-5);
+  EXPECT_NEAR(divergence, all.divergence, 1e-6);
+  EXPECT_NEAR(ce, all.cross_entropy, 1e-6);
+  EXPECT_LT(((h_rows.grad() - h_all.grad()).abs().max()).item<double>(), 1e-6);
+  EXPECT_LT(((w_rows.grad() - w_all.grad()).abs().max()).item<double>(), 1e-6);
+
+  // Each shard on its own counts would not add up: the test can fail.
+  const auto own = qkd::loss::kd_loss_from_hidden(t_hidden.narrow(0, 0, 2), t_head, s_hidden.narrow(0, 0, 2), s_head,
+                                                  labels.narrow(0, 0, 2), options);
+  const auto other = qkd::loss::kd_loss_from_hidden(t_hidden.narrow(0, 2, 2), t_head, s_hidden.narrow(0, 2, 2),
+                                                    s_head, labels.narrow(0, 2, 2), options);
+  EXPECT_GT(std::abs(own.loss.item<double>() + other.loss.item<double>() - all.loss.item<double>()), 0.1);
+
+  // Cached top-k targets, split by qkd::loss::topk_rows.
+  const auto logits = torch::matmul(t_hidden, t_head.t());
+  const auto topk = qkd::loss::teacher_topk(logits, 4, 1.0);
+  const auto student_logits = torch::matmul(s_hidden, s_head.t());
+  auto z_all = student_logits.clone().requires_grad_(true), z_rows = student_logits.clone().requires_grad_(true);
+  const auto cached_all = qkd::loss::topk_kd_loss(topk, z_all, labels, options);
+  cached_all.loss.backward();
+  double cached_loss = 0.0;
+  for (const auto& [begin, count] : {std::pair<int64_t, int64_t>{0, 3}, {3, 1}}) {
+    const auto r = qkd::loss::topk_kd_loss(qkd::loss::topk_rows(topk, begin, count), z_rows.narrow(0, begin, count),
+                                           labels.narrow(0, begin, count), options, &whole);
+    r.loss.backward();
+    cached_loss += r.loss.item<double>();
+  }
+  EXPECT_NEAR(cached_loss, cached_all.loss.item<double>(), 1e-5);
+  EXPECT_LT(((z_rows.grad() - z_all.grad()).abs().max()).item<double>(), 1e-6);
+}

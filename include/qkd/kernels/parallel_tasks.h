@@ -10,4 +10,15 @@ namespace qkd::kernels {
 // Runs task(i) for i in [0, count) over the intra-op threads. No autograd is recorded inside a task.
 void parallel_tasks(int64_t count, const std::function<void(int64_t)>& task);
 
+// Runs work(i) for i in [0, count) at once, each on its own intra-op thread (count <= the number of
+// threads), with every torch operation and BLAS product inside single-threaded: LibTorch's OpenMP
+// backend and an OpenMP BLAS both see they are inside a parallel region. Autograd records as usual:
+// work(0) runs on the calling thread with its grad mode, the others start with grad mode on. The
+// first exception a piece throws is rethrown here once every piece has ended.
+void run_on_cores(int64_t count, const std::function<void(int64_t)>& work);
+
+// Whether run_on_cores keeps matrix products on one core each: LibTorch's intra-op backend is OpenMP
+// and the BLAS is not one that runs its own thread pool regardless (OpenBLAS built with pthreads).
+bool cores_run_single_threaded_products();
+
 }  // namespace qkd::kernels

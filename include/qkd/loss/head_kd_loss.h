@@ -20,6 +20,7 @@ namespace qkd::loss {
 // any autocast (in the teacher's dtype); student products under the caller's autocast.
 KdLossResult kd_loss_from_hidden(const torch::Tensor& teacher_hidden, const torch::Tensor& teacher_head,
                                  const torch::Tensor& student_hidden, const torch::Tensor& student_head,
-                                 const torch::Tensor& input_ids, const KdLossOptions& options);
+                                 const torch::Tensor& input_ids, const KdLossOptions& options,
+                                 const LossDenominators* over = nullptr);
 
 }  // namespace qkd::loss

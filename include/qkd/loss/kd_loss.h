@@ -61,10 +61,22 @@ struct KdLossResult {
   double cross_entropy = 0.0;  // mean next-token CE (computed whenever ce_weight > 0)
 };
 
+// The counts a loss is a mean over. By default a loss takes those of the batch it is given; a
+// micro-batch computed as row shards on several cores (train/row_shards.h) hands every shard the
+// counts of the whole micro-batch, so that the shards' losses and gradients add up to its own.
+struct LossDenominators {
+  int64_t tokens = 0;      // positions the divergence averages over (batch x seq)
+  int64_t ce_targets = 0;  // next-token targets the cross-entropy averages over (at least 1 with CE)
+};
+// labels as the losses below take them (input_ids, negative where a token is not a CE target).
+LossDenominators loss_denominators(const torch::Tensor& labels, const KdLossOptions& options);
+
 // teacher_logits, student_logits: [batch, seq, vocab] (any float dtype; teacher is not differentiated).
 // input_ids [batch, seq]: targets for cross-entropy (position t predicts input_ids[t+1]); a negative
 // id there is no target (prompt tokens under kd.ce_on responses), and CE is the mean over the others.
+// `over`: the denominators of the micro-batch this batch is a row shard of (null: its own).
 KdLossResult kd_loss(const torch::Tensor& teacher_logits, const torch::Tensor& student_logits,
-                     const torch::Tensor& input_ids, const KdLossOptions& options);
+                     const torch::Tensor& input_ids, const KdLossOptions& options,
+                     const LossDenominators* over = nullptr);
 
 }  // namespace qkd::loss

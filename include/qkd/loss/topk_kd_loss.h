@@ -31,7 +31,11 @@ TopKTargets teacher_topk(const torch::Tensor& teacher_logits, int64_t k, double 
 // each row are renormalized over the k + 1 buckets first (a float16 cache rounds them), so that the
 // divergence and its gradient are those of a distribution.
 KdLossResult topk_kd_loss(const TopKTargets& teacher, const torch::Tensor& student_logits,
-                          const torch::Tensor& input_ids, const KdLossOptions& options);
+                          const torch::Tensor& input_ids, const KdLossOptions& options,
+                          const LossDenominators* over = nullptr);
+
+// Rows [begin, begin + count) of every tensor of `t` (views, no copy).
+TopKTargets topk_rows(const TopKTargets& t, int64_t begin, int64_t count);
 
 // The rules of kd.teacher across fields (KdLossOptions::check holds the others): a cache needs
 // kd.teacher_cache naming an existing directory, and kd.divergence forward_kl. Errors name the field

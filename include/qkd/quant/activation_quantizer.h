@@ -6,6 +6,7 @@
 // Percentile calibration averages the per-batch percentiles (running mean over batches).
 #include <torch/torch.h>
 
+#include <atomic>
 #include <string>
 
 #include "qkd/model/linear.h"
@@ -46,7 +47,9 @@ class ActivationQuantizer : public qkd::model::TensorQuantizer {
   std::string name_;
   Levels levels_;
   bool calibrating_ = false;
-  mutable bool known_calibrated_ = false;  // caches a positive check (avoids a device sync per forward)
+  // Caches a positive check (avoids a device sync per forward); atomic because row shards
+  // (train/row_shards.h) run forwards of the same student on several threads at once.
+  mutable std::atomic<bool> known_calibrated_{false};
   torch::Tensor range_min_;                // fp32 scalar
   torch::Tensor range_max_;                // fp32 scalar
   torch::Tensor observed_batches_;         // int64 scalar; 0: never calibrated

@@ -102,6 +102,13 @@ struct OptimSection {
   static constexpr int64_t kMaxSteps = int64_t{1} << 40;
 };
 
+// How a CPU step spreads over several threads: every core computes whole row shards of each
+// micro-batch with single-threaded products (`rows`, train/row_shards.h), or each product and kernel
+// is split over the threads (`operators`). `rows` is faster wherever the products are small for the
+// core count (docs/PERFORMANCE.md); the two differ in float rounding only.
+enum class CpuParallelism { rows, operators };
+inline std::string cpu_parallelism_name(CpuParallelism p) { return p == CpuParallelism::rows ? "rows" : "operators"; }
+
 struct TrainSection {
   int64_t steps = 100;
   int64_t micro_batch = 8;
@@ -117,6 +124,7 @@ struct TrainSection {
   // CUDA: synchronize at each phase boundary so that metrics.jsonl "phases" are exact (costs overlap).
   bool phase_timing = false;
   int64_t threads = 0;  // CPU threads, 0: all cores
+  CpuParallelism cpu_parallelism = CpuParallelism::rows;
   int64_t seed = 0;
   template <class Fields>
   void fields(Fields& f) {
@@ -132,6 +140,8 @@ struct TrainSection {
     f.flag("activation_checkpointing", activation_checkpointing);
     f.flag("phase_timing", phase_timing);
     f.integer("threads", threads, 0, 4096);
+    f.choice("cpu_parallelism", cpu_parallelism, {CpuParallelism::rows, CpuParallelism::operators},
+             cpu_parallelism_name);
     f.integer("seed", seed, 0, std::numeric_limits<int64_t>::max());
   }
   void check(const std::string& path) const;

@@ -65,7 +65,11 @@ struct MicroBatch {
   torch::Tensor input_ids;                         // [B, T] on the run's device
   std::optional<model::DocumentLayout> documents;  // data.document_mask: attention and positions per document
   torch::Tensor labels;  // input_ids, with -1 on the tokens kd.ce_on responses does not predict
+  // A row shard of a micro-batch (train/row_shards.h): the whole micro-batch's counts, which its loss
+  // is averaged over. Unset: the batch's own.
+  std::optional<loss::LossDenominators> denominators;
   const model::DocumentLayout* layout() const { return documents ? &*documents : nullptr; }
+  const loss::LossDenominators* loss_denominators() const { return denominators ? &*denominators : nullptr; }
 };
 // `windows` (this rank's rows, on the CPU) on the session's device, laid out per data.document_mask and
 // labelled per kd.ce_on.
@@ -86,6 +90,8 @@ struct TeacherTargets {
   bool pair_with_student_hidden() const { return hidden.defined(); }
 };
 TeacherTargets teacher_targets(TrainingSession& session, const MicroBatch& batch);
+// Rows [begin, begin + count) of `targets` (views).
+TeacherTargets teacher_target_rows(const TeacherTargets& targets, int64_t begin, int64_t count);
 // The student's forward on `batch` that `targets` pair with, under the autocast of train.precision on CUDA.
 torch::Tensor student_outputs(TrainingSession& session, const TeacherTargets& targets, const MicroBatch& batch);
 // The kd loss of the student's outputs against `targets`: from hidden states through both heads, kd_loss
