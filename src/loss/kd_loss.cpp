@@ -1,8 +1,8 @@
 #include "qkd/loss/kd_loss.h"
 
-#include "qkd/common/error.h"
 #include "loss_chunks.h"
 #include "precomputed_gradient.h"
+#include "qkd/common/error.h"
 
 namespace qkd::loss {
 

@@ -135,8 +135,7 @@ TopKTargets topk_rows(const TopKTargets& t, int64_t begin, int64_t count) {
 }
 
 KdLossResult topk_kd_loss(const TopKTargets& teacher, const torch::Tensor& student_logits,
-                          const torch::Tensor& input_ids, const KdLossOptions& options,
-                          const LossDenominators* over) {
+                          const torch::Tensor& input_ids, const KdLossOptions& options, const LossDenominators* over) {
   if (options.divergence != Divergence::ForwardKL)
     fail("kd.divergence", "\"" + divergence_name(options.divergence) +
                               "\" needs the teacher's whole distribution; top-k targets support forward_kl only");

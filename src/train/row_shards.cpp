@@ -29,7 +29,8 @@ MicroBatch micro_batch_rows(const MicroBatch& batch, RowRange range, const loss:
   const auto rows = [&](const torch::Tensor& x) { return x.narrow(0, range.begin, range.count); };
   MicroBatch shard;
   shard.input_ids = rows(batch.input_ids);
-  if (batch.documents) shard.documents = model::DocumentLayout{rows(batch.documents->starts), rows(batch.documents->positions)};
+  if (batch.documents)
+    shard.documents = model::DocumentLayout{rows(batch.documents->starts), rows(batch.documents->positions)};
   shard.labels = rows(batch.labels);
   shard.denominators = whole;
   return shard;

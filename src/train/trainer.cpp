@@ -19,9 +19,9 @@
 #include "qkd/common/torch_compat.h"
 #include "qkd/dist/replicas.h"
 #include "qkd/freeze/freeze_controller.h"
+#include "qkd/kernels/parallel_tasks.h"
 #include "qkd/train/grad_utils.h"
 #include "qkd/train/lr_schedule.h"
-#include "qkd/kernels/parallel_tasks.h"
 #include "qkd/train/phase_timer.h"
 #include "qkd/train/row_shards.h"
 #include "qkd/train/stop_signal.h"
@@ -288,8 +288,8 @@ void check_replicas_agree(TrainingSession& s, TrainSummary& summary) {
   for (size_t r = 1; r < prints.size(); ++r)
     if (prints[r] != prints[0])
       fail("distributed", "rank " + std::to_string(r) + "'s student differs from rank 0's after step " +
-                              std::to_string(s.step) + " (weight fingerprints " + fingerprint_hex(prints[r]) +
-                              " and " + fingerprint_hex(prints[0]) + "); the last checkpoint holds rank 0's");
+                              std::to_string(s.step) + " (weight fingerprints " + fingerprint_hex(prints[r]) + " and " +
+                              fingerprint_hex(prints[0]) + "); the last checkpoint holds rank 0's");
   spdlog::info("the {} replicas agree bitwise (weight fingerprint {})", prints.size(), fingerprint_hex(prints[0]));
 }
 
@@ -338,7 +338,8 @@ nlohmann::json TrainSummary::to_json() const {
   std::vector<std::string> fingerprints;
   for (const auto f : replica_fingerprints) fingerprints.push_back(fingerprint_hex(f));
   return {{"world_size", world_size},
-          {"replica_fingerprints", fingerprints},{"steps_completed", steps_completed},
+          {"replica_fingerprints", fingerprints},
+          {"steps_completed", steps_completed},
           {"interrupted", interrupted},
           {"skipped_steps", skipped_steps},
           {"wall_seconds", wall_seconds},

@@ -551,10 +551,10 @@ TEST(TrainCli, DocumentMaskAndResponseOnlyCrossEntropyChangeTheStep) {
   const auto summary = json::parse(qkd::test::read_file(dir + "/masked/summary.json"));
   const double run_ppl = summary.at("final_eval").at("ppl").at("kjv-val.u16").get<double>();
   const auto eval_of = [&](int windows, const std::string& flags) {
-    const auto out = run_cli("eval --model " + repo_path("assets/models/kjv-teacher-7m") + " --student " + dir +
-                             "/masked --ppl " + repo_path("assets/data/kjv/kjv-val.u16") +
-                             " --seq-len 32 --max-windows " + std::to_string(windows) + " --threads 1 --json " + dir +
-                             "/eval.json " + flags);
+    const auto out =
+        run_cli("eval --model " + repo_path("assets/models/kjv-teacher-7m") + " --student " + dir + "/masked --ppl " +
+                repo_path("assets/data/kjv/kjv-val.u16") + " --seq-len 32 --max-windows " + std::to_string(windows) +
+                " --threads 1 --json " + dir + "/eval.json " + flags);
     EXPECT_EQ(out.exit_code, 0) << out.output;
     return json::parse(qkd::test::read_file(dir + "/eval.json")).at("ppl").at("kjv-val.u16").get<double>();
   };

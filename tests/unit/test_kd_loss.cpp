@@ -156,8 +156,8 @@ TEST(KdLoss, NegativeLabelsAreLeftOutOfTheCrossEntropyMean) {
   const auto topk = qkd::loss::topk_kd_loss(qkd::loss::teacher_topk(teacher, vocab, 1.0), s3, labels, options);
   EXPECT_NEAR(topk.cross_entropy, ours.cross_entropy, 1e-5);
   // All labels negative: no cross-entropy, and no NaN.
-  const auto none = qkd::loss::kd_loss(teacher, s1.detach().requires_grad_(true), torch::full({2, 6}, -1, torch::kInt64),
-                                       options);
+  const auto none =
+      qkd::loss::kd_loss(teacher, s1.detach().requires_grad_(true), torch::full({2, 6}, -1, torch::kInt64), options);
   EXPECT_EQ(none.cross_entropy, 0.0);
   EXPECT_TRUE(std::isfinite(none.loss.item<double>()));
 }
@@ -184,9 +184,9 @@ TEST(KdLoss, RowShardsOverTheWholeDenominatorsAddUpToTheBatch) {
   auto h_rows = s_hidden.clone().requires_grad_(true), w_rows = s_head.clone().requires_grad_(true);
   double loss = 0.0, divergence = 0.0, ce = 0.0;
   for (const auto& [begin, count] : {std::pair<int64_t, int64_t>{0, 2}, {2, 2}}) {
-    const auto r = qkd::loss::kd_loss_from_hidden(t_hidden.narrow(0, begin, count), t_head,
-                                                  h_rows.narrow(0, begin, count), w_rows,
-                                                  labels.narrow(0, begin, count), options, &whole);
+    const auto r =
+        qkd::loss::kd_loss_from_hidden(t_hidden.narrow(0, begin, count), t_head, h_rows.narrow(0, begin, count), w_rows,
+                                       labels.narrow(0, begin, count), options, &whole);
     r.loss.backward();
     loss += r.loss.item<double>();
     divergence += r.divergence;
@@ -201,8 +201,8 @@ TEST(KdLoss, RowShardsOverTheWholeDenominatorsAddUpToTheBatch) {
   // Each shard on its own counts would not add up: the test can fail.
   const auto own = qkd::loss::kd_loss_from_hidden(t_hidden.narrow(0, 0, 2), t_head, s_hidden.narrow(0, 0, 2), s_head,
                                                   labels.narrow(0, 0, 2), options);
-  const auto other = qkd::loss::kd_loss_from_hidden(t_hidden.narrow(0, 2, 2), t_head, s_hidden.narrow(0, 2, 2),
-                                                    s_head, labels.narrow(0, 2, 2), options);
+  const auto other = qkd::loss::kd_loss_from_hidden(t_hidden.narrow(0, 2, 2), t_head, s_hidden.narrow(0, 2, 2), s_head,
+                                                    labels.narrow(0, 2, 2), options);
   EXPECT_GT(std::abs(own.loss.item<double>() + other.loss.item<double>() - all.loss.item<double>()), 0.1);
 
   // Cached top-k targets, split by qkd::loss::topk_rows.
