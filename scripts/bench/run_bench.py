@@ -153,7 +153,7 @@ def render(results, rates, args):
               "- **Per-chunk host reads.** The loss sums stay on the device and are read back once per micro-batch, not once per chunk; at "
               "temperature 1 the divisions by T are skipped (same values).",
               "- **Products too small for two cores.** At 4x256 a projection product is [1024, 256] x [256, 256]: "
-              "OpenBLAS splitting it over 2 threads got 1.4x one thread's rate, not 2x. With "
+              "OpenBLAS splitting it over 2 threads got about 1.4x one thread's rate, not 2x (teacher forward at 4x256 with `train.cpu_parallelism: operators`: 0.110-0.127 s on 2 threads against 0.154-0.189 s with `train.threads: 1`, two runs each on 2026-12-01). With "
               "`train.cpu_parallelism: rows` (the default) each core computes whole rows of the micro-batch "
               "(teacher forward, student forward, loss, backward) with single-threaded products, and the shards' "
               "gradients are added in shard order (`train/row_shards.h`, `kernels::run_on_cores`). qkd-train's "
