@@ -19,7 +19,6 @@
 #include "qkd/freeze/freeze_controller.h"
 #include "qkd/loss/kd_loss.h"
 #include "qkd/quant/student.h"
-#include "qkd/train/training_session.h"
 
 namespace {
 

@@ -11,7 +11,7 @@ RUNS = {
     "w4": ("W4 per channel (configs/tiny-kjv.json as shipped)", []),
     "w3": ("W3 per channel", ["--set", "quant.bits=3", "--set", "optim.lr=0.001"]),
 }
-PTQ = {"w4": 29.939, "w3": 32.608}  # ../shared/reference/quality.json, round-to-nearest
+PTQ = {"w4": 29.939, "w3": 32.608}  # tests/fixtures/reference/quality.json, round-to-nearest
 
 def main():
     ap = argparse.ArgumentParser()

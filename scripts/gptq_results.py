@@ -208,7 +208,7 @@ def ptq_section(rows, cpu, methods):
             "Calibration: the first 128 windows (256 tokens each) of the training stream tiny-kjv.json describes "
             "(kjv-train.u16, shuffled with its seed); damping 0.01, block size 128; the seven projections of all 6 "
             "layers, min-max range setting (the same for both methods). RTN: teacher 29.429, reference values in "
-            "`../shared/reference/quality.json`.\n\n"
+            "`tests/fixtures/reference/quality.json`.\n\n"
             f"| grid | {header} | GPTQ - RTN ppl |\n|---|" + "---|" * (2 * len(methods) + 1) + "\n" +
             "\n".join(rows) + "\n")
 

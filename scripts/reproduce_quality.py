@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reproduce the reference quality table (../shared/reference/quality.json) with qkd-train ptq + eval.
+"""Reproduce the reference quality table (tests/fixtures/reference/quality.json) with qkd-train ptq + eval.
 
 Writes docs/eval-results.md (the measured table next to the reference) and exits non-zero when a row
 misses the bars (0.2% perplexity, 0.005 accuracy).
@@ -20,7 +20,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", default="build/qkd-train")
     ap.add_argument("--model", default="assets/models/kjv-teacher-7m")
-    ap.add_argument("--reference", default="../shared/reference/quality.json")
+    ap.add_argument("--reference", default="tests/fixtures/reference/quality.json")
     ap.add_argument("--threads", default="2")
     ap.add_argument("--out", default="docs/eval-results.md")
     args = ap.parse_args()
@@ -54,7 +54,7 @@ def main():
             print(lines[-1], flush=True)
     text = ("# Evaluation against the reference implementation\n\n"
             "Measured by `python3 scripts/reproduce_quality.py` (qkd-train ptq + eval, fp32 CPU, "
-            f"{args.threads} threads, seq-len 256) against `../shared/reference/quality.json`.\n\n" + "\n".join(lines) + "\n")
+            f"{args.threads} threads, seq-len 256) against `tests/fixtures/reference/quality.json`.\n\n" + "\n".join(lines) + "\n")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     open(args.out, "w").write(text)
     sys.exit(0 if ok else 1)

@@ -28,9 +28,8 @@
 
 namespace qkd::test {
 
-std::string shared_dir() {
-  if (const char* env = std::getenv("QKD_SHARED_DIR")) return env;
-  return (std::filesystem::path(QKD_SOURCE_DIR) / ".." / "shared").lexically_normal().string();
+std::string fixture_path(const std::string& relative) {
+  return (std::filesystem::path(QKD_SOURCE_DIR) / "tests" / "fixtures" / relative).string();
 }
 
 std::string repo_path(const std::string& relative) {

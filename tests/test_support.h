@@ -12,8 +12,9 @@
 
 namespace qkd::test {
 
-// ../shared next to the repository (or $QKD_SHARED_DIR).
-std::string shared_dir();
+// <repo>/tests/fixtures/<relative>: the reference files the tests read (tests/fixtures/README.md says
+// where each came from). Nothing a test reads lives outside the repository.
+std::string fixture_path(const std::string& relative);
 // <repo>/<relative>
 std::string repo_path(const std::string& relative);
 // A fresh empty directory under the system temp dir, unique per call.

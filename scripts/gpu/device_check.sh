@@ -2,7 +2,7 @@
 # The GPU session's checks in one run (docs/cuda.md): build against the PyTorch wheel's CUDA LibTorch,
 # run the main job on CUDA, then time qkd-train's step against the transformers peer
 # (scripts/bench/peer_step_hf.py) on a LLaMA-2-7B-shaped model with random weights.
-# Needs .gpudeps/ (bash ../shared/scripts/gpu-deps.sh on the Debian machine, carried along).
+# Needs .gpudeps/ (bash scripts/gpu/gpu-deps.sh on the Debian machine, carried along).
 #   bash scripts/gpu/device_check.sh [build|tiny|bench|ranks ...]   (default: build tiny bench; logs under $OUT
 #   or runs/gpu). ranks: the main job as a 1-rank torchrun job on NCCL against the same job without a
 #   launcher, and 2 Gloo ranks on the host CPU.

@@ -22,16 +22,16 @@ void run(const TrainOptions& opts) {
   const auto config = train::load_run_config(opts.config, opts.overrides);
   const auto summary = train::run_training(config, train::drill_hooks_from_environment());
   spdlog::info("{} after {} steps in {:.1f} s ({:.0f} tok/s, peak RSS {:.0f} MB)",
-               summary.interrupted ? "stopped" : "finished", summary.steps_completed, summary.wall_seconds,
-               summary.tokens_per_second, summary.peak_rss_mb);
-  if (summary.rank != 0) return;  // rank 0 reports for the run
-  if (!summary.final_eval.is_null()) spdlog::info("final eval: {}", summary.final_eval.dump());
+               summary.interrupted ? "stopped" : "finished", summary.totals.steps_completed, summary.totals.wall_seconds,
+               summary.totals.tokens_per_second, summary.totals.peak_rss_mb);
+  if (summary.ranks.rank != 0) return;  // rank 0 reports for the run
+  if (!summary.outputs.final_eval.is_null()) spdlog::info("final eval: {}", summary.outputs.final_eval.dump());
   train::DigestPaths paths{opts.config, ""};
   if (!summary.interrupted) {
     // The report is a convenience: a run that trained and exported does not fail because of it.
-    const auto report_path = (std::filesystem::path(config.run_dir) / "report.html").string();
+    const auto report_path = (std::filesystem::path(config.run_dir()) / "report.html").string();
     try {
-      report::write_report({config.run_dir}, report_path);
+      report::write_report({config.run_dir()}, report_path);
       paths.report = report_path;
     } catch (const std::exception& e) {
       spdlog::warn("no report written: {}", e.what());

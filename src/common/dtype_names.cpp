@@ -4,20 +4,33 @@
 
 namespace qkd {
 
+const EnumTable<torch::Dtype>& float_dtypes() {
+  static const EnumTable<torch::Dtype> table{
+      {{torch::kFloat32, "float32"}, {torch::kFloat16, "float16"}, {torch::kBFloat16, "bfloat16"}},
+      {{torch::kFloat32, "fp32"},
+       {torch::kFloat32, "f32"},
+       {torch::kFloat16, "fp16"},
+       {torch::kFloat16, "f16"},
+       {torch::kFloat16, "half"},
+       {torch::kBFloat16, "bf16"}}};
+  return table;
+}
+
+const EnumTable<torch::Dtype>& model_dtypes() {
+  static const EnumTable<torch::Dtype> table{
+      {torch::kFloat32, "float32"}, {torch::kBFloat16, "bfloat16"}, {torch::kFloat16, "float16"}};
+  return table;
+}
+
 torch::Dtype parse_dtype(const std::string& name, const std::string& where) {
-  if (name == "float32" || name == "fp32" || name == "f32") return torch::kFloat32;
-  if (name == "float16" || name == "fp16" || name == "f16" || name == "half") return torch::kFloat16;
-  if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
+  if (const auto dtype = float_dtypes().find(name)) return *dtype;
   fail(where, "unknown dtype \"" + name + "\" (expected float32, float16 or bfloat16)");
 }
 
 std::string dtype_name(torch::Dtype dtype) {
-  switch (dtype) {
-    case torch::kFloat32: return "float32";
-    case torch::kFloat16: return "float16";
-    case torch::kBFloat16: return "bfloat16";
-    default: fail("dtype", std::string("unsupported dtype ") + c10::toString(dtype));
-  }
+  const std::string name = float_dtypes().name(dtype);
+  if (name == "?") fail("dtype", std::string("unsupported dtype ") + c10::toString(dtype));
+  return name;
 }
 
 }  // namespace qkd

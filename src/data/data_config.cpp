@@ -13,15 +13,6 @@ namespace qkd::data {
 
 namespace {
 
-const std::vector<std::pair<SourceFormat, std::string>>& format_names() {
-  static const std::vector<std::pair<SourceFormat, std::string>> names = {
-      {SourceFormat::Auto, "auto"},     {SourceFormat::TextJsonl, "text_jsonl"},
-      {SourceFormat::Alpaca, "alpaca"}, {SourceFormat::ShareGpt, "sharegpt"},
-      {SourceFormat::Txt, "txt"},       {SourceFormat::U16, "u16"},
-      {SourceFormat::U32, "u32"}};
-  return names;
-}
-
 void reject_unknown_keys(const nlohmann::json& object, const std::string& where, const std::set<std::string>& allowed) {
   for (auto it = object.begin(); it != object.end(); ++it) {
     if (allowed.count(it.key())) continue;
@@ -51,11 +42,10 @@ std::string non_empty_string(const nlohmann::json& value, const std::string& whe
 }
 
 SourceFormat format_from_json(const nlohmann::json& value, const std::string& where) {
+  if (value.is_string())
+    if (const auto format = source_formats().find(value.get<std::string>())) return *format;
   std::string list;
-  for (const auto& [format, name] : format_names()) {
-    if (value.is_string() && value.get<std::string>() == name) return format;
-    list += (list.empty() ? "" : "|") + name;
-  }
+  for (const auto& name : source_formats().names()) list += (list.empty() ? "" : "|") + name;
   expected(where, "one of " + list, value);
 }
 
@@ -91,14 +81,15 @@ nlohmann::json first_record(const std::string& path) {
 
 }  // namespace
 
-std::string to_string(SourceFormat format) {
-  for (const auto& [f, name] : format_names()) {
-    if (f == format) return name;
-  }
-  return "?";
+const EnumTable<SourceFormat>& source_formats() {
+  static const EnumTable<SourceFormat> table{
+      {SourceFormat::automatic, "auto"}, {SourceFormat::text_jsonl, "text_jsonl"}, {SourceFormat::alpaca, "alpaca"},
+      {SourceFormat::sharegpt, "sharegpt"}, {SourceFormat::txt, "txt"},           {SourceFormat::u16, "u16"},
+      {SourceFormat::u32, "u32"}};
+  return table;
 }
 
-bool is_token_file_format(SourceFormat format) { return format == SourceFormat::U16 || format == SourceFormat::U32; }
+bool is_token_file_format(SourceFormat format) { return format == SourceFormat::u16 || format == SourceFormat::u32; }
 
 DataConfig data_config_from_json(const nlohmann::json& json, const std::string& prefix) {
   if (!json.is_object()) expected(prefix, "an object", json);
@@ -136,7 +127,7 @@ nlohmann::json data_config_to_json(const DataConfig& config) {
   nlohmann::json sources = nlohmann::json::array();
   for (const auto& s : config.sources) {
     sources.push_back(
-        {{"path", s.path}, {"format", to_string(s.format)}, {"weight", s.weight}, {"text_field", s.text_field}});
+        {{"path", s.path}, {"format", source_formats().name(s.format)}, {"weight", s.weight}, {"text_field", s.text_field}});
   }
   nlohmann::json json = {{"sources", sources},
                          {"seq_len", config.seq_len},
@@ -155,11 +146,11 @@ SourceFormat resolve_source_format(const SourceConfig& source) {
   namespace fs = std::filesystem;
   if (!fs::exists(source.path)) fail(source.path, "data source not found");
   if (fs::is_directory(source.path)) fail(source.path, "data source is a directory, expected a file");
-  if (source.format != SourceFormat::Auto) return source.format;
+  if (source.format != SourceFormat::automatic) return source.format;
   const auto ext = fs::path(source.path).extension().string();
-  if (ext == ".u16") return SourceFormat::U16;
-  if (ext == ".u32") return SourceFormat::U32;
-  if (ext == ".txt") return SourceFormat::Txt;
+  if (ext == ".u16") return SourceFormat::u16;
+  if (ext == ".u32") return SourceFormat::u32;
+  if (ext == ".txt") return SourceFormat::txt;
   if (ext != ".jsonl" && ext != ".json" && ext != ".ndjson") {
     fail(source.path, "cannot tell the data format from extension '" + ext +
                           "'; set format (text_jsonl|alpaca|sharegpt|txt|u16|u32)");
@@ -168,9 +159,9 @@ SourceFormat resolve_source_format(const SourceConfig& source) {
   if (!record.is_object()) {
     fail(source.path, "cannot detect the format: first record is not a JSON object; set format explicitly");
   }
-  if (record.contains("conversations")) return SourceFormat::ShareGpt;
-  if (record.contains("instruction") && record.contains("output")) return SourceFormat::Alpaca;
-  return SourceFormat::TextJsonl;
+  if (record.contains("conversations")) return SourceFormat::sharegpt;
+  if (record.contains("instruction") && record.contains("output")) return SourceFormat::alpaca;
+  return SourceFormat::text_jsonl;
 }
 
 }  // namespace qkd::data

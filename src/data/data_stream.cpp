@@ -45,7 +45,7 @@ DataStream::DataStream(const DataConfig& config, const qkd::tokenizer::Tokenizer
         fail("data.document_mask", "token file '" + source.path + "' needs a tokenizer to know its BOS id");
       sources_.push_back(make_token_file_window_source(source, format, config_, i, bos_id));
     } else {
-      if (!tokenizer) fail(source.path, "a " + to_string(format) + " source needs a tokenizer");
+      if (!tokenizer) fail(source.path, "a " + source_formats().name(format) + " source needs a tokenizer");
       sources_.push_back(make_text_window_source(source, format, config_, i, *tokenizer));
     }
     total += source.weight;
@@ -87,7 +87,7 @@ nlohmann::json DataStream::cursor() const {
   nlohmann::json sources = nlohmann::json::array();
   for (size_t i = 0; i < sources_.size(); ++i) {
     sources.push_back(
-        {{"path", config_.sources[i].path}, {"format", to_string(formats_[i])}, {"state", sources_[i]->cursor()}});
+        {{"path", config_.sources[i].path}, {"format", source_formats().name(formats_[i])}, {"state", sources_[i]->cursor()}});
   }
   return {{"version", kCursorVersion},
           {"seq_len", config_.seq_len},
@@ -113,7 +113,7 @@ void DataStream::restore(const nlohmann::json& cursor) {
   }
   for (size_t i = 0; i < sources_.size(); ++i) {
     require_same(sources[i], "path", config_.sources[i].path);
-    require_same(sources[i], "format", to_string(formats_[i]));
+    require_same(sources[i], "format", source_formats().name(formats_[i]));
     if (!sources[i].contains("state")) fail("data cursor", "source '" + config_.sources[i].path + "' has no state");
   }
   if (!cursor.contains("rng") || !cursor["rng"].is_number_unsigned()) fail("data cursor", "missing or invalid 'rng'");

@@ -109,8 +109,8 @@ class JsonlDocumentSource : public DocumentSource {
  private:
   RenderedRecord render(const nlohmann::json& record) const {
     switch (format_) {
-      case SourceFormat::Alpaca: return render_alpaca_record(record, config_.add_bos, config_.add_eos);
-      case SourceFormat::ShareGpt: return render_sharegpt_record(record);
+      case SourceFormat::alpaca: return render_alpaca_record(record, config_.add_bos, config_.add_eos);
+      case SourceFormat::sharegpt: return render_sharegpt_record(record);
       default: return render_text_record(record, source_.text_field, config_.add_bos, config_.add_eos);
     }
   }
@@ -172,7 +172,7 @@ class TxtDocumentSource : public DocumentSource {
 std::unique_ptr<DocumentSource> open_document_source(const SourceConfig& source, SourceFormat format,
                                                      const DataConfig& config,
                                                      const qkd::tokenizer::Tokenizer& tokenizer) {
-  if (format == SourceFormat::Txt) return std::make_unique<TxtDocumentSource>(source, config, tokenizer);
+  if (format == SourceFormat::txt) return std::make_unique<TxtDocumentSource>(source, config, tokenizer);
   return std::make_unique<JsonlDocumentSource>(source, format, config, tokenizer);
 }
 

@@ -183,55 +183,48 @@ McItem boolq_item(const json& r, const std::string& where) {
 
 }  // namespace
 
-McFormat parse_mc_format(const std::string& name) {
-  if (name == "auto") return McFormat::Auto;
-  if (name == "generic" || name == "mc") return McFormat::Generic;
-  if (name == "hellaswag") return McFormat::Hellaswag;
-  if (name == "piqa") return McFormat::Piqa;
-  if (name == "arc" || name == "arc_easy" || name == "arc_challenge") return McFormat::Arc;
-  if (name == "winogrande") return McFormat::Winogrande;
-  if (name == "boolq") return McFormat::Boolq;
-  if (name == "openbookqa") return McFormat::OpenBookQA;
-  fail("format", "unknown multiple-choice format \"" + name +
-                     "\" (auto, generic, hellaswag, piqa, arc, winogrande, boolq, openbookqa)");
+const EnumTable<McFormat>& mc_formats() {
+  static const EnumTable<McFormat> table{{{McFormat::automatic, "auto"},
+                                          {McFormat::generic, "generic"},
+                                          {McFormat::hellaswag, "hellaswag"},
+                                          {McFormat::piqa, "piqa"},
+                                          {McFormat::arc, "arc"},
+                                          {McFormat::winogrande, "winogrande"},
+                                          {McFormat::boolq, "boolq"},
+                                          {McFormat::openbookqa, "openbookqa"}},
+                                         {{McFormat::generic, "mc"},
+                                          {McFormat::arc, "arc_easy"},
+                                          {McFormat::arc, "arc_challenge"}}};
+  return table;
 }
 
-std::string mc_format_name(McFormat format) {
-  switch (format) {
-    case McFormat::Auto: return "auto";
-    case McFormat::Generic: return "generic";
-    case McFormat::Hellaswag: return "hellaswag";
-    case McFormat::Piqa: return "piqa";
-    case McFormat::Arc: return "arc";
-    case McFormat::Winogrande: return "winogrande";
-    case McFormat::Boolq: return "boolq";
-    case McFormat::OpenBookQA: return "openbookqa";
-  }
-  return "auto";
+McFormat parse_mc_format(const std::string& name) {
+  if (const auto format = mc_formats().find(name)) return *format;
+  fail("format", "unknown multiple-choice format \"" + name + "\" (" + mc_formats().joined_names() + ")");
 }
 
 McFormat detect_mc_format(const json& r) {
   const auto has = [&](const char* key) { return r.contains(key); };
-  if (has("context") && has("choices")) return McFormat::Generic;
-  if (has("endings")) return McFormat::Hellaswag;
-  if (has("goal") && has("sol1")) return McFormat::Piqa;
-  if (has("sentence") && has("option1")) return McFormat::Winogrande;
-  if (has("passage") && has("question")) return McFormat::Boolq;
-  if (has("question_stem")) return McFormat::OpenBookQA;
-  if (has("question") && has("choices") && has("answerKey")) return McFormat::Arc;
-  return McFormat::Auto;
+  if (has("context") && has("choices")) return McFormat::generic;
+  if (has("endings")) return McFormat::hellaswag;
+  if (has("goal") && has("sol1")) return McFormat::piqa;
+  if (has("sentence") && has("option1")) return McFormat::winogrande;
+  if (has("passage") && has("question")) return McFormat::boolq;
+  if (has("question_stem")) return McFormat::openbookqa;
+  if (has("question") && has("choices") && has("answerKey")) return McFormat::arc;
+  return McFormat::automatic;
 }
 
 McItem mc_item_from_record(const json& record, McFormat format, const std::string& where) {
   switch (format) {
-    case McFormat::Generic: return generic_item(record, where);
-    case McFormat::Hellaswag: return hellaswag_item(record, where);
-    case McFormat::Piqa: return piqa_item(record, where);
-    case McFormat::Arc: return arc_item(record, where);
-    case McFormat::Winogrande: return winogrande_item(record, where);
-    case McFormat::Boolq: return boolq_item(record, where);
-    case McFormat::OpenBookQA: return openbookqa_item(record, where);
-    case McFormat::Auto: break;
+    case McFormat::generic: return generic_item(record, where);
+    case McFormat::hellaswag: return hellaswag_item(record, where);
+    case McFormat::piqa: return piqa_item(record, where);
+    case McFormat::arc: return arc_item(record, where);
+    case McFormat::winogrande: return winogrande_item(record, where);
+    case McFormat::boolq: return boolq_item(record, where);
+    case McFormat::openbookqa: return openbookqa_item(record, where);
+    case McFormat::automatic: break;
   }
   fail(where, "multiple-choice format not resolved");
 }
@@ -241,9 +234,9 @@ McDataset load_mc_file(const std::string& path, McFormat format) {
   dataset.path = path;
   dataset.format = format;
   for_each_jsonl_record(path, [&](const json& record, const std::string& where, int64_t line) {
-    if (dataset.format == McFormat::Auto) {
+    if (dataset.format == McFormat::automatic) {
       dataset.format = detect_mc_format(record);
-      if (dataset.format == McFormat::Auto) {
+      if (dataset.format == McFormat::automatic) {
         fail(where, "cannot tell the multiple-choice format from this record's fields; name it explicitly");
       }
     }

@@ -80,7 +80,7 @@ void write_encodings(const ExportSource& source, const std::string& dir, const E
   check_encodings(source);
   auto& student = source.student;
   const auto& spec = source.spec;
-  const bool blockwise = spec.granularity == quant::Granularity::PerGroup;
+  const bool blockwise = spec.granularity == quant::Granularity::per_group;
 
   json params = blockwise ? json::array() : json::object();
   json activations = blockwise ? json::array() : json::object();
@@ -147,8 +147,8 @@ void write_encodings(const ExportSource& source, const std::string& dir, const E
       {"dtype", "int"},
       {"is_symmetric", spec.symmetric ? "True" : "False"},
       {"param_bitwidth", spec.bits},
-      {"per_channel_quantization", spec.granularity == quant::Granularity::PerTensor ? "False" : "True"},
-      {"quant_scheme", spec.range == quant::RangeMethod::Search ? "post_training_tf_enhanced" : "post_training_tf"}};
+      {"per_channel_quantization", spec.granularity == quant::Granularity::per_tensor ? "False" : "True"},
+      {"quant_scheme", spec.range == quant::RangeMethod::search ? "post_training_tf_enhanced" : "post_training_tf"}};
   const json encodings = {{"version", blockwise ? "1.0.0" : "0.6.1"},
                           {"activation_encodings", activations},
                           {"param_encodings", params},

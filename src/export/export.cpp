@@ -17,37 +17,26 @@ namespace qkd::exporting {
 
 namespace fs = std::filesystem;
 
-Format parse_format(const std::string& name, const std::string& where) {
-  if (name == "hf") return Format::hf;
-  if (name == "packed") return Format::packed;
-  if (name == "encodings") return Format::encodings;
-  if (name == "gguf") return Format::gguf;
-  fail(where, "unknown export format \"" + name + "\" (expected hf, packed, encodings or gguf)");
+const EnumTable<Format>& export_formats() {
+  static const EnumTable<Format> table{
+      {Format::hf, "hf"}, {Format::packed, "packed"}, {Format::encodings, "encodings"}, {Format::gguf, "gguf"}};
+  return table;
 }
 
-std::string format_name(Format format) {
-  switch (format) {
-    case Format::hf: return "hf";
-    case Format::packed: return "packed";
-    case Format::encodings: return "encodings";
-    case Format::gguf: return "gguf";
-  }
-  return "?";
-}
-
-std::vector<std::string> format_names(const std::vector<Format>& formats) {
+std::vector<std::string> format_names(const std::vector<Format>& list) {
   std::vector<std::string> names;
-  for (const auto format : formats) names.push_back(format_name(format));
+  for (const auto format : list) names.push_back(export_formats().name(format));
   return names;
 }
 
 std::vector<Format> parse_formats(const std::vector<std::string>& names, const std::string& where) {
-  std::vector<Format> formats;
+  std::vector<Format> parsed;
   for (const auto& name : names) {
-    const auto format = parse_format(name, where);
-    if (std::find(formats.begin(), formats.end(), format) == formats.end()) formats.push_back(format);
+    const auto format = export_formats().find(name);
+    if (!format) fail(where, "unknown export format \"" + name + "\" (expected hf, packed, encodings or gguf)");
+    if (std::find(parsed.begin(), parsed.end(), *format) == parsed.end()) parsed.push_back(*format);
   }
-  return formats;
+  return parsed;
 }
 
 std::vector<Format> parse_format_list(const std::string& names, const std::string& where) {
@@ -78,7 +67,7 @@ void write_hf_companion_files(const ExportSource& source, const std::string& dir
 }
 
 std::string format_path(const std::string& out_dir, Format format) {
-  const auto dir = fs::path(out_dir) / format_name(format);
+  const auto dir = fs::path(out_dir) / export_formats().name(format);
   return (format == Format::gguf ? dir / "model.gguf" : dir).string();
 }
 
@@ -116,7 +105,7 @@ std::vector<std::string> export_student(const ExportSource& source, const std::v
     const auto path = format_path(out_dir, format);
     fs::create_directories(fs::path(path).parent_path());
     write_format(source, format, path, options);
-    spdlog::info("exported {} to {}", format_name(format), path);
+    spdlog::info("exported {} to {}", export_formats().name(format), path);
     written.push_back(path);
   }
   return written;

@@ -16,222 +16,17 @@
 #include "qkd/export/integer_weights.h"
 #include "qkd/quant/weight_quantizer.h"
 #include "qkd/tokenizer/sentencepiece_vocab.h"
+#include "gguf_blocks.h"
+#include "gguf_format.h"
 
-// GGUF v3 as llama.cpp reads it (ggml/include/gguf.h, docs/gguf.md): a little-endian header, the
-// key/value metadata, the tensor table (name, dims with ne[0] the fastest-varying, ggml type, offset
-// into the data section), then the data section, every tensor aligned to general.alignment.
+// A student as llama.cpp loads it: the tensor plan (names, shapes, ggml types), the metadata (the
+// architecture, rope, the tokenizer), and the data, in the container of gguf_format.h.
 
 namespace qkd::exporting {
 
 namespace {
 
-constexpr uint32_t kGgufVersion = 3;
-constexpr uint64_t kAlignment = 32;
-constexpr int64_t kBlock = 32;  // elements per Q4_0 / Q8_0 block (QK4_0, QK8_0)
-
-// ggml_type
-enum class TensorType : uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8 };
-// gguf_type
-enum ValueType : uint32_t {
-  kUint8 = 0,
-  kInt8 = 1,
-  kUint16 = 2,
-  kInt16 = 3,
-  kUint32 = 4,
-  kInt32 = 5,
-  kFloat32 = 6,
-  kBool = 7,
-  kString = 8,
-  kArray = 9,
-  kUint64 = 10,
-  kInt64 = 11,
-  kFloat64 = 12,
-};
-// llama_ftype
-constexpr uint32_t kFileTypeQ4_0 = 2, kFileTypeQ8_0 = 7;
-
-const char* type_name(TensorType type) {
-  switch (type) {
-    case TensorType::F32: return "F32";
-    case TensorType::F16: return "F16";
-    case TensorType::Q4_0: return "Q4_0";
-    case TensorType::Q8_0: return "Q8_0";
-  }
-  return "?";
-}
-
-uint64_t tensor_bytes(TensorType type, int64_t elements) {
-  switch (type) {
-    case TensorType::F32: return 4 * uint64_t(elements);
-    case TensorType::F16: return 2 * uint64_t(elements);
-    case TensorType::Q4_0: return uint64_t(elements / kBlock) * 18;
-    case TensorType::Q8_0: return uint64_t(elements / kBlock) * 34;
-  }
-  return 0;
-}
-
-uint64_t align_up(uint64_t n) { return (n + kAlignment - 1) / kAlignment * kAlignment; }
-
-// ---- binary output ------------------------------------------------------------------------------
-
-class Out {
- public:
-  explicit Out(std::ostream& os) : os_(os) {}
-  template <typename T>
-  void pod(T value) {
-    static_assert(std::is_trivially_copyable_v<T>);
-    bytes(&value, sizeof(T));
-  }
-  void bytes(const void* data, size_t n) {
-    os_.write(static_cast<const char*>(data), static_cast<std::streamsize>(n));
-    written_ += n;
-  }
-  void string(const std::string& s) {
-    pod<uint64_t>(s.size());
-    bytes(s.data(), s.size());
-  }
-  void pad_to_alignment() {
-    static const char zeros[kAlignment] = {};
-    bytes(zeros, align_up(written_) - written_);
-  }
-  uint64_t written() const { return written_; }
-
- private:
-  std::ostream& os_;
-  uint64_t written_ = 0;
-};
-
-// One metadata value, serialized as it is added.
-struct Metadata {
-  std::string buffer;
-  uint64_t count = 0;
-
-  void key(const std::string& name, ValueType type) {
-    count++;
-    raw<uint64_t>(name.size());
-    buffer += name;
-    raw<uint32_t>(type);
-  }
-  template <typename T>
-  void raw(T value) {
-    buffer.append(reinterpret_cast<const char*>(&value), sizeof(T));
-  }
-  void str(const std::string& s) {
-    raw<uint64_t>(s.size());
-    buffer += s;
-  }
-  void u32(const std::string& name, uint64_t value) {
-    if (value > std::numeric_limits<uint32_t>::max()) fail(name, std::to_string(value) + " does not fit uint32");
-    key(name, kUint32);
-    raw<uint32_t>(static_cast<uint32_t>(value));
-  }
-  void f32(const std::string& name, double value) {
-    key(name, kFloat32);
-    raw<float>(static_cast<float>(value));
-  }
-  void boolean(const std::string& name, bool value) {
-    key(name, kBool);
-    raw<uint8_t>(value ? 1 : 0);
-  }
-  void string(const std::string& name, const std::string& value) {
-    key(name, kString);
-    str(value);
-  }
-  template <typename T, typename F>
-  void array(const std::string& name, ValueType element_type, const std::vector<T>& values, F&& write_one) {
-    key(name, kArray);
-    raw<uint32_t>(element_type);
-    raw<uint64_t>(values.size());
-    for (const auto& v : values) write_one(v);
-  }
-};
-
-// ---- fp16 and block quantization ----------------------------------------------------------------
-
-// fp16 bits of each value of a float tensor (round to nearest even, as ggml's GGML_FP32_TO_FP16).
-std::vector<uint16_t> to_fp16_bits(const torch::Tensor& values) {
-  const auto half = values.to(torch::kFloat).contiguous().to(torch::kHalf).contiguous();
-  std::vector<uint16_t> bits(half.numel());
-  std::memcpy(bits.data(), half.data_ptr<at::Half>(), bits.size() * 2);
-  return bits;
-}
-
-float fp16_value(float x) { return static_cast<float>(static_cast<at::Half>(x)); }
-
-struct ErrorSums {
-  double diff2 = 0, ref2 = 0;
-  double relative() const { return ref2 > 0 ? std::sqrt(diff2 / ref2) : std::sqrt(diff2); }
-};
-
-// Blocks of codes with their fp16 scales, [rows, in] codes and [rows, in / 32] scales, written as
-// Q4_0 (codes in -8..7) or Q8_0 (codes in -128..127), exactly.
-std::string pack_codes(TensorType type, const torch::Tensor& codes, const torch::Tensor& chunk_scale) {
-  const auto rows = codes.size(0), in = codes.size(1), chunks = in / kBlock;
-  const auto c = codes.to(torch::kShort).contiguous();
-  const auto* code = c.data_ptr<int16_t>();
-  const auto d = to_fp16_bits(chunk_scale);
-  std::string out(tensor_bytes(type, rows * in), '\0');
-  char* p = out.data();
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t k = 0; k < chunks; ++k) {
-      const int16_t* q = code + r * in + k * kBlock;
-      std::memcpy(p, &d[r * chunks + k], 2);
-      p += 2;
-      if (type == TensorType::Q4_0) {
-        for (int j = 0; j < 16; ++j) p[j] = static_cast<char>(uint8_t(q[j] + 8) | uint8_t((q[j + 16] + 8) << 4));
-        p += 16;
-      } else {
-        for (int j = 0; j < 32; ++j) p[j] = static_cast<char>(static_cast<int8_t>(q[j]));
-        p += 32;
-      }
-    }
-  }
-  return out;
-}
-
-// ggml's reference quantizers (quantize_row_q4_0_ref, quantize_row_q8_0_ref) over [rows, in] floats.
-// Adds ||w - dequantized||^2 and ||w||^2 to `sums`.
-std::string quantize_floats(TensorType type, const torch::Tensor& weight, ErrorSums& sums) {
-  const auto w = weight.to(torch::kFloat).contiguous();
-  const auto rows = w.size(0), in = w.size(1), chunks = in / kBlock;
-  const float* x = w.data_ptr<float>();
-  std::string out(tensor_bytes(type, rows * in), '\0');
-  char* p = out.data();
-  for (int64_t b = 0; b < rows * chunks; ++b, x += kBlock) {
-    float amax = 0, max = 0;
-    for (int j = 0; j < kBlock; ++j) {
-      if (std::fabs(x[j]) > amax) {
-        amax = std::fabs(x[j]);
-        max = x[j];
-      }
-    }
-    const float d = type == TensorType::Q4_0 ? max / -8 : amax / 127;
-    const float id = d != 0 ? 1.0f / d : 0.0f;
-    const auto dh = static_cast<at::Half>(d);
-    const float dq = static_cast<float>(dh);
-    std::memcpy(p, &dh.x, 2);
-    p += 2;
-    int q[kBlock];
-    if (type == TensorType::Q4_0) {
-      for (int j = 0; j < kBlock; ++j) q[j] = std::min(15, static_cast<int>(static_cast<int8_t>(x[j] * id + 8.5f))) - 8;
-      for (int j = 0; j < 16; ++j) p[j] = static_cast<char>(uint8_t(q[j] + 8) | uint8_t((q[j + 16] + 8) << 4));
-      p += 16;
-    } else {
-      for (int j = 0; j < kBlock; ++j) {
-        q[j] = static_cast<int>(std::round(x[j] * id));
-        p[j] = static_cast<char>(static_cast<int8_t>(q[j]));
-      }
-      p += 32;
-    }
-    for (int j = 0; j < kBlock; ++j) {
-      const double diff = double(x[j]) - double(q[j]) * dq;
-      sums.diff2 += diff * diff;
-      sums.ref2 += double(x[j]) * x[j];
-    }
-  }
-  return out;
-}
-
+using namespace gguf;  // NOLINT: the container and block types read as llama.cpp names them
 // The row permutation llama.cpp's converter applies to q_proj / k_proj (LlamaModel.permute): Hugging
 // Face's rotate-half layout of each head to ggml's interleaved (GGML_ROPE_TYPE_NORM) pairs.
 torch::Tensor permute_rows(const torch::Tensor& x, int64_t heads) {
@@ -276,7 +71,7 @@ struct Planned {
   std::string name;     // GGUF name, "blk.0.attn_q.weight"
   std::string hf_name;  // "model.layers.0.self_attn.q_proj.weight" ("" for rope_freqs)
   std::vector<int64_t> ne;
-  TensorType type = TensorType::F32;
+  TensorType type = TensorType::f32;
   int64_t permute_heads = 0;  // q/k rows: heads of the permutation; 0: none
   bool projection = false;    // a Linear weight written in options.gguf_type
   uint64_t offset = 0;
@@ -284,15 +79,15 @@ struct Planned {
 };
 
 TensorType projection_type(const ExportOptions& options) {
-  if (options.gguf_type == "q4_0") return TensorType::Q4_0;
-  if (options.gguf_type == "q8_0") return TensorType::Q8_0;
+  if (options.gguf_type == "q4_0") return TensorType::q4_0;
+  if (options.gguf_type == "q8_0") return TensorType::q8_0;
   fail("gguf_type", "expected q4_0 or q8_0, got \"" + options.gguf_type + "\"");
 }
 
 std::vector<Planned> plan_tensors(model::LlamaForCausalLMImpl& student, const ExportOptions& options) {
   const auto& config = student.config();
   const auto proj_type = projection_type(options);
-  const auto big_type = proj_type == TensorType::Q8_0 ? TensorType::Q8_0 : TensorType::F16;
+  const auto big_type = proj_type == TensorType::q8_0 ? TensorType::q8_0 : TensorType::f16;
   std::vector<Planned> plan;
   auto add = [&](std::string name, std::string hf_name, std::vector<int64_t> ne, TensorType type) -> Planned& {
     Planned p;
@@ -309,28 +104,28 @@ std::vector<Planned> plan_tensors(model::LlamaForCausalLMImpl& student, const Ex
     p.projection = true;
     p.permute_heads = permute_heads;
     if (linear->bias.defined()) {
-      auto& b = add(name + ".bias", hf_module + ".bias", {linear->out_features()}, TensorType::F32);
+      auto& b = add(name + ".bias", hf_module + ".bias", {linear->out_features()}, TensorType::f32);
       b.permute_heads = permute_heads;
     }
   };
 
-  if (config.rope.type == "llama3") add("rope_freqs.weight", "", {config.head_dim / 2}, TensorType::F32);
+  if (config.rope.type == "llama3") add("rope_freqs.weight", "", {config.head_dim / 2}, TensorType::f32);
   add("token_embd.weight", "model.embed_tokens.weight", {config.hidden_size, config.vocab_size}, big_type);
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
     const auto& layer = student.model->layer_list.at(i);
     const auto hf = "model.layers." + std::to_string(i);
     const auto blk = "blk." + std::to_string(i);
-    add(blk + ".attn_norm.weight", hf + ".input_layernorm.weight", {config.hidden_size}, TensorType::F32);
+    add(blk + ".attn_norm.weight", hf + ".input_layernorm.weight", {config.hidden_size}, TensorType::f32);
     add_linear(blk + ".attn_q", hf + ".self_attn.q_proj", layer->self_attn->q_proj, config.num_attention_heads);
     add_linear(blk + ".attn_k", hf + ".self_attn.k_proj", layer->self_attn->k_proj, config.num_key_value_heads);
     add_linear(blk + ".attn_v", hf + ".self_attn.v_proj", layer->self_attn->v_proj, 0);
     add_linear(blk + ".attn_output", hf + ".self_attn.o_proj", layer->self_attn->o_proj, 0);
-    add(blk + ".ffn_norm.weight", hf + ".post_attention_layernorm.weight", {config.hidden_size}, TensorType::F32);
+    add(blk + ".ffn_norm.weight", hf + ".post_attention_layernorm.weight", {config.hidden_size}, TensorType::f32);
     add_linear(blk + ".ffn_gate", hf + ".mlp.gate_proj", layer->mlp->gate_proj, 0);
     add_linear(blk + ".ffn_up", hf + ".mlp.up_proj", layer->mlp->up_proj, 0);
     add_linear(blk + ".ffn_down", hf + ".mlp.down_proj", layer->mlp->down_proj, 0);
   }
-  add("output_norm.weight", "model.norm.weight", {config.hidden_size}, TensorType::F32);
+  add("output_norm.weight", "model.norm.weight", {config.hidden_size}, TensorType::f32);
   if (student.lm_head) {
     const bool quantized = static_cast<bool>(student.lm_head->weight_quantizer());
     auto& p = add("output.weight", "lm_head.weight", {config.hidden_size, config.vocab_size},
@@ -352,7 +147,7 @@ std::string describe(const Planned& p) { return p.hf_name.empty() ? p.name : p.h
 
 void check_plan(const std::vector<Planned>& plan, const model::LlamaConfig& config) {
   for (const auto& p : plan) {
-    if ((p.type == TensorType::Q4_0 || p.type == TensorType::Q8_0) && p.ne[0] % kBlock != 0)
+    if ((p.type == TensorType::q4_0 || p.type == TensorType::q8_0) && p.ne[0] % kBlock != 0)
       fail(describe(p), "in_features " + std::to_string(p.ne[0]) + " is not a multiple of 32, the block length of " +
                             type_name(p.type) + " in llama.cpp");
     if (p.permute_heads > 0 && (p.ne.back() % (2 * p.permute_heads) != 0))
@@ -373,7 +168,7 @@ tokenizer::SentencepieceVocab read_vocab(const ExportSource& source) {
     fail(path, std::to_string(vocab.pieces.size()) + " pieces, more than the model's vocab_size " +
                    std::to_string(vocab_size));
   for (auto id = static_cast<int64_t>(vocab.pieces.size()); id < vocab_size; ++id)
-    vocab.pieces.push_back({"[PAD" + std::to_string(id) + "]", -1000.0f, tokenizer::PieceType::Unused});
+    vocab.pieces.push_back({"[PAD" + std::to_string(id) + "]", -1000.0f, tokenizer::PieceType::unused});
   const auto& config = source.student.config();
   const std::vector<std::pair<const char*, int64_t>> ids = {{"bos_token_id", config.bos_token_id},
                                                             {"eos_token_id", config.eos_token_id},
@@ -399,7 +194,7 @@ Metadata build_metadata(const ExportSource& source, const ExportOptions& options
   m.string("general.architecture", "llama");
   m.string("general.name", model_name(source));
   m.u32("general.alignment", kAlignment);
-  m.u32("general.file_type", projection_type(options) == TensorType::Q4_0 ? kFileTypeQ4_0 : kFileTypeQ8_0);
+  m.u32("general.file_type", projection_type(options) == TensorType::q4_0 ? kFileTypeQ4_0 : kFileTypeQ8_0);
   m.u32("general.quantization_version", 2);
   m.u32("llama.context_length", c.max_position_embeddings);
   m.u32("llama.embedding_length", c.hidden_size);
@@ -426,7 +221,7 @@ Metadata build_metadata(const ExportSource& source, const ExportOptions& options
   m.u32("tokenizer.ggml.bos_token_id", c.bos_token_id);
   m.u32("tokenizer.ggml.eos_token_id", c.eos_token_id);
   for (size_t id = 0; id < vocab.pieces.size(); ++id) {
-    if (vocab.pieces[id].type == tokenizer::PieceType::Unknown) {
+    if (vocab.pieces[id].type == tokenizer::PieceType::unknown) {
       m.u32("tokenizer.ggml.unknown_token_id", id);
       break;
     }
@@ -468,7 +263,7 @@ struct ProjectionReport {
 // Does the student's grid fit `type` as is (symmetric, codes within its levels, one scale per 32)?
 std::string misfit(const IntegerWeight& w, TensorType type) {
   if (!w.symmetric || w.zero.defined()) return "asymmetric " + std::to_string(w.bits) + "-bit grid";
-  const int64_t lo = type == TensorType::Q4_0 ? -8 : -128, hi = type == TensorType::Q4_0 ? 7 : 127;
+  const int64_t lo = type == TensorType::q4_0 ? -8 : -128, hi = type == TensorType::q4_0 ? 7 : 127;
   if (w.qmin < lo || w.qmax > hi) return std::to_string(w.bits) + "-bit grid";
   if (w.block_length() % kBlock != 0)
     return "groups of " + std::to_string(w.block_length()) + " (not a multiple of 32)";
@@ -531,8 +326,8 @@ std::string tensor_data(const ExportSource& source, const Planned& p, std::vecto
   auto t = float_parameter(student, p.hf_name);
   if (p.permute_heads > 0) t = permute_rows(t, p.permute_heads);
   switch (p.type) {
-    case TensorType::F32: return raw_bytes(t);
-    case TensorType::F16: return raw_bytes(t.to(torch::kHalf));
+    case TensorType::f32: return raw_bytes(t);
+    case TensorType::f16: return raw_bytes(t.to(torch::kHalf));
     default: {
       ErrorSums sums;
       auto data = quantize_floats(p.type, t, sums);

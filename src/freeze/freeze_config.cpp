@@ -5,17 +5,16 @@
 
 namespace qkd::freeze {
 
-std::string freeze_mode_name(FreezeMode mode) {
-  switch (mode) {
-    case FreezeMode::none: return "none";
-    case FreezeMode::ov: return "ov";
-    case FreezeMode::automatic: return "auto";
-    case FreezeMode::modules: return "modules";
-  }
-  return "?";
+const EnumTable<FreezeMode>& freeze_modes() {
+  static const EnumTable<FreezeMode> table{
+      {FreezeMode::none, "none"}, {FreezeMode::ov, "ov"}, {FreezeMode::automatic, "auto"}, {FreezeMode::modules, "modules"}};
+  return table;
 }
 
-std::string freeze_scope_name(FreezeScope scope) { return scope == FreezeScope::layer ? "layer" : "all"; }
+const EnumTable<FreezeScope>& freeze_scopes() {
+  static const EnumTable<FreezeScope> table{{FreezeScope::layer, "layer"}, {FreezeScope::all, "all"}};
+  return table;
+}
 
 namespace {
 // auto judges series by projection type: anything else would be watched by nobody and freeze nothing.
@@ -36,6 +35,11 @@ void FreezeConfig::check(const std::string& path) const {
   if (policy == FreezeMode::automatic) check_auto_watch(auto_watch, path + ".auto_watch");
 }
 
+void check_monitor_for(const FreezeConfig& freeze, const monitor::MonitorConfig& monitor) {
+  if (freeze.policy == FreezeMode::automatic && !monitor.enabled)
+    fail("freeze.policy", "\"auto\" needs the monitor (monitor.enabled true)");
+}
+
 FreezeConfig freeze_config_from_json(const nlohmann::json& json, const std::string& where,
                                      std::vector<std::string>* ignored) {
   const auto c = read_section<FreezeConfig>(json, where);
@@ -43,8 +47,8 @@ FreezeConfig freeze_config_from_json(const nlohmann::json& json, const std::stri
   // Settings of another policy: harmless, but a run that sets them probably meant that policy.
   const auto note_unread = [&](const char* key, FreezeMode reader) {
     if (json.contains(key) && !json.at(key).is_null() && c.policy != reader)
-      ignored->push_back(where + "." + key + ": only read by policy " + freeze_mode_name(reader) + "; policy is " +
-                         freeze_mode_name(c.policy));
+      ignored->push_back(where + "." + key + ": only read by policy " + freeze_modes().name(reader) + "; policy is " +
+                         freeze_modes().name(c.policy));
   };
   note_unread("modules", FreezeMode::modules);
   for (const char* key : {"scope", "auto_watch", "rollback", "release_lr_factor", "release_warmup_steps"})

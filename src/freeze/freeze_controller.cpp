@@ -4,10 +4,13 @@
 
 namespace qkd::freeze {
 
-std::string change_kind_name(ChangeKind kind) { return kind == ChangeKind::freeze ? "freeze" : "release"; }
+const EnumTable<ChangeKind>& change_kinds() {
+  static const EnumTable<ChangeKind> table{{ChangeKind::freeze, "freeze"}, {ChangeKind::release, "release"}};
+  return table;
+}
 
 nlohmann::json FreezeChange::to_json() const {
-  return {{"step", step},     {"kind", change_kind_name(kind)},       {"modules", modules},
+  return {{"step", step},     {"kind", change_kinds().name(kind)},       {"modules", modules},
           {"reason", reason}, {"trainable_before", trainable_before}, {"trainable_after", trainable_after}};
 }
 
@@ -67,7 +70,7 @@ FreezeChange FreezeController::apply(ChangeKind kind, const std::vector<std::str
 std::optional<FreezeChange> FreezeController::freeze_at_start() {
   const auto modules = policy_.initial();
   if (modules.empty()) return std::nullopt;
-  return apply(ChangeKind::freeze, modules, "freeze.policy " + freeze_mode_name(policy_.config().policy), 0);
+  return apply(ChangeKind::freeze, modules, std::string("freeze.policy ") + freeze_modes().name(policy_.config().policy), 0);
 }
 
 std::optional<FreezeChange> FreezeController::release_due(int64_t step, double lr) {

@@ -33,6 +33,17 @@ std::vector<std::string> FreezePolicy::matching(const std::vector<std::string>& 
   return out;
 }
 
+void FreezePolicy::check_reaches_modules() const {
+  if (config_.policy == FreezeMode::ov && initial().empty())
+    fail("freeze.policy", "\"ov\" would freeze nothing: no o_proj or v_proj is quantized (see quant.modules)");
+  if (config_.policy == FreezeMode::automatic && watched_modules().empty())
+    fail("freeze.auto_watch", "no watched projection is quantized (see quant.modules): auto would never freeze");
+}
+
+std::vector<std::string> FreezePolicy::watched_every_step() const {
+  return config_.policy == FreezeMode::automatic ? config_.auto_watch : std::vector<std::string>{};
+}
+
 std::vector<std::string> FreezePolicy::initial() const {
   if (config_.policy == FreezeMode::ov) return matching({"self_attn.o_proj", "self_attn.v_proj"}, -1);
   if (config_.policy == FreezeMode::modules) {

@@ -11,6 +11,7 @@
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
 #include "qkd/common/mapped_file.h"
+#include "safetensors_errors.h"
 
 // safetensors stores little-endian data; tensors are handed out as views of the raw bytes.
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -34,12 +35,12 @@ struct DTypeSpec {
 };
 
 const DTypeSpec kDTypes[] = {
-    {DType::F64, "F64", 8, torch::kFloat64}, {DType::F32, "F32", 4, torch::kFloat32},
-    {DType::F16, "F16", 2, torch::kFloat16}, {DType::BF16, "BF16", 2, torch::kBFloat16},
-    {DType::I64, "I64", 8, torch::kInt64},   {DType::I32, "I32", 4, torch::kInt32},
-    {DType::I16, "I16", 2, torch::kInt16},   {DType::I8, "I8", 1, torch::kInt8},
-    {DType::U8, "U8", 1, torch::kUInt8},     {DType::BOOL, "BOOL", 1, torch::kBool},
-    {DType::U16, "U16", 2, torch::kInt32},  // widened: LibTorch 1.13 has no uint16
+    {DType::f64, "F64", 8, torch::kFloat64}, {DType::f32, "F32", 4, torch::kFloat32},
+    {DType::f16, "F16", 2, torch::kFloat16}, {DType::bf16, "BF16", 2, torch::kBFloat16},
+    {DType::i64, "I64", 8, torch::kInt64},   {DType::i32, "I32", 4, torch::kInt32},
+    {DType::i16, "I16", 2, torch::kInt16},   {DType::i8, "I8", 1, torch::kInt8},
+    {DType::u8, "U8", 1, torch::kUInt8},     {DType::boolean, "BOOL", 1, torch::kBool},
+    {DType::u16, "U16", 2, torch::kInt32},  // widened: LibTorch 1.13 has no uint16
 };
 
 const DTypeSpec& spec_of(DType dtype) {
@@ -64,40 +65,12 @@ torch::ScalarType to_torch(DType dtype) { return spec_of(dtype).torch_type; }
 
 DType from_torch(torch::ScalarType type) {
   for (const auto& spec : kDTypes) {
-    if (spec.torch_type == type && spec.dtype != DType::U16) return spec.dtype;
+    if (spec.torch_type == type && spec.dtype != DType::u16) return spec.dtype;
   }
   throw Error(std::string("dtype: torch dtype ") + c10::toString(type) + " has no safetensors equivalent");
 }
 
-// ---------------------------------------------------------------------------------------------
-// error helpers
-
 namespace {
-
-// Names and parser messages come from the file; control characters would break the one-line rule.
-std::string one_line(const std::string& text) {
-  std::string out;
-  for (const char c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) {
-      static const char* hex = "0123456789abcdef";
-      out += "\\x";
-      out += hex[u >> 4];
-      out += hex[u & 15];
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-[[noreturn]] void tensor_fail(const std::string& path, const std::string& name, const std::string& problem) {
-  throw Error(path + ": tensor '" + one_line(name) + "': " + problem);
-}
-
-[[noreturn]] void header_fail(const std::string& path, const std::string& problem) {
-  throw Error(path + ": header: " + problem);
-}
 
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::ostringstream out;
@@ -408,8 +381,8 @@ torch::Tensor SafetensorsFile::rows(const std::string& name, int64_t begin, int6
   const size_t bytes = row_bytes * static_cast<size_t>(count);
   if (bytes == 0) return torch::empty(shape, options);
   unsigned char* data = mapping_->file->data() + mapping_->data_start + meta.begin + row_bytes * begin;
-  if (meta.dtype == DType::BOOL) check_bool_bytes(data, bytes, path(), name);
-  if (meta.dtype == DType::U16) return widen_u16(data, shape);
+  if (meta.dtype == DType::boolean) check_bool_bytes(data, bytes, path(), name);
+  if (meta.dtype == DType::u16) return widen_u16(data, shape);
   if (reinterpret_cast<uintptr_t>(data) % dtype_size(meta.dtype) != 0) {
     // Misaligned (odd header length or mixed dtypes): element loads need alignment, so copy.
     auto copy = torch::empty(shape, options);
@@ -419,110 +392,6 @@ torch::Tensor SafetensorsFile::rows(const std::string& name, int64_t begin, int6
   auto keep_alive = mapping_;
   return torch::from_blob(
       data, shape, [keep_alive](void*) {}, options);
-}
-
-// ---------------------------------------------------------------------------------------------
-// writing
-
-namespace {
-
-struct PreparedTensor {
-  std::string name;
-  DType dtype;
-  torch::Tensor data;  // CPU, contiguous
-  size_t begin;
-  size_t end;
-};
-
-// An integer tensor as the int16 bit pattern of its uint16 values (what U16 bytes are).
-torch::Tensor to_u16_bits(const std::string& path, const std::string& name, const torch::Tensor& tensor) {
-  if (torch::isFloatingType(tensor.scalar_type()) || tensor.scalar_type() == torch::kBool)
-    tensor_fail(path, name, "only an integer tensor can be stored as U16");
-  const auto wide = tensor.to(torch::kInt64);
-  if (wide.numel() > 0 && (wide.min().item<int64_t>() < 0 || wide.max().item<int64_t>() > 65535))
-    tensor_fail(path, name, "values outside 0..65535 cannot be stored as U16");
-  return torch::where(wide >= 32768, wide - 65536, wide).to(torch::kInt16);
-}
-
-// `tensor` converted to the dtype it is stored in.
-torch::Tensor converted(const std::string& path, const std::string& name, const torch::Tensor& tensor, DType dtype) {
-  if (dtype == DType::U16) return to_u16_bits(path, name, tensor);
-  return tensor.to(to_torch(dtype));
-}
-
-std::vector<PreparedTensor> prepare_tensors(const std::string& path, const NamedTensors& tensors,
-                                            const std::map<std::string, DType>& stored_as) {
-  std::vector<PreparedTensor> prepared;
-  std::set<std::string> seen;
-  size_t offset = 0;
-  for (const auto& [name, tensor] : tensors) {
-    if (name == "__metadata__") tensor_fail(path, name, "name is reserved for the metadata entry");
-    if (!seen.insert(name).second) tensor_fail(path, name, "given twice");
-    if (!tensor.defined()) tensor_fail(path, name, "tensor is undefined");
-    if (tensor.layout() != torch::kStrided) tensor_fail(path, name, "only dense (strided) tensors can be written");
-    const auto stored = stored_as.find(name);
-    DType dtype;
-    try {
-      dtype = stored != stored_as.end() ? stored->second : from_torch(tensor.scalar_type());
-    } catch (const Error& e) {
-      tensor_fail(path, name, e.what());
-    }
-    auto data = tensor.detach().to(torch::kCPU);
-    if (stored != stored_as.end()) data = converted(path, name, data, dtype);
-    data = data.contiguous();
-    const size_t bytes = static_cast<size_t>(data.numel()) * dtype_size(dtype);
-    prepared.push_back({name, dtype, data, offset, offset + bytes});
-    offset += bytes;
-  }
-  return prepared;
-}
-
-// Header JSON in the given order, padded with spaces so the data section starts 8-byte aligned.
-std::string header_text(const std::string& path, const std::vector<PreparedTensor>& tensors,
-                        const std::map<std::string, std::string>& metadata) {
-  nlohmann::ordered_json header = nlohmann::ordered_json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
-  for (const auto& t : tensors) {
-    header[t.name] = {
-        {"dtype", dtype_name(t.dtype)}, {"shape", t.data.sizes().vec()}, {"data_offsets", {t.begin, t.end}}};
-  }
-  std::string text;
-  try {
-    text = header.dump();
-  } catch (const nlohmann::json::exception& e) {
-    header_fail(path, "cannot encode (tensor names and metadata must be UTF-8): " + one_line(e.what()));
-  }
-  text.append((8 - text.size() % 8) % 8, ' ');
-  return text;
-}
-
-void write_u64_le(std::ostream& out, uint64_t value) {
-  char bytes[8];
-  for (char& b : bytes) {
-    b = static_cast<char>(value & 0xff);
-    value >>= 8;
-  }
-  out.write(bytes, 8);
-}
-
-}  // namespace
-
-void write_safetensors(const std::string& path, const NamedTensors& tensors,
-                       const std::map<std::string, std::string>& metadata,
-                       const std::map<std::string, DType>& stored_as) {
-  for (const auto& [name, _] : stored_as)
-    if (std::none_of(tensors.begin(), tensors.end(), [&](const auto& t) { return t.first == name; }))
-      tensor_fail(path, name, "named in stored_as but not given");
-  const auto prepared = prepare_tensors(path, tensors, stored_as);
-  const std::string header = header_text(path, prepared, metadata);
-  write_file_atomically(path, [&](std::ostream& out) {
-    write_u64_le(out, header.size());
-    out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    for (const auto& t : prepared) {
-      if (t.end == t.begin) continue;  // empty tensors may have no storage at all
-      out.write(static_cast<const char*>(t.data.data_ptr()), static_cast<std::streamsize>(t.end - t.begin));
-    }
-  });
 }
 
 NamedTensors read_safetensors(const std::string& path) {

@@ -6,24 +6,24 @@
 
 namespace qkd::loss {
 
-Divergence parse_divergence(const std::string& name, const std::string& where) {
-  if (name == "forward_kl") return Divergence::ForwardKL;
-  if (name == "reverse_kl") return Divergence::ReverseKL;
-  if (name == "jsd") return Divergence::JensenShannon;
-  fail(where, "expected one of forward_kl, reverse_kl, jsd, got \"" + name + "\"");
+const EnumTable<Divergence>& divergences() {
+  static const EnumTable<Divergence> table{
+      {Divergence::forward_kl, "forward_kl"}, {Divergence::reverse_kl, "reverse_kl"}, {Divergence::jensen_shannon, "jsd"}};
+  return table;
+}
+
+const EnumTable<TeacherSource>& teacher_sources() {
+  static const EnumTable<TeacherSource> table{{TeacherSource::online, "online"}, {TeacherSource::cache, "cache"}};
+  return table;
+}
+
+const EnumTable<CeTargets>& ce_targets() {
+  static const EnumTable<CeTargets> table{{CeTargets::all, "all"}, {CeTargets::responses, "responses"}};
+  return table;
 }
 
 void KdLossOptions::check(const std::string& path) const {
   if (kd_weight == 0.0 && ce_weight == 0.0) fail(path, "kd_weight and ce_weight are both 0: nothing to train");
-}
-
-std::string divergence_name(Divergence d) {
-  switch (d) {
-    case Divergence::ForwardKL: return "forward_kl";
-    case Divergence::ReverseKL: return "reverse_kl";
-    case Divergence::JensenShannon: return "jsd";
-  }
-  return "?";
 }
 
 KdLossResult kd_loss(const torch::Tensor& teacher_logits, const torch::Tensor& student_logits,

@@ -31,12 +31,12 @@ DivergenceChunk divergence_chunk(const torch::Tensor& t_logits, const torch::Ten
   const auto p = log_p.exp();
   const auto q = log_q.exp();
   switch (d) {
-    case Divergence::ForwardKL: return {(p * (log_p - log_q)).sum(-1), temp == 1.0 ? q - p : (q - p) / temp};
-    case Divergence::ReverseKL: {
+    case Divergence::forward_kl: return {(p * (log_p - log_q)).sum(-1), temp == 1.0 ? q - p : (q - p) / temp};
+    case Divergence::reverse_kl: {
       const auto g = log_q - log_p;
       return {(q * g).sum(-1), through_softmax(q, g, temp)};
     }
-    case Divergence::JensenShannon: {
+    case Divergence::jensen_shannon: {
       const auto log_m = torch::log((p + q) * 0.5);
       const auto per_token = 0.5 * ((p * (log_p - log_m)).sum(-1) + (q * (log_q - log_m)).sum(-1));
       return {per_token, through_softmax(q, 0.5 * (log_q - log_m), temp)};

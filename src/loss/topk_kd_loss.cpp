@@ -136,8 +136,8 @@ TopKTargets topk_rows(const TopKTargets& t, int64_t begin, int64_t count) {
 
 KdLossResult topk_kd_loss(const TopKTargets& teacher, const torch::Tensor& student_logits,
                           const torch::Tensor& input_ids, const KdLossOptions& options, const LossDenominators* over) {
-  if (options.divergence != Divergence::ForwardKL)
-    fail("kd.divergence", "\"" + divergence_name(options.divergence) +
+  if (options.divergence != Divergence::forward_kl)
+    fail("kd.divergence", "\"" + divergences().name(options.divergence) +
                               "\" needs the teacher's whole distribution; top-k targets support forward_kl only");
   check_shapes(teacher, student_logits);
   const int64_t seq = student_logits.size(1), vocab = student_logits.size(2);
@@ -182,8 +182,8 @@ void check_teacher_source(const KdLossOptions& options, const std::string& path)
     fail(path + ".teacher_cache", "required with " + path + ".teacher cache: the directory cache-teacher wrote");
   if (!std::filesystem::is_directory(options.teacher_cache))
     fail(path + ".teacher_cache", "directory not found: " + options.teacher_cache);
-  if (options.divergence != Divergence::ForwardKL)
-    fail(path + ".divergence", "\"" + divergence_name(options.divergence) +
+  if (options.divergence != Divergence::forward_kl)
+    fail(path + ".divergence", "\"" + divergences().name(options.divergence) +
                                    "\" needs the teacher's whole distribution; " + path +
                                    ".teacher cache holds its top-k, for forward_kl only");
 }

@@ -5,13 +5,10 @@
 
 namespace qkd::monitor {
 
-std::string event_kind_name(EventKind kind) {
-  switch (kind) {
-    case EventKind::spike: return "spike";
-    case EventKind::nonfinite: return "nonfinite";
-    case EventKind::loss_rise: return "loss_rise";
-  }
-  return "?";
+const EnumTable<EventKind>& event_kinds() {
+  static const EnumTable<EventKind> table{
+      {EventKind::spike, "spike"}, {EventKind::nonfinite, "nonfinite"}, {EventKind::loss_rise, "loss_rise"}};
+  return table;
 }
 
 nlohmann::json InstabilityEvent::to_json() const {
@@ -19,7 +16,7 @@ nlohmann::json InstabilityEvent::to_json() const {
     return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(std::to_string(v));
   };
   return {{"step", step},
-          {"kind", event_kind_name(kind)},
+          {"kind", event_kinds().name(kind)},
           {"series", series.name()},
           {"value", finite_or_string(value)},
           {"baseline", finite_or_string(baseline)}};

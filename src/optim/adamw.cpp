@@ -45,6 +45,12 @@ void AdamW::add_parameter(const std::string& name, torch::Tensor param, bool dec
 
 void AdamW::remove_parameter(const std::string& name) { params_.erase(name); }
 
+torch::Tensor AdamW::parameter(const std::string& name) const {
+  const auto it = params_.find(name);
+  if (it == params_.end()) fail("optimizer", "no parameter '" + name + "'");
+  return it->second.param;
+}
+
 void AdamW::sync_master_from_parameter(const std::string& name) {
   const auto it = params_.find(name);
   if (it == params_.end() || !it->second.master.defined()) return;

@@ -28,20 +28,20 @@ struct Grid {
   torch::Tensor zero;   // fp32, like scale; undefined when symmetric
 };
 
-bool per_group(const quant::QuantSpec& spec) { return spec.granularity == Granularity::PerGroup; }
+bool per_group(const quant::QuantSpec& spec) { return spec.granularity == Granularity::per_group; }
 
 // The same range setting as WeightQuantizer::initialize, on blocks already in fp32.
 quant::QuantParams range_params(const torch::Tensor& blocks, const quant::QuantSpec& spec) {
-  if (spec.range == quant::RangeMethod::Search)
+  if (spec.range == quant::RangeMethod::search)
     return quant::search_params(blocks, spec.bits, spec.symmetric, quant::clipping_grid(spec));
   return quant::minmax_params(blocks, spec.bits, spec.symmetric);
 }
 
 std::vector<int64_t> block_shape(const quant::QuantSpec& spec, int64_t out, int64_t in) {
   switch (spec.granularity) {
-    case Granularity::PerChannel: return {out, 1, in};
-    case Granularity::PerGroup: return {out, in / spec.group_size, spec.group_size};
-    case Granularity::PerTensor: return {1, 1, out * in};
+    case Granularity::per_channel: return {out, 1, in};
+    case Granularity::per_group: return {out, in / spec.group_size, spec.group_size};
+    case Granularity::per_tensor: return {1, 1, out * in};
   }
   return {};
 }
@@ -214,8 +214,9 @@ torch::Tensor gptq_compensated_latent(const GptqLayerResult& r, const quant::Qua
   return torch::min(torch::max(blocks, lo), hi).reshape(r.rounded.sizes());
 }
 
-const char* gptq_latent_name(GptqLatent latent) {
-  return latent == GptqLatent::quantized ? "quantized" : "compensated";
+const EnumTable<GptqLatent>& gptq_latents() {
+  static const EnumTable<GptqLatent> table{{GptqLatent::quantized, "quantized"}, {GptqLatent::compensated, "compensated"}};
+  return table;
 }
 
 torch::Tensor gptq_hessian(const torch::Tensor& x) {
@@ -278,7 +279,7 @@ std::vector<Target> find_targets(model::LlamaForCausalLMImpl& student, model::Ll
   for (auto& [name, linear] : student.named_linears()) {
     auto q = std::dynamic_pointer_cast<quant::WeightQuantizer>(linear->weight_quantizer());
     if (!q) continue;
-    if (q->spec().scale_policy != quant::ScalePolicy::Static)
+    if (q->spec().scale_policy != quant::ScalePolicy::fixed)
       fail("quant.scale_policy", "GPTQ needs \"static\": the student's quantizer must keep GPTQ's scales");
     const auto zero = by_name.find(name + ".weight_quantizer.zero_point");
     targets.push_back({name, work_linears.at(name), linear, q->spec(), nullptr,

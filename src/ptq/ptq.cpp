@@ -16,9 +16,13 @@
 
 namespace qkd::ptq {
 
+const EnumTable<PtqMethod>& ptq_methods() {
+  static const EnumTable<PtqMethod> table{{PtqMethod::rtn, "rtn"}, {PtqMethod::gptq, "gptq"}};
+  return table;
+}
+
 PtqMethod parse_ptq_method(const std::string& text, const std::string& where) {
-  if (text == "rtn") return PtqMethod::rtn;
-  if (text == "gptq") return PtqMethod::gptq;
+  if (const auto method = ptq_methods().find(text)) return *method;
   fail(where, "expected rtn or gptq, got \"" + text + "\"");
 }
 
@@ -92,8 +96,8 @@ void check_options(const PtqOptions& o) {
 // them, so the written spec has static scales whatever was asked.
 quant::QuantSpec written_spec(const PtqOptions& o) {
   auto spec = o.spec;
-  if (o.method != PtqMethod::gptq || spec.scale_policy == quant::ScalePolicy::Static) return spec;
-  spec.scale_policy = quant::ScalePolicy::Static;
+  if (o.method != PtqMethod::gptq || spec.scale_policy == quant::ScalePolicy::fixed) return spec;
+  spec.scale_policy = quant::ScalePolicy::fixed;
   spdlog::info(
       "gptq: the student keeps GPTQ's scales (quant.scale_policy static); train from it with "
       "--set quant.scale_policy=static");

@@ -45,7 +45,7 @@ void ActivationQuantizer::begin_calibration() {
 
 std::pair<torch::Tensor, torch::Tensor> ActivationQuantizer::batch_range(const torch::Tensor& x) const {
   const auto flat = x.detach().reshape({-1}).to(range_min_.device(), torch::kFloat);
-  if (spec_.act_range == ActRangeMethod::MinMax) return {flat.min(), flat.max()};
+  if (spec_.act_range == ActRangeMethod::minmax) return {flat.min(), flat.max()};
   const double p = spec_.act_percentile / 100.0;
   return {order_statistic(flat, 1.0 - p), order_statistic(flat, p)};
 }
@@ -55,7 +55,7 @@ void ActivationQuantizer::observe(const torch::Tensor& x) {
   torch::NoGradGuard no_grad;
   auto [lo, hi] = batch_range(x);
   const auto first = observed_batches_ == 0;
-  if (spec_.act_range == ActRangeMethod::MinMax) {
+  if (spec_.act_range == ActRangeMethod::minmax) {
     range_min_.copy_(torch::where(first, lo, torch::minimum(range_min_, lo)));
     range_max_.copy_(torch::where(first, hi, torch::maximum(range_max_, hi)));
   } else {

@@ -4,6 +4,7 @@
 #include <regex>
 #include <utility>
 
+#include "qkd/common/enum_table.h"
 #include "qkd/common/error.h"
 #include "qkd/common/json_fields.h"
 #include "qkd/common/json_io.h"
@@ -14,33 +15,8 @@ namespace {
 using nlohmann::json;
 
 template <typename E>
-using EnumNames = std::vector<std::pair<E, const char*>>;
-
-const EnumNames<Granularity> kGranularity = {{Granularity::PerChannel, "per_channel"},
-                                             {Granularity::PerGroup, "per_group"},
-                                             {Granularity::PerTensor, "per_tensor"}};
-const EnumNames<RangeMethod> kRange = {{RangeMethod::MinMax, "minmax"}, {RangeMethod::Search, "search"}};
-const EnumNames<ScalePolicy> kPolicy = {{ScalePolicy::Dynamic, "dynamic"}, {ScalePolicy::Static, "static"}};
-const EnumNames<ActRangeMethod> kActRange = {{ActRangeMethod::MinMax, "minmax"},
-                                             {ActRangeMethod::Percentile, "percentile"}};
-
-template <typename E>
-const char* enum_name(const EnumNames<E>& names, E value) {
-  for (const auto& [v, name] : names) {
-    if (v == value) return name;
-  }
-  return "?";
-}
-
-template <typename E>
-E read_enum(FieldReader& reader, const std::string& key, E fallback, const EnumNames<E>& names) {
-  std::vector<std::string> allowed;
-  for (const auto& [v, name] : names) allowed.emplace_back(name);
-  const auto chosen = reader.one_of(key, enum_name(names, fallback), allowed);
-  for (const auto& [v, name] : names) {
-    if (chosen == name) return v;
-  }
-  return fallback;
+E read_enum(FieldReader& reader, const std::string& key, E fallback, const EnumTable<E>& table) {
+  return *table.find(reader.one_of(key, table.name(fallback), table.names()));
 }
 
 std::vector<double> read_numbers(FieldReader& reader, const std::string& key, std::vector<double> fallback) {
@@ -72,17 +48,39 @@ void validate_patterns(const std::vector<std::string>& patterns, const std::stri
 
 }  // namespace
 
+const EnumTable<Granularity>& granularities() {
+  static const EnumTable<Granularity> table{
+      {Granularity::per_channel, "per_channel"}, {Granularity::per_group, "per_group"}, {Granularity::per_tensor, "per_tensor"}};
+  return table;
+}
+
+const EnumTable<RangeMethod>& range_methods() {
+  static const EnumTable<RangeMethod> table{{RangeMethod::minmax, "minmax"}, {RangeMethod::search, "search"}};
+  return table;
+}
+
+const EnumTable<ScalePolicy>& scale_policies() {
+  static const EnumTable<ScalePolicy> table{{ScalePolicy::dynamic, "dynamic"}, {ScalePolicy::fixed, "static"}};
+  return table;
+}
+
+const EnumTable<ActRangeMethod>& act_range_methods() {
+  static const EnumTable<ActRangeMethod> table{{ActRangeMethod::minmax, "minmax"},
+                                               {ActRangeMethod::percentile, "percentile"}};
+  return table;
+}
+
 void validate(const QuantSpec& s, const std::string& where) {
   const auto field = [&](const char* name) { return where + "." + name; };
   if (s.bits < 2 || s.bits > 8) fail(field("bits"), std::to_string(s.bits) + " is outside 2..8");
-  if (s.granularity == Granularity::PerGroup && s.group_size <= 0) {
+  if (s.granularity == Granularity::per_group && s.group_size <= 0) {
     fail(field("group_size"), std::to_string(s.group_size) + " must be positive");
   }
   for (double r : s.search_grid) {
     if (!(r > 0.0 && r <= 1.0))
       fail(field("search_grid"), "clipping ratio " + std::to_string(r) + " is outside (0, 1]");
   }
-  if (s.learnable_scale && s.scale_policy != ScalePolicy::Static) {
+  if (s.learnable_scale && s.scale_policy != ScalePolicy::fixed) {
     fail(field("learnable_scale"), "requires scale_policy \"static\"");
   }
   validate_patterns(s.modules, field("modules"));
@@ -107,19 +105,19 @@ QuantSpec quant_spec_from_json(const json& j, const std::string& where) {
   FieldReader r(j, where);
   QuantSpec s;
   s.bits = r.integer("bits", d.bits, lo, hi);
-  s.granularity = read_enum(r, "granularity", d.granularity, kGranularity);
+  s.granularity = read_enum(r, "granularity", d.granularity, granularities());
   s.group_size = r.integer("group_size", d.group_size, lo, hi);
   s.symmetric = r.boolean("symmetric", d.symmetric);
-  s.range = read_enum(r, "range", d.range, kRange);
+  s.range = read_enum(r, "range", d.range, range_methods());
   s.search_grid = read_numbers(r, "search_grid", d.search_grid);
-  s.scale_policy = read_enum(r, "scale_policy", d.scale_policy, kPolicy);
+  s.scale_policy = read_enum(r, "scale_policy", d.scale_policy, scale_policies());
   s.learnable_scale = r.boolean("learnable_scale", d.learnable_scale);
   s.lsq_grad_scale = r.boolean("lsq_grad_scale", d.lsq_grad_scale);
   s.modules = r.strings("modules", d.modules);
   s.lm_head_bits = r.integer("lm_head_bits", d.lm_head_bits, lo, hi);
   s.act_bits = r.integer("act_bits", d.act_bits, lo, hi);
   s.act_symmetric = r.boolean("act_symmetric", d.act_symmetric);
-  s.act_range = read_enum(r, "act_range", d.act_range, kActRange);
+  s.act_range = read_enum(r, "act_range", d.act_range, act_range_methods());
   s.act_percentile = r.number("act_percentile", d.act_percentile, -inf, inf);
   s.act_calib_batches = r.integer("act_calib_batches", d.act_calib_batches, lo, hi);
   r.finish();
@@ -129,18 +127,18 @@ QuantSpec quant_spec_from_json(const json& j, const std::string& where) {
 
 json quant_spec_to_json(const QuantSpec& s) {
   json j = {{"bits", s.bits},
-            {"granularity", enum_name(kGranularity, s.granularity)},
+            {"granularity", granularities().name(s.granularity)},
             {"group_size", s.group_size},
             {"symmetric", s.symmetric},
-            {"range", enum_name(kRange, s.range)},
-            {"scale_policy", enum_name(kPolicy, s.scale_policy)},
+            {"range", range_methods().name(s.range)},
+            {"scale_policy", scale_policies().name(s.scale_policy)},
             {"learnable_scale", s.learnable_scale},
             {"lsq_grad_scale", s.lsq_grad_scale},
             {"modules", s.modules},
             {"lm_head_bits", s.lm_head_bits},
             {"act_bits", s.act_bits},
             {"act_symmetric", s.act_symmetric},
-            {"act_range", enum_name(kActRange, s.act_range)},
+            {"act_range", act_range_methods().name(s.act_range)},
             {"act_percentile", s.act_percentile},
             {"act_calib_batches", s.act_calib_batches}};
   if (!s.search_grid.empty()) j["search_grid"] = s.search_grid;

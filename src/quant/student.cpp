@@ -53,7 +53,7 @@ std::vector<Selected> select_modules(LlamaForCausalLMImpl& model, const QuantSpe
 void check_attachable(const Selected& s, const QuantSpec& spec) {
   if (s.linear->weight_quantizer() || s.linear->input_quantizer()) fail(s.name, "already has quantizers attached");
   const int64_t in = s.linear->in_features();
-  if (spec.granularity == Granularity::PerGroup && in % spec.group_size != 0) {
+  if (spec.granularity == Granularity::per_group && in % spec.group_size != 0) {
     fail("quant.group_size",
          std::to_string(spec.group_size) + " does not divide in_features " + std::to_string(in) + " of " + s.name);
   }

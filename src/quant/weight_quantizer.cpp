@@ -10,9 +10,9 @@ namespace {
 
 std::vector<int64_t> block_shape(const QuantSpec& spec, int64_t out, int64_t in) {
   switch (spec.granularity) {
-    case Granularity::PerChannel: return {out, 1, in};
-    case Granularity::PerGroup: return {out, in / spec.group_size, spec.group_size};
-    case Granularity::PerTensor: return {1, 1, out * in};
+    case Granularity::per_channel: return {out, 1, in};
+    case Granularity::per_group: return {out, in / spec.group_size, spec.group_size};
+    case Granularity::per_tensor: return {1, 1, out * in};
   }
   return {};
 }
@@ -22,12 +22,12 @@ std::vector<int64_t> block_shape(const QuantSpec& spec, int64_t out, int64_t in)
 WeightQuantizer::WeightQuantizer(const QuantSpec& spec, int64_t out_features, int64_t in_features, std::string module)
     : spec_(spec), out_features_(out_features), in_features_(in_features), module_(std::move(module)) {
   validate(spec_);
-  if (spec_.granularity == Granularity::PerGroup && in_features_ % spec_.group_size != 0) {
+  if (spec_.granularity == Granularity::per_group && in_features_ % spec_.group_size != 0) {
     fail("quant.group_size", std::to_string(spec_.group_size) + " does not divide in_features " +
                                  std::to_string(in_features_) + " of " + module_);
   }
   levels_ = levels_for(spec_.bits, spec_.symmetric);
-  if (spec_.scale_policy == ScalePolicy::Dynamic) return;
+  if (spec_.scale_policy == ScalePolicy::dynamic) return;
   auto shape = block_shape(spec_, out_features_, in_features_);
   shape.back() = 1;
   // Registered now (zeros until initialize()) so that a saved state can be loaded into it.
@@ -52,14 +52,14 @@ void WeightQuantizer::check_shape(const torch::Tensor& w) const {
 
 QuantParams WeightQuantizer::params_for(const torch::Tensor& w) {
   check_shape(w);
-  if (spec_.scale_policy == ScalePolicy::Static) return QuantParams{scale_, zero_point_};
+  if (spec_.scale_policy == ScalePolicy::fixed) return QuantParams{scale_, zero_point_};
   torch::NoGradGuard no_grad;
   if (w.scalar_type() == torch::kHalf && w.device().is_cpu()) {
     auto p = params_for(w.to(torch::kFloat));  // see fake_quantize
     return QuantParams{p.scale.to(torch::kHalf), p.zero.defined() ? p.zero.to(torch::kHalf) : p.zero};
   }
   const auto blocks = to_blocks(w.detach());
-  if (spec_.range == RangeMethod::MinMax) return minmax_params(blocks, spec_.bits, spec_.symmetric);
+  if (spec_.range == RangeMethod::minmax) return minmax_params(blocks, spec_.bits, spec_.symmetric);
   auto p = search_params(blocks, spec_.bits, spec_.symmetric, clipping_grid(spec_));
   // Dynamic scales live in the weight's dtype, like the min-max ones.
   p.scale = p.scale.to(w.scalar_type());
@@ -68,11 +68,11 @@ QuantParams WeightQuantizer::params_for(const torch::Tensor& w) {
 }
 
 void WeightQuantizer::initialize(const torch::Tensor& w) {
-  if (spec_.scale_policy == ScalePolicy::Dynamic) return;
+  if (spec_.scale_policy == ScalePolicy::dynamic) return;
   check_shape(w);
   torch::NoGradGuard no_grad;
   const auto blocks = to_blocks(w.detach()).to(torch::kFloat);
-  const auto p = spec_.range == RangeMethod::Search
+  const auto p = spec_.range == RangeMethod::search
                      ? search_params(blocks, spec_.bits, spec_.symmetric, clipping_grid(spec_))
                      : minmax_params(blocks, spec_.bits, spec_.symmetric);
   scale_.set_data(p.scale.to(w.device(), torch::kFloat));
@@ -91,7 +91,7 @@ WeightQuantRecipe WeightQuantizer::recipe(const torch::Tensor& w) {
   WeightQuantRecipe r;
   r.block_shape = block_shape(spec_, out_features_, in_features_);
   r.levels = levels_;
-  if (spec_.scale_policy == ScalePolicy::Dynamic) {
+  if (spec_.scale_policy == ScalePolicy::dynamic) {
     // LibTorch's CPU kernels lack fp16 clamp/round; fp16 weights on CPU are quantized in fp32.
     const bool via_fp32 = w.scalar_type() == torch::kHalf && w.device().is_cpu();
     r.dtype = via_fp32 ? torch::kFloat : w.scalar_type();
@@ -99,7 +99,7 @@ WeightQuantRecipe WeightQuantizer::recipe(const torch::Tensor& w) {
     r.scale = p.scale;
     r.zero = p.zero;
     // A min-max range holds every weight, so nothing is clipped: plain identity STE.
-    r.mask_clipped = spec_.range == RangeMethod::Search;
+    r.mask_clipped = spec_.range == RangeMethod::search;
     return r;
   }
   if (!initialized_) fail(module_ + ".weight_quantizer", "static scale used before initialize()");
@@ -125,10 +125,10 @@ WeightQuantizer::IntegerCodes WeightQuantizer::integer_codes(const torch::Tensor
   // The same dtype and parameters as fake_quantize: fp32 for static scales and for fp16 on CPU,
   // otherwise the weight's own dtype.
   const bool in_fp32 =
-      spec_.scale_policy == ScalePolicy::Static || (w.scalar_type() == torch::kHalf && w.device().is_cpu());
+      spec_.scale_policy == ScalePolicy::fixed || (w.scalar_type() == torch::kHalf && w.device().is_cpu());
   const auto x = to_blocks(w.detach()).to(in_fp32 ? torch::kFloat : w.scalar_type());
   QuantParams p;
-  if (spec_.scale_policy == ScalePolicy::Static) {
+  if (spec_.scale_policy == ScalePolicy::fixed) {
     if (!initialized_) fail(module_ + ".weight_quantizer", "static scale used before initialize()");
     p = QuantParams{spec_.learnable_scale ? scale_.clamp_min(min_scale(torch::kFloat)) : scale_, zero_point_};
   } else {

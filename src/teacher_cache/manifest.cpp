@@ -229,8 +229,8 @@ io::SafetensorsFile open_shard(const std::string& dir, const Manifest& m, int64_
     fail(file.path(), fmt::format("holds {} tensors, a shard has 4", file.tensors().size()));
   check_tensor(file, "input_ids", m.ids_dtype(), {n, b, s});
   check_tensor(file, "topk_ids", m.ids_dtype(), {n, b, s, m.k});
-  check_tensor(file, "topk_logprobs", io::DType::F16, {n, b, s, m.k});
-  check_tensor(file, "residual_logmass", io::DType::F32, {n, b, s});
+  check_tensor(file, "topk_logprobs", io::DType::f16, {n, b, s, m.k});
+  check_tensor(file, "residual_logmass", io::DType::f32, {n, b, s});
   if (metadata_integer(file, "first_micro_batch") != shard * m.shard_micro_batches ||
       metadata_integer(file, "micro_batches") != n)
     fail(file.path(), fmt::format("metadata says micro-batches {}+{}, the manifest {}+{}",

@@ -15,7 +15,10 @@
 #include "qkd/loss/topk_kd_loss.h"
 #include "qkd/teacher_cache/cache_writer.h"
 #include "qkd/train/stop_signal.h"
-#include "qkd/train/training_session.h"
+#include "qkd/data/data_stream.h"
+#include "qkd/tokenizer/tokenizer.h"
+#include "qkd/train/run_setup.h"
+#include "qkd/train/teacher.h"
 
 namespace qkd::train {
 
@@ -34,7 +37,7 @@ int64_t micro_batch_bytes(const teacher_cache::Manifest& m) {
 teacher_cache::Manifest cache_manifest(const RunConfig& config, const CacheTeacherOptions& options) {
   teacher_cache::Manifest m;
   m.identity = teacher_cache_identity(config);
-  m.vocab_size = checkpoint::read_llama_config((fs::path(config.teacher.path) / "config.json").string()).vocab_size;
+  m.vocab_size = checkpoint::read_llama_config((fs::path(config.teacher().path) / "config.json").string()).vocab_size;
   if (options.top_k < 1 || options.top_k > m.vocab_size)
     fail("--top-k", fmt::format("must be in 1..{} (the teacher's vocabulary), got {}", m.vocab_size, options.top_k));
   m.k = options.top_k;
@@ -47,7 +50,7 @@ teacher_cache::Manifest cache_manifest(const RunConfig& config, const CacheTeach
 // The run's stream exactly as the trainer draws it, with absolute source paths so that the cursors
 // stored in the shards restore from any working directory.
 data::DataStream open_stream(const RunConfig& config, const tokenizer::Tokenizer& tokenizer) {
-  auto data = config.data;
+  auto data = config.data();
   for (auto& source : data.sources) source.path = fs::absolute(source.path).lexically_normal().string();
   return data::DataStream(data, &tokenizer);
 }
@@ -74,10 +77,11 @@ void fill(teacher_cache::CacheWriter& writer, const RunConfig& config, data::Dat
   const int64_t first = writer.next_micro_batch();
   ProgressLine progress;
   while (!writer.complete() && !stop_requested()) {
-    const auto marked = stream.next_marked_batch(config.train.micro_batch);
-    const auto logits = teacher_forward(teacher, marked, config.data.document_mask, device);
+    const auto marked = stream.next_marked_batch(config.train().micro_batch);
+    const auto logits = teacher_forward(teacher, marked, config.data().document_mask, device);
     const auto& batch = marked.input_ids;
-    writer.add(batch, loss::teacher_topk(logits, m.k, config.kd.temperature, config.kd.chunk_tokens), stream.cursor());
+    writer.add(batch, loss::teacher_topk(logits, m.k, config.kd().temperature, config.kd().chunk_tokens),
+               stream.cursor());
     const int64_t done = writer.next_micro_batch();
     const double tokens = static_cast<double>((done - first) * batch.numel());
     progress.show(fmt::format("cache-teacher {} micro-batches, {:.0f} tokens/s", progress_bar(done, m.micro_batches()),
@@ -89,29 +93,17 @@ void fill(teacher_cache::CacheWriter& writer, const RunConfig& config, data::Dat
 
 }  // namespace
 
-teacher_cache::CacheIdentity teacher_cache_identity(const RunConfig& config) {
-  teacher_cache::CacheIdentity id;
-  id.teacher = teacher_cache::teacher_identity(config.teacher.path, dtype_name(config.teacher.dtype));
-  id.data = teacher_cache::data_identity(config.data);
-  id.micro_batch = config.train.micro_batch;
-  id.grad_accum = config.train.grad_accum;
-  id.seq_len = config.data.seq_len;
-  id.steps = config.train.steps;
-  id.temperature = config.kd.temperature;
-  return id;
-}
-
 CacheTeacherSummary cache_teacher(const RunConfig& config, const CacheTeacherOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   install_stop_handlers();
-  set_cpu_threads(config.train.threads);
+  set_cpu_threads(config.compute().threads);
   const auto device = run_device(config);
-  const auto tokenizer = tokenizer::load_tokenizer_for_checkpoint(config.teacher.path);
+  const auto tokenizer = tokenizer::load_tokenizer_for_checkpoint(config.teacher().path);
   auto stream = open_stream(config, tokenizer);
-  check_token_sources(config.data, tokenizer.vocab_size());
+  check_token_sources(config.data(), tokenizer.vocab_size());
   teacher_cache::CacheWriter writer(options.out_dir, cache_manifest(config, options));
   CacheTeacherSummary summary;
-  summary.resumed_micro_batches = writer.next_micro_batch();
+  summary.micro_batches.resumed = writer.next_micro_batch();
   if (writer.resumed_shards() > 0)
     spdlog::info("{}: {} complete shards ({} of {} micro-batches) kept; continuing after them", options.out_dir,
                  writer.resumed_shards(), writer.next_micro_batch(), writer.manifest().micro_batches());
@@ -123,12 +115,13 @@ CacheTeacherSummary cache_teacher(const RunConfig& config, const CacheTeacherOpt
   summary.interrupted = !writer.complete();
   if (!summary.interrupted) writer.finish();
   const auto& m = writer.manifest();
-  summary.micro_batches = writer.written_micro_batches();  // a stop discards the shard in progress
+  const int64_t cached = writer.written_micro_batches();  // a stop discards the shard in progress
   summary.dir = options.out_dir;
-  summary.total_micro_batches = m.micro_batches();
-  summary.tokens = summary.micro_batches * m.identity.micro_batch * m.identity.seq_len;
-  summary.bytes = writer.shard_bytes();
-  summary.shards = (summary.micro_batches + m.shard_micro_batches - 1) / m.shard_micro_batches;
+  summary.micro_batches.now = cached;
+  summary.micro_batches.total = m.micro_batches();
+  summary.size.tokens = cached * m.identity.micro_batch * m.identity.seq_len;
+  summary.size.bytes = writer.shard_bytes();
+  summary.size.shards = (cached + m.shard_micro_batches - 1) / m.shard_micro_batches;
   summary.seconds = seconds_since(start);
   return summary;
 }
@@ -138,12 +131,13 @@ std::string format_cache_summary(const CacheTeacherSummary& s) {
     return fmt::format(
         "Stopped by signal: {} of {} micro-batches cached in {} complete shards in {}\n"
         "Continue: run the same command again.\n",
-        s.micro_batches, s.total_micro_batches, s.shards, s.dir);
+        s.micro_batches.now, s.micro_batches.total, s.size.shards, s.dir);
   return fmt::format(
       "Cached {} tokens ({} micro-batches, {} shards) in {}: {} bytes, {:.1f} bytes/token, {:.1f} s{}\n"
       "Train from it: --set kd.teacher=cache --set kd.teacher_cache={}\n",
-      s.tokens, s.micro_batches, s.shards, s.dir, s.bytes, s.bytes_per_token(), s.seconds,
-      s.resumed_micro_batches > 0 ? fmt::format(" ({} micro-batches were cached before)", s.resumed_micro_batches) : "",
+      s.size.tokens, s.micro_batches.now, s.size.shards, s.dir, s.size.bytes, s.size.bytes_per_token(), s.seconds,
+      s.micro_batches.resumed > 0 ? fmt::format(" ({} micro-batches were cached before)", s.micro_batches.resumed)
+                                  : "",
       s.dir);
 }
 

@@ -4,6 +4,13 @@
 
 namespace qkd::train {
 
+std::vector<torch::Tensor> trainable_parameters(torch::nn::Module& model) {
+  std::vector<torch::Tensor> trainable;
+  for (const auto& p : model.parameters())
+    if (p.requires_grad()) trainable.push_back(p);
+  return trainable;
+}
+
 double global_grad_norm(torch::nn::Module& model) {
   torch::NoGradGuard no_grad;
   double sum = 0.0;

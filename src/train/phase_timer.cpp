@@ -4,19 +4,17 @@
 
 namespace qkd::train {
 
-const char* phase_name(Phase phase) {
-  switch (phase) {
-    case Phase::data: return "data";
-    case Phase::teacher_forward: return "teacher_forward";
-    case Phase::student_forward: return "student_forward";
-    case Phase::loss: return "loss";
-    case Phase::backward: return "backward";
-    case Phase::communication: return "communication";
-    case Phase::gradients: return "gradients";
-    case Phase::monitor: return "monitor";
-    case Phase::optimizer: return "optimizer";
-  }
-  return "?";
+const EnumTable<Phase>& phases() {
+  static const EnumTable<Phase> table{{Phase::data, "data"},
+                                      {Phase::teacher_forward, "teacher_forward"},
+                                      {Phase::student_forward, "student_forward"},
+                                      {Phase::loss, "loss"},
+                                      {Phase::backward, "backward"},
+                                      {Phase::communication, "communication"},
+                                      {Phase::gradients, "gradients"},
+                                      {Phase::monitor, "monitor"},
+                                      {Phase::optimizer, "optimizer"}};
+  return table;
 }
 
 PhaseTimer::Scope::Scope(PhaseTimer& timer, Phase phase) : timer_(timer), phase_(phase) {
@@ -36,7 +34,7 @@ void PhaseTimer::synchronize() const {
 
 nlohmann::json PhaseTimer::to_json() const {
   nlohmann::json out = nlohmann::json::object();
-  for (size_t i = 0; i < kPhaseCount; ++i) out[phase_name(static_cast<Phase>(i))] = seconds_[i];
+  for (size_t i = 0; i < kPhaseCount; ++i) out[phases().name(static_cast<Phase>(i))] = seconds_[i];
   return out;
 }
 

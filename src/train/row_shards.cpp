@@ -8,10 +8,11 @@
 
 namespace qkd::train {
 
-int64_t row_shard_count(const TrainingSession& s, const MicroBatch& batch, int64_t step) {
-  if (!s.device.is_cpu() || s.config.train.cpu_parallelism != CpuParallelism::rows) return 1;
-  if (s.monitor->measures(step) || !kernels::cores_run_single_threaded_products()) return 1;
-  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), batch.input_ids.size(0)));
+int64_t row_shard_count(const ComputeSection& compute, const torch::Device& device, int64_t rows,
+                        bool activations_measured) {
+  if (!device.is_cpu() || compute.cpu_parallelism != CpuParallelism::rows) return 1;
+  if (activations_measured || !kernels::cores_run_single_threaded_products()) return 1;
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows));
 }
 
 std::vector<RowRange> row_ranges(int64_t rows, int64_t shards) {

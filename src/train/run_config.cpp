@@ -38,21 +38,14 @@ json StudentInit::to_json() const {
   return nullptr;
 }
 
-void TrainSection::check(const std::string& where) const {
+void ComputeSection::check(const std::string& where) const {
   if (device != "cpu" && device.rfind("cuda", 0) != 0)
     fail(where + ".device", "expected cpu, cuda or cuda:N, got \"" + device + "\"");
 }
 
-void EvalSection::check(const std::string& where) const {
-  for (size_t i = 0; i < ppl.size(); ++i)
-    if (!fs::exists(ppl[i])) fail(where + ".ppl[" + std::to_string(i) + "]", "file not found: " + ppl[i]);
-  for (size_t i = 0; i < mc.size(); ++i)
-    if (!fs::exists(mc[i])) fail(where + ".mc[" + std::to_string(i) + "]", "file not found: " + mc[i]);
-}
-
-void ExportSection::check(const std::string& where) const {
-  if (gguf_type != "q4_0" && gguf_type != "q8_0")
-    fail(where + ".gguf_type", "expected one of q4_0, q8_0, got \"" + gguf_type + "\"");
+const EnumTable<CpuParallelism>& cpu_parallelisms() {
+  static const EnumTable<CpuParallelism> table{{CpuParallelism::rows, "rows"}, {CpuParallelism::operators, "operators"}};
+  return table;
 }
 
 namespace {
@@ -61,8 +54,8 @@ json section(const json& j, const char* key) { return j.contains(key) ? j.at(key
 
 // Evaluation settings that evaluate nothing without an eval file.
 void note_unread_eval_settings(const json& eval, const RunConfig& c, std::vector<std::string>& unread) {
-  if (!c.eval.ppl.empty() || !c.eval.mc.empty()) return;
-  if (c.train.eval_interval > 0) unread.push_back("train.eval_interval: no eval.ppl or eval.mc file to evaluate");
+  if (c.eval().evaluates_anything()) return;
+  if (c.train().eval_interval > 0) unread.push_back("train.eval_interval: no eval.ppl or eval.mc file to evaluate");
   if (eval.is_object())
     for (const char* key : {"at_start", "baselines", "max_windows", "mc_limit", "seq_len", "batch_size"})
       if (eval.contains(key))
@@ -71,11 +64,12 @@ void note_unread_eval_settings(const json& eval, const RunConfig& c, std::vector
 
 // Settings that only mean something on a GPU, or with another setting.
 void note_unread_train_settings(const json& train, const RunConfig& c, std::vector<std::string>& unread) {
-  if (c.train.precision != Precision::fp32 && c.train.device == "cpu")
+  const auto& compute = c.compute();
+  if (compute.precision != Precision::fp32 && compute.device == "cpu")
     unread.push_back("train.precision: autocast runs on CUDA only; on cpu the student computes in student.dtype (" +
-                     dtype_name(c.student.dtype) + ")" +
-                     (c.train.precision == Precision::fp16 ? " and only the loss scaling applies" : ""));
-  if (c.train.precision != Precision::fp16 && train.is_object())
+                     dtype_name(c.student().dtype) + ")" +
+                     (compute.precision == Precision::fp16 ? " and only the loss scaling applies" : ""));
+  if (compute.precision != Precision::fp16 && train.is_object())
     for (const char* key : {"loss_scale", "loss_scale_growth_interval"})
       if (train.contains(key)) unread.push_back(std::string("train.") + key + ": only read with train.precision fp16");
 }
@@ -84,7 +78,7 @@ constexpr const char* kGptqKeys[] = {"gptq_calib_batches", "gptq_calib_seq_len",
                                      "gptq_latent"};
 
 void note_unread_student_settings(const json& student, const RunConfig& c, std::vector<std::string>& unread) {
-  if (c.student.init.kind == StudentInit::Kind::gptq || !student.is_object()) return;
+  if (c.student().init.kind == StudentInit::Kind::gptq || !student.is_object()) return;
   for (const char* key : kGptqKeys)
     if (student.contains(key)) unread.push_back(std::string("student.") + key + ": only read with student.init gptq");
 }
@@ -92,28 +86,28 @@ void note_unread_student_settings(const json& student, const RunConfig& c, std::
 // A dynamic quantizer recomputes min-max scales from the weights at every forward, which would replace
 // the scales GPTQ chose (and with them its integer codes).
 void check_student_init(const RunConfig& c) {
-  if (c.student.init.kind == StudentInit::Kind::gptq && c.quant.scale_policy != quant::ScalePolicy::Static)
+  if (c.student().init.kind == StudentInit::Kind::gptq && c.quant().scale_policy != quant::ScalePolicy::fixed)
     fail("student.init", "\"gptq\" needs quant.scale_policy \"static\" (the quantizer keeps GPTQ's scales)");
 }
 
 // Sections are read in the order of the file's documentation; each reader rejects unknown keys of
 // its own section, and the top-level reader those of the file.
 json resolved_json(const RunConfig& c) {
-  return {{"run_dir", c.run_dir},
-          {"label", c.label},
-          {"teacher", write_section(c.teacher)},
-          {"student", write_section(c.student)},
-          {"quant", quant::quant_spec_to_json(c.quant)},
-          {"data", data::data_config_to_json(c.data)},
-          {"kd", write_section(c.kd)},
-          {"optim", write_section(c.optim)},
-          {"train", write_section(c.train)},
-          {"eval", write_section(c.eval)},
-          {"freeze", freeze::to_json(c.freeze)},
-          {"monitor", monitor::to_json(c.monitor)},
-          {"checkpoint", write_section(c.checkpoint)},
-          {"export", write_section(c.export_)},
-          {"dist", write_section(c.dist)}};
+  return {{"run_dir", c.run_dir()},
+          {"label", c.label()},
+          {"teacher", write_section(c.teacher())},
+          {"student", write_section(c.student())},
+          {"quant", quant::quant_spec_to_json(c.quant())},
+          {"data", data::data_config_to_json(c.data())},
+          {"kd", write_section(c.kd())},
+          {"optim", write_section(c.optim())},
+          {"train", write_section(c.train())},
+          {"eval", write_section(c.eval())},
+          {"freeze", freeze::to_json(c.freeze())},
+          {"monitor", monitor::to_json(c.monitor())},
+          {"checkpoint", write_section(c.checkpoint())},
+          {"export", write_section(c.export_config())},
+          {"dist", write_section(c.distributed())}};
 }
 
 }  // namespace
@@ -121,45 +115,44 @@ json resolved_json(const RunConfig& c) {
 RunConfig parse_run_config(const json& j) {
   FieldReader top(j, "");
   RunConfig c;
-  c.run_dir = top.required_string("run_dir");
-  c.label = top.string("label", "");
+  c.run_dir_ = top.required_string("run_dir");
+  c.label_ = top.string("label", "");
   if (!top.raw("teacher")) fail("teacher", "missing (required): the teacher checkpoint");
-  c.teacher = read_section<TeacherSection>(j.at("teacher"), "teacher");
-  c.student = read_section<StudentSection>(section(j, "student"), "student");
+  c.teacher_ = read_section<TeacherSection>(j.at("teacher"), "teacher");
+  c.student_ = read_section<StudentSection>(section(j, "student"), "student");
   top.raw("student");
-  c.quant = quant::quant_spec_from_json(section(j, "quant").is_null() ? json::object() : j.at("quant"), "quant");
+  c.quant_ = quant::quant_spec_from_json(section(j, "quant").is_null() ? json::object() : j.at("quant"), "quant");
   top.raw("quant");
   check_student_init(c);
-  note_unread_student_settings(section(j, "student"), c, c.unread_settings);
+  note_unread_student_settings(section(j, "student"), c, c.unread_settings_);
   if (!top.raw("data")) fail("data", "missing (required): at least one source");
-  c.data = data::data_config_from_json(j.at("data"), "data");
-  c.kd = read_section<loss::KdLossOptions>(section(j, "kd"), "kd");
-  loss::check_teacher_source(c.kd, "kd");
-  if (c.kd.teacher == loss::TeacherSource::online && !c.kd.teacher_cache.empty())
-    c.unread_settings.push_back("kd.teacher_cache: only read with kd.teacher cache");
+  c.data_ = data::data_config_from_json(j.at("data"), "data");
+  c.kd_ = read_section<loss::KdLossOptions>(section(j, "kd"), "kd");
+  loss::check_teacher_source(c.kd_, "kd");
+  if (c.kd_.teacher == loss::TeacherSource::online && !c.kd_.teacher_cache.empty())
+    c.unread_settings_.push_back("kd.teacher_cache: only read with kd.teacher cache");
   top.raw("kd");
-  c.optim = read_section<OptimSection>(section(j, "optim"), "optim");
+  c.optim_ = read_section<optim::OptimConfig>(section(j, "optim"), "optim");
   top.raw("optim");
-  c.train = read_section<TrainSection>(section(j, "train"), "train");
+  c.train_ = read_section<TrainSection>(section(j, "train"), "train");
   top.raw("train");
-  c.eval = read_section<EvalSection>(section(j, "eval"), "eval");
+  c.eval_ = read_section<eval::EvalConfig>(section(j, "eval"), "eval");
   top.raw("eval");
-  c.freeze = freeze::freeze_config_from_json(section(j, "freeze"), "freeze", &c.unread_settings);
+  c.freeze_ = freeze::freeze_config_from_json(section(j, "freeze"), "freeze", &c.unread_settings_);
   top.raw("freeze");
-  c.monitor = monitor::monitor_config_from_json(section(j, "monitor"), "monitor");
+  c.monitor_ = monitor::monitor_config_from_json(section(j, "monitor"), "monitor");
   top.raw("monitor");
-  if (c.freeze.policy == freeze::FreezeMode::automatic && !c.monitor.enabled)
-    fail("freeze.policy", "\"auto\" needs the monitor (monitor.enabled true)");
-  note_unread_eval_settings(section(j, "eval"), c, c.unread_settings);
-  note_unread_train_settings(section(j, "train"), c, c.unread_settings);
-  c.checkpoint = read_section<CheckpointSection>(section(j, "checkpoint"), "checkpoint");
+  freeze::check_monitor_for(c.freeze_, c.monitor_);
+  note_unread_eval_settings(section(j, "eval"), c, c.unread_settings_);
+  note_unread_train_settings(section(j, "train"), c, c.unread_settings_);
+  c.checkpoint_ = read_section<CheckpointSection>(section(j, "checkpoint"), "checkpoint");
   top.raw("checkpoint");
-  c.export_ = read_section<ExportSection>(section(j, "export"), "export");
+  c.export_ = read_section<exporting::ExportConfig>(section(j, "export"), "export");
   top.raw("export");
-  c.dist = read_section<DistSection>(section(j, "dist"), "dist");
+  c.distributed_ = read_section<distributed::DistributedConfig>(section(j, "dist"), "dist");
   top.raw("dist");
   top.finish();
-  c.resolved = resolved_json(c);
+  c.resolved_ = resolved_json(c);
   return c;
 }
 
@@ -203,11 +196,11 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
 }
 
 json model_identity(const RunConfig& c) {
-  auto student = c.resolved.at("student");
+  auto student = c.resolved().at("student");
   // Only a gptq start depends on them; checkpoints from before they existed stay resumable.
-  if (c.student.init.kind != StudentInit::Kind::gptq)
+  if (c.student().init.kind != StudentInit::Kind::gptq)
     for (const char* key : kGptqKeys) student.erase(key);
-  return {{"teacher", c.resolved.at("teacher")}, {"student", student}, {"quant", c.resolved.at("quant")}};
+  return {{"teacher", c.resolved().at("teacher")}, {"student", student}, {"quant", c.resolved().at("quant")}};
 }
 
 }  // namespace qkd::train

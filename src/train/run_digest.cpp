@@ -17,8 +17,8 @@ std::string ppl_cell(const nlohmann::json& table, const std::string& file) {
 // One row per perplexity file: teacher | round-to-nearest | student.
 std::string perplexity_table(const TrainSummary& summary) {
   const auto& final_ppl =
-      summary.final_eval.is_object() ? summary.final_eval.value("ppl", nlohmann::json()) : nlohmann::json();
-  const auto& base = summary.baselines;
+      summary.outputs.final_eval.is_object() ? summary.outputs.final_eval.value("ppl", nlohmann::json()) : nlohmann::json();
+  const auto& base = summary.outputs.baselines;
   const auto teacher = base.is_object() ? base.value("teacher", nlohmann::json()) : nlohmann::json();
   const auto rtn = base.is_object() ? base.value("student", nlohmann::json()) : nlohmann::json();
   const auto& files = final_ppl.is_object() && !final_ppl.empty() ? final_ppl : teacher;
@@ -32,9 +32,9 @@ std::string perplexity_table(const TrainSummary& summary) {
 }
 
 std::string cloze_lines(const TrainSummary& summary) {
-  if (!summary.final_eval.is_object() || !summary.final_eval.contains("mc")) return "";
+  if (!summary.outputs.final_eval.is_object() || !summary.outputs.final_eval.contains("mc")) return "";
   std::string out;
-  for (const auto& [file, score] : summary.final_eval.at("mc").items())
+  for (const auto& [file, score] : summary.outputs.final_eval.at("mc").items())
     out += fmt::format("  multiple choice {}: acc {:.3f}, acc_norm {:.3f} (n={})\n", file, score.value("acc", 0.0),
                        score.value("acc_norm", 0.0), score.value("n", 0));
   return out;
@@ -44,31 +44,31 @@ std::string next_commands(const RunConfig& config, const TrainSummary& summary, 
   std::string out = "Next:\n";
   if (!paths.report.empty())
     out += fmt::format("  qkd-train report --run {} --run OTHER_RUN_DIR --out compare.html   # overlay another run\n",
-                       config.run_dir);
-  const auto hf = std::find_if(summary.exported.begin(), summary.exported.end(),
+                       config.run_dir());
+  const auto hf = std::find_if(summary.outputs.exported.begin(), summary.outputs.exported.end(),
                                [](const std::string& p) { return std::filesystem::path(p).filename() == "hf"; });
-  if (hf != summary.exported.end() && !config.eval.ppl.empty())
+  if (hf != summary.outputs.exported.end() && !config.eval().ppl.empty())
     out += fmt::format("  qkd-train eval --model {} --ppl {} --json {}/eval.json   # the exported student\n", *hf,
-                       config.eval.ppl.front(), config.run_dir);
+                       config.eval().ppl.front(), config.run_dir());
   if (!paths.config.empty())
     out += fmt::format(
         "  qkd-train --config {} --set freeze.policy=ov --set run_dir={}-ov   # the same run with ov-freeze\n",
-        paths.config, config.run_dir);
+        paths.config, config.run_dir());
   return out;
 }
 
 }  // namespace
 
 std::string format_run_digest(const RunConfig& config, const TrainSummary& summary, const DigestPaths& paths) {
-  if (summary.interrupted && summary.last_checkpoint.empty())
+  if (summary.interrupted && summary.outputs.last_checkpoint.empty())
     return "Stopped before step 1 (nothing to checkpoint yet).\nStart again: run the same command.\n";
   if (summary.interrupted)
     return fmt::format("Stopped after step {} of {}; checkpoint {}\nResume: run the same command again.\n",
-                       summary.steps_completed, config.train.steps, summary.last_checkpoint);
+                       summary.totals.steps_completed, config.train().steps, summary.outputs.last_checkpoint);
   std::string out =
-      fmt::format("Done: {} steps in {:.0f} s ({:.0f} tokens/s), run directory {}\n", summary.steps_completed,
-                  summary.wall_seconds, summary.tokens_per_second, config.run_dir);
-  for (const auto& path : summary.exported) out += fmt::format("  student: {}\n", path);
+      fmt::format("Done: {} steps in {:.0f} s ({:.0f} tokens/s), run directory {}\n", summary.totals.steps_completed,
+                  summary.totals.wall_seconds, summary.totals.tokens_per_second, config.run_dir());
+  for (const auto& path : summary.outputs.exported) out += fmt::format("  student: {}\n", path);
   if (!paths.report.empty()) out += fmt::format("  report:  {}\n", paths.report);
   out += perplexity_table(summary);
   out += cloze_lines(summary);

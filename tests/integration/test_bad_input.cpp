@@ -18,7 +18,7 @@ using qkd::test::scratch_dir;
 
 const std::string kTeacher = repo_path("assets/models/kjv-teacher-7m");
 const std::string kVal = repo_path("assets/data/kjv/kjv-val.u16");
-const std::string kInput = qkd::test::shared_dir() + "/models/kjv-teacher-7m/reference_logits.safetensors";
+const std::string kInput = qkd::test::fixture_path("models/kjv-teacher-7m/reference_logits.safetensors");
 
 // The error line: exit 1, one "error: ..." line naming `file` (and `field` when given), short.
 void expect_clean_failure(const qkd::test::CommandResult& r, const std::string& file, const std::string& field = "") {

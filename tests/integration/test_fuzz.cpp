@@ -32,7 +32,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const std::string kModel = qkd::test::shared_dir() + "/models/tiny-llama-tied-llama3rope-bf16";
+const std::string kModel = qkd::test::fixture_path("models/tiny-llama-tied-llama3rope-bf16");
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

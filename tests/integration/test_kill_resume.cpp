@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using qkd::test::repo_path;
 
-const std::string kTeacher = qkd::test::shared_dir() + "/models/tiny-llama-tied-llama3rope-bf16";
+const std::string kTeacher = qkd::test::fixture_path("models/tiny-llama-tied-llama3rope-bf16");
 constexpr int kSteps = 300;  // long enough on the tiny model for 20 kills at up to 2 s apart
 
 json run_config(const std::string& run_dir) {

@@ -1,5 +1,5 @@
 // The evaluation harness and round-to-nearest PTQ against the independent reference
-// (../shared/reference/quality.json): the teacher row and the W4 per-channel row, through the binary.
+// (tests/fixtures/reference/quality.json): the teacher row and the W4 per-channel row, through the binary.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -15,7 +15,7 @@ using qkd::test::scratch_dir;
 
 json reference(const std::string& row) {
   json j;
-  std::ifstream(qkd::test::shared_dir() + "/reference/quality.json") >> j;
+  std::ifstream(qkd::test::fixture_path("reference/quality.json")) >> j;
   return j.at(row);
 }
 

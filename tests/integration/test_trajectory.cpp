@@ -1,4 +1,4 @@
-// The trainer against an independent plain-PyTorch KD-QAT run (../shared/reference/kdqat-trajectory.*):
+// The trainer against an independent plain-PyTorch KD-QAT run (tests/fixtures/reference/kdqat-trajectory.*):
 // step-0 loss and gradients, the loss trajectory over 10 steps, and the monitor's step-0 squared
 // gradient norms per projection type, with everything trainable and with o_proj/v_proj frozen.
 #include <gtest/gtest.h>
@@ -19,16 +19,16 @@ namespace {
 using nlohmann::json;
 using qkd::test::read_jsonl;
 using qkd::test::scratch_dir;
-using qkd::test::shared_dir;
+using qkd::test::fixture_path;
 
 json reference() {
   json j;
-  std::ifstream(shared_dir() + "/reference/kdqat-trajectory.json") >> j;
+  std::ifstream(fixture_path("reference/kdqat-trajectory.json")) >> j;
   return j;
 }
 
 qkd::io::SafetensorsFile reference_tensors() {
-  return qkd::io::SafetensorsFile::open(shared_dir() + "/reference/kdqat-trajectory.safetensors");
+  return qkd::io::SafetensorsFile::open(fixture_path("reference/kdqat-trajectory.safetensors"));
 }
 
 qkd::quant::QuantSpec recipe_quant() {
@@ -51,7 +51,7 @@ std::string write_batch_as_token_file(const std::string& dir) {
 
 json recipe_config(const std::string& dir, bool ov_freeze) {
   return {{"run_dir", dir + "/run"},
-          {"teacher", {{"path", shared_dir() + "/models/kjv-teacher-7m"}, {"dtype", "float32"}}},
+          {"teacher", {{"path", fixture_path("models/kjv-teacher-7m")}, {"dtype", "float32"}}},
           {"quant", qkd::quant::quant_spec_to_json(recipe_quant())},
           {"data", {{"sources", {{{"path", write_batch_as_token_file(dir)}}}}, {"seq_len", 64}, {"shuffle", false}}},
           {"kd", {{"divergence", "forward_kl"}}},
@@ -71,7 +71,7 @@ TEST_P(Trajectory, LossesAndMonitoredGradientNormsMatchReference) {
   const auto dir = scratch_dir("trajectory-" + mode);
   const auto config = qkd::train::parse_run_config(recipe_config(dir, ov));
   const auto summary = qkd::train::run_training(config);
-  ASSERT_EQ(summary.steps_completed, 10);
+  ASSERT_EQ(summary.totals.steps_completed, 10);
 
   const auto ref = reference();
   const auto expected_losses = ref.at(mode + "_losses").get<std::vector<double>>();
@@ -103,8 +103,8 @@ struct RecipeRun {
   std::unique_ptr<qkd::optim::AdamW> optimizer;
 
   explicit RecipeRun(bool ov_freeze) {
-    teacher = qkd::checkpoint::load_llama(shared_dir() + "/models/kjv-teacher-7m");
-    student = qkd::checkpoint::load_llama(shared_dir() + "/models/kjv-teacher-7m");
+    teacher = qkd::checkpoint::load_llama(fixture_path("models/kjv-teacher-7m"));
+    student = qkd::checkpoint::load_llama(fixture_path("models/kjv-teacher-7m"));
     qkd::quant::attach_quantizers(*student, recipe_quant());
     ids = reference_tensors().tensor("input_ids").clone();
     torch::NoGradGuard no_grad;

@@ -21,7 +21,7 @@ namespace {
 using qkd::model::LlamaForCausalLM;
 using qkd::quant::Granularity;
 using qkd::quant::QuantSpec;
-using qkd::test::shared_dir;
+using qkd::test::fixture_path;
 
 bool is_checkpoint_node(const torch::Tensor& t) {
   return t.grad_fn() && t.grad_fn()->name().find("CheckpointFunction") != std::string::npos;
@@ -210,11 +210,11 @@ torch::Tensor token_batch(int64_t vocab, int64_t seed) {
   return torch::randint(0, vocab, {2, 12}, torch::kLong);
 }
 
-std::string model_dir(const std::string& name) { return shared_dir() + "/models/" + name; }
+std::string model_dir(const std::string& name) { return fixture_path("models/" + name); }
 
 QuantSpec lsq_spec() {
-  auto spec = qkd::test::quant_spec(4, Granularity::PerGroup, /*symmetric=*/false, 16);
-  spec.scale_policy = qkd::quant::ScalePolicy::Static;
+  auto spec = qkd::test::quant_spec(4, Granularity::per_group, /*symmetric=*/false, 16);
+  spec.scale_policy = qkd::quant::ScalePolicy::fixed;
   spec.learnable_scale = true;
   spec.act_bits = 8;
   return spec;
@@ -239,7 +239,7 @@ void freeze(LlamaForCausalLM& model, const std::vector<std::string>& names) {
 
 TEST(LayerCheckpointing, FourBitDynamicWeightsGiveTheSameStep) {
   auto model = qkd::test::load_student(model_dir("tiny-llama-gqa-sharded"),
-                                       qkd::test::quant_spec(4, Granularity::PerChannel, true));
+                                       qkd::test::quant_spec(4, Granularity::per_channel, true));
   expect_same_step(model, token_batch(model->config().vocab_size, 1), {true});
 }
 
@@ -252,7 +252,7 @@ TEST(LayerCheckpointing, LearnableScalesAndInputQuantizersGiveTheSameStep) {
 
 TEST(LayerCheckpointing, Bf16ComputeGivesTheSameStep) {
   auto model = qkd::checkpoint::load_llama(model_dir("tiny-llama-gqa-sharded"), {torch::kBFloat16, torch::kCPU});
-  qkd::quant::attach_quantizers(*model, qkd::test::quant_spec(4, Granularity::PerGroup, true, 16));
+  qkd::quant::attach_quantizers(*model, qkd::test::quant_spec(4, Granularity::per_group, true, 16));
   expect_same_step(model, token_batch(model->config().vocab_size, 3), {true});
 }
 
@@ -276,7 +276,7 @@ TEST(LayerCheckpointing, FrozenModulesGiveTheSameStep) {
 
 TEST(LayerCheckpointing, OnlyInTrainingModeWithGradEnabled) {
   auto model = qkd::test::load_student(model_dir("tiny-llama-gqa-sharded"),
-                                       qkd::test::quant_spec(4, Granularity::PerChannel, true));
+                                       qkd::test::quant_spec(4, Granularity::per_channel, true));
   model->set_activation_checkpointing(true);
   EXPECT_TRUE(model->activation_checkpointing());
   const auto ids = token_batch(model->config().vocab_size, 5);

@@ -6,7 +6,7 @@
 #include <cmath>
 
 #include "qkd/optim/adamw.h"
-#include "qkd/train/lr_schedule.h"
+#include "qkd/optim/lr_schedule.h"
 #include "test_support.h"
 
 namespace {
@@ -380,15 +380,15 @@ TEST(AdamWMaster, MomentDtypeIsFloat32OrBfloat16) {
 }  // namespace
 
 TEST(LrSchedule, WarmupThenCosineToTheFloorOrConstant) {
-  using qkd::train::learning_rate_at;
-  using qkd::train::LrSchedule;
-  const qkd::train::LrScheduleOptions cosine{1e-3, 4, LrSchedule::cosine, 0.1};
+  using qkd::optim::learning_rate_at;
+  using qkd::optim::LrSchedule;
+  const qkd::optim::LrScheduleOptions cosine{1e-3, 4, LrSchedule::cosine, 0.1};
   EXPECT_DOUBLE_EQ(learning_rate_at(0, 104, cosine), 2.5e-4);  // warm-up: (step + 1) / 4 of the peak
   EXPECT_DOUBLE_EQ(learning_rate_at(3, 104, cosine), 1e-3);
   EXPECT_DOUBLE_EQ(learning_rate_at(4, 104, cosine), 1e-3);                         // decay starts at the peak
   EXPECT_NEAR(learning_rate_at(54, 104, cosine), 1e-3 * (0.1 + 0.9 * 0.5), 1e-15);  // half way
   EXPECT_DOUBLE_EQ(learning_rate_at(104, 104, cosine), 1e-4);                       // the floor, min_ratio x peak
-  const qkd::train::LrScheduleOptions constant{1e-3, 0, LrSchedule::constant, 0.1};
+  const qkd::optim::LrScheduleOptions constant{1e-3, 0, LrSchedule::constant, 0.1};
   EXPECT_DOUBLE_EQ(learning_rate_at(50, 104, constant), 1e-3);
 }
 

@@ -12,13 +12,13 @@
 namespace fs = std::filesystem;
 using qkd::test::run_cli;
 using qkd::test::scratch_dir;
-using qkd::test::shared_dir;
+using qkd::test::fixture_path;
 
 namespace {
 
 std::string copy_model(const std::string& name, const std::string& tag) {
   const auto dir = scratch_dir(tag) + "/" + name;
-  fs::copy(shared_dir() + "/models/" + name, dir, fs::copy_options::recursive);
+  fs::copy(fixture_path("models/" + name), dir, fs::copy_options::recursive);
   return dir;
 }
 
@@ -41,13 +41,13 @@ std::string error_of(const std::function<void()>& f) {
 bool one_line(const std::string& s) { return s.find('\n') == std::string::npos; }
 
 TEST(HfConfig, ReadsOlderAndNewerRopeForms) {
-  const auto old_form = qkd::checkpoint::read_llama_config(shared_dir() + "/models/kjv-teacher-7m/config.json");
+  const auto old_form = qkd::checkpoint::read_llama_config(fixture_path("models/kjv-teacher-7m/config.json"));
   EXPECT_EQ(old_form.hidden_size, 256);
   EXPECT_EQ(old_form.num_key_value_heads, 4);
   EXPECT_EQ(old_form.rope.type, "default");
   EXPECT_DOUBLE_EQ(old_form.rope.theta, 10000.0);
   const auto llama3 =
-      qkd::checkpoint::read_llama_config(shared_dir() + "/models/tiny-llama-tied-llama3rope-bf16/config.json");
+      qkd::checkpoint::read_llama_config(fixture_path("models/tiny-llama-tied-llama3rope-bf16/config.json"));
   EXPECT_EQ(llama3.rope.type, "llama3");
   EXPECT_DOUBLE_EQ(llama3.rope.theta, 500000.0);
   EXPECT_DOUBLE_EQ(llama3.rope.factor, 8.0);
@@ -57,7 +57,7 @@ TEST(HfConfig, ReadsOlderAndNewerRopeForms) {
 
 TEST(HfConfig, WrittenConfigParsesBackIdentically) {
   auto config =
-      qkd::checkpoint::read_llama_config(shared_dir() + "/models/tiny-llama-tied-llama3rope-bf16/config.json");
+      qkd::checkpoint::read_llama_config(fixture_path("models/tiny-llama-tied-llama3rope-bf16/config.json"));
   const auto again = qkd::checkpoint::parse_llama_config(qkd::checkpoint::llama_config_to_json(config), "roundtrip");
   EXPECT_EQ(again.hidden_size, config.hidden_size);
   EXPECT_EQ(again.rope.type, config.rope.type);
@@ -105,10 +105,10 @@ TEST(HfCheckpoint, WrongShapeAndMissingTensorsAreListed) {
 }
 
 TEST(HfCheckpoint, SavedCheckpointReloadsBitwise) {
-  auto model = qkd::checkpoint::load_llama(shared_dir() + "/models/tiny-llama-tied-llama3rope-bf16");
+  auto model = qkd::checkpoint::load_llama(fixture_path("models/tiny-llama-tied-llama3rope-bf16"));
   const auto out = scratch_dir("save") + "/saved";
   qkd::checkpoint::save_hf_checkpoint(*model, out, torch::kBFloat16,
-                                      shared_dir() + "/models/tiny-llama-tied-llama3rope-bf16");
+                                      fixture_path("models/tiny-llama-tied-llama3rope-bf16"));
   auto again = qkd::checkpoint::load_llama(out);
   const auto a = model->named_parameters(), b = again->named_parameters();
   ASSERT_EQ(a.size(), b.size());
@@ -128,7 +128,7 @@ TEST(LogitsCommand, CorruptInputsExitNonZeroWithOneLine) {
 }
 
 TEST(LogitsCommand, WritesLogitsMatchingReference) {
-  const auto dir = shared_dir() + "/models/kjv-teacher-7m";
+  const auto dir = fixture_path("models/kjv-teacher-7m");
   const auto out = scratch_dir("cli-logits") + "/logits.safetensors";
   const auto result =
       run_cli("logits --model " + dir + " --input " + dir + "/reference_logits.safetensors --output " + out);

@@ -1,4 +1,4 @@
-// c10d through qkd::dist: two ranks (threads of this process, Gloo over loopback) reduce, broadcast and
+// c10d through qkd::distributed: two ranks (threads of this process, Gloo over loopback) reduce, broadcast and
 // gather; a rank that leaves makes the other's collective fail with an error naming it.
 #include <gtest/gtest.h>
 
@@ -8,27 +8,27 @@
 #include <thread>
 
 #include "qkd/common/error.h"
-#include "qkd/dist/communicator.h"
-#include "qkd/dist/replicas.h"
-#include "qkd/dist/sharding.h"
+#include "qkd/distributed/communicator.h"
+#include "qkd/distributed/replicas.h"
+#include "qkd/distributed/sharded_optimizer.h"
 #include "test_support.h"
 
 namespace {
 
-using qkd::dist::Communicator;
+using qkd::distributed::Communicator;
 
-qkd::dist::LaunchInfo rank_of_two(int rank, int port) {
-  qkd::dist::LaunchInfo info;
-  info.launcher = qkd::dist::Launcher::torchrun;
+qkd::distributed::LaunchInfo rank_of_two(int rank, int port) {
+  qkd::distributed::LaunchInfo info;
+  info.launcher = qkd::distributed::Launcher::torchrun;
   info.rank = rank;
   info.world_size = 2;
   info.master_port = port;
   return info;
 }
 
-qkd::dist::CommunicatorOptions options(int timeout_ms) {
-  qkd::dist::CommunicatorOptions o;
-  o.backend = qkd::dist::Backend::gloo;
+qkd::distributed::CommunicatorOptions options(int timeout_ms) {
+  qkd::distributed::CommunicatorOptions o;
+  o.backend = qkd::distributed::Backend::gloo;
   o.timeout = std::chrono::milliseconds(timeout_ms);
   return o;
 }
@@ -88,7 +88,7 @@ TEST(Communicator, GradientsAreAveragedBucketByBucket) {
       if (i != 2) p.mutable_grad() = torch::full({3, 4}, (rank + 1) * (i + 1.0));
       params.push_back(p);
     }
-    qkd::dist::average_gradients(comm, params, /*bucket_bytes=*/40);
+    qkd::distributed::average_gradients(comm, params, /*bucket_bytes=*/40);
     for (int i = 0; i < 5; ++i) {
       if (i == 2) {
         EXPECT_FALSE(params[i].grad().defined());
@@ -97,26 +97,26 @@ TEST(Communicator, GradientsAreAveragedBucketByBucket) {
       EXPECT_TRUE(torch::equal(params[i].grad(), torch::full({3, 4}, 1.5 * (i + 1.0)))) << i;
     }
     std::vector<double> values{rank * 2.0, 8.0};
-    qkd::dist::average_values(comm, values);
+    qkd::distributed::average_values(comm, values);
     EXPECT_EQ(values, (std::vector<double>{1.0, 8.0}));
-    const auto same = qkd::dist::replica_fingerprints(comm, {torch::arange(10)});
+    const auto same = qkd::distributed::replica_fingerprints(comm, {torch::arange(10)});
     EXPECT_EQ(same[0], same[1]);
-    const auto differ = qkd::dist::replica_fingerprints(comm, {torch::arange(10) + rank});
+    const auto differ = qkd::distributed::replica_fingerprints(comm, {torch::arange(10) + rank});
     EXPECT_NE(differ[0], differ[1]);
   });
 }
 
 TEST(Sharding, OwnersBalanceTheElementsInOrder) {
-  EXPECT_EQ(qkd::dist::shard_owners({10, 4, 4, 3, 1}, 2), (std::vector<int>{0, 1, 1, 1, 0}));
-  EXPECT_EQ(qkd::dist::shard_owners({5, 5, 5}, 1), (std::vector<int>{0, 0, 0}));
-  EXPECT_EQ(qkd::dist::shard_owners({1, 1, 1, 1}, 3), (std::vector<int>{0, 1, 2, 0}));
+  EXPECT_EQ(qkd::distributed::shard_owners({10, 4, 4, 3, 1}, 2), (std::vector<int>{0, 1, 1, 1, 0}));
+  EXPECT_EQ(qkd::distributed::shard_owners({5, 5, 5}, 1), (std::vector<int>{0, 0, 0}));
+  EXPECT_EQ(qkd::distributed::shard_owners({1, 1, 1, 1}, 3), (std::vector<int>{0, 1, 2, 0}));
 }
 
 TEST(Sharding, EachTensorComesFromItsOwner) {
   on_two_ranks([](int rank, Communicator& comm) {
     std::vector<torch::Tensor> t{torch::full({2}, rank + 1.0), torch::full({3}, rank + 10, torch::kInt64),
                                  torch::full({1}, rank + 100.0)};
-    qkd::dist::broadcast_from_owners(comm, t, {1, 0, 1});
+    qkd::distributed::broadcast_from_owners(comm, t, {1, 0, 1});
     EXPECT_TRUE(torch::equal(t[0], torch::full({2}, 2.0)));
     EXPECT_TRUE(torch::equal(t[1], torch::full({3}, 10, torch::kInt64)));
     EXPECT_TRUE(torch::equal(t[2], torch::full({1}, 101.0)));
@@ -125,8 +125,8 @@ TEST(Sharding, EachTensorComesFromItsOwner) {
 
 TEST(Communicator, LocalShareSplitsTheGlobalBatchByRank) {
   const auto batch = torch::arange(12).reshape({6, 2});
-  EXPECT_TRUE(torch::equal(qkd::dist::local_share(batch, 1, 3), batch.narrow(0, 2, 2)));
-  qkd::test::expect_error([&] { qkd::dist::local_share(batch, 0, 4); }, "6 rows do not split evenly over 4 ranks");
+  EXPECT_TRUE(torch::equal(qkd::distributed::local_share(batch, 1, 3), batch.narrow(0, 2, 2)));
+  qkd::test::expect_error([&] { qkd::distributed::local_share(batch, 0, 4); }, "6 rows do not split evenly over 4 ranks");
 }
 
 // Rank 1 leaves (its sockets close and its heartbeat stops) while rank 0 waits in an all-reduce: rank 0

@@ -16,11 +16,11 @@ using qkd::tokenizer::Tokenizer;
 namespace {
 
 const Tokenizer& kjv_tokenizer() {
-  static const Tokenizer tok(qkd::test::shared_dir() + "/data/kjv/tokenizer.model");
+  static const Tokenizer tok(qkd::test::repo_path("assets/data/kjv/tokenizer.model"));
   return tok;
 }
 
-std::string fixture(const std::string& name) { return qkd::test::repo_path("tests/fixtures/data/" + name); }
+std::string fixture(const std::string& name) { return qkd::test::repo_path("tests/fixtures/data/") + name; }
 
 DataConfig one_source(const std::string& path, int64_t seq_len, bool shuffle = false) {
   DataConfig config;
@@ -67,9 +67,9 @@ TEST(DataConfig, ParsesAllFields) {
       "add_bos": false, "add_eos": true})");
   const auto config = qkd::data::data_config_from_json(json);
   ASSERT_EQ(config.sources.size(), 2u);
-  EXPECT_EQ(config.sources[0].format, SourceFormat::Alpaca);
+  EXPECT_EQ(config.sources[0].format, SourceFormat::alpaca);
   EXPECT_DOUBLE_EQ(config.sources[0].weight, 3.0);
-  EXPECT_EQ(config.sources[1].format, SourceFormat::Auto);
+  EXPECT_EQ(config.sources[1].format, SourceFormat::automatic);
   EXPECT_EQ(config.seq_len, 128);
   EXPECT_EQ(config.seed, 7u);
   EXPECT_FALSE(config.shuffle);
@@ -146,10 +146,10 @@ TEST(DataRender, AlpacaTemplate) {
 
 TEST(DataSources, AutoDetectsFormats) {
   auto format_of = [](const std::string& name) { return qkd::data::resolve_source_format({fixture(name)}); };
-  EXPECT_EQ(format_of("notes.jsonl"), SourceFormat::TextJsonl);
-  EXPECT_EQ(format_of("alpaca.jsonl"), SourceFormat::Alpaca);
-  EXPECT_EQ(format_of("sharegpt.jsonl"), SourceFormat::ShareGpt);
-  EXPECT_EQ(format_of("essays.txt"), SourceFormat::Txt);
+  EXPECT_EQ(format_of("notes.jsonl"), SourceFormat::text_jsonl);
+  EXPECT_EQ(format_of("alpaca.jsonl"), SourceFormat::alpaca);
+  EXPECT_EQ(format_of("sharegpt.jsonl"), SourceFormat::sharegpt);
+  EXPECT_EQ(format_of("essays.txt"), SourceFormat::txt);
 }
 
 TEST(DataPacking, TextJsonlWindowsAreExactAndLoseNoToken) {
@@ -217,7 +217,7 @@ TEST(DataErrors, MalformedLinesAreCountedOrFatalWhenStrict) {
   DataStream s(strict, &kjv_tokenizer());
   EXPECT_EQ(error_of([&] { s.next_batch(8); }), fixture("malformed.jsonl") + ":2: missing field 'text'");
   strict.sources[0].path = fixture("malformed_first.jsonl");  // a broken first record fails at construction
-  strict.sources[0].format = SourceFormat::TextJsonl;
+  strict.sources[0].format = SourceFormat::text_jsonl;
   EXPECT_EQ(error_of([&] { DataStream t(strict, &kjv_tokenizer()); }),
             fixture("malformed_first.jsonl") + ":1: invalid JSON");
 }
@@ -226,14 +226,14 @@ TEST(DataErrors, MissingEmptyAndTooShortSources) {
   EXPECT_EQ(error_of([&] { DataStream s(one_source(fixture("nope.jsonl"), 8), &kjv_tokenizer()); }),
             fixture("nope.jsonl") + ": data source not found");
   auto empty = one_source(fixture("empty.jsonl"), 8);
-  empty.sources[0].format = SourceFormat::TextJsonl;
+  empty.sources[0].format = SourceFormat::text_jsonl;
   EXPECT_NE(error_of([&] { DataStream s(empty, &kjv_tokenizer()); }).find("empty.jsonl: no documents"),
             std::string::npos);
   EXPECT_NE(error_of([&] { DataStream s(one_source(fixture("empty.jsonl"), 8), &kjv_tokenizer()); }).find("empty"),
             std::string::npos);
   EXPECT_NE(error_of([&] { DataStream s(one_source(fixture("blank.txt"), 8), &kjv_tokenizer()); }).find("no documents"),
             std::string::npos);
-  const auto u16 = qkd::test::shared_dir() + "/data/kjv/kjv-val.u16";
+  const auto u16 = qkd::test::repo_path("assets/data/kjv/kjv-val.u16");
   EXPECT_NE(error_of([&] { DataStream s(one_source(u16, 100000), nullptr); }).find("fewer than one window"),
             std::string::npos);
   EXPECT_NE(error_of([&] { DataStream s(one_source(fixture("notes.jsonl"), 8), nullptr); }).find("needs a tokenizer"),
@@ -289,7 +289,7 @@ TEST(DataMarks, ShareGptPromptsAreTheUserTurnsOfEveryPair) {
 }
 
 TEST(DataMarks, TokenFileDocumentsStartAtEachBos) {
-  auto config = one_source(qkd::test::shared_dir() + "/data/kjv/kjv-val.u16", 256);
+  auto config = one_source(qkd::test::repo_path("assets/data/kjv/kjv-val.u16"), 256);
   config.document_mask = true;
   DataStream stream(config, &kjv_tokenizer());
   const auto batch = stream.next_marked_batch(4);

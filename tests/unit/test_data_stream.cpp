@@ -1,6 +1,7 @@
 // DataStream over the KJV corpus: token files, mixing, determinism, resume exactness, bounded memory.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <set>
 
 #include "qkd/common/error.h"
@@ -15,7 +16,7 @@ using qkd::tokenizer::Tokenizer;
 
 namespace {
 
-std::string kjv(const std::string& name) { return qkd::test::shared_dir() + "/data/kjv/" + name; }
+std::string kjv(const std::string& name) { return qkd::test::repo_path("assets/data/kjv/" + name); }
 
 const Tokenizer& kjv_tokenizer() {
   static const Tokenizer tok(kjv("tokenizer.model"));
@@ -108,8 +109,8 @@ TEST(DataStream, SameSeedSameBatchesOtherSeedOther) {
 }
 
 TEST(DataStream, MixingFollowsTheWeights) {
-  DataStream stream(config_for({{kjv("kjv-val.u16"), qkd::data::SourceFormat::Auto, 3.0},
-                                {kjv("kjv-val.jsonl"), qkd::data::SourceFormat::Auto, 1.0}},
+  DataStream stream(config_for({{kjv("kjv-val.u16"), qkd::data::SourceFormat::automatic, 3.0},
+                                {kjv("kjv-val.jsonl"), qkd::data::SourceFormat::automatic, 1.0}},
                                16),
                     &kjv_tokenizer());
   batches(stream, 1000, 4);
@@ -135,8 +136,8 @@ TEST(DataResume, TextSourceWithShuffleBufferContinuesExactly) {
 }
 
 TEST(DataResume, MixedSourcesAcrossEpochsContinueExactly) {
-  auto config = config_for({{kjv("kjv-val.u16"), qkd::data::SourceFormat::Auto, 1.0},
-                            {kjv("kjv-val.jsonl"), qkd::data::SourceFormat::Auto, 2.0},
+  auto config = config_for({{kjv("kjv-val.u16"), qkd::data::SourceFormat::automatic, 1.0},
+                            {kjv("kjv-val.jsonl"), qkd::data::SourceFormat::automatic, 2.0},
                             {qkd::test::repo_path("tests/fixtures/data/sharegpt.jsonl")}},
                            128);
   // The tiny sharegpt source wraps many times; kjv-val.jsonl (~50k tokens) wraps after ~400 windows.
@@ -154,10 +155,34 @@ TEST(DataResume, CursorForAnotherConfigIsRejected) {
   }
 }
 
+// The train split as JSONL text, one chapter per line: kjv-train.u16 decoded chapter by chapter (each
+// stored as <s> tokens </s>), so the repository ships the split once.
+std::string write_train_jsonl() {
+  const auto tokens = qkd::data::TokenFile::open(kjv("kjv-train.u16"));
+  const auto& special = kjv_tokenizer().special();
+  const auto path = qkd::test::scratch_dir("train-jsonl") + "/kjv-train.jsonl";
+  std::ofstream out(path);
+  std::vector<int64_t> chapter;
+  int64_t chapters = 0;
+  for (int64_t i = 0; i < tokens.size(); ++i) {
+    const int64_t id = tokens.at(i);
+    if (id == special.bos) continue;
+    if (id != special.eos) {
+      chapter.push_back(id);
+      continue;
+    }
+    out << nlohmann::json{{"id", "chapter-" + std::to_string(chapters++)}, {"text", kjv_tokenizer().decode(chapter)}}.dump()
+        << "\n";
+    chapter.clear();
+  }
+  EXPECT_EQ(chapters, 1070);
+  return path;
+}
+
 TEST(DataMemory, StreamingTheTrainJsonlKeepsBuffersBounded) {
   // kjv-train.jsonl is ~912k tokens; stream through all of it (plus a bit) and check that the
   // source never held more than the shuffle buffer plus one document.
-  auto config = config_for({{kjv("kjv-train.jsonl")}}, 256);
+  auto config = config_for({{write_train_jsonl()}}, 256);
   config.shuffle_buffer = 16;
   DataStream stream(config, &kjv_tokenizer());
   while (stream.stats().sources[0].epoch < 1) stream.next_batch(64);

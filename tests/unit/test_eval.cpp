@@ -18,7 +18,7 @@ namespace {
 
 constexpr int64_t kVocab = 4096;
 
-std::string kjv(const std::string& name) { return test::shared_dir() + "/data/kjv/" + name; }
+std::string kjv(const std::string& name) { return test::repo_path("assets/data/kjv/" + name); }
 
 const tokenizer::Tokenizer& kjv_tokenizer() {
   static const tokenizer::Tokenizer tok(kjv("tokenizer.model"));

@@ -18,8 +18,8 @@ namespace {
 
 constexpr int64_t kVocab = 4096;
 
-std::string kjv(const std::string& name) { return test::shared_dir() + "/data/kjv/" + name; }
-std::string fixture(const std::string& name) { return test::repo_path("tests/fixtures/mc/" + name); }
+std::string kjv(const std::string& name) { return test::repo_path("assets/data/kjv/" + name); }
+std::string fixture(const std::string& name) { return test::repo_path("tests/fixtures/mc/") + name; }
 
 const tokenizer::Tokenizer& kjv_tokenizer() {
   static const tokenizer::Tokenizer tok(kjv("tokenizer.model"));
@@ -164,7 +164,7 @@ TEST(EvalMcScore, AccNormDividesByUtf8Bytes) {
   EXPECT_EQ(r.acc, 1.0);
   // "é" is two bytes: the generic parser must count bytes, not characters.
   const auto item = mc_item_from_record(
-      nlohmann::json::parse(R"({"context": "x", "choices": [" \u00e9", " e"], "label": 0})"), McFormat::Generic, "f:1");
+      nlohmann::json::parse(R"({"context": "x", "choices": [" \u00e9", " e"], "label": 0})"), McFormat::generic, "f:1");
   EXPECT_EQ(item.choices[0].norm_bytes, 3);
   EXPECT_EQ(item.choices[1].norm_bytes, 2);
 }
@@ -187,7 +187,7 @@ TEST(EvalMcScore, UniformLogitsPickFewestTokensForAccAndFewestTokensPerByteForAc
 
 TEST(EvalMcFormats, GenericFixture) {
   const auto d = load_mc_file(fixture("generic.jsonl"));
-  EXPECT_EQ(d.format, McFormat::Generic);
+  EXPECT_EQ(d.format, McFormat::generic);
   ASSERT_EQ(d.items.size(), 3u);  // the blank line is skipped
   EXPECT_EQ(d.items[2].line, 4);
   EXPECT_EQ(d.items[1].label, 1);
@@ -197,7 +197,7 @@ TEST(EvalMcFormats, GenericFixture) {
 
 TEST(EvalMcFormats, HellaswagFixtureIsPreprocessedLikeLmEval) {
   const auto d = load_mc_file(fixture("hellaswag.jsonl"));
-  EXPECT_EQ(d.format, McFormat::Hellaswag);
+  EXPECT_EQ(d.format, McFormat::hellaswag);
   ASSERT_EQ(d.items.size(), 2u);
   const auto& a = d.items[0];
   EXPECT_EQ(a.label, 0);
@@ -215,7 +215,7 @@ TEST(EvalMcFormats, HellaswagFixtureIsPreprocessedLikeLmEval) {
 
 TEST(EvalMcFormats, PiqaFixture) {
   const auto d = load_mc_file(fixture("piqa.jsonl"));
-  EXPECT_EQ(d.format, McFormat::Piqa);
+  EXPECT_EQ(d.format, McFormat::piqa);
   ASSERT_EQ(d.items.size(), 2u);
   EXPECT_EQ(d.items[0].choices[0].context, "Question: How do you keep a cut apple from turning brown?\nAnswer:");
   EXPECT_EQ(d.items[0].choices[1].continuation, " Leave the slices in the sun.");
@@ -224,7 +224,7 @@ TEST(EvalMcFormats, PiqaFixture) {
 
 TEST(EvalMcFormats, ArcFixture) {
   const auto d = load_mc_file(fixture("arc.jsonl"));
-  EXPECT_EQ(d.format, McFormat::Arc);
+  EXPECT_EQ(d.format, McFormat::arc);
   ASSERT_EQ(d.items.size(), 2u);
   EXPECT_EQ(d.items[0].label, 1);  // "B"
   EXPECT_EQ(d.items[0].choices[1].context, "Question: Which of these is a source of light?\nAnswer:");
@@ -235,7 +235,7 @@ TEST(EvalMcFormats, ArcFixture) {
 
 TEST(EvalMcFormats, WinograndeFixtureVariesTheContext) {
   const auto d = load_mc_file(fixture("winogrande.jsonl"));
-  EXPECT_EQ(d.format, McFormat::Winogrande);
+  EXPECT_EQ(d.format, McFormat::winogrande);
   ASSERT_EQ(d.items.size(), 2u);
   const auto& c = d.items[0].choices;
   EXPECT_EQ(d.items[0].label, 1);
@@ -247,7 +247,7 @@ TEST(EvalMcFormats, WinograndeFixtureVariesTheContext) {
 
 TEST(EvalMcFormats, BoolqFixtureTakesLabelOrAnswer) {
   const auto d = load_mc_file(fixture("boolq.jsonl"));
-  EXPECT_EQ(d.format, McFormat::Boolq);
+  EXPECT_EQ(d.format, McFormat::boolq);
   ASSERT_EQ(d.items.size(), 2u);
   EXPECT_EQ(d.items[0].label, 1);
   EXPECT_EQ(d.items[1].label, 0);  // "answer": false
@@ -260,7 +260,7 @@ TEST(EvalMcFormats, BoolqFixtureTakesLabelOrAnswer) {
 
 TEST(EvalMcFormats, OpenBookQaFixture) {
   const auto d = load_mc_file(fixture("openbookqa.jsonl"));
-  EXPECT_EQ(d.format, McFormat::OpenBookQA);
+  EXPECT_EQ(d.format, McFormat::openbookqa);
   ASSERT_EQ(d.items.size(), 2u);
   EXPECT_EQ(d.items[1].label, 1);
   EXPECT_EQ(d.items[1].choices[1].context, "Ice turning into water is an example of");
@@ -268,16 +268,16 @@ TEST(EvalMcFormats, OpenBookQaFixture) {
 }
 
 TEST(EvalMcFormats, ExplicitFormatOverridesDetection) {
-  EXPECT_EQ(parse_mc_format("piqa"), McFormat::Piqa);
+  EXPECT_EQ(parse_mc_format("piqa"), McFormat::piqa);
   EXPECT_THROW(parse_mc_format("squad"), Error);
   const auto where = fixture("piqa.jsonl") + ":1";
-  EXPECT_EQ(error_of([&] { load_mc_file(fixture("piqa.jsonl"), McFormat::Arc); }),
+  EXPECT_EQ(error_of([&] { load_mc_file(fixture("piqa.jsonl"), McFormat::arc); }),
             where + ": missing field \"question\"");
 }
 
 TEST(EvalMcFormats, KjvClozeLoads) {
   const auto d = load_mc_file(kjv("kjv-cloze-val.jsonl"));
-  EXPECT_EQ(d.format, McFormat::Generic);
+  EXPECT_EQ(d.format, McFormat::generic);
   ASSERT_EQ(d.items.size(), 1000u);
   for (const auto& item : d.items) ASSERT_EQ(item.choices.size(), 4u);
   // lm-eval feeds tokens(context) + continuation; reading the README as <s> + tokens(context + choice)

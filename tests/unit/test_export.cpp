@@ -39,20 +39,20 @@ std::vector<Grid> grids() {
   std::vector<Grid> out;
   QuantSpec s;  // 4-bit per channel symmetric min-max, dynamic
   out.push_back({"w4_channel_sym", s});
-  s.granularity = Granularity::PerGroup;
+  s.granularity = Granularity::per_group;
   s.group_size = 64;
   s.symmetric = false;
   out.push_back({"w4_group64_asym", s});
   s = QuantSpec{};
   s.bits = 8;
-  s.granularity = Granularity::PerTensor;
+  s.granularity = Granularity::per_tensor;
   out.push_back({"w8_tensor_sym", s});
   s = QuantSpec{};
-  s.range = RangeMethod::Search;
+  s.range = RangeMethod::search;
   s.search_grid = {0.7, 0.85, 1.0};
   out.push_back({"w4_channel_search", s});
   s = QuantSpec{};
-  s.scale_policy = ScalePolicy::Static;
+  s.scale_policy = ScalePolicy::fixed;
   s.learnable_scale = true;
   s.bits = 3;
   s.symmetric = false;
@@ -77,8 +77,8 @@ TEST(IntegerWeights, DequantizedCodesAreTheForwardWeightsBitwise) {
           << grid.name << " " << module;
       EXPECT_GE(w.codes.min().item<int>(), w.qmin) << grid.name;
       EXPECT_LE(w.codes.max().item<int>(), w.qmax) << grid.name;
-      EXPECT_EQ(w.block_length(), grid.spec.granularity == Granularity::PerChannel ? w.in_features()
-                                  : grid.spec.granularity == Granularity::PerGroup ? 64
+      EXPECT_EQ(w.block_length(), grid.spec.granularity == Granularity::per_channel ? w.in_features()
+                                  : grid.spec.granularity == Granularity::per_group ? 64
                                                                                    : w.codes.numel());
       EXPECT_EQ(w.zero.defined(), !grid.spec.symmetric);
       ++checked;
@@ -184,9 +184,9 @@ TEST(ExportFormats, RunConfigSectionTakesAListAndNamesTheOldKey) {
       {"data", {{"sources", {{{"path", qkd::test::repo_path("assets/data/kjv/kjv-train.u16")}}}}}}};
   config["export"] = {{"formats", {"gguf", "hf"}}, {"gguf_type", "q8_0"}};
   const auto parsed = qkd::train::parse_run_config(config);
-  EXPECT_EQ(parsed.export_.formats,
+  EXPECT_EQ(parsed.export_config().formats,
             (std::vector<qkd::exporting::Format>{qkd::exporting::Format::gguf, qkd::exporting::Format::hf}));
-  EXPECT_EQ(parsed.export_.gguf_type, "q8_0");
+  EXPECT_EQ(parsed.export_config().gguf_type, "q8_0");
   for (const auto& [section, needle] :
        std::vector<std::pair<nlohmann::json, std::string>>{{{{"hf", true}}, "export.hf: replaced by export.formats"},
                                                            {{{"formats", {"onnx"}}}, "export.formats"},

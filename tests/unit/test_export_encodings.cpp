@@ -20,7 +20,7 @@ using nlohmann::json;
 
 namespace {
 
-std::string tiny_dir() { return test::shared_dir() + "/models/tiny-llama-gqa-sharded"; }
+std::string tiny_dir() { return test::fixture_path("models/tiny-llama-gqa-sharded"); }
 
 model::LlamaForCausalLM make_student(const quant::QuantSpec& spec) {
   auto model = test::load_student(tiny_dir(), spec);
@@ -91,8 +91,8 @@ void expect_codes_reproduced(model::LlamaForCausalLMImpl& student, const std::st
     EXPECT_EQ(b.bits, iw.bits) << name;
     EXPECT_EQ(b.symmetric, iw.symmetric) << name;
     ASSERT_EQ(b.scale.numel(), iw.scale.numel()) << name;
-    if (iw.granularity == quant::Granularity::PerChannel) EXPECT_EQ(b.scale.numel(), iw.out_features()) << name;
-    ASSERT_EQ(weights.info(name).dtype, io::DType::F32) << name;
+    if (iw.granularity == quant::Granularity::per_channel) EXPECT_EQ(b.scale.numel(), iw.out_features()) << name;
+    ASSERT_EQ(weights.info(name).dtype, io::DType::f32) << name;
     const auto w = weights.tensor(name).reshape({iw.scale.size(0), iw.scale.size(1), -1});
     const auto scale = b.scale.reshape({iw.scale.size(0), iw.scale.size(1), 1});
     const auto offset = b.offset.reshape({iw.scale.size(0), iw.scale.size(1), 1});
@@ -106,7 +106,7 @@ void expect_codes_reproduced(model::LlamaForCausalLMImpl& student, const std::st
 }  // namespace
 
 TEST(ExportEncodings, PerChannelSymmetric4BitReproducesCodes) {
-  const auto spec = test::quant_spec(4, quant::Granularity::PerChannel, true);
+  const auto spec = test::quant_spec(4, quant::Granularity::per_channel, true);
   auto student = make_student(spec);
   const auto dir = test::scratch_dir("enc-ch4") + "/encodings";
   exporting::write_encodings({*student, spec, tiny_dir()}, dir, {});
@@ -127,7 +127,7 @@ TEST(ExportEncodings, PerChannelSymmetric4BitReproducesCodes) {
 }
 
 TEST(ExportEncodings, PerChannelAsymmetric8BitWithActivationEncodings) {
-  auto spec = test::quant_spec(8, quant::Granularity::PerChannel, false);
+  auto spec = test::quant_spec(8, quant::Granularity::per_channel, false);
   spec.act_bits = 8;
   auto student = make_student(spec);
   const auto dir = test::scratch_dir("enc-ch8a") + "/encodings";
@@ -150,7 +150,7 @@ TEST(ExportEncodings, PerChannelAsymmetric8BitWithActivationEncodings) {
 }
 
 TEST(ExportEncodings, PerGroupUsesBlockwiseVersion) {
-  const auto spec = test::quant_spec(4, quant::Granularity::PerGroup, false, 16);
+  const auto spec = test::quant_spec(4, quant::Granularity::per_group, false, 16);
   auto student = make_student(spec);
   const auto dir = test::scratch_dir("enc-g4a") + "/encodings";
   exporting::write_encodings({*student, spec, tiny_dir()}, dir, {});
@@ -165,7 +165,7 @@ TEST(ExportEncodings, PerGroupUsesBlockwiseVersion) {
 }
 
 TEST(ExportEncodings, PerTensorAndQuantizedLmHead) {
-  auto spec = test::quant_spec(6, quant::Granularity::PerTensor, false);
+  auto spec = test::quant_spec(6, quant::Granularity::per_tensor, false);
   spec.lm_head_bits = 8;
   auto student = make_student(spec);
   const auto dir = test::scratch_dir("enc-t6") + "/encodings";
@@ -177,7 +177,7 @@ TEST(ExportEncodings, PerTensorAndQuantizedLmHead) {
 }
 
 TEST(ExportEncodings, WidthsBelowFourBitsAreRejectedBeforeWriting) {
-  const auto spec = test::quant_spec(2, quant::Granularity::PerChannel, true);
+  const auto spec = test::quant_spec(2, quant::Granularity::per_channel, true);
   auto student = make_student(spec);
   const auto dir = test::scratch_dir("enc-bad") + "/encodings";
   try {

@@ -33,7 +33,7 @@ namespace {
 using qkd::test::expect_error;
 
 std::string teacher_dir() { return test::repo_path("assets/models/kjv-teacher-7m"); }
-std::string shared_model(const std::string& name) { return test::shared_dir() + "/models/" + name; }
+std::string shared_model(const std::string& name) { return test::fixture_path("models/" + name); }
 
 // spdlog's default logger captured for the scope.
 struct LogCapture {
@@ -277,15 +277,15 @@ TEST(SentencepieceVocab, ReadsPiecesScoresAndTypes) {
   const auto vocab = tokenizer::read_sentencepiece_vocab(teacher_dir() + "/tokenizer.model");
   ASSERT_EQ(vocab.pieces.size(), 4096u);
   EXPECT_EQ(vocab.pieces[0].piece, "<unk>");
-  EXPECT_EQ(vocab.pieces[0].type, tokenizer::PieceType::Unknown);
+  EXPECT_EQ(vocab.pieces[0].type, tokenizer::PieceType::unknown);
   EXPECT_EQ(vocab.pieces[1].piece, "<s>");
-  EXPECT_EQ(vocab.pieces[1].type, tokenizer::PieceType::Control);
+  EXPECT_EQ(vocab.pieces[1].type, tokenizer::PieceType::control);
   EXPECT_EQ(vocab.pieces[2].piece, "</s>");
-  EXPECT_EQ(vocab.pieces[2].type, tokenizer::PieceType::Control);
+  EXPECT_EQ(vocab.pieces[2].type, tokenizer::PieceType::control);
   int normal = 0, bytes = 0;
   for (const auto& p : vocab.pieces) {
-    normal += p.type == tokenizer::PieceType::Normal;
-    if (p.type == tokenizer::PieceType::Byte) {
+    normal += p.type == tokenizer::PieceType::normal;
+    if (p.type == tokenizer::PieceType::byte) {
       ++bytes;
       EXPECT_EQ(p.piece.rfind("<0x", 0), 0u) << p.piece;
     }
@@ -326,11 +326,11 @@ TEST(Gguf, TeacherW4PerChannelIsTheStudentsOwnQ4_0) {
 }
 
 TEST(Gguf, PerGroup64AndPerTensorStudentsAreExact) {
-  for (auto granularity : {quant::Granularity::PerGroup, quant::Granularity::PerTensor}) {
+  for (auto granularity : {quant::Granularity::per_group, quant::Granularity::per_tensor}) {
     quant::QuantSpec spec;
     spec.granularity = granularity;
     spec.group_size = 64;
-    spec.scale_policy = quant::ScalePolicy::Static;
+    spec.scale_policy = quant::ScalePolicy::fixed;
     auto m = test::load_student(teacher_dir(), spec);
     LogCapture log;
     const auto path = write(*m, spec, teacher_dir(), "q4_0", "gguf-group");
@@ -340,7 +340,7 @@ TEST(Gguf, PerGroup64AndPerTensorStudentsAreExact) {
     check_projections_exact(f, *m);
     // Per group 64: two consecutive blocks share a scale.
     const auto [levels, scales] = f.blocks(f.tensor("blk.0.ffn_down.weight"));
-    if (granularity == quant::Granularity::PerGroup) {
+    if (granularity == quant::Granularity::per_group) {
       const auto s = scales.reshape({scales.size(0), -1, 2});
       EXPECT_TRUE(torch::equal(s.select(2, 0), s.select(2, 1)));
     } else {

@@ -21,7 +21,7 @@ using nlohmann::json;
 
 namespace {
 
-std::string tiny_dir() { return test::shared_dir() + "/models/tiny-llama-gqa-sharded"; }
+std::string tiny_dir() { return test::fixture_path("models/tiny-llama-gqa-sharded"); }
 std::string teacher_dir() { return test::repo_path("assets/models/kjv-teacher-7m"); }
 
 torch::Tensor token_batch(int64_t vocab, int64_t seed) {
@@ -68,28 +68,28 @@ void expect_round_trip(const quant::QuantSpec& spec, const std::string& tag) {
 }  // namespace
 
 TEST(ExportPacked, RoundTripPerChannelSymmetric4Bit) {
-  expect_round_trip(test::quant_spec(4, quant::Granularity::PerChannel, true), "packed-ch4");
+  expect_round_trip(test::quant_spec(4, quant::Granularity::per_channel, true), "packed-ch4");
 }
 
 TEST(ExportPacked, RoundTripPerGroupAsymmetric4Bit) {
-  expect_round_trip(test::quant_spec(4, quant::Granularity::PerGroup, false, 16), "packed-g4a");
+  expect_round_trip(test::quant_spec(4, quant::Granularity::per_group, false, 16), "packed-g4a");
 }
 
 TEST(ExportPacked, RoundTrip8BitAsymmetricPerChannelAndSymmetricPerGroup) {
-  expect_round_trip(test::quant_spec(8, quant::Granularity::PerChannel, false), "packed-ch8a");
-  expect_round_trip(test::quant_spec(8, quant::Granularity::PerGroup, true, 16), "packed-g8");
+  expect_round_trip(test::quant_spec(8, quant::Granularity::per_channel, false), "packed-ch8a");
+  expect_round_trip(test::quant_spec(8, quant::Granularity::per_group, true, 16), "packed-g8");
 }
 
 TEST(ExportPacked, RoundTripPerTensorAnd2BitAndQuantizedLmHead) {
-  expect_round_trip(test::quant_spec(4, quant::Granularity::PerTensor, false), "packed-t4a");
-  auto s = test::quant_spec(2, quant::Granularity::PerChannel, false);
+  expect_round_trip(test::quant_spec(4, quant::Granularity::per_tensor, false), "packed-t4a");
+  auto s = test::quant_spec(2, quant::Granularity::per_channel, false);
   s.lm_head_bits = 8;
   expect_round_trip(s, "packed-ch2a-head8");
 }
 
 // A hand-computed layout: codes of row 0 of q_proj set explicitly, packed words written out.
 TEST(ExportPacked, PackingLayoutMatchesHandComputedWords) {
-  const auto spec = test::quant_spec(4, quant::Granularity::PerChannel, true);
+  const auto spec = test::quant_spec(4, quant::Granularity::per_channel, true);
   auto student = test::load_student(tiny_dir(), spec);
   {
     torch::NoGradGuard no_grad;
@@ -115,7 +115,7 @@ TEST(ExportPacked, PackingLayoutMatchesHandComputedWords) {
 }
 
 TEST(ExportPacked, ZeroPointsPackAlongOutputDimension) {
-  const auto spec = test::quant_spec(4, quant::Granularity::PerGroup, false, 16);
+  const auto spec = test::quant_spec(4, quant::Granularity::per_group, false, 16);
   auto student = test::load_student(tiny_dir(), spec);
   const auto dir = test::scratch_dir("packed-zp") + "/packed";
   exporting::write_packed({*student, spec, tiny_dir()}, dir, fp32_options());
@@ -133,7 +133,7 @@ TEST(ExportPacked, ZeroPointsPackAlongOutputDimension) {
 }
 
 TEST(ExportPacked, TensorsDtypesAndConfigAsTheFormatSpecifies) {
-  auto spec = test::quant_spec(4, quant::Granularity::PerGroup, true, 16);
+  auto spec = test::quant_spec(4, quant::Granularity::per_group, true, 16);
   auto student = test::load_student(tiny_dir(), spec);
   const auto dir = test::scratch_dir("packed-meta") + "/packed";
   exporting::write_packed({*student, spec, tiny_dir()}, dir, exporting::ExportOptions{});  // fp16
@@ -141,17 +141,17 @@ TEST(ExportPacked, TensorsDtypesAndConfigAsTheFormatSpecifies) {
   EXPECT_EQ(file.metadata().at("format"), "pt");
   const std::string m = "model.layers.1.mlp.down_proj";  // [64, 176]
   EXPECT_FALSE(file.contains(m + ".weight"));
-  EXPECT_EQ(file.info(m + ".weight_packed").dtype, io::DType::I32);
+  EXPECT_EQ(file.info(m + ".weight_packed").dtype, io::DType::i32);
   EXPECT_EQ(file.info(m + ".weight_packed").shape, (std::vector<int64_t>{64, 22}));
-  EXPECT_EQ(file.info(m + ".weight_scale").dtype, io::DType::F16);
+  EXPECT_EQ(file.info(m + ".weight_scale").dtype, io::DType::f16);
   EXPECT_EQ(file.info(m + ".weight_scale").shape, (std::vector<int64_t>{64, 11}));
   EXPECT_FALSE(file.contains(m + ".weight_zero_point"));  // symmetric
-  EXPECT_EQ(file.info(m + ".weight_shape").dtype, io::DType::I64);
+  EXPECT_EQ(file.info(m + ".weight_shape").dtype, io::DType::i64);
   EXPECT_EQ(file.tensor(m + ".weight_shape")[0].item<int64_t>(), 64);
   EXPECT_EQ(file.tensor(m + ".weight_shape")[1].item<int64_t>(), 176);
-  EXPECT_EQ(file.info("model.embed_tokens.weight").dtype, io::DType::F16);
-  EXPECT_EQ(file.info("model.norm.weight").dtype, io::DType::F16);
-  EXPECT_EQ(file.info("lm_head.weight").dtype, io::DType::F16);
+  EXPECT_EQ(file.info("model.embed_tokens.weight").dtype, io::DType::f16);
+  EXPECT_EQ(file.info("model.norm.weight").dtype, io::DType::f16);
+  EXPECT_EQ(file.info("lm_head.weight").dtype, io::DType::f16);
 
   const auto config = read_json(dir + "/config.json");
   EXPECT_EQ(config.at("model_type"), "llama");
@@ -183,7 +183,7 @@ TEST(ExportPacked, TensorsDtypesAndConfigAsTheFormatSpecifies) {
 }
 
 TEST(ExportPacked, StaticInputActivationsAreWrittenAsInputScale) {
-  auto spec = test::quant_spec(4, quant::Granularity::PerChannel, false);
+  auto spec = test::quant_spec(4, quant::Granularity::per_channel, false);
   spec.act_bits = 8;
   auto student = test::load_student(tiny_dir(), spec);
   quant::begin_activation_calibration(*student);
@@ -198,8 +198,8 @@ TEST(ExportPacked, StaticInputActivationsAreWrittenAsInputScale) {
   for (const auto& name : exporting::integer_weight_names(*student)) {
     const auto module = name.substr(0, name.size() - 7);
     ASSERT_TRUE(file.contains(module + ".input_scale")) << module;
-    EXPECT_EQ(file.info(module + ".input_zero_point").dtype, io::DType::I8) << module;
-    EXPECT_EQ(file.info(module + ".weight_zero_point").dtype, io::DType::I32) << module;
+    EXPECT_EQ(file.info(module + ".input_zero_point").dtype, io::DType::i8) << module;
+    EXPECT_EQ(file.info(module + ".weight_zero_point").dtype, io::DType::i32) << module;
   }
   const auto act = read_json(dir + "/config.json")
                        .at("quantization_config")
@@ -230,7 +230,7 @@ TEST(ExportPacked, ShapesAndWidthsTheFormatCannotHoldFailBeforeWriting) {
   c.num_key_value_heads = 2;
   c.head_dim = 8;
   model::LlamaForCausalLM m(c);
-  const auto spec = test::quant_spec(4, quant::Granularity::PerChannel, true);
+  const auto spec = test::quant_spec(4, quant::Granularity::per_channel, true);
   quant::attach_quantizers(*m, spec);
   const auto dir = test::scratch_dir("packed-bad") + "/packed";
   try {
@@ -242,9 +242,9 @@ TEST(ExportPacked, ShapesAndWidthsTheFormatCannotHoldFailBeforeWriting) {
   }
   EXPECT_FALSE(fs::exists(dir));
 
-  auto student = test::load_student(tiny_dir(), test::quant_spec(3, quant::Granularity::PerChannel, true));
+  auto student = test::load_student(tiny_dir(), test::quant_spec(3, quant::Granularity::per_channel, true));
   try {
-    exporting::check_packed({*student, test::quant_spec(3, quant::Granularity::PerChannel, true), tiny_dir()});
+    exporting::check_packed({*student, test::quant_spec(3, quant::Granularity::per_channel, true), tiny_dir()});
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_EQ(std::string(e.what()).rfind("quant.bits:", 0), 0u) << e.what();
@@ -252,13 +252,13 @@ TEST(ExportPacked, ShapesAndWidthsTheFormatCannotHoldFailBeforeWriting) {
 }
 
 TEST(ExportPacked, CliEvalOnPackedDirMatchesStudent) {
-  const auto spec = test::quant_spec(4, quant::Granularity::PerGroup, false, 32);
+  const auto spec = test::quant_spec(4, quant::Granularity::per_group, false, 32);
   auto student = test::load_student(teacher_dir(), spec);
   const auto scratch = test::scratch_dir("packed-cli");
   const auto student_dir = scratch + "/student", packed_dir = scratch + "/packed";
   checkpoint::save_student_checkpoint(*student, spec, student_dir, torch::kFloat32, teacher_dir());
   exporting::write_packed({*student, spec, teacher_dir()}, packed_dir, fp32_options());
-  const auto val = test::shared_dir() + "/data/kjv/kjv-val.u16";
+  const auto val = test::repo_path("assets/data/kjv/kjv-val.u16");
   const std::string common = " --ppl " + val + " --max-windows 3 --seq-len 64 --batch-size 3";
   const auto a = test::run_cli(
       "eval --model " + teacher_dir() + " --student " + student_dir + common + " --json " + scratch + "/a.json", "",
@@ -284,7 +284,7 @@ TEST(ExportPacked, CliEvalOnPackedDirMatchesStudent) {
   EXPECT_NEAR(ppl_of("c.json"), ppl_a, 1e-6 * ppl_a);
 
   // `logits` reads the packed directory too: fp32 logits of the student.
-  const auto reference = test::shared_dir() + "/models/kjv-teacher-7m/reference_logits.safetensors";
+  const auto reference = test::fixture_path("models/kjv-teacher-7m/reference_logits.safetensors");
   const auto d = test::run_cli(
       "logits --model " + packed_dir + " --input " + reference + " --output " + scratch + "/logits.safetensors", "",
       300);

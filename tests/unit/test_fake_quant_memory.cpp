@@ -46,10 +46,10 @@ struct Setting {
 };
 
 std::string describe(const Setting& s) {
-  return std::string(s.policy == ScalePolicy::Static ? "static" : "dynamic") + "/" +
-         (s.range == RangeMethod::Search ? "search" : "minmax") + "/" +
-         (s.granularity == Granularity::PerChannel ? "channel"
-          : s.granularity == Granularity::PerGroup ? "group"
+  return std::string(s.policy == ScalePolicy::fixed ? "static" : "dynamic") + "/" +
+         (s.range == RangeMethod::search ? "search" : "minmax") + "/" +
+         (s.granularity == Granularity::per_channel ? "channel"
+          : s.granularity == Granularity::per_group ? "group"
                                                    : "tensor") +
          "/" + (s.symmetric ? "sym" : "asym") + "/" + c10::toString(s.dtype);
 }
@@ -92,14 +92,14 @@ torch::Tensor reference_fake_quantize(WeightQuantizer& q, const torch::Tensor& w
     return reference_fake_quantize(q, w.to(torch::kFloat)).to(torch::kHalf);
   std::vector<int64_t> shape;
   switch (spec.granularity) {
-    case Granularity::PerChannel: shape = {w.size(0), 1, w.size(1)}; break;
-    case Granularity::PerGroup: shape = {w.size(0), w.size(1) / spec.group_size, spec.group_size}; break;
-    case Granularity::PerTensor: shape = {1, 1, w.numel()}; break;
+    case Granularity::per_channel: shape = {w.size(0), 1, w.size(1)}; break;
+    case Granularity::per_group: shape = {w.size(0), w.size(1) / spec.group_size, spec.group_size}; break;
+    case Granularity::per_tensor: shape = {1, 1, w.numel()}; break;
   }
   const auto blocks = w.reshape(shape);
   const auto p = q.params_for(w);
-  if (spec.scale_policy == ScalePolicy::Dynamic) {
-    return fake_quant_ste(blocks, p.scale, p.zero, q.levels(), spec.range == RangeMethod::Search).reshape(w.sizes());
+  if (spec.scale_policy == ScalePolicy::dynamic) {
+    return fake_quant_ste(blocks, p.scale, p.zero, q.levels(), spec.range == RangeMethod::search).reshape(w.sizes());
   }
   const auto scale = spec.learnable_scale ? p.scale.clamp_min(min_scale(torch::kFloat)) : p.scale;
   const double factor = spec.learnable_scale && spec.lsq_grad_scale
@@ -233,9 +233,9 @@ class CountingScope {
 TEST(RecomputedFakeQuant, GradientsBitwiseEqualToAutogradPath) {
   for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
     for (auto [policy, range] :
-         {std::pair{ScalePolicy::Dynamic, RangeMethod::MinMax}, std::pair{ScalePolicy::Dynamic, RangeMethod::Search},
-          std::pair{ScalePolicy::Static, RangeMethod::MinMax}, std::pair{ScalePolicy::Static, RangeMethod::Search}}) {
-      for (auto g : {Granularity::PerChannel, Granularity::PerGroup, Granularity::PerTensor}) {
+         {std::pair{ScalePolicy::dynamic, RangeMethod::minmax}, std::pair{ScalePolicy::dynamic, RangeMethod::search},
+          std::pair{ScalePolicy::fixed, RangeMethod::minmax}, std::pair{ScalePolicy::fixed, RangeMethod::search}}) {
+      for (auto g : {Granularity::per_channel, Granularity::per_group, Granularity::per_tensor}) {
         for (bool sym : {true, false}) {
           const Setting s{policy, range, g, sym, dtype};
           for (bool three_d : {true, false}) {
@@ -247,7 +247,7 @@ TEST(RecomputedFakeQuant, GradientsBitwiseEqualToAutogradPath) {
             const auto where = describe(s) + (three_d ? "/3d" : "/2d+bias");
             EXPECT_NE(name.find("QuantizedLinearFunction"), std::string::npos) << where << ": " << name;
             expect_same(got, want, where);
-            if (s.range == RangeMethod::Search || s.policy == ScalePolicy::Static) {
+            if (s.range == RangeMethod::search || s.policy == ScalePolicy::fixed) {
               EXPECT_GT((want.w == 0).sum().item<int64_t>(), 0) << where << ": nothing clipped, mask untested";
             }
           }
@@ -262,7 +262,7 @@ TEST(RecomputedFakeQuant, GradientsBitwiseEqualToAutogradPath) {
 TEST(RecomputedFakeQuant, LearnableScalesFrozenRecomputeLearningKeepAutograd) {
   for (bool learning : {false, true}) {
     torch::manual_seed(5);
-    Setting s{ScalePolicy::Static, RangeMethod::MinMax, Granularity::PerGroup, false, torch::kFloat};
+    Setting s{ScalePolicy::fixed, RangeMethod::minmax, Granularity::per_group, false, torch::kFloat};
     auto spec = spec_for(s);
     spec.learnable_scale = true;
     auto linear = quantized_linear_module(spec, 64, 24, true, torch::kFloat);
@@ -275,7 +275,7 @@ TEST(RecomputedFakeQuant, LearnableScalesFrozenRecomputeLearningKeepAutograd) {
   }
   // The learning scale's own gradient, through the module and through the reference.
   torch::manual_seed(6);
-  auto spec = spec_for({ScalePolicy::Static, RangeMethod::MinMax, Granularity::PerChannel, true, torch::kFloat});
+  auto spec = spec_for({ScalePolicy::fixed, RangeMethod::minmax, Granularity::per_channel, true, torch::kFloat});
   spec.learnable_scale = true;
   auto linear = quantized_linear_module(spec, 32, 8, false, torch::kFloat);
   auto& q = weight_quantizer(linear);
@@ -292,8 +292,8 @@ TEST(RecomputedFakeQuant, LearnableScalesFrozenRecomputeLearningKeepAutograd) {
 // weight is still recomputed.
 TEST(RecomputedFakeQuant, WithInputQuantizer) {
   torch::manual_seed(8);
-  for (auto policy : {ScalePolicy::Dynamic, ScalePolicy::Static}) {
-    auto spec = spec_for({policy, RangeMethod::Search, Granularity::PerChannel, true, torch::kFloat});
+  for (auto policy : {ScalePolicy::dynamic, ScalePolicy::fixed}) {
+    auto spec = spec_for({policy, RangeMethod::search, Granularity::per_channel, true, torch::kFloat});
     spec.act_bits = 8;
     auto linear = quantized_linear_module(spec, 64, 16, false, torch::kFloat);
     auto act = std::make_shared<ActivationQuantizer>(spec, "m.input_quantizer");
@@ -314,7 +314,7 @@ TEST(RecomputedFakeQuant, WithInputQuantizer) {
 TEST(RecomputedFakeQuant, OtherInputsKeepPlainComposition) {
   torch::manual_seed(9);
   auto linear = quantized_linear_module(
-      spec_for({ScalePolicy::Dynamic, RangeMethod::Search, Granularity::PerGroup, true, torch::kFloat}), 64, 16, true,
+      spec_for({ScalePolicy::dynamic, RangeMethod::search, Granularity::per_group, true, torch::kFloat}), 64, 16, true,
       torch::kFloat);
   for (const auto& x : {torch::randn({64, 5}).t(), torch::randn({2, 3, 4, 64})}) {
     std::string name;
@@ -334,9 +334,9 @@ TEST(RecomputedFakeQuant, OtherInputsKeepPlainComposition) {
 // were alive before; the output and the per-block scale are small).
 TEST(RecomputedFakeQuant, NoWeightSizedTensorKeptForBackward) {
   for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
-    for (auto policy : {ScalePolicy::Dynamic, ScalePolicy::Static}) {
+    for (auto policy : {ScalePolicy::dynamic, ScalePolicy::fixed}) {
       torch::manual_seed(10);
-      auto linear = quantized_linear_module(spec_for({policy, RangeMethod::Search, Granularity::PerGroup, true, dtype}),
+      auto linear = quantized_linear_module(spec_for({policy, RangeMethod::search, Granularity::per_group, true, dtype}),
                                             1024, 512, false, dtype);
       auto& q = weight_quantizer(linear);
       const auto weight_bytes = linear->weight.numel() * static_cast<int64_t>(linear->weight.element_size());
@@ -350,7 +350,7 @@ TEST(RecomputedFakeQuant, NoWeightSizedTensorKeptForBackward) {
       before = counting.live();
       auto y = linear->forward(x);
       const int64_t kept = counting.live() - before;
-      const auto where = c10::toString(dtype) + std::string(policy == ScalePolicy::Static ? " static" : " dynamic");
+      const auto where = c10::toString(dtype) + std::string(policy == ScalePolicy::fixed ? " static" : " dynamic");
       RecordProperty(where + " weight_bytes", std::to_string(weight_bytes));
       RecordProperty(where + " kept_plain", std::to_string(kept_plain));
       RecordProperty(where + " kept_recomputing", std::to_string(kept));
@@ -365,10 +365,10 @@ TEST(RecomputedFakeQuant, NoWeightSizedTensorKeptForBackward) {
 // A frozen module quantizes its weight once: the second forward reuses the same tensor and allocates
 // nothing weight-sized; the cache holds no autograd history.
 TEST(FrozenFakeQuant, QuantizedOnceAndReused) {
-  for (auto policy : {ScalePolicy::Dynamic, ScalePolicy::Static}) {
+  for (auto policy : {ScalePolicy::dynamic, ScalePolicy::fixed}) {
     torch::manual_seed(12);
     auto linear =
-        quantized_linear_module(spec_for({policy, RangeMethod::Search, Granularity::PerGroup, false, torch::kFloat}),
+        quantized_linear_module(spec_for({policy, RangeMethod::search, Granularity::per_group, false, torch::kFloat}),
                                 1024, 512, true, torch::kFloat);
     auto& q = weight_quantizer(linear);
     for (auto& p : linear->parameters()) p.requires_grad_(false);  // what freeze_module does
@@ -399,7 +399,7 @@ TEST(FrozenFakeQuant, QuantizedOnceAndReused) {
 TEST(FrozenFakeQuant, FreshValueAfterTheWeightOrTheScaleChanges) {
   torch::manual_seed(13);
   auto linear = quantized_linear_module(
-      spec_for({ScalePolicy::Static, RangeMethod::MinMax, Granularity::PerChannel, false, torch::kFloat}), 64, 16,
+      spec_for({ScalePolicy::fixed, RangeMethod::minmax, Granularity::per_channel, false, torch::kFloat}), 64, 16,
       false, torch::kFloat);
   auto& q = weight_quantizer(linear);
   for (auto& p : linear->parameters()) p.requires_grad_(false);
@@ -435,7 +435,7 @@ TEST(FrozenFakeQuant, FreshValueAfterTheWeightOrTheScaleChanges) {
 TEST(FrozenFakeQuant, ReleaseAndInferenceMode) {
   torch::manual_seed(14);
   auto linear = quantized_linear_module(
-      spec_for({ScalePolicy::Dynamic, RangeMethod::MinMax, Granularity::PerChannel, true, torch::kFloat}), 64, 16,
+      spec_for({ScalePolicy::dynamic, RangeMethod::minmax, Granularity::per_channel, true, torch::kFloat}), 64, 16,
       false, torch::kFloat);
   linear->weight.requires_grad_(false);
   {
@@ -458,7 +458,7 @@ TEST(FrozenFakeQuant, ReleaseAndInferenceMode) {
 TEST(StaticSearch, ScaleFixedAfterInitialize) {
   torch::manual_seed(15);
   for (bool sym : {true, false}) {
-    auto spec = spec_for({ScalePolicy::Static, RangeMethod::Search, Granularity::PerGroup, sym, torch::kFloat});
+    auto spec = spec_for({ScalePolicy::fixed, RangeMethod::search, Granularity::per_group, sym, torch::kFloat});
     auto linear = quantized_linear_module(spec, 64, 16, false, torch::kFloat);
     auto& q = weight_quantizer(linear);
     const auto stored = q.params_for(linear->weight);
@@ -531,10 +531,10 @@ qkd::model::LlamaForCausalLM tiny_student(const QuantSpec& spec, torch::Dtype dt
 // between: logits and every model gradient are bitwise those of the plain autograd composition.
 TEST(WholeStudent, LogitsAndGradientsBitwiseEqualToPlainComposition) {
   std::vector<QuantSpec> specs;
-  specs.push_back(spec_for({ScalePolicy::Dynamic, RangeMethod::MinMax, Granularity::PerChannel, true, torch::kFloat}));
+  specs.push_back(spec_for({ScalePolicy::dynamic, RangeMethod::minmax, Granularity::per_channel, true, torch::kFloat}));
   specs.back().bits = 4;
-  specs.push_back(spec_for({ScalePolicy::Dynamic, RangeMethod::Search, Granularity::PerGroup, false, torch::kFloat}));
-  specs.push_back(spec_for({ScalePolicy::Static, RangeMethod::Search, Granularity::PerGroup, true, torch::kFloat}));
+  specs.push_back(spec_for({ScalePolicy::dynamic, RangeMethod::search, Granularity::per_group, false, torch::kFloat}));
+  specs.push_back(spec_for({ScalePolicy::fixed, RangeMethod::search, Granularity::per_group, true, torch::kFloat}));
   for (size_t k = 0; k < specs.size(); ++k) {
     for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
       auto fresh = tiny_student(specs[k], dtype, false);

@@ -65,7 +65,7 @@ std::string describe(const QuantSpec& s) { return qkd::quant::quant_spec_to_json
 // Scale and zero of original column `column` in the solver's result, [out, 1] fp32.
 std::pair<torch::Tensor, torch::Tensor> column_params(const qkd::ptq::GptqLayerResult& r, const QuantSpec& spec,
                                                       int64_t column) {
-  const int64_t block = spec.granularity == Granularity::PerGroup ? column / spec.group_size : 0;
+  const int64_t block = spec.granularity == Granularity::per_group ? column / spec.group_size : 0;
   return {r.scale.select(1, block), r.zero.defined() ? r.zero.select(1, block) : torch::Tensor()};
 }
 
@@ -111,7 +111,7 @@ void expect_columns_round_least_squares_values(const Layer& l, const QuantSpec& 
     const auto best = least_squares_rest(l, r.q, done, rest);
     const int64_t column = order[j];
     const auto [scale, zero] = column_params(r, spec, column);
-    if (spec.granularity == Granularity::PerGroup && !o.act_order && column % spec.group_size == 0) {
+    if (spec.granularity == Granularity::per_group && !o.act_order && column % spec.group_size == 0) {
       const auto group = best.slice(1, 0, spec.group_size).to(torch::kFloat).unsqueeze(1);
       const auto expected = qkd::quant::minmax_params(group, spec.bits, spec.symmetric);
       EXPECT_TRUE(torch::allclose(scale, expected.scale.squeeze(1), 1e-5, 0)) << describe(spec) << " group of " << j;
@@ -136,8 +136,8 @@ GptqOptions options(int64_t block, bool act_order, double damp = 0.0) {
 
 TEST(Gptq, EveryColumnRoundsItsLeastSquaresValuePerChannel) {
   const auto l = random_layer(1);
-  for (const auto& spec : {grid(3, Granularity::PerChannel, true), grid(2, Granularity::PerChannel, false),
-                           grid(4, Granularity::PerTensor, true)})
+  for (const auto& spec : {grid(3, Granularity::per_channel, true), grid(2, Granularity::per_channel, false),
+                           grid(4, Granularity::per_tensor, true)})
     for (int64_t block : {128, 8, 5})
       for (bool act_order : {false, true})
         expect_columns_round_least_squares_values(l, spec, options(block, act_order));
@@ -151,14 +151,14 @@ TEST(Gptq, EveryColumnRoundsItsLeastSquaresValuePerGroup) {
     for (bool symmetric : {true, false})
       for (int64_t block : {128, 8, 5, 4})
         for (bool act_order : {false, true})
-          expect_columns_round_least_squares_values(l, grid(3, Granularity::PerGroup, symmetric, group),
+          expect_columns_round_least_squares_values(l, grid(3, Granularity::per_group, symmetric, group),
                                                     options(block, act_order));
 }
 
 // Under act order, groups are the reference's static groups: their scales are round to nearest's.
 TEST(Gptq, ActOrderGroupsKeepTheScalesOfTheOriginalWeights) {
   const auto l = random_layer(3);
-  const auto spec = grid(2, Granularity::PerGroup, false, 4);
+  const auto spec = grid(2, Granularity::per_group, false, 4);
   const auto r = gptq_quantize_weight(l.w, l.h, spec, options(128, true, 0.01));
   const auto expected = qkd::quant::minmax_params(l.w.reshape({8, 4, 4}), spec.bits, spec.symmetric);
   EXPECT_TRUE(torch::equal(r.scale, expected.scale));
@@ -169,8 +169,8 @@ TEST(Gptq, ActOrderGroupsKeepTheScalesOfTheOriginalWeights) {
 // output error given column 1, found here by enumerating every level, and the nearest to the
 // continuous optimum from the normal equations.
 TEST(Gptq, TwoColumnsMatchBruteForceOverTheGrid) {
-  for (const auto& spec : {grid(3, Granularity::PerChannel, true), grid(2, Granularity::PerChannel, false),
-                           grid(4, Granularity::PerChannel, false)}) {
+  for (const auto& spec : {grid(3, Granularity::per_channel, true), grid(2, Granularity::per_channel, false),
+                           grid(4, Granularity::per_channel, false)}) {
     for (uint64_t seed : {11, 12, 13}) {
       const auto l = random_layer(seed, 8, 2, 64);
       const auto r = gptq_quantize_weight(l.w, l.h, spec, options(128, false));
@@ -203,11 +203,11 @@ TEST(Gptq, TwoColumnsMatchBruteForceOverTheGrid) {
 // Never worse than round to nearest on the objective, on every grid, with and without act order; and
 // at 8 bits (rounding nearly the identity) both are tiny.
 TEST(Gptq, OutputErrorIsAtMostRoundToNearestsOnEveryGrid) {
-  std::vector<QuantSpec> grids = {grid(4, Granularity::PerChannel, true),   grid(3, Granularity::PerChannel, false),
-                                  grid(2, Granularity::PerGroup, false, 4), grid(3, Granularity::PerGroup, true, 8),
-                                  grid(3, Granularity::PerTensor, true),    grid(8, Granularity::PerChannel, true)};
-  auto searched = grid(3, Granularity::PerGroup, false, 8);
-  searched.range = qkd::quant::RangeMethod::Search;
+  std::vector<QuantSpec> grids = {grid(4, Granularity::per_channel, true),   grid(3, Granularity::per_channel, false),
+                                  grid(2, Granularity::per_group, false, 4), grid(3, Granularity::per_group, true, 8),
+                                  grid(3, Granularity::per_tensor, true),    grid(8, Granularity::per_channel, true)};
+  auto searched = grid(3, Granularity::per_group, false, 8);
+  searched.range = qkd::quant::RangeMethod::search;
   grids.push_back(searched);
   for (uint64_t seed : {21, 22, 23, 24}) {
     const auto l = random_layer(seed);
@@ -226,7 +226,7 @@ TEST(Gptq, OutputErrorIsAtMostRoundToNearestsOnEveryGrid) {
 // map back to Q exactly, through the quantizer's own arithmetic.
 TEST(Gptq, ResultIsOnTheGridOfItsScales) {
   const auto l = random_layer(31);
-  for (const auto& spec : {grid(3, Granularity::PerGroup, false, 4), grid(4, Granularity::PerChannel, true)}) {
+  for (const auto& spec : {grid(3, Granularity::per_group, false, 4), grid(4, Granularity::per_channel, true)}) {
     const auto r = gptq_quantize_weight(l.w, l.h, spec, options(128, true, 0.01));
     const auto blocks =
         r.q.reshape(r.scale.size(1) == 1 ? std::vector<int64_t>{8, 1, 16} : std::vector<int64_t>{8, 4, 4});
@@ -245,7 +245,7 @@ TEST(Gptq, ResultIsOnTheGridOfItsScales) {
 // Q (they keep their place inside the rounding bins).
 TEST(Gptq, CompensatedLatentRoundsToQAndPassesGradient) {
   const auto l = random_layer(33);
-  for (const auto& spec : {grid(2, Granularity::PerGroup, false, 4), grid(3, Granularity::PerChannel, true)}) {
+  for (const auto& spec : {grid(2, Granularity::per_group, false, 4), grid(3, Granularity::per_channel, true)}) {
     const auto r = gptq_quantize_weight(l.w, l.h, spec, options(128, false, 0.01));
     const auto latent = qkd::ptq::gptq_compensated_latent(r, spec);
     const auto shape = r.scale.size(1) == 1 ? std::vector<int64_t>{8, 1, 16} : std::vector<int64_t>{8, 4, 4};
@@ -268,7 +268,7 @@ TEST(Gptq, DeadInputsGetZeroWeights) {
   x.select(1, 3).zero_();
   const auto h = x.t().mm(x) * (2.0 / 64);
   for (bool act_order : {false, true}) {
-    const auto r = gptq_quantize_weight(w, h, grid(3, Granularity::PerGroup, false, 4), options(128, act_order, 0.01));
+    const auto r = gptq_quantize_weight(w, h, grid(3, Granularity::per_group, false, 4), options(128, act_order, 0.01));
     EXPECT_TRUE(torch::isfinite(r.q).all().item<bool>());
     EXPECT_TRUE(torch::equal(r.q.select(1, 3), torch::zeros({8})));
   }
@@ -276,11 +276,11 @@ TEST(Gptq, DeadInputsGetZeroWeights) {
 
 TEST(Gptq, BadInputsFailWithOneLine) {
   const auto l = random_layer(51);
-  expect_error([&] { gptq_quantize_weight(l.w, l.h.slice(0, 0, 8), grid(4, Granularity::PerChannel, true)); },
+  expect_error([&] { gptq_quantize_weight(l.w, l.h.slice(0, 0, 8), grid(4, Granularity::per_channel, true)); },
                "gptq: expected a Hessian [16, 16]");
-  expect_error([&] { gptq_quantize_weight(l.w, -l.h, grid(4, Granularity::PerChannel, true), options(128, false)); },
+  expect_error([&] { gptq_quantize_weight(l.w, -l.h, grid(4, Granularity::per_channel, true), options(128, false)); },
                {"gptq: the input Hessian is not positive definite", "--damp"});
-  expect_error([&] { gptq_quantize_weight(l.w, l.h, grid(4, Granularity::PerGroup, true, 5)); },
+  expect_error([&] { gptq_quantize_weight(l.w, l.h, grid(4, Granularity::per_group, true, 5)); },
                "quant.group_size: 5 does not divide in_features 16");
 }
 
@@ -303,8 +303,8 @@ double equal_fraction(const torch::Tensor& a, const torch::Tensor& b) {
 TEST(Gptq, LayersAreQuantizedSequentially) {
   auto teacher = tiny_model();
   auto student = tiny_model();
-  auto spec = grid(2, Granularity::PerChannel, false);
-  spec.scale_policy = qkd::quant::ScalePolicy::Static;
+  auto spec = grid(2, Granularity::per_channel, false);
+  spec.scale_policy = qkd::quant::ScalePolicy::fixed;
   qkd::quant::attach_quantizers(*student, spec);
   torch::manual_seed(3);
   const auto windows = torch::randint(0, 100, {12, 16}, torch::kLong);
@@ -325,8 +325,8 @@ TEST(Gptq, LayersAreQuantizedSequentially) {
 
 // latent compensated changes the student's latent weights, not its forward.
 TEST(Gptq, CompensatedLatentStudentComputesTheGptqModel) {
-  auto spec = grid(3, Granularity::PerGroup, false, 16);
-  spec.scale_policy = qkd::quant::ScalePolicy::Static;
+  auto spec = grid(3, Granularity::per_group, false, 16);
+  spec.scale_policy = qkd::quant::ScalePolicy::fixed;
   torch::manual_seed(3);
   const auto windows = torch::randint(0, 100, {12, 16}, torch::kLong);
   auto quantized = tiny_model();
@@ -349,7 +349,7 @@ TEST(Gptq, CompensatedLatentStudentComputesTheGptqModel) {
 
 TEST(Gptq, StudentWithDynamicScalesIsRefused) {
   auto student = tiny_model();
-  qkd::quant::attach_quantizers(*student, grid(4, Granularity::PerChannel, true));
+  qkd::quant::attach_quantizers(*student, grid(4, Granularity::per_channel, true));
   expect_error(
       [&] {
         qkd::ptq::gptq_quantize_student(*student, torch::zeros({1, 4}, torch::kLong));
@@ -361,8 +361,8 @@ TEST(Gptq, StudentWithDynamicScalesIsRefused) {
 // fake-quantizing the stored weights is the identity, bitwise, and their integer codes map back to
 // them. Min-max on the stored weights would not give those scales everywhere (why the spec is static).
 TEST(Gptq, CheckpointQuantizerReproducesTheGptqWeightsBitwise) {
-  for (const auto& [spec, act_order] : {std::pair{grid(3, Granularity::PerGroup, false, 64), false},
-                                        std::pair{grid(2, Granularity::PerChannel, true), true}}) {
+  for (const auto& [spec, act_order] : {std::pair{grid(3, Granularity::per_group, false, 64), false},
+                                        std::pair{grid(2, Granularity::per_channel, true), true}}) {
     qkd::ptq::PtqOptions o;
     o.model_dir = qkd::test::repo_path("assets/models/kjv-teacher-7m");
     o.out_dir = qkd::test::scratch_dir("gptq-checkpoint") + "/student";
@@ -377,7 +377,7 @@ TEST(Gptq, CheckpointQuantizerReproducesTheGptqWeightsBitwise) {
     EXPECT_EQ(report.quantized_modules, 6 * 7 + 1);
     auto loaded = qkd::checkpoint::load_model_or_student(o.out_dir);
     ASSERT_TRUE(loaded.quant.has_value());
-    EXPECT_EQ(loaded.quant->scale_policy, qkd::quant::ScalePolicy::Static);
+    EXPECT_EQ(loaded.quant->scale_policy, qkd::quant::ScalePolicy::fixed);
     torch::NoGradGuard no_grad;
     int64_t scales_minmax_would_change = 0;
     for (auto& [name, linear] : loaded.model->named_linears()) {

@@ -15,9 +15,9 @@ torch::Tensor naive_loss(const torch::Tensor& t, const torch::Tensor& s, const t
   const auto log_p = torch::log_softmax(t / temp, -1), log_q = torch::log_softmax(s / temp, -1);
   const auto p = log_p.exp(), q = log_q.exp();
   torch::Tensor div;
-  if (d == Divergence::ForwardKL) div = (p * (log_p - log_q)).sum(-1).mean();
-  if (d == Divergence::ReverseKL) div = (q * (log_q - log_p)).sum(-1).mean();
-  if (d == Divergence::JensenShannon) {
+  if (d == Divergence::forward_kl) div = (p * (log_p - log_q)).sum(-1).mean();
+  if (d == Divergence::reverse_kl) div = (q * (log_q - log_p)).sum(-1).mean();
+  if (d == Divergence::jensen_shannon) {
     const auto log_m = torch::log((p + q) / 2);
     div = 0.5 * ((p * (log_p - log_m)).sum(-1) + (q * (log_q - log_m)).sum(-1)).mean();
   }
@@ -77,17 +77,17 @@ TEST_P(KdLossCase, FromHiddenStatesMatchesAutogradThroughTheHeads) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Divergences, KdLossCase,
-                         ::testing::Values(Case{Divergence::ForwardKL, 1.0, 1.0, 0.0, 4},
-                                           Case{Divergence::ForwardKL, 2.0, 1.0, 0.5, 7},
-                                           Case{Divergence::ReverseKL, 1.0, 1.0, 0.0, 15},
-                                           Case{Divergence::ReverseKL, 1.5, 0.5, 1.0, 1},
-                                           Case{Divergence::JensenShannon, 1.0, 1.0, 0.0, 2},
-                                           Case{Divergence::JensenShannon, 3.0, 1.0, 1.0, 100}));
+                         ::testing::Values(Case{Divergence::forward_kl, 1.0, 1.0, 0.0, 4},
+                                           Case{Divergence::forward_kl, 2.0, 1.0, 0.5, 7},
+                                           Case{Divergence::reverse_kl, 1.0, 1.0, 0.0, 15},
+                                           Case{Divergence::reverse_kl, 1.5, 0.5, 1.0, 1},
+                                           Case{Divergence::jensen_shannon, 1.0, 1.0, 0.0, 2},
+                                           Case{Divergence::jensen_shannon, 3.0, 1.0, 1.0, 100}));
 
 TEST(KdLoss, IdenticalDistributionsGiveZeroDivergence) {
   const auto logits = torch::randn({2, 4, 9});
   const auto ids = torch::zeros({2, 4}, torch::kInt64);
-  for (auto d : {Divergence::ForwardKL, Divergence::ReverseKL, Divergence::JensenShannon}) {
+  for (auto d : {Divergence::forward_kl, Divergence::reverse_kl, Divergence::jensen_shannon}) {
     const auto r = qkd::loss::kd_loss(logits, logits.clone().requires_grad_(true), ids, {d});
     EXPECT_NEAR(r.divergence, 0.0, 1e-6);
   }
@@ -97,7 +97,7 @@ TEST(KdLoss, ReportsCrossEntropySeparately) {
   const auto ids = torch::tensor({{1, 2, 3}}, torch::kInt64);
   const auto logits = torch::zeros({1, 3, 4});
   const auto r =
-      qkd::loss::kd_loss(logits, logits.clone().requires_grad_(true), ids, {Divergence::ForwardKL, 1.0, 1.0, 1.0, 2});
+      qkd::loss::kd_loss(logits, logits.clone().requires_grad_(true), ids, {Divergence::forward_kl, 1.0, 1.0, 1.0, 2});
   EXPECT_NEAR(r.cross_entropy, std::log(4.0), 1e-6);  // uniform over 4 tokens
   EXPECT_NEAR(r.loss.item<double>(), std::log(4.0), 1e-6);
 }
@@ -107,7 +107,7 @@ TEST(KdLoss, FromHiddenStatesLeavesAFixedHeadWithoutGradient) {
   const auto t_hidden = torch::randn({2, 4, 5}), head = torch::randn({9, 5});
   const auto ids = torch::randint(0, 9, {2, 4}, torch::kInt64);
   auto hidden = torch::randn({2, 4, 5}).requires_grad_(true);
-  const auto r = qkd::loss::kd_loss_from_hidden(t_hidden, head, hidden, head, ids, {Divergence::ForwardKL});
+  const auto r = qkd::loss::kd_loss_from_hidden(t_hidden, head, hidden, head, ids, {Divergence::forward_kl});
   r.loss.backward();
   EXPECT_TRUE(hidden.grad().defined());
   EXPECT_FALSE(head.grad().defined());
@@ -116,7 +116,7 @@ TEST(KdLoss, FromHiddenStatesLeavesAFixedHeadWithoutGradient) {
 
 TEST(KdLoss, UnknownDivergenceNamesTheField) {
   try {
-    qkd::loss::parse_divergence("kl", "kd.divergence");
+    qkd::loss::divergences().parse("kl", "kd.divergence");
     FAIL();
   } catch (const qkd::Error& e) {
     EXPECT_NE(std::string(e.what()).find("kd.divergence"), std::string::npos);
@@ -134,7 +134,7 @@ TEST(KdLoss, NegativeLabelsAreLeftOutOfTheCrossEntropyMean) {
   auto labels = torch::randint(0, vocab, {2, 6}, torch::kInt64);
   labels.narrow(1, 0, 3).fill_(-1);  // prompts
   labels[1][4] = -1;
-  const qkd::loss::KdLossOptions options{Divergence::ForwardKL, 1.0, 0.5, 1.0, 5};
+  const qkd::loss::KdLossOptions options{Divergence::forward_kl, 1.0, 0.5, 1.0, 5};
   const auto expected_for = [&](const torch::Tensor& student) {
     const auto log_p = torch::log_softmax(teacher, -1), log_q = torch::log_softmax(student, -1);
     const auto kl = (log_p.exp() * (log_p - log_q)).sum(-1).mean();
@@ -168,7 +168,7 @@ TEST(KdLoss, NegativeLabelsAreLeftOutOfTheCrossEntropyMean) {
 TEST(KdLoss, RowShardsOverTheWholeDenominatorsAddUpToTheBatch) {
   torch::manual_seed(21);
   const int64_t vocab = 13, hidden = 6;
-  const qkd::loss::KdLossOptions options{Divergence::ForwardKL, 1.0, 0.5, 1.0, 4};
+  const qkd::loss::KdLossOptions options{Divergence::forward_kl, 1.0, 0.5, 1.0, 4};
   auto labels = torch::randint(0, vocab, {4, 7}, torch::kInt64);
   labels.narrow(1, 0, 3).narrow(0, 0, 1).fill_(-1);  // row 0 (shard 0) has fewer targets
   labels[3][5] = -1;

@@ -3,15 +3,15 @@
 
 #include <map>
 
-#include "qkd/dist/launch.h"
+#include "qkd/distributed/launch.h"
 #include "test_support.h"
 
 namespace {
 
-using qkd::dist::detect_launch;
-using qkd::dist::Launcher;
+using qkd::distributed::detect_launch;
+using qkd::distributed::Launcher;
 
-qkd::dist::EnvLookup env(std::map<std::string, std::string> vars) {
+qkd::distributed::EnvLookup env(std::map<std::string, std::string> vars) {
   return [vars](const std::string& name) -> std::optional<std::string> {
     const auto it = vars.find(name);
     if (it == vars.end()) return std::nullopt;
@@ -61,10 +61,10 @@ TEST(Launch, TorchrunInsideASlurmAllocationDescribesTheRanks) {
 }
 
 TEST(Launch, FirstSlurmHost) {
-  EXPECT_EQ(qkd::dist::first_slurm_host("node1"), "node1");
-  EXPECT_EQ(qkd::dist::first_slurm_host("node1,node2"), "node1");
-  EXPECT_EQ(qkd::dist::first_slurm_host("gpu[03-05,7],login1"), "gpu03");
-  EXPECT_EQ(qkd::dist::first_slurm_host("rack[2,4]-n[1-3]"), "rack2-n[1-3]");
+  EXPECT_EQ(qkd::distributed::first_slurm_host("node1"), "node1");
+  EXPECT_EQ(qkd::distributed::first_slurm_host("node1,node2"), "node1");
+  EXPECT_EQ(qkd::distributed::first_slurm_host("gpu[03-05,7],login1"), "gpu03");
+  EXPECT_EQ(qkd::distributed::first_slurm_host("rack[2,4]-n[1-3]"), "rack2-n[1-3]");
 }
 
 TEST(Launch, BadValuesNameTheirVariable) {

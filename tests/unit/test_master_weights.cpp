@@ -38,7 +38,7 @@ LlamaForCausalLM student(torch::Dtype dtype) {
   torch::NoGradGuard no_grad;
   for (auto& p : model->parameters()) p.copy_(p.to(torch::kBFloat16));
   model->to(dtype);
-  qkd::quant::attach_quantizers(*model, qkd::test::quant_spec(4, qkd::quant::Granularity::PerGroup, false, 32));
+  qkd::quant::attach_quantizers(*model, qkd::test::quant_spec(4, qkd::quant::Granularity::per_group, false, 32));
   model->train();
   for (auto& item : model->named_parameters()) item.value().requires_grad_(is_projection(item.key()));
   return model;
@@ -107,7 +107,7 @@ struct InPlaceAdamW {
 struct Batches {
   std::vector<torch::Tensor> ids, teacher_logits;
   Batches() {
-    const auto tokens = qkd::data::TokenFile::open(qkd::test::shared_dir() + "/data/kjv/kjv-train.u16");
+    const auto tokens = qkd::data::TokenFile::open(qkd::test::repo_path("assets/data/kjv/kjv-train.u16"));
     auto teacher = qkd::checkpoint::load_llama(repo_path("assets/models/kjv-teacher-7m"));
     torch::NoGradGuard no_grad;
     for (int i = 0; i < kSteps; ++i) {

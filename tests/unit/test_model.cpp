@@ -9,7 +9,7 @@
 
 namespace {
 
-using qkd::test::shared_dir;
+using qkd::test::fixture_path;
 
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
@@ -18,7 +18,7 @@ double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
 class ReferenceLogits : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ReferenceLogits, MatchTransformersWithin1e4) {
-  const auto dir = shared_dir() + "/models/" + GetParam();
+  const auto dir = fixture_path("models/" + GetParam());
   auto model = qkd::checkpoint::load_llama(dir);
   model->eval();
   torch::NoGradGuard no_grad;
@@ -37,7 +37,7 @@ TEST_P(ReferenceLogits, MatchTransformersWithin1e4) {
 }
 
 TEST_P(ReferenceLogits, HiddenStatesMatchTransformersWithin1e4) {
-  const auto dir = shared_dir() + "/models/" + GetParam();
+  const auto dir = fixture_path("models/" + GetParam());
   auto model = qkd::checkpoint::load_llama(dir);
   torch::NoGradGuard no_grad;
   const auto reference = qkd::io::SafetensorsFile::open(dir + "/reference_logits.safetensors");
@@ -61,7 +61,7 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, ReferenceLogits,
                          });
 
 TEST(Checkpoint, Bf16ComputeStaysCloseToFp32) {
-  const auto dir = shared_dir() + "/models/kjv-teacher-7m";
+  const auto dir = fixture_path("models/kjv-teacher-7m");
   auto fp32 = qkd::checkpoint::load_llama(dir);
   auto bf16 = qkd::checkpoint::load_llama(dir, {torch::kBFloat16, torch::kCPU});
   torch::NoGradGuard no_grad;
@@ -75,13 +75,13 @@ TEST(Checkpoint, Bf16ComputeStaysCloseToFp32) {
 }
 
 TEST(Checkpoint, ParameterNamesAreHuggingFaceNames) {
-  auto model = qkd::checkpoint::load_llama(shared_dir() + "/models/tiny-llama-gqa-sharded");
+  auto model = qkd::checkpoint::load_llama(fixture_path("models/tiny-llama-gqa-sharded"));
   const auto params = model->named_parameters();
   EXPECT_TRUE(params.contains("model.layers.1.self_attn.v_proj.weight"));
   EXPECT_TRUE(params.contains("model.embed_tokens.weight"));
   EXPECT_TRUE(params.contains("lm_head.weight"));
   EXPECT_EQ(params["model.layers.0.self_attn.k_proj.weight"].sizes(), (std::vector<int64_t>{32, 64}));
-  auto tied = qkd::checkpoint::load_llama(shared_dir() + "/models/tiny-llama-tied-llama3rope-bf16");
+  auto tied = qkd::checkpoint::load_llama(fixture_path("models/tiny-llama-tied-llama3rope-bf16"));
   EXPECT_FALSE(tied->named_parameters().contains("lm_head.weight"));
 }
 

@@ -92,7 +92,7 @@ struct DtypeObserver : qkd::model::ActivationObserver {
 std::set<torch::Dtype> teacher_output_dtypes(qkd::train::TrainingSession& s, const torch::Tensor& batch,
                                              bool through_session) {
   DtypeObserver observer;
-  s.teacher->set_activation_observer(&observer);
+  s.teacher().model()->set_activation_observer(&observer);
   // The student's autocast (bf16 here on the CPU, as on CUDA in a bf16 run) is open around the call.
   qkd::compat::AutocastState bf16;
   bf16.cpu_enabled = true;
@@ -100,10 +100,11 @@ std::set<torch::Dtype> teacher_output_dtypes(qkd::train::TrainingSession& s, con
   {
     const qkd::compat::AutocastStateScope autocast(bf16);
     torch::NoGradGuard no_grad;
-    const auto logits = through_session ? qkd::train::teacher_logits(s, {batch, std::nullopt, batch}) : s.teacher->forward(batch);
+    const auto logits =
+        through_session ? s.teacher().logits({batch, std::nullopt, batch}) : s.teacher().model()->forward(batch);
     observer.seen.insert(logits.scalar_type());
   }
-  s.teacher->set_activation_observer(nullptr);
+  s.teacher().model()->set_activation_observer(nullptr);
   return observer.seen;
 }
 
@@ -146,7 +147,7 @@ TEST(LossScaling, OverflowedStepsAreSkippedUnjudgedAndTheScaleRecovers) {
   }
   ASSERT_FALSE(overflowed.empty()) << "the test's premise: the first steps overflow";
   EXPECT_LT(overflowed.size(), 40u) << "the scale never came down far enough";
-  EXPECT_EQ(summary.skipped_steps, static_cast<int64_t>(overflowed.size()));
+  EXPECT_EQ(summary.totals.skipped_steps, static_cast<int64_t>(overflowed.size()));
   std::set<int64_t> recorded;
   for (const auto& r : read_jsonl(dir + "/signal.jsonl")) recorded.insert(r.at("step").get<int64_t>());
   for (int64_t step = 1; step <= 40; ++step)

@@ -18,7 +18,7 @@ namespace {
 
 using qkd::test::expect_error;
 
-QuantSpec spec_with(int64_t bits, Granularity g, bool symmetric, ScalePolicy policy = ScalePolicy::Dynamic) {
+QuantSpec spec_with(int64_t bits, Granularity g, bool symmetric, ScalePolicy policy = ScalePolicy::dynamic) {
   QuantSpec s;
   s.bits = bits;
   s.granularity = g;
@@ -58,7 +58,7 @@ TEST(FakeQuant, SymmetricLevelGridPerBitWidth) {
 }
 
 TEST(FakeQuant, ThreeBitSymmetricValuesAreMultiplesOfScale) {
-  auto q = WeightQuantizer(spec_with(3, Granularity::PerTensor, true), 1, 64, "m");
+  auto q = WeightQuantizer(spec_with(3, Granularity::per_tensor, true), 1, 64, "m");
   const auto w = torch::randn({1, 64});
   const auto out = q.fake_quantize(w);
   const auto scale = w.abs().max() / 3;
@@ -73,7 +73,7 @@ TEST(FakeQuant, AsymmetricIntegerZeroPointAndLevels) {
   const auto p = minmax_params(w.view({1, 1, 8}), 3, false);
   EXPECT_NEAR(p.scale.item<float>(), 4.0f / 7.0f, 1e-7);
   EXPECT_EQ(p.zero.item<float>(), 2.0f);  // round(1 / (4/7)) = round(1.75)
-  auto q = WeightQuantizer(spec_with(3, Granularity::PerChannel, false), 1, 8, "m");
+  auto q = WeightQuantizer(spec_with(3, Granularity::per_channel, false), 1, 8, "m");
   const auto out = q.fake_quantize(w);
   const auto codes = out.view({1, 1, 8}) / p.scale + p.zero;
   EXPECT_TRUE(torch::allclose(codes, torch::round(codes), 0, 1e-5));
@@ -91,7 +91,7 @@ TEST(FakeQuant, ExactOpsSymmetricPerChannelDynamicBitwise) {
   for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
     const auto w = (torch::randn({96, 256}) * 0.05).to(dtype);
     w[3].zero_();
-    auto q = WeightQuantizer(spec_with(4, Granularity::PerChannel, true), 96, 256, "m");
+    auto q = WeightQuantizer(spec_with(4, Granularity::per_channel, true), 96, 256, "m");
     const auto scale = w.abs().amax(1, true).clamp(1e-8) / 7;
     const auto expected = torch::clamp(torch::round(w / scale), -8, 7) * scale;
     const auto got = q.fake_quantize(w.clone().requires_grad_(true));
@@ -103,20 +103,20 @@ TEST(FakeQuant, ExactOpsSymmetricPerChannelDynamicBitwise) {
 }
 
 TEST(FakeQuant, AllZeroRowsAndGroupsGiveZeros) {
-  for (auto g : {Granularity::PerChannel, Granularity::PerGroup, Granularity::PerTensor}) {
+  for (auto g : {Granularity::per_channel, Granularity::per_group, Granularity::per_tensor}) {
     for (bool sym : {true, false}) {
       for (auto dtype : {torch::kFloat, torch::kBFloat16, torch::kHalf}) {
         auto w = torch::randn({4, 16}).to(dtype);
         w[1].zero_();
         w[2].slice(0, 4, 8).zero_();
-        if (g == Granularity::PerTensor) w.zero_();
-        for (auto policy : {ScalePolicy::Dynamic, ScalePolicy::Static}) {
+        if (g == Granularity::per_tensor) w.zero_();
+        for (auto policy : {ScalePolicy::dynamic, ScalePolicy::fixed}) {
           auto q = WeightQuantizer(spec_with(4, g, sym, policy), 4, 16, "m");
           q.initialize(w);
           const auto out = q.fake_quantize(w);
           EXPECT_FALSE(torch::isnan(out.to(torch::kFloat)).any().item<bool>());
           EXPECT_TRUE(torch::equal(out[1], torch::zeros({16}, dtype)));
-          if (g == Granularity::PerGroup) EXPECT_TRUE(torch::equal(out[2].slice(0, 4, 8), torch::zeros({4}, dtype)));
+          if (g == Granularity::per_group) EXPECT_TRUE(torch::equal(out[2].slice(0, 4, 8), torch::zeros({4}, dtype)));
           const auto grad = ste_grad(q, w, torch::ones({4, 16}, dtype));
           EXPECT_FALSE(torch::isnan(grad.to(torch::kFloat)).any().item<bool>());
         }
@@ -128,7 +128,7 @@ TEST(FakeQuant, AllZeroRowsAndGroupsGiveZeros) {
 TEST(FakeQuant, GroupsUseTheirOwnScale) {
   // Group 0 is small, group 1 large: a shared scale would round group 0 to zero.
   auto w = torch::tensor({{0.01f, -0.02f, 0.03f, 0.04f, 10.0f, -20.0f, 30.0f, 40.0f}});
-  auto q = WeightQuantizer(spec_with(4, Granularity::PerGroup, true), 1, 8, "m");
+  auto q = WeightQuantizer(spec_with(4, Granularity::per_group, true), 1, 8, "m");
   const auto p = q.params_for(w);
   ASSERT_EQ(p.scale.sizes(), torch::IntArrayRef({1, 2, 1}));
   EXPECT_FLOAT_EQ(p.scale[0][0][0].item<float>(), 0.04f / 7);
@@ -142,7 +142,7 @@ TEST(FakeQuant, GroupsUseTheirOwnScale) {
 TEST(FakeQuant, ClippedStaticRangeClampsAndMasksGradient) {
   const auto w = torch::tensor({{-1.0f, -0.5f, 0.25f, 1.0f}});
   for (bool sym : {true, false}) {
-    auto q = WeightQuantizer(spec_with(4, Granularity::PerChannel, sym, ScalePolicy::Static), 1, 4, "m");
+    auto q = WeightQuantizer(spec_with(4, Granularity::per_channel, sym, ScalePolicy::fixed), 1, 4, "m");
     q.initialize(w);
     const auto big = torch::tensor({{-3.0f, 0.3f, 2.0f, 0.9f}});
     const auto out = q.fake_quantize(big);
@@ -159,8 +159,8 @@ TEST(FakeQuant, ClippedStaticRangeClampsAndMasksGradient) {
 
 TEST(FakeQuant, SearchedRangeMasksGradientOutsideLevels) {
   torch::manual_seed(3);
-  auto spec = spec_with(3, Granularity::PerChannel, true);
-  spec.range = RangeMethod::Search;
+  auto spec = spec_with(3, Granularity::per_channel, true);
+  spec.range = RangeMethod::search;
   auto q = WeightQuantizer(spec, 1, 256, "m");
   const auto w = torch::randn({1, 256});
   const auto p = q.params_for(w);
@@ -191,7 +191,7 @@ TEST(ClippingSearch, NeverWorseThanMinMaxPerGroup) {
 
 TEST(Lsq, ScaleGradientMatchesFormulaAndFiniteDifferences) {
   torch::manual_seed(2);
-  auto spec = spec_with(3, Granularity::PerChannel, true, ScalePolicy::Static);
+  auto spec = spec_with(3, Granularity::per_channel, true, ScalePolicy::fixed);
   spec.learnable_scale = true;
   auto q = WeightQuantizer(spec, 4, 32, "m");
   const auto w = torch::randn({4, 32});
@@ -227,7 +227,7 @@ TEST(Lsq, ScaleGradientMatchesFormulaAndFiniteDifferences) {
 }
 
 TEST(Lsq, ZeroPointGradientIsMinusScaleOutside) {
-  auto spec = spec_with(2, Granularity::PerTensor, false, ScalePolicy::Static);
+  auto spec = spec_with(2, Granularity::per_tensor, false, ScalePolicy::fixed);
   spec.learnable_scale = true;
   spec.lsq_grad_scale = false;
   auto q = WeightQuantizer(spec, 1, 4, "m");
@@ -241,7 +241,7 @@ TEST(Lsq, ZeroPointGradientIsMinusScaleOutside) {
 }
 
 TEST(WeightQuantizer, StaticStateStaysFp32ForBf16Weights) {
-  auto spec = spec_with(4, Granularity::PerGroup, true, ScalePolicy::Static);
+  auto spec = spec_with(4, Granularity::per_group, true, ScalePolicy::fixed);
   spec.learnable_scale = true;
   auto q = std::make_shared<WeightQuantizer>(spec, 8, 16, "m");
   const auto w = torch::randn({8, 16}).to(torch::kBFloat16);
@@ -254,7 +254,7 @@ TEST(WeightQuantizer, StaticStateStaysFp32ForBf16Weights) {
 }
 
 TEST(WeightQuantizer, BadInputsAreErrors) {
-  auto s = spec_with(4, Granularity::PerGroup, true);
+  auto s = spec_with(4, Granularity::per_group, true);
   s.group_size = 48;
   expect_error([&] { WeightQuantizer(s, 8, 256, "model.layers.0.mlp.down_proj"); },
                "quant.group_size: 48 does not divide in_features 256 of model.layers.0.mlp.down_proj");
@@ -264,7 +264,7 @@ TEST(WeightQuantizer, BadInputsAreErrors) {
     expect_error([&] { WeightQuantizer(s, 8, 256, "m"); }, {"quant.bits: " + std::to_string(bits)});
     expect_error([&] { quant_spec_from_json({{"bits", bits}}); }, "quant.bits");
   }
-  auto q = WeightQuantizer(spec_with(4, Granularity::PerChannel, true, ScalePolicy::Static), 2, 4, "m");
+  auto q = WeightQuantizer(spec_with(4, Granularity::per_channel, true, ScalePolicy::fixed), 2, 4, "m");
   expect_error([&] { q.fake_quantize(torch::zeros({2, 4})); }, "m.weight_quantizer: static scale used before");
   expect_error([&] { q.initialize(torch::zeros({4, 2})); }, "m.weight_quantizer: expected a weight of shape [2, 4]");
 }
@@ -282,7 +282,7 @@ QuantSpec act_spec(int64_t bits, bool symmetric, ActRangeMethod range) {
 }  // namespace
 
 TEST(ActivationQuantizer, MinMaxCalibrationThenFrozen) {
-  ActivationQuantizer q(act_spec(8, false, ActRangeMethod::MinMax), "a.input_quantizer");
+  ActivationQuantizer q(act_spec(8, false, ActRangeMethod::minmax), "a.input_quantizer");
   expect_error([&] { q.fake_quantize(torch::ones({2, 3})); }, "a.input_quantizer: used before calibration");
   q.begin_calibration();
   const auto x1 = torch::tensor({{-1.0f, 2.0f}}), x2 = torch::tensor({{0.5f, 3.0f}});
@@ -307,7 +307,7 @@ TEST(ActivationQuantizer, MinMaxCalibrationThenFrozen) {
 }
 
 TEST(ActivationQuantizer, PercentileIgnoresOutliersAndAveragesBatches) {
-  ActivationQuantizer q(act_spec(16, true, ActRangeMethod::Percentile), "a");
+  ActivationQuantizer q(act_spec(16, true, ActRangeMethod::percentile), "a");
   q.begin_calibration();
   auto x = torch::linspace(-1, 1, 100001);
   x[0] = -1000.0;
@@ -324,7 +324,7 @@ TEST(ActivationQuantizer, PercentileIgnoresOutliersAndAveragesBatches) {
 }
 
 TEST(ActivationQuantizer, RangeIsStateThatSurvivesDtypeChange) {
-  ActivationQuantizer q(act_spec(8, true, ActRangeMethod::MinMax), "a");
+  ActivationQuantizer q(act_spec(8, true, ActRangeMethod::minmax), "a");
   q.to(torch::kHalf);
   auto buffers = q.named_buffers();
   ASSERT_TRUE(buffers.contains("range_min") && buffers.contains("range_max"));
@@ -339,17 +339,17 @@ TEST(ActivationQuantizer, RangeIsStateThatSurvivesDtypeChange) {
 TEST(QuantSpecJson, RoundTripAndFieldErrors) {
   QuantSpec s;
   s.bits = 3;
-  s.granularity = Granularity::PerGroup;
+  s.granularity = Granularity::per_group;
   s.group_size = 64;
   s.symmetric = false;
-  s.range = RangeMethod::Search;
+  s.range = RangeMethod::search;
   s.search_grid = {0.8, 0.9, 1.0};
-  s.scale_policy = ScalePolicy::Static;
+  s.scale_policy = ScalePolicy::fixed;
   s.learnable_scale = true;
   s.modules = {"layers\\.[01]\\..*proj"};
   s.lm_head_bits = 8;
   s.act_bits = 16;
-  s.act_range = ActRangeMethod::Percentile;
+  s.act_range = ActRangeMethod::percentile;
   EXPECT_EQ(quant_spec_from_json(quant_spec_to_json(s)), s);
   EXPECT_EQ(quant_spec_from_json(nlohmann::json::object()), QuantSpec{});
   using nlohmann::json;

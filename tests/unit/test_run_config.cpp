@@ -29,11 +29,11 @@ std::string error_of(const json& config) {
 
 TEST(RunConfig, MinimalConfigGetsDefaults) {
   const auto c = qkd::train::parse_run_config(minimal());
-  EXPECT_EQ(c.quant.bits, 4);
-  EXPECT_EQ(c.student.init.kind, qkd::train::StudentInit::Kind::teacher);
-  EXPECT_EQ(c.freeze.policy, qkd::freeze::FreezeMode::none);
-  EXPECT_EQ(c.resolved.at("optim").at("lr"), 1e-4);
-  EXPECT_EQ(c.resolved.at("data").at("seq_len"), 32);
+  EXPECT_EQ(c.quant().bits, 4);
+  EXPECT_EQ(c.student().init.kind, qkd::train::StudentInit::Kind::teacher);
+  EXPECT_EQ(c.freeze().policy, qkd::freeze::FreezeMode::none);
+  EXPECT_EQ(c.resolved().at("optim").at("lr"), 1e-4);
+  EXPECT_EQ(c.resolved().at("data").at("seq_len"), 32);
 }
 
 // Each section lists its fields once for reading and writing: the resolved config (every default
@@ -48,11 +48,11 @@ TEST(RunConfig, ResolvedConfigReadsBackToItself) {
   j["monitor"] = {{"interval", 3}};
   j["export"] = {{"formats", {"gguf", "packed"}}, {"dtype", "bfloat16"}, {"gguf_type", "q8_0"}};
   const auto c = qkd::train::parse_run_config(j);
-  EXPECT_EQ(c.student.dtype, torch::kBFloat16);
-  EXPECT_EQ(c.optim.moment_dtype, torch::kBFloat16);
-  EXPECT_TRUE(c.train.activation_checkpointing);
-  EXPECT_EQ(c.resolved.at("export").at("formats"), json({"gguf", "packed"}));
-  EXPECT_EQ(qkd::train::parse_run_config(c.resolved).resolved, c.resolved);
+  EXPECT_EQ(c.student().dtype, torch::kBFloat16);
+  EXPECT_EQ(c.optim().moment_dtype, torch::kBFloat16);
+  EXPECT_TRUE(c.compute().activation_checkpointing);
+  EXPECT_EQ(c.resolved().at("export").at("formats"), json({"gguf", "packed"}));
+  EXPECT_EQ(qkd::train::parse_run_config(c.resolved()).resolved(), c.resolved());
   const auto defaults = qkd::train::parse_run_config(minimal());
   EXPECT_EQ(qkd::train::parse_run_config(defaults.resolved).resolved, defaults.resolved);
 }
@@ -61,8 +61,8 @@ TEST(RunConfig, StudentInitIsTheTeacherOrACheckpointDirectory) {
   auto j = minimal();
   j["student"] = {{"init", qkd::test::repo_path("assets/models/kjv-teacher-7m")}};
   const auto c = qkd::train::parse_run_config(j);
-  EXPECT_EQ(c.student.init.kind, qkd::train::StudentInit::Kind::checkpoint);
-  EXPECT_EQ(c.resolved.at("student").at("init"), qkd::test::repo_path("assets/models/kjv-teacher-7m"));
+  EXPECT_EQ(c.student().init.kind, qkd::train::StudentInit::Kind::checkpoint);
+  EXPECT_EQ(c.resolved().at("student").at("init"), qkd::test::repo_path("assets/models/kjv-teacher-7m"));
   j["student"] = {{"init", "/nonexistent/student"}};
   EXPECT_EQ(error_of(j),
             "student.init: expected \"teacher\", \"gptq\" or a student checkpoint directory, got "
@@ -84,15 +84,15 @@ TEST(RunConfig, StudentInitGptqNeedsStaticScalesAndOwnsItsSettings) {
             "student.init: \"gptq\" needs quant.scale_policy \"static\" (the quantizer keeps GPTQ's scales)");
   j["quant"] = {{"scale_policy", "static"}};
   const auto c = qkd::train::parse_run_config(j);
-  EXPECT_EQ(c.student.init.kind, qkd::train::StudentInit::Kind::gptq);
-  EXPECT_EQ(c.student.gptq_calib_batches, 16);
-  EXPECT_EQ(c.student.gptq_damp, 0.1);
-  EXPECT_TRUE(c.student.gptq_act_order);
-  EXPECT_EQ(c.student.gptq_latent, qkd::ptq::GptqLatent::compensated);
-  EXPECT_EQ(c.resolved.at("student").at("init"), "gptq");
-  EXPECT_EQ(qkd::train::parse_run_config(c.resolved).resolved, c.resolved);
+  EXPECT_EQ(c.student().init.kind, qkd::train::StudentInit::Kind::gptq);
+  EXPECT_EQ(c.student().gptq_calib_batches, 16);
+  EXPECT_EQ(c.student().gptq_damp, 0.1);
+  EXPECT_TRUE(c.student().gptq_act_order);
+  EXPECT_EQ(c.student().gptq_latent, qkd::ptq::GptqLatent::compensated);
+  EXPECT_EQ(c.resolved().at("student").at("init"), "gptq");
+  EXPECT_EQ(qkd::train::parse_run_config(c.resolved()).resolved(), c.resolved());
   EXPECT_EQ(qkd::train::model_identity(c).at("student").at("gptq_damp"), 0.1);
-  EXPECT_TRUE(c.unread_settings.empty());
+  EXPECT_TRUE(c.unread_settings().empty());
   j["student"]["init"] = "teacher";
   const auto teacher = qkd::train::parse_run_config(j);
   EXPECT_FALSE(qkd::train::model_identity(teacher).at("student").contains("gptq_damp"));
@@ -159,8 +159,8 @@ TEST(RunConfig, AutoFreezeNeedsTheMonitor) {
   EXPECT_EQ(error_of(j), "freeze.policy: \"auto\" needs the monitor (monitor.enabled true)");
   j["monitor"] = {{"interval", 1}};
   const auto c = qkd::train::parse_run_config(j);
-  EXPECT_TRUE(c.freeze.rollback);
-  EXPECT_DOUBLE_EQ(c.freeze.release_lr_factor, 0.25);
+  EXPECT_TRUE(c.freeze().rollback);
+  EXPECT_DOUBLE_EQ(c.freeze().release_lr_factor, 0.25);
 }
 
 // Settings that would silently do nothing: rejected with their key, or reported as unread.
@@ -180,7 +180,7 @@ TEST(RunConfig, SettingsAnotherPolicyReadsAreReportedAsUnread) {
   auto j = minimal();
   j["freeze"] = {{"policy", "ov"}, {"scope", "layer"}, {"modules", {"q_proj"}}};
   const auto c = qkd::train::parse_run_config(j);
-  EXPECT_EQ(c.unread_settings, (std::vector<std::string>{"freeze.modules: only read by policy modules; policy is ov",
+  EXPECT_EQ(c.unread_settings(), (std::vector<std::string>{"freeze.modules: only read by policy modules; policy is ov",
                                                          "freeze.scope: only read by policy auto; policy is ov"}));
   j["freeze"] = {{"policy", "auto"}, {"scope", "layer"}};
   EXPECT_TRUE(qkd::train::parse_run_config(j).unread_settings.empty());
@@ -231,9 +231,9 @@ TEST(RunConfig, OverridesSetNestedValuesAsJson) {
   qkd::train::apply_override(j, "freeze.policy=ov");
   qkd::train::apply_override(j, "quant.modules=[\"v_proj\"]");
   const auto c = qkd::train::parse_run_config(j);
-  EXPECT_DOUBLE_EQ(c.optim.lr, 0.001);
-  EXPECT_EQ(c.freeze.policy, qkd::freeze::FreezeMode::ov);
-  EXPECT_EQ(c.quant.modules, std::vector<std::string>{"v_proj"});
+  EXPECT_DOUBLE_EQ(c.optim().lr, 0.001);
+  EXPECT_EQ(c.freeze().policy, qkd::freeze::FreezeMode::ov);
+  EXPECT_EQ(c.quant().modules, std::vector<std::string>{"v_proj"});
   EXPECT_THROW(qkd::train::apply_override(j, "novalue"), qkd::Error);
 }
 

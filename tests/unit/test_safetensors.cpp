@@ -51,17 +51,17 @@ torch::Tensor sample(torch::ScalarType type, std::vector<int64_t> shape) {
   return values.to(type);
 }
 
-const std::string kTeacher = "/models/kjv-teacher-7m/";
+const std::string kTeacher = "models/kjv-teacher-7m/";
 
 }  // namespace
 
 TEST(SafetensorsDType, NamesSizesAndTorchTypesAgree) {
-  EXPECT_EQ(qkd::io::dtype_name(DType::BF16), "BF16");
-  EXPECT_EQ(qkd::io::dtype_size(DType::F64), 8u);
-  EXPECT_EQ(qkd::io::dtype_size(DType::BOOL), 1u);
-  EXPECT_EQ(qkd::io::to_torch(DType::F16), torch::kHalf);
-  EXPECT_EQ(qkd::io::from_torch(torch::kBFloat16), DType::BF16);
-  EXPECT_EQ(qkd::io::from_torch(torch::kUInt8), DType::U8);
+  EXPECT_EQ(qkd::io::dtype_name(DType::bf16), "BF16");
+  EXPECT_EQ(qkd::io::dtype_size(DType::f64), 8u);
+  EXPECT_EQ(qkd::io::dtype_size(DType::boolean), 1u);
+  EXPECT_EQ(qkd::io::to_torch(DType::f16), torch::kHalf);
+  EXPECT_EQ(qkd::io::from_torch(torch::kBFloat16), DType::bf16);
+  EXPECT_EQ(qkd::io::from_torch(torch::kUInt8), DType::u8);
   EXPECT_THROW(qkd::io::from_torch(torch::kComplexFloat), qkd::Error);
 }
 
@@ -120,9 +120,9 @@ TEST(SafetensorsRoundtrip, NonContiguousScalarAndEmptyTensors) {
 TEST(SafetensorsRoundtrip, U16IsStoredInTwoBytesAndReadAsInt32) {
   const auto path = qkd::test::scratch_dir("st-u16") + "/ids.safetensors";
   const auto ids = torch::tensor({0, 1, 32767, 32768, 40000, 65535}, torch::kInt64).reshape({3, 2});
-  qkd::io::write_safetensors(path, {{"ids", ids}, {"f", torch::ones({3})}}, {{"format", "pt"}}, {{"ids", DType::U16}});
+  qkd::io::write_safetensors(path, {{"ids", ids}, {"f", torch::ones({3})}}, {{"format", "pt"}}, {{"ids", DType::u16}});
   const auto file = SafetensorsFile::open(path);
-  EXPECT_EQ(file.info("ids").dtype, DType::U16);
+  EXPECT_EQ(file.info("ids").dtype, DType::u16);
   EXPECT_EQ(file.info("ids").end - file.info("ids").begin, 12u);
   const auto bytes = read_bytes(path);
   const size_t data = 8 + (static_cast<size_t>(static_cast<unsigned char>(bytes[0])) |
@@ -136,12 +136,12 @@ TEST(SafetensorsRoundtrip, U16IsStoredInTwoBytesAndReadAsInt32) {
   expect_error([&] { file.rows("ids", 2, 2); }, {path, "tensor 'ids'", "rows [2, 4) outside [0, 3)"});
   expect_error(
       [&] {
-        qkd::io::write_safetensors(path, {{"ids", ids + 1}}, {}, {{"ids", DType::U16}});
+        qkd::io::write_safetensors(path, {{"ids", ids + 1}}, {}, {{"ids", DType::u16}});
       },
       {"tensor 'ids'", "0..65535"});
   expect_error(
       [&] {
-        qkd::io::write_safetensors(path, {{"f", torch::ones({2})}}, {}, {{"f", DType::U16}});
+        qkd::io::write_safetensors(path, {{"f", torch::ones({2})}}, {}, {{"f", DType::u16}});
       },
       {"tensor 'f'", "integer"});
 }
@@ -187,7 +187,7 @@ TEST(SafetensorsWrite, RejectsDuplicateReservedAndUnsupportedTensors) {
 }
 
 TEST(SafetensorsRead, TeacherModelIsFp16WithExpectedShapesAndValues) {
-  const auto path = qkd::test::shared_dir() + kTeacher + "model.safetensors";
+  const auto path = qkd::test::fixture_path(kTeacher + "model.safetensors");
   const auto file = SafetensorsFile::open(path);
   EXPECT_EQ(file.tensors().size(), 57u);
   EXPECT_EQ(file.metadata().at("format"), "pt");
@@ -203,7 +203,7 @@ TEST(SafetensorsRead, TeacherModelIsFp16WithExpectedShapesAndValues) {
 }
 
 TEST(SafetensorsRead, ReferenceLogitsHoldTokenIdsAndFloatLogits) {
-  const auto path = qkd::test::shared_dir() + kTeacher + "reference_logits.safetensors";
+  const auto path = qkd::test::fixture_path(kTeacher + "reference_logits.safetensors");
   const auto file = SafetensorsFile::open(path);
   EXPECT_TRUE(file.metadata().empty());
   const auto ids = file.tensor("input_ids_0");
@@ -221,7 +221,7 @@ TEST(SafetensorsRead, ReferenceLogitsHoldTokenIdsAndFloatLogits) {
 }
 
 TEST(SafetensorsRead, TensorsAreViewsIntoOneMappingThatOutlivesTheFile) {
-  const auto path = qkd::test::shared_dir() + kTeacher + "model.safetensors";
+  const auto path = qkd::test::fixture_path(kTeacher + "model.safetensors");
   torch::Tensor embed;
   {
     const auto file = SafetensorsFile::open(path);

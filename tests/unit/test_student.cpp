@@ -34,10 +34,10 @@ torch::Tensor batch(int64_t seed) {
 QuantSpec static_spec() {
   QuantSpec s;
   s.bits = 3;
-  s.granularity = Granularity::PerGroup;
+  s.granularity = Granularity::per_group;
   s.group_size = 32;
   s.symmetric = false;
-  s.scale_policy = ScalePolicy::Static;
+  s.scale_policy = ScalePolicy::fixed;
   s.learnable_scale = true;
   s.act_bits = 8;
   return s;
@@ -87,7 +87,7 @@ TEST(Student, PatternsAreRegexesAndLmHeadHasItsOwnBits) {
 TEST(Student, SelectionErrorsNameTheFieldAndLeaveTheModelUntouched) {
   auto m = tiny_model();
   QuantSpec s;
-  s.granularity = Granularity::PerGroup;
+  s.granularity = Granularity::per_group;
   s.group_size = 48;
   expect_error([&] { attach_quantizers(*m, s); },
                "quant.group_size: 48 does not divide in_features 64 of model.layers.0.self_attn.q_proj");

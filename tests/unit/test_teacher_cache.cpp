@@ -168,7 +168,7 @@ TEST(TopkKdLoss, OnlyForwardKlIsDefinedOverTheBuckets) {
   const auto teacher = torch::randn({1, 2, 10});
   const auto targets = qkd::loss::teacher_topk(teacher, 3, 1.0);
   auto o = options(1.0, 1.0, 0.0, 8);
-  o.divergence = qkd::loss::Divergence::ReverseKL;
+  o.divergence = qkd::loss::Divergence::reverse_kl;
   expect_error(
       [&] {
         qkd::loss::topk_kd_loss(targets, teacher, torch::zeros({1, 2}, torch::kInt64), o);
@@ -257,9 +257,9 @@ TEST(TeacherCache, ReaderReturnsWhatTheWriterStoredForTheTrainersBatches) {
   for (int s = 0; s < 4; ++s) bytes += fs::file_size(qkd::teacher_cache::shard_path(dir, s));
   EXPECT_EQ(stored.shard_bytes, bytes);
   const auto shard = qkd::io::SafetensorsFile::open(qkd::teacher_cache::shard_path(dir, 3));
-  EXPECT_EQ(shard.info("topk_ids").dtype, qkd::io::DType::U16);
-  EXPECT_EQ(shard.info("input_ids").dtype, qkd::io::DType::U16);
-  EXPECT_EQ(shard.info("topk_logprobs").dtype, qkd::io::DType::F16);
+  EXPECT_EQ(shard.info("topk_ids").dtype, qkd::io::DType::u16);
+  EXPECT_EQ(shard.info("input_ids").dtype, qkd::io::DType::u16);
+  EXPECT_EQ(shard.info("topk_logprobs").dtype, qkd::io::DType::f16);
   EXPECT_EQ(shard.info("residual_logmass").shape, (std::vector<int64_t>{1, kMicroBatch, kSeqLen}));
 
   CacheReader reader(dir);
@@ -394,8 +394,8 @@ json run_config_json(const std::string& dir) {
 TEST(TeacherCacheConfig, CacheNeedsAnExistingDirectoryAndForwardKl) {
   const auto dir = qkd::test::scratch_dir("cache-config");
   const auto config = qkd::train::parse_run_config(run_config_json(dir));
-  EXPECT_EQ(config.kd.teacher, qkd::loss::TeacherSource::cache);
-  EXPECT_EQ(config.resolved.at("kd").at("teacher"), "cache");
+  EXPECT_EQ(config.kd().teacher, qkd::loss::TeacherSource::cache);
+  EXPECT_EQ(config.resolved().at("kd").at("teacher"), "cache");
   auto j = run_config_json(dir);
   j["kd"].erase("teacher_cache");
   expect_error([&] { qkd::train::parse_run_config(j); }, {"kd.teacher_cache", "required with kd.teacher cache"});

@@ -13,12 +13,12 @@
 // across fields defines `void check(const std::string& path) const`, which read_section calls.
 #include <nlohmann/json.hpp>
 
-#include <initializer_list>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "qkd/common/enum_table.h"
 #include "qkd/common/error.h"
 #include "qkd/common/json_fields.h"
 
@@ -36,14 +36,10 @@ class SectionReader {
   void integer(const char* key, int64_t& v, int64_t min, int64_t max) { v = r_.integer(key, v, min, max); }
   void number(const char* key, double& v, double min, double max) { v = r_.number(key, v, min, max); }
   void positive(const char* key, double& v) { v = r_.positive(key, v); }
-  // An enum stored by name: `name(e)` for each of `values` is what the file may hold.
-  template <class Enum, class NameOf>
-  void choice(const char* key, Enum& v, std::initializer_list<Enum> values, NameOf name) {
-    std::vector<std::string> names;
-    for (Enum e : values) names.push_back(name(e));
-    const auto chosen = r_.one_of(key, name(v), names);
-    for (Enum e : values)
-      if (name(e) == chosen) v = e;
+  // An enum stored by name: what the file may hold is the table's names.
+  template <class Enum>
+  void choice(const char* key, Enum& v, const EnumTable<Enum>& table) {
+    v = *table.find(r_.one_of(key, table.name(v), table.names()));
   }
   // A list of names read as typed values: from(names, path) converts (and validates), to(values) names.
   template <class T, class ToNames, class FromNames>
@@ -75,9 +71,9 @@ class SectionWriter {
   void integer(const char* key, int64_t v, int64_t, int64_t) { out_[key] = v; }
   void number(const char* key, double v, double, double) { out_[key] = v; }
   void positive(const char* key, double v) { out_[key] = v; }
-  template <class Enum, class NameOf>
-  void choice(const char* key, Enum v, std::initializer_list<Enum>, NameOf name) {
-    out_[key] = name(v);
+  template <class Enum>
+  void choice(const char* key, Enum v, const EnumTable<Enum>& table) {
+    out_[key] = table.name(v);
   }
   template <class T, class ToNames, class FromNames>
   void list(const char* key, const std::vector<T>& v, ToNames to, FromNames) {

@@ -172,7 +172,7 @@ inline void synchronize(const torch::Device& device) {
 // c10d, PyTorch's distributed engine, for the files that define QKD_COMPAT_C10D before including this
 // header (src/dist/ only; the headers are heavy). In 1.13 a process group is a c10d::ProcessGroup;
 // from 2.0 the backends (Gloo, NCCL) are c10d::Backend and ProcessGroup dispatches to them. Both have
-// the same allreduce/broadcast/allgather/barrier calls, so qkd::dist holds the backend directly.
+// the same allreduce/broadcast/allgather/barrier calls, so qkd::distributed holds the backend directly.
 // A wheel built without Gloo (or its headers) leaves QKD_HAVE_GLOO 0; NCCL needs a CUDA LibTorch 2.x.
 #ifdef QKD_COMPAT_C10D
 #if __has_include(<gloo/algorithm.h>)

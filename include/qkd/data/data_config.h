@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "qkd/common/enum_table.h"
+
 namespace qkd::data {
 
 // auto: by extension (.u16/.u32/.txt) or, for .jsonl/.json/.ndjson, by the keys of the first record
@@ -12,11 +14,12 @@ namespace qkd::data {
 // txt: one document per paragraph (paragraphs are separated by blank lines; a paragraph over 1 MiB
 // is cut at a line boundary). A whole-file stream is not offered: it could not be resumed from a
 // byte offset without re-tokenizing from the start.
-enum class SourceFormat { Auto, TextJsonl, Alpaca, ShareGpt, Txt, U16, U32 };
+enum class SourceFormat { automatic, text_jsonl, alpaca, sharegpt, txt, u16, u32 };
+const EnumTable<SourceFormat>& source_formats();  // "auto" | "text_jsonl" | "alpaca" | ... as data.sources[].format takes them
 
 struct SourceConfig {
   std::string path;
-  SourceFormat format = SourceFormat::Auto;
+  SourceFormat format = SourceFormat::automatic;
   double weight = 1.0;              // relative share of windows drawn from this source
   std::string text_field = "text";  // text_jsonl only
 };
@@ -36,7 +39,6 @@ struct DataConfig {
   bool document_mask = false;
 };
 
-std::string to_string(SourceFormat format);
 bool is_token_file_format(SourceFormat format);
 
 // Validates and converts; errors name the JSON path ("data.sources[1].weight: expected a positive
@@ -44,7 +46,7 @@ bool is_token_file_format(SourceFormat format);
 DataConfig data_config_from_json(const nlohmann::json& json, const std::string& path_prefix = "data");
 nlohmann::json data_config_to_json(const DataConfig& config);
 
-// Resolves SourceFormat::Auto by looking at the file; throws qkd::Error naming the file when it is
+// Resolves SourceFormat::automatic by looking at the file; throws qkd::Error naming the file when it is
 // missing or the format cannot be told.
 SourceFormat resolve_source_format(const SourceConfig& source);
 

@@ -1,6 +1,6 @@
 #pragma once
 // Pre-tokenized corpora: a flat little-endian array of uint16 (.u16) or uint32 (.u32) token ids,
-// memory-mapped read-only (like ../shared/data/kjv/*.u16).
+// memory-mapped read-only (like assets/data/kjv/*.u16).
 #include <torch/torch.h>
 
 #include <cstdint>

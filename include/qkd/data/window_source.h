@@ -14,7 +14,7 @@ namespace qkd::data {
 
 struct SourceStats {
   std::string path;
-  SourceFormat format = SourceFormat::Auto;
+  SourceFormat format = SourceFormat::automatic;
   int64_t windows = 0;               // windows handed out
   int64_t epoch = 0;                 // completed passes over the file
   int64_t documents = 0;             // documents read (text sources; re-reads after restore included)

@@ -8,13 +8,15 @@
 #include <string>
 #include <vector>
 
+#include "qkd/common/enum_table.h"
+
 namespace qkd::eval {
 
-enum class McFormat { Auto, Generic, Hellaswag, Piqa, Arc, Winogrande, Boolq, OpenBookQA };
+enum class McFormat { automatic, generic, hellaswag, piqa, arc, winogrande, boolq, openbookqa };
 
 // "auto", "generic" (alias "mc"), "hellaswag", "piqa", "arc", "winogrande", "boolq", "openbookqa".
 McFormat parse_mc_format(const std::string& name);
-std::string mc_format_name(McFormat format);
+const EnumTable<McFormat>& mc_formats();  // "auto" | "generic" | ... as --mc-format takes them
 
 struct McChoice {
   std::string context;
@@ -32,7 +34,7 @@ struct McItem {
 
 struct McDataset {
   std::string path;
-  McFormat format = McFormat::Auto;
+  McFormat format = McFormat::automatic;
   std::vector<McItem> items;
 };
 
@@ -44,7 +46,7 @@ McItem mc_item_from_record(const nlohmann::json& record, McFormat format, const 
 
 // Reads a JSONL file (blank lines skipped). Auto detects the format from the first record.
 // Throws qkd::Error "<file>:<line>: ..." on bad JSON, missing fields, or labels out of range.
-McDataset load_mc_file(const std::string& path, McFormat format = McFormat::Auto);
+McDataset load_mc_file(const std::string& path, McFormat format = McFormat::automatic);
 
 // lm-eval's hellaswag text cleanup: strip, " [title]" -> ". ", drop "[...]", "  " -> " ".
 std::string hellaswag_preprocess(const std::string& text);

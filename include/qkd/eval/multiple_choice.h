@@ -21,7 +21,7 @@ struct McOptions {
   int64_t max_len = 256;    // longest model input; longer requests keep their end
   int64_t batch_size = 16;  // requests per LogitsFn call
   int64_t max_items = 0;    // 0: all items
-  McFormat format = McFormat::Auto;
+  McFormat format = McFormat::automatic;
   torch::Device device = torch::kCPU;  // where input_ids are built
   ProgressFn progress;                 // optional; units are requests
 };

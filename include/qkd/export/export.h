@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "qkd/common/enum_table.h"
 #include "qkd/model/llama.h"
 #include "qkd/quant/quant_spec.h"
 
@@ -16,8 +17,7 @@ namespace qkd::exporting {
 enum class Format { hf, packed, encodings, gguf };
 
 // "hf" | "packed" | "encodings" | "gguf"; throws qkd::Error naming `where` for anything else.
-Format parse_format(const std::string& name, const std::string& where);
-std::string format_name(Format format);
+const EnumTable<Format>& export_formats();  // "hf" | "packed" | "encodings" | "gguf"
 std::vector<std::string> format_names(const std::vector<Format>& formats);
 // {"hf", "gguf", "hf"} -> {hf, gguf}: duplicates removed, order kept; an empty list stays empty.
 std::vector<Format> parse_formats(const std::vector<std::string>& names, const std::string& where);

@@ -19,7 +19,7 @@ struct IntegerWeight {
   torch::Tensor zero;   // int32 like scale (the zero point in effect); undefined when symmetric
   int64_t bits = 4;
   bool symmetric = true;
-  quant::Granularity granularity = quant::Granularity::PerChannel;
+  quant::Granularity granularity = quant::Granularity::per_channel;
   int64_t qmin = -8, qmax = 7;
 
   int64_t out_features() const { return codes.size(0); }

@@ -6,15 +6,16 @@
 #include <vector>
 
 #include "qkd/common/config_fields.h"
+#include "qkd/monitor/monitor_config.h"
 
 namespace qkd::freeze {
 
 // none | ov (o_proj+v_proj from step 0) | auto (monitor-triggered) | modules (freeze.modules)
 enum class FreezeMode { none, ov, automatic, modules };
-std::string freeze_mode_name(FreezeMode mode);  // "none" | "ov" | "auto" | "modules"
+const EnumTable<FreezeMode>& freeze_modes();  // "none" | "ov" | "auto" | "modules"
 // auto: freeze the watched projections of the spiking layer only, or of all layers.
 enum class FreezeScope { layer, all };
-std::string freeze_scope_name(FreezeScope scope);  // "layer" | "all"
+const EnumTable<FreezeScope>& freeze_scopes();  // "layer" | "all"
 
 struct FreezeConfig {
   FreezeMode policy = FreezeMode::none;
@@ -36,10 +37,9 @@ struct FreezeConfig {
 
   template <class Fields>
   void fields(Fields& f) {
-    f.choice("policy", policy, {FreezeMode::none, FreezeMode::ov, FreezeMode::automatic, FreezeMode::modules},
-             freeze_mode_name);
+    f.choice("policy", policy, freeze_modes());
     f.texts("modules", modules);
-    f.choice("scope", scope, {FreezeScope::layer, FreezeScope::all}, freeze_scope_name);
+    f.choice("scope", scope, freeze_scopes());
     f.texts("auto_watch", auto_watch);
     f.flag("rollback", rollback);
     f.number("release_lr_factor", release_lr_factor, 0.0, 1.0);
@@ -53,5 +53,8 @@ struct FreezeConfig {
 FreezeConfig freeze_config_from_json(const nlohmann::json& json, const std::string& where = "freeze",
                                      std::vector<std::string>* ignored = nullptr);
 inline nlohmann::json to_json(const FreezeConfig& config) { return write_section(config); }
+
+// auto acts on the monitor's judgements: fails naming freeze.policy when the monitor is off.
+void check_monitor_for(const FreezeConfig& freeze, const monitor::MonitorConfig& monitor);
 
 }  // namespace qkd::freeze

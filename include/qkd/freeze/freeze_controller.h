@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "qkd/common/enum_table.h"
 #include "qkd/freeze/freeze_policy.h"
 #include "qkd/freeze/release_schedule.h"
 #include "qkd/freeze/stable_weights.h"
@@ -23,7 +24,7 @@
 namespace qkd::freeze {
 
 enum class ChangeKind { freeze, release };
-std::string change_kind_name(ChangeKind kind);  // "freeze" | "release"
+const EnumTable<ChangeKind>& change_kinds();  // "freeze" | "release"
 
 // One freeze or release as applied, for the run's events log.
 struct FreezeChange {

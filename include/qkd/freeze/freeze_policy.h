@@ -22,6 +22,11 @@ class FreezePolicy {
   // auto: modules to freeze now because of `events` (those already frozen are left out).
   std::vector<std::string> react(const std::vector<monitor::InstabilityEvent>& events,
                                  const std::set<std::string>& frozen) const;
+  // Fails, naming the setting, when the policy could never freeze anything: ov or auto over
+  // projections none of which is quantized would train as if it were "none", without a word.
+  void check_reaches_modules() const;
+  // Projection types the monitor must judge at every step: auto's watch list; nothing otherwise.
+  std::vector<std::string> watched_every_step() const;
   // auto: every module of auto_watch among the policy's modules, frozen or not.
   std::vector<std::string> watched_modules() const { return matching(config_.auto_watch, -1); }
   // auto with rollback: the watched modules still training, whose calm weights are worth keeping.

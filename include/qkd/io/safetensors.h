@@ -15,7 +15,7 @@ namespace qkd::io {
 
 // U16 has no LibTorch 1.13 type: it is read as int32 (a widened copy) and written from an integer
 // tensor through write_safetensors' `stored_as` (token ids of vocabularies up to 65536 in half the bytes).
-enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL, U16 };
+enum class DType { f64, f32, f16, bf16, i64, i32, i16, i8, u8, boolean, u16 };
 
 std::string dtype_name(DType dtype);       // "F32", ...
 size_t dtype_size(DType dtype);            // bytes per element

@@ -13,24 +13,22 @@
 
 namespace qkd::loss {
 
-enum class Divergence { ForwardKL, ReverseKL, JensenShannon };
-
-Divergence parse_divergence(const std::string& name, const std::string& where);  // forward_kl|reverse_kl|jsd
-std::string divergence_name(Divergence d);
+enum class Divergence { forward_kl, reverse_kl, jensen_shannon };
+const EnumTable<Divergence>& divergences();  // "forward_kl" | "reverse_kl" | "jsd"
 
 // Where the teacher's distribution comes from: the teacher model, run beside the student (`online`),
 // or its top-k log-probabilities stored by `qkd-train cache-teacher` (`cache`, docs/offline-teacher.md).
 enum class TeacherSource { online, cache };
-inline std::string teacher_source_name(TeacherSource s) { return s == TeacherSource::cache ? "cache" : "online"; }
+const EnumTable<TeacherSource>& teacher_sources();  // "online" | "cache"
 
 // Which next tokens the cross-entropy term predicts: every one (`all`), or only response tokens
 // (`responses`): the prompt of alpaca and sharegpt records (instruction, user turns) and each BOS are
 // then given, not predicted. The divergence covers every position either way.
 enum class CeTargets { all, responses };
-inline std::string ce_targets_name(CeTargets c) { return c == CeTargets::responses ? "responses" : "all"; }
+const EnumTable<CeTargets>& ce_targets();  // "all" | "responses"
 
 struct KdLossOptions {
-  Divergence divergence = Divergence::ForwardKL;
+  Divergence divergence = Divergence::forward_kl;
   double kd_weight = 1.0;       // weight of the divergence term
   double ce_weight = 0.0;       // weight of next-token cross-entropy on the data (the paper: CE + KL)
   double temperature = 1.0;     // softens both distributions; the divergence is multiplied by T^2
@@ -42,15 +40,14 @@ struct KdLossOptions {
   // The `kd` section of a run config.
   template <class Fields>
   void fields(Fields& f) {
-    f.choice("divergence", divergence, {Divergence::ForwardKL, Divergence::ReverseKL, Divergence::JensenShannon},
-             divergence_name);
+    f.choice("divergence", divergence, divergences());
     f.number("kd_weight", kd_weight, 0.0, 1e6);
     f.number("ce_weight", ce_weight, 0.0, 1e6);
     f.positive("temperature", temperature);
     f.integer("chunk_tokens", chunk_tokens, 1, std::numeric_limits<int64_t>::max());
-    f.choice("teacher", teacher, {TeacherSource::online, TeacherSource::cache}, teacher_source_name);
+    f.choice("teacher", teacher, teacher_sources());
     f.text("teacher_cache", teacher_cache);
-    f.choice("ce_on", ce_on, {CeTargets::all, CeTargets::responses}, ce_targets_name);
+    f.choice("ce_on", ce_on, ce_targets());
   }
   void check(const std::string& path) const;  // both weights 0 trains nothing
 };

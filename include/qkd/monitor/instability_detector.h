@@ -8,13 +8,14 @@
 #include <string>
 #include <vector>
 
+#include "qkd/common/enum_table.h"
 #include "qkd/monitor/monitor_config.h"
 #include "qkd/monitor/series_key.h"
 
 namespace qkd::monitor {
 
 enum class EventKind { spike, nonfinite, loss_rise };
-std::string event_kind_name(EventKind kind);  // "spike" | "nonfinite" | "loss_rise"
+const EnumTable<EventKind>& event_kinds();  // "spike" | "nonfinite" | "loss_rise"
 
 struct InstabilityEvent {
   int64_t step = 0;

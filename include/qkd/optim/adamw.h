@@ -43,10 +43,11 @@ class AdamW {
   // gradients of small weights to zero).
   explicit AdamW(AdamWOptions options);
 
-  // Optimizer-state sharding (ZeRO stage 1): this optimizer keeps state for, and updates, only the
-  // parameters `owns` accepts. The others are still registered (every rank knows every name, so that
-  // freezes, releases and checkpoints agree) but hold no moments and no master, and step() leaves them
-  // alone: their owner updates them and the trainer copies the result over. Set before add_parameter.
+  // Optimizer-state sharding (ZeRO stage 1; distributed/sharded_optimizer.h decides the shares): this
+  // optimizer keeps state for, and updates, only the parameters `owns` accepts. The others are still
+  // registered (every rank knows every name, so that freezes, releases and checkpoints agree) but hold
+  // no moments and no master, and step() leaves them alone: their owner updates them and the sharded
+  // optimizer copies the result over. Set before add_parameter.
   void shard(std::function<bool(const std::string&)> owns) { owns_ = std::move(owns); }
   bool owns(const std::string& name) const { return !owns_ || owns_(name); }
 
@@ -59,6 +60,8 @@ class AdamW {
   // Stops updating `name` and frees its moment estimates and master (used by the freeze policies).
   void remove_parameter(const std::string& name);
   bool has_parameter(const std::string& name) const { return params_.count(name) > 0; }
+  // The model's tensor registered as `name` (a handle: its .grad is the parameter's).
+  torch::Tensor parameter(const std::string& name) const;
   // Takes the parameter's current value as its master (see the contract above). Nothing to do, and
   // nothing done, for a name without a master: an fp32 parameter, or one not (or no longer) trained.
   void sync_master_from_parameter(const std::string& name);

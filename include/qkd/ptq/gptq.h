@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "qkd/common/enum_table.h"
 #include "qkd/model/llama.h"
 #include "qkd/quant/quant_spec.h"
 
@@ -37,7 +38,7 @@ namespace qkd::ptq {
 //    training the latent weights keep their place inside the rounding bins, as the teacher's weights
 //    do under round to nearest, instead of all sitting at bin centres half a step from any change.
 enum class GptqLatent { quantized, compensated };
-const char* gptq_latent_name(GptqLatent latent);
+const EnumTable<GptqLatent>& gptq_latents();  // "quantized" | "compensated"
 
 struct GptqOptions {
   double damp = 0.01;                         // fraction of mean(diag H) added to the diagonal (percdamp)

@@ -4,6 +4,7 @@
 // written as a student checkpoint.
 #include <string>
 
+#include "qkd/common/enum_table.h"
 #include "qkd/export/export.h"
 #include "qkd/ptq/gptq.h"
 #include "qkd/quant/quant_spec.h"
@@ -11,6 +12,7 @@
 namespace qkd::ptq {
 
 enum class PtqMethod { rtn, gptq };
+const EnumTable<PtqMethod>& ptq_methods();  // "rtn" | "gptq"
 
 // "rtn" or "gptq"; anything else throws qkd::Error("<where>: expected rtn or gptq, got \"...\"").
 PtqMethod parse_ptq_method(const std::string& text, const std::string& where);

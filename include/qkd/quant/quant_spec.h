@@ -7,22 +7,28 @@
 #include <string>
 #include <vector>
 
+#include "qkd/common/enum_table.h"
+
 namespace qkd::quant {
 
-enum class Granularity { PerChannel, PerGroup, PerTensor };
-enum class RangeMethod { MinMax, Search };
-enum class ScalePolicy { Dynamic, Static };
-enum class ActRangeMethod { MinMax, Percentile };
+enum class Granularity { per_channel, per_group, per_tensor };
+enum class RangeMethod { minmax, search };
+enum class ScalePolicy { dynamic, fixed };  // config names "dynamic" | "static"
+enum class ActRangeMethod { minmax, percentile };
+const EnumTable<Granularity>& granularities();       // "per_channel" | "per_group" | "per_tensor"
+const EnumTable<RangeMethod>& range_methods();       // "minmax" | "search"
+const EnumTable<ScalePolicy>& scale_policies();      // "dynamic" | "static"
+const EnumTable<ActRangeMethod>& act_range_methods();  // "minmax" | "percentile"
 
 struct QuantSpec {
   // Weights.
   int64_t bits = 4;                                   // 2..8
-  Granularity granularity = Granularity::PerChannel;  // rows of W [out, in] / groups along `in` / whole tensor
+  Granularity granularity = Granularity::per_channel;  // rows of W [out, in] / groups along `in` / whole tensor
   int64_t group_size = 128;                           // per_group only; must divide each layer's in_features
   bool symmetric = true;                              // levels -2^(b-1)..2^(b-1)-1, else 0..2^b-1 with zero point
-  RangeMethod range = RangeMethod::MinMax;            // min-max, or clipping-ratio search minimizing squared error
+  RangeMethod range = RangeMethod::minmax;            // min-max, or clipping-ratio search minimizing squared error
   std::vector<double> search_grid;                    // clipping ratios in (0, 1]; empty: 0.50, 0.51, ..., 1.00
-  ScalePolicy scale_policy = ScalePolicy::Dynamic;    // recomputed every forward, or fixed at attach time
+  ScalePolicy scale_policy = ScalePolicy::dynamic;    // recomputed every forward, or fixed at attach time
   bool learnable_scale = false;                       // LSQ; requires static
   bool lsq_grad_scale = true;                         // LSQ gradient factor 1/sqrt(numel_per_scale * qmax)
   // Which Linear modules (ECMAScript regexes searched in the Hugging Face module name, so a plain name
@@ -32,7 +38,7 @@ struct QuantSpec {
   // Inputs of the quantized projections (per tensor, static range calibrated over act_calib_batches).
   int64_t act_bits = 0;  // 0: none, 8 or 16
   bool act_symmetric = false;
-  ActRangeMethod act_range = ActRangeMethod::MinMax;
+  ActRangeMethod act_range = ActRangeMethod::minmax;
   double act_percentile = 99.99;  // act_range == percentile; in (50, 100]
   int64_t act_calib_batches = 16;
 };

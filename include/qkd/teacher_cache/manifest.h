@@ -51,7 +51,7 @@ struct Manifest {
   int64_t shards() const { return (micro_batches() + shard_micro_batches - 1) / shard_micro_batches; }
   int64_t micro_batches_in(int64_t shard) const;  // shard_micro_batches, or fewer for the last
   int64_t tokens() const { return micro_batches() * identity.micro_batch * identity.seq_len; }
-  io::DType ids_dtype() const { return vocab_size <= 65536 ? io::DType::U16 : io::DType::I32; }
+  io::DType ids_dtype() const { return vocab_size <= 65536 ? io::DType::u16 : io::DType::i32; }
 
   nlohmann::json to_json() const;
   // Validates every field; errors name `file` and the key.

@@ -9,12 +9,12 @@
 namespace qkd::tokenizer {
 
 // sentencepiece's ModelProto.SentencePiece.Type.
-enum class PieceType : int32_t { Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6 };
+enum class PieceType : int32_t { normal = 1, unknown = 2, control = 3, user_defined = 4, unused = 5, byte = 6 };
 
 struct VocabPiece {
   std::string piece;
   float score = 0.0f;
-  PieceType type = PieceType::Normal;
+  PieceType type = PieceType::normal;
 };
 
 struct SentencepieceVocab {

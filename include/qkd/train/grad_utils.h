@@ -2,7 +2,12 @@
 // Gradient bookkeeping between backward and the optimizer step.
 #include <torch/torch.h>
 
+#include <vector>
+
 namespace qkd::train {
+
+// The parameters that take gradients now (frozen projections left out), in model order.
+std::vector<torch::Tensor> trainable_parameters(torch::nn::Module& model);
 
 // sqrt of the sum of squared gradients of every parameter that has one (fp64 accumulation);
 // NaN/Inf when any gradient is non-finite.

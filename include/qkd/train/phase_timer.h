@@ -8,13 +8,15 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "qkd/common/enum_table.h"
+
 namespace qkd::train {
 
 // communication: averaging gradients and step totals over the ranks (0 in a single process).
 enum class Phase { data, teacher_forward, student_forward, loss, backward, communication, gradients, monitor, optimizer };
 constexpr size_t kPhaseCount = 9;
 
-const char* phase_name(Phase phase);
+const EnumTable<Phase>& phases();  // names as metrics.jsonl "phases" keys them
 
 class PhaseTimer {
  public:

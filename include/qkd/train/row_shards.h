@@ -8,17 +8,21 @@
 // their sum is the micro-batch's loss and gradient, up to float rounding: the weight gradients add
 // two partial sums over tokens instead of one. A given thread count always gives the same shards, so
 // runs and resumes stay bitwise reproducible.
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <vector>
 
-#include "qkd/train/training_session.h"
+#include "qkd/train/micro_batch.h"
+#include "qkd/train/train_sections.h"
 
 namespace qkd::train {
 
-// How many shards micro-batch `batch` of step `step` is computed in: 1 (one pass, products split over
-// the threads) unless the run is on the CPU with train.cpu_parallelism rows, several threads, two or
-// more rows, and no activation statistics measured at `step` (the monitor sees each forward whole).
-int64_t row_shard_count(const TrainingSession& session, const MicroBatch& batch, int64_t step);
+// How many shards a micro-batch of `rows` rows is computed in: 1 (one pass, products split over the
+// threads) unless the run is on the CPU with train.cpu_parallelism rows, several threads, two or more
+// rows, and no activation statistics measured at this step (the monitor sees each forward whole).
+int64_t row_shard_count(const ComputeSection& compute, const torch::Device& device, int64_t rows,
+                        bool activations_measured);
 
 struct RowRange {
   int64_t begin = 0, count = 0;

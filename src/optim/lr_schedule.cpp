@@ -1,11 +1,14 @@
-#include "qkd/train/lr_schedule.h"
+#include "qkd/optim/lr_schedule.h"
 
 #include <algorithm>
 #include <cmath>
 
-namespace qkd::train {
+namespace qkd::optim {
 
-std::string lr_schedule_name(LrSchedule schedule) { return schedule == LrSchedule::cosine ? "cosine" : "constant"; }
+const EnumTable<LrSchedule>& lr_schedules() {
+  static const EnumTable<LrSchedule> table{{LrSchedule::cosine, "cosine"}, {LrSchedule::constant, "constant"}};
+  return table;
+}
 
 double learning_rate_at(int64_t step, int64_t total, const LrScheduleOptions& o) {
   if (o.warmup_steps > 0 && step < o.warmup_steps)
@@ -17,4 +20,4 @@ double learning_rate_at(int64_t step, int64_t total, const LrScheduleOptions& o)
   return o.peak * (o.min_ratio + (1.0 - o.min_ratio) * cosine);
 }
 
-}  // namespace qkd::train
+}  // namespace qkd::optim

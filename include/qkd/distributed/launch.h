@@ -6,10 +6,12 @@
 #include <optional>
 #include <string>
 
-namespace qkd::dist {
+#include "qkd/common/enum_table.h"
+
+namespace qkd::distributed {
 
 enum class Launcher { single, torchrun, slurm };
-const char* launcher_name(Launcher launcher);
+const EnumTable<Launcher>& launchers();  // "single" | "torchrun" | "slurm"
 
 struct LaunchInfo {
   Launcher launcher = Launcher::single;
@@ -32,4 +34,4 @@ LaunchInfo detect_launch_from_environment();
 // The first host of a SLURM node list: "gpu[03-05,7],login1" -> "gpu03".
 std::string first_slurm_host(const std::string& nodelist);
 
-}  // namespace qkd::dist
+}  // namespace qkd::distributed

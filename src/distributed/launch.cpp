@@ -1,10 +1,10 @@
-#include "qkd/dist/launch.h"
+#include "qkd/distributed/launch.h"
 
 #include <cstdlib>
 
 #include "qkd/common/error.h"
 
-namespace qkd::dist {
+namespace qkd::distributed {
 
 namespace {
 
@@ -60,13 +60,10 @@ LaunchInfo slurm(const EnvLookup& env) {
 
 }  // namespace
 
-const char* launcher_name(Launcher launcher) {
-  switch (launcher) {
-    case Launcher::torchrun: return "torchrun";
-    case Launcher::slurm: return "slurm";
-    case Launcher::single: break;
-  }
-  return "single";
+const EnumTable<Launcher>& launchers() {
+  static const EnumTable<Launcher> table{
+      {Launcher::single, "single"}, {Launcher::torchrun, "torchrun"}, {Launcher::slurm, "slurm"}};
+  return table;
 }
 
 LaunchInfo detect_launch(const EnvLookup& env) {
@@ -103,4 +100,4 @@ std::string first_slurm_host(const std::string& nodelist) {
   return entry.substr(0, open) + first + (entry.find(']') + 1 < entry.size() ? entry.substr(entry.find(']') + 1) : "");
 }
 
-}  // namespace qkd::dist
+}  // namespace qkd::distributed

@@ -1,10 +1,10 @@
-#include "qkd/dist/replicas.h"
+#include "qkd/distributed/replicas.h"
 
 #include <cstring>
 
 #include "qkd/common/error.h"
 
-namespace qkd::dist {
+namespace qkd::distributed {
 
 void average_gradients(Communicator& comm, const std::vector<torch::Tensor>& parameters, int64_t bucket_bytes) {
   if (!comm.distributed()) return;
@@ -80,4 +80,4 @@ torch::Tensor local_share(const torch::Tensor& global_batch, int rank, int world
   return global_batch.narrow(0, rank * per_rank, per_rank);
 }
 
-}  // namespace qkd::dist
+}  // namespace qkd::distributed

@@ -1,5 +1,5 @@
 #define QKD_COMPAT_C10D
-#include "qkd/dist/communicator.h"
+#include "qkd/distributed/communicator.h"
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 
@@ -14,7 +14,7 @@
 #include "qkd/common/error.h"
 #include "qkd/common/torch_compat.h"
 
-namespace qkd::dist {
+namespace qkd::distributed {
 
 namespace {
 
@@ -159,13 +159,9 @@ std::vector<std::vector<size_t>> by_dtype(const std::vector<torch::Tensor>& tens
 
 }  // namespace
 
-const char* backend_name(Backend backend) {
-  switch (backend) {
-    case Backend::gloo: return "gloo";
-    case Backend::nccl: return "nccl";
-    case Backend::automatic: break;
-  }
-  return "auto";
+const EnumTable<Backend>& backends() {
+  static const EnumTable<Backend> table{{Backend::automatic, "auto"}, {Backend::gloo, "gloo"}, {Backend::nccl, "nccl"}};
+  return table;
 }
 
 struct Communicator::Group {
@@ -221,10 +217,10 @@ Communicator::Communicator(const LaunchInfo& launch, const CommunicatorOptions& 
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    fail(where, std::string(backend_name(backend_)) + " process group: " + first_line(e.what()));
+    fail(where, backends().name(backend_) + " process group: " + first_line(e.what()));
   }
-  spdlog::info("rank {} of {} ({} backend, local rank {}, launched by {})", rank_, world_size_, backend_name(backend_),
-               launch.local_rank, launcher_name(launch.launcher));
+  spdlog::info("rank {} of {} ({} backend, local rank {}, launched by {})", rank_, world_size_, backends().name(backend_),
+               launch.local_rank, launchers().name(launch.launcher));
 }
 
 Communicator::~Communicator() = default;
@@ -232,7 +228,7 @@ Communicator::~Communicator() = default;
 void Communicator::fail_collective(const char* what, const std::exception& e) {
   const std::string lost = group_ ? group_->lost_ranks() : "";
   fail(std::string("distributed ") + what,
-       "rank " + std::to_string(rank_) + " gave up: " + lost + "; " + backend_name(backend_) + " said: " +
+       "rank " + std::to_string(rank_) + " gave up: " + lost + "; " + backends().name(backend_) + " said: " +
            first_line(e.what()));
 }
 
@@ -302,4 +298,4 @@ void Communicator::barrier() {
   run_collective("barrier", [&] { return group_->backend->barrier(c10d::BarrierOptions()); });
 }
 
-}  // namespace qkd::dist
+}  // namespace qkd::distributed

@@ -10,12 +10,13 @@
 #include <memory>
 #include <vector>
 
-#include "qkd/dist/launch.h"
+#include "qkd/common/enum_table.h"
+#include "qkd/distributed/launch.h"
 
-namespace qkd::dist {
+namespace qkd::distributed {
 
 enum class Backend { automatic, gloo, nccl };
-const char* backend_name(Backend backend);
+const EnumTable<Backend>& backends();  // "auto" | "gloo" | "nccl"
 
 struct CommunicatorOptions {
   Backend backend = Backend::automatic;  // automatic: NCCL for CUDA tensors, Gloo for the CPU
@@ -69,4 +70,4 @@ class Communicator {
   std::unique_ptr<Group> group_;
 };
 
-}  // namespace qkd::dist
+}  // namespace qkd::distributed

@@ -3,10 +3,12 @@
 #include <cstdint>
 #include <string>
 
-namespace qkd::train {
+#include "qkd/common/enum_table.h"
+
+namespace qkd::optim {
 
 enum class LrSchedule { cosine, constant };
-std::string lr_schedule_name(LrSchedule schedule);  // "cosine" | "constant"
+const EnumTable<LrSchedule>& lr_schedules();  // "cosine" | "constant"
 
 struct LrScheduleOptions {
   double peak = 1e-4;
@@ -19,4 +21,4 @@ struct LrScheduleOptions {
 // steps, or constant. `step` counts completed steps (0 for the first update).
 double learning_rate_at(int64_t step, int64_t total, const LrScheduleOptions& options);
 
-}  // namespace qkd::train
+}  // namespace qkd::optim

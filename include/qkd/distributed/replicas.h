@@ -7,9 +7,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "qkd/dist/communicator.h"
+#include "qkd/distributed/communicator.h"
 
-namespace qkd::dist {
+namespace qkd::distributed {
 
 // Averages the gradients of `parameters` over the ranks, `bucket_bytes` at a time (one all-reduce per
 // bucket and dtype). Parameters without a gradient (frozen ones, the same on every rank) are skipped.
@@ -31,4 +31,4 @@ void average_values(Communicator& comm, std::vector<double>& values);
 // Rows `rank * rows / world .. (rank + 1) * rows / world` of a global batch: this rank's share.
 torch::Tensor local_share(const torch::Tensor& global_batch, int rank, int world_size);
 
-}  // namespace qkd::dist
+}  // namespace qkd::distributed

@@ -1,0 +1,30 @@
+#pragma once
+// The `export` section of a run config: the formats a finished run writes to <run_dir>/export/<format>
+// and their settings.
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "qkd/common/config_fields.h"
+#include "qkd/common/dtype_names.h"
+#include "qkd/export/export.h"
+
+namespace qkd::exporting {
+
+struct ExportConfig {
+  std::vector<Format> formats = {Format::hf};  // empty: no export
+  torch::Dtype dtype = torch::kFloat16;        // float weights of hf and packed
+  std::string gguf_type = "q4_0";              // gguf projections: q4_0 or q8_0
+  template <class Fields>
+  void fields(Fields& f) {
+    f.retired("hf", "replaced by export.formats, a list such as [\"hf\", \"gguf\"] ([] for none)");
+    f.list("formats", formats, format_names, parse_formats);
+    f.choice("dtype", dtype, model_dtypes());
+    f.text("gguf_type", gguf_type);
+  }
+  void check(const std::string& path) const;
+  ExportOptions options() const;
+};
+
+}  // namespace qkd::exporting
