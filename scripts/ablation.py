@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Freeze ablation on the shipped teacher: none / ov / o-only / v-only / qkv / auto at two learning rates.
 
-The recipe follows ../shared/reference/hf-ablation.json (W4 per channel, dynamic min-max scales, STE,
+The recipe follows tests/fixtures/reference/hf-ablation.json (W4 per channel, dynamic min-max scales, STE,
 forward KL, AdamW without weight decay, cosine decay to 0, no warm-up, no clipping, random windows of
 kjv-train.u16) with fewer tokens per step when run on a CPU (say so in the output). For every run:
 validation perplexity, cloze accuracy, peak and final KL (KL measured on the training batch every
 `--kl-every` steps), stability events, mean step time. Writes docs/ablation.md and
-docs/ablation-report.html (qkd-train report over all runs).
+<runs-dir>/report.html (qkd-train report over all runs, not kept in the repository).
   python3 scripts/ablation.py [--steps 300 --micro-batch 32 --seq-len 256]   # the reference recipe (GPU)
   python3 scripts/ablation.py --steps 40 --micro-batch 4 --seq-len 256 --mc-limit 250 --sweep auto-r0,auto-r0.1,auto-r0.5  # CPU
 """
@@ -22,7 +22,7 @@ POLICIES = {
     "qkv": {"policy": "modules", "modules": ["q_proj", "k_proj", "v_proj"]},
     "auto": {"policy": "auto", "scope": "all"},  # rollback, release at 0.25 x the learning rate at the freeze
 }
-HF = {  # ../shared/reference/hf-ablation.json (policy, lr) -> (peak KL, final KL, val ppl)
+HF = {  # tests/fixtures/reference/hf-ablation.json (policy, lr) -> (peak KL, final KL, val ppl)
     ("none", 1e-3): (0.133, 0.0181, 28.84), ("ov", 1e-3): (0.083, 0.0142, 28.96), ("o", 1e-3): (0.119, 0.0162, 28.86),
     ("v", 1e-3): (0.106, 0.0157, 28.88), ("qkv", 1e-3): (0.092, 0.0150, 29.00), ("none", 1e-4): (0.032, 0.0099, 29.25),
     ("ov", 1e-4): (0.032, 0.0093, 29.34),
@@ -118,10 +118,11 @@ def main():
         r = results[-1]
         print(f"{policy:5s} lr {lr:g}: ppl {r['ppl']:.3f} peak KL {r['kl_peak']:.4f} final KL {r['kl_final']:.4f} "
               f"freezes {r['freezes']} step {r['step_s']:.3f}s", flush=True)
-    report = os.path.splitext(args.out)[0] + "-report.html"
+    # Generated reports stay out of the repository: they go beside the runs they show.
+    report = os.path.join(args.runs_dir, "report.html")
     subprocess.run([args.binary, "report", "--title", "qkd-train freeze ablation", "--out", report] +
                    sum((["--run", r["run_dir"]] for r in results), []), check=True)
-    screenshot = os.path.splitext(args.out)[0] + "-report.png"
+    screenshot = os.path.join(args.runs_dir, "report.png")
     if shutil.which("chromium"):  # proof that the report renders in a headless browser
         import tempfile
         with tempfile.TemporaryDirectory() as profile:
@@ -141,7 +142,7 @@ def main():
            f" (the reference recipe uses 300 steps of 32x256 = 8192 tokens; this run has {tokens / 8192:.3g}x the tokens per step)")
         + ". Peak KL is the largest KL over steps 1, 1+k, 1+2k, ... (k = 10, as the reference samples it), max KL the largest over "
         "every step, final KL the mean of the last 10 steps. "
-        "The HF columns are `../shared/reference/hf-ablation.json` (300 x 32x256 on a GPU).",
+        "The HF columns are `tests/fixtures/reference/hf-ablation.json` (300 x 32x256 on a GPU).",
         "",
         "| frozen | lr | val ppl | HF ppl | cloze acc / acc_norm | peak KL | HF peak KL | max KL | final KL | HF final KL | spike events | freeze at step | median step s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -152,8 +153,8 @@ def main():
         lines.append(f"| {r['policy']} | {r['lr']:g} | {r['ppl']:.3f} | {hf_cols[0]} | {r['acc']:.3f} / {r['acc_norm']:.3f} | "
                      f"{r['kl_peak']:.4f} | {hf_cols[1]} | {r['kl_max']:.4f} | {r['kl_final']:.4f} | {hf_cols[2]} | {r['spikes']} | "
                      f"{freeze_steps(r)} | {r['step_s']:.3f} |")
-    lines += ["", f"Report: `{os.path.basename(report)}`" +
-              (f" (headless Chromium screenshot: `{os.path.basename(screenshot)}`)." if os.path.exists(screenshot) else "."), ""]
+    lines += ["", f"Report: `{report}` (written by the command above, not kept in the repository)" +
+              (f"; headless Chromium screenshot: `{screenshot}`." if os.path.exists(screenshot) else "."), ""]
     write_keeping_reading(args.out, "\n".join(lines))
     json.dump(results, open(os.path.splitext(args.out)[0] + ".json", "w"), indent=1)
     print("\n".join(lines))
