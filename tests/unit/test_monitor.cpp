@@ -262,7 +262,7 @@ TEST_P(AutoFreezeResume, IsBitwiseEqualToAnUninterruptedRun) {
   train_with_spike(auto_run(dir + "/straight", kReleasingAuto, 1), 3);
   const auto first = train_with_spike(auto_run(dir + "/resumed", kReleasingAuto, 1), 3, stop_after);
   ASSERT_TRUE(first.interrupted);
-  ASSERT_EQ(first.steps_completed, stop_after);
+  ASSERT_EQ(first.totals.steps_completed, stop_after);
   train_with_spike(auto_run(dir + "/resumed", kReleasingAuto, 1), 3);
   const auto a = student_at(dir + "/straight", 8), b = student_at(dir + "/resumed", 8);
   for (const auto& [name, tensor] : a) EXPECT_TRUE(torch::equal(tensor, b.at(name))) << name;

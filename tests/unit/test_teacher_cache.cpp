@@ -409,7 +409,7 @@ TEST(TeacherCacheConfig, CacheNeedsAnExistingDirectoryAndForwardKl) {
   expect_error([&] { qkd::train::parse_run_config(j); }, {"kd.teacher", "online, cache"});
   j = run_config_json(dir);
   j["kd"]["teacher"] = "online";
-  EXPECT_EQ(qkd::train::parse_run_config(j).unread_settings,
+  EXPECT_EQ(qkd::train::parse_run_config(j).unread_settings(),
             std::vector<std::string>{"kd.teacher_cache: only read with kd.teacher cache"});
 }
 
