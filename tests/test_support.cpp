@@ -32,6 +32,12 @@ std::string fixture_path(const std::string& relative) {
   return (std::filesystem::path(QKD_SOURCE_DIR) / "tests" / "fixtures" / relative).string();
 }
 
+std::string shell_quote(const std::string& text) {
+  std::string out = "'";
+  for (const char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
 std::string repo_path(const std::string& relative) {
   return (std::filesystem::path(QKD_SOURCE_DIR) / relative).string();
 }

@@ -56,6 +56,8 @@ pid_t start_cli(const std::vector<std::string>& args, const std::string& log, co
 int free_port();
 // Waits up to `seconds`; true (with the wait status) when the process ended by itself.
 bool wait_for_exit(pid_t pid, double seconds, int& status);
+// `text` single-quoted for a POSIX shell command line.
+std::string shell_quote(const std::string& text);
 // The whole file ("" when it cannot be read).
 std::string read_file(const std::string& path);
 

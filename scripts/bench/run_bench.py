@@ -197,7 +197,7 @@ def main():
     os.environ.setdefault("OPENBLAS_CORETYPE", "SkylakeX")
     results, rate = measure(args)
     out = os.path.join(ROOT, args.out)
-    kept = ("## GPU",) if args.offline_teacher else ("## Offline teacher", "## GPU")
+    kept = ("## GPU", "## Tokenization") if args.offline_teacher else ("## Offline teacher", "## GPU", "## Tokenization")
     text = render(results, rate, args) + "".join(kept_section(out, heading) for heading in kept)
     with open(os.path.join(ROOT, args.out) + ".tmp", "w") as f:
         f.write(text + "\n")

@@ -170,11 +170,17 @@ void save_hf_checkpoint(model::LlamaForCausalLMImpl& model, const std::string& d
   config.torch_dtype = dtype_name(dtype);
   io::write_safetensors((fs::path(dir) / "model.safetensors").string(), model_weights(model, dtype));
   write_text_atomically((fs::path(dir) / "config.json").string(), llama_config_to_json(config).dump(2) + "\n");
-  if (!tokenizer_source_dir.empty()) {
-    const auto source = fs::path(tokenizer_source_dir) / "tokenizer.model";
-    if (!fs::exists(source)) fail(source.string(), "tokenizer model not found");
-    copy_file_atomically(source.string(), (fs::path(dir) / "tokenizer.model").string());
-  }
+  if (!tokenizer_source_dir.empty()) copy_tokenizer_files(tokenizer_source_dir, dir);
+}
+
+void copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir) {
+  const fs::path from(from_dir), to(to_dir);
+  if (!fs::is_regular_file(from / "tokenizer.model") && !fs::is_regular_file(from / "tokenizer.json"))
+    fail((from / "tokenizer.model").string(), "tokenizer model not found (nor a tokenizer.json beside it)");
+  // Everything a runtime reads to tokenize and to render chats, as the source directory has it.
+  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                           "chat_template.jinja"})
+    if (fs::is_regular_file(from / name)) copy_file_atomically((from / name).string(), (to / name).string());
 }
 
 }  // namespace qkd::checkpoint

@@ -110,16 +110,43 @@ model::RopeConfig parse_rope(const ConfigReader& r) {
   return rope;
 }
 
+// The families this program computes (model::ModelType); anything else, MoE included, is refused.
+model::ModelType parse_model_type(const json& j, const std::string& source) {
+  const auto model_type = j.contains("model_type") && j.at("model_type").is_string()
+                              ? j.at("model_type").get<std::string>()
+                              : std::string();
+  if (const auto type = model::model_types().find(model_type)) return *type;
+  fail(source, "model_type: \"" + printable(model_type) + "\" is not supported (expected one of " +
+                   model::model_types().joined_names() + ")");
+}
+
+// What each family adds to LLaMA's keys (transformers' MistralConfig, Qwen2Config, Qwen3Config).
+void read_family_fields(const ConfigReader& r, model::LlamaConfig& c) {
+  using model::ModelType;
+  const auto window = [&] {  // null: no window
+    const auto keys = r.optional_int("sliding_window", 0);
+    if (keys < 0) fail(r.source(), "field 'sliding_window': expected a positive integer or null, got " + std::to_string(keys));
+    return keys;
+  };
+  switch (c.model_type) {
+    case ModelType::llama: break;
+    case ModelType::mistral: c.sliding_window = window(); break;
+    case ModelType::qwen2:
+    case ModelType::qwen3:
+      c.qkv_bias = c.model_type == ModelType::qwen2;  // Qwen2Attention: q/k/v with bias, o without
+      c.qk_norm = c.model_type == ModelType::qwen3;
+      if (r.optional_bool("use_sliding_window", false)) c.sliding_window = window();
+      break;
+  }
+}
+
 }  // namespace
 
 model::LlamaConfig parse_llama_config(const json& j, const std::string& source) {
   if (!j.is_object()) fail(source, "expected a JSON object");
-  const auto model_type = j.contains("model_type") && j.at("model_type").is_string()
-                              ? j.at("model_type").get<std::string>()
-                              : std::string();
-  if (model_type != "llama") fail(source, "model_type: expected \"llama\", got \"" + printable(model_type) + "\"");
   ConfigReader r(j, source);
   model::LlamaConfig c;
+  c.model_type = parse_model_type(j, source);
   c.hidden_size = r.required_int("hidden_size");
   c.intermediate_size = r.required_int("intermediate_size");
   c.num_hidden_layers = r.required_int("num_hidden_layers");
@@ -132,6 +159,7 @@ model::LlamaConfig parse_llama_config(const json& j, const std::string& source) 
   c.tie_word_embeddings = r.optional_bool("tie_word_embeddings", false);
   c.attention_bias = r.optional_bool("attention_bias", false);
   c.mlp_bias = r.optional_bool("mlp_bias", false);
+  read_family_fields(r, c);
   c.bos_token_id = r.optional_int("bos_token_id", 1);
   c.eos_token_id = r.optional_int("eos_token_id", 2);
   c.pad_token_id = r.optional_int("pad_token_id", -1);
@@ -170,6 +198,28 @@ model::LlamaConfig read_llama_config(const std::string& path) {
   return parse_llama_config(read_json_file(path), path);
 }
 
+namespace {
+const char* architecture_name(model::ModelType type) {
+  switch (type) {
+    case model::ModelType::llama: return "LlamaForCausalLM";
+    case model::ModelType::mistral: return "MistralForCausalLM";
+    case model::ModelType::qwen2: return "Qwen2ForCausalLM";
+    case model::ModelType::qwen3: return "Qwen3ForCausalLM";
+  }
+  return "LlamaForCausalLM";
+}
+
+// The inverse of read_family_fields.
+void write_family_fields(const model::LlamaConfig& c, json& out) {
+  const json window = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+  if (c.model_type == model::ModelType::mistral) out["sliding_window"] = window;
+  if (c.model_type == model::ModelType::qwen2 || c.model_type == model::ModelType::qwen3) {
+    out["use_sliding_window"] = c.sliding_window > 0;
+    out["sliding_window"] = window;
+  }
+}
+}  // namespace
+
 json llama_config_to_json(const model::LlamaConfig& c) {
   json rope = {{"rope_theta", c.rope.theta}, {"rope_type", c.rope.type}};
   if (c.rope.type == "llama3") {
@@ -178,8 +228,8 @@ json llama_config_to_json(const model::LlamaConfig& c) {
     rope["high_freq_factor"] = c.rope.high_freq_factor;
     rope["original_max_position_embeddings"] = c.rope.original_max_position_embeddings;
   }
-  return {{"architectures", {"LlamaForCausalLM"}},
-          {"model_type", "llama"},
+  json out = {{"architectures", {architecture_name(c.model_type)}},
+          {"model_type", model::model_types().name(c.model_type)},
           {"hidden_size", c.hidden_size},
           {"intermediate_size", c.intermediate_size},
           {"num_hidden_layers", c.num_hidden_layers},
@@ -199,6 +249,8 @@ json llama_config_to_json(const model::LlamaConfig& c) {
           {"rope_parameters", rope},
           {"rope_theta", c.rope.theta},
           {"dtype", c.torch_dtype}};
+  write_family_fields(c, out);
+  return out;
 }
 
 }  // namespace qkd::checkpoint

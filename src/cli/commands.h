@@ -11,5 +11,6 @@ void add_ptq_command(CLI::App& app);
 void add_report_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_cache_teacher_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
 
 }  // namespace qkd::cli

@@ -42,6 +42,7 @@ void run_eval(const EvalOptions& o) {
   } else
     loaded = checkpoint::load_model_or_student(model_dir, {dtype, device});
   auto model = loaded.model;
+  model::check_sliding_window(model->config(), o.seq_len, "--seq-len", model_dir + "/config.json");
   model->eval();
   spdlog::info("evaluating {}{}", o.student.empty() ? o.model : o.student,
                loaded.quant ? " (fake-quantized student)" : "");

@@ -60,6 +60,11 @@ nlohmann::json parse_json_or_discarded(const std::string& text) {
   return nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
 }
 
+nlohmann::ordered_json parse_ordered_json_or_discarded(const std::string& text) {
+  if (!nesting_within_limit(text)) return nlohmann::ordered_json::value_t::discarded;
+  return nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
+}
+
 nlohmann::json read_json_file(const std::string& path) { return parse_json(read_text_file(path), path); }
 
 std::string json_excerpt(const nlohmann::json& value, size_t max_chars) {

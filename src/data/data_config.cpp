@@ -84,8 +84,8 @@ nlohmann::json first_record(const std::string& path) {
 const EnumTable<SourceFormat>& source_formats() {
   static const EnumTable<SourceFormat> table{
       {SourceFormat::automatic, "auto"}, {SourceFormat::text_jsonl, "text_jsonl"}, {SourceFormat::alpaca, "alpaca"},
-      {SourceFormat::sharegpt, "sharegpt"}, {SourceFormat::txt, "txt"},           {SourceFormat::u16, "u16"},
-      {SourceFormat::u32, "u32"}};
+      {SourceFormat::sharegpt, "sharegpt"}, {SourceFormat::chat, "chat"},         {SourceFormat::txt, "txt"},
+      {SourceFormat::u16, "u16"},           {SourceFormat::u32, "u32"}};
   return table;
 }
 
@@ -153,13 +153,14 @@ SourceFormat resolve_source_format(const SourceConfig& source) {
   if (ext == ".txt") return SourceFormat::txt;
   if (ext != ".jsonl" && ext != ".json" && ext != ".ndjson") {
     fail(source.path, "cannot tell the data format from extension '" + ext +
-                          "'; set format (text_jsonl|alpaca|sharegpt|txt|u16|u32)");
+                          "'; set format (text_jsonl|alpaca|sharegpt|chat|txt|u16|u32)");
   }
   const auto record = first_record(source.path);
   if (!record.is_object()) {
     fail(source.path, "cannot detect the format: first record is not a JSON object; set format explicitly");
   }
   if (record.contains("conversations")) return SourceFormat::sharegpt;
+  if (record.contains("messages")) return SourceFormat::chat;
   if (record.contains("instruction") && record.contains("output")) return SourceFormat::alpaca;
   return SourceFormat::text_jsonl;
 }

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "qkd/common/error.h"
 #include "qkd/common/input_file.h"
@@ -67,7 +68,10 @@ class JsonlDocumentSource : public DocumentSource {
  public:
   JsonlDocumentSource(const SourceConfig& source, SourceFormat format, const DataConfig& config,
                       const qkd::tokenizer::Tokenizer& tokenizer)
-      : source_(source), format_(format), config_(config), tokenizer_(tokenizer), reader_(source.path) {}
+      : source_(source), format_(format), config_(config), tokenizer_(tokenizer), reader_(source.path) {
+    // Asked now, so that a template the renderer cannot read fails at start, naming its line.
+    if (format == SourceFormat::chat || format == SourceFormat::sharegpt) chat_ = tokenizer.chat_template();
+  }
 
   bool next_document(std::vector<int64_t>& tokens, std::vector<uint8_t>& prompt) override {
     std::string line;
@@ -80,13 +84,7 @@ class JsonlDocumentSource : public DocumentSource {
         continue;
       }
       if (is_blank(line)) continue;
-      const auto record = parse_json_or_discarded(line);
-      if (record.is_discarded() || !record.is_object()) {
-        report_malformed(source_.path, line_number, record.is_discarded() ? "invalid JSON" : "not a JSON object",
-                         config_.strict, counters_);
-        continue;
-      }
-      const auto rendered = render(record);
+      const auto rendered = render(line);
       if (!rendered.error.empty()) {
         report_malformed(source_.path, line_number, rendered.error, config_.strict, counters_);
         continue;
@@ -107,7 +105,32 @@ class JsonlDocumentSource : public DocumentSource {
   const DocumentCounters& counters() const override { return counters_; }
 
  private:
-  RenderedRecord render(const nlohmann::json& record) const {
+  template <class Json>
+  static bool parse_object(const std::string& line, Json& record, std::string& error) {
+    if constexpr (std::is_same_v<Json, nlohmann::json>)
+      record = parse_json_or_discarded(line);
+    else
+      record = parse_ordered_json_or_discarded(line);
+    if (record.is_discarded())
+      error = "invalid JSON";
+    else if (!record.is_object())
+      error = "not a JSON object";
+    return error.empty();
+  }
+
+  // Chats keep their keys in file order (a template may show them); the other records need no order.
+  RenderedRecord render(const std::string& line) const {
+    std::string error;
+    if (format_ == SourceFormat::chat || (format_ == SourceFormat::sharegpt && chat_)) {
+      nlohmann::ordered_json record;
+      if (!parse_object(line, record, error)) return malformed_record(error);
+      if (format_ == SourceFormat::chat) return render_chat_record(record, chat_, config_.need_response_spans);
+      const auto messages = sharegpt_messages(record, error);
+      if (!error.empty()) return malformed_record(error);
+      return render_chat_record(messages, chat_, config_.need_response_spans);
+    }
+    nlohmann::json record;
+    if (!parse_object(line, record, error)) return malformed_record(error);
     switch (format_) {
       case SourceFormat::alpaca: return render_alpaca_record(record, config_.add_bos, config_.add_eos);
       case SourceFormat::sharegpt: return render_sharegpt_record(record);
@@ -115,10 +138,17 @@ class JsonlDocumentSource : public DocumentSource {
     }
   }
 
+  static RenderedRecord malformed_record(const std::string& why) {
+    RenderedRecord out;
+    out.error = why;
+    return out;
+  }
+
   SourceConfig source_;
   SourceFormat format_;
   DataConfig config_;  // a copy: sources must not depend on the caller keeping it alive
   const qkd::tokenizer::Tokenizer& tokenizer_;
+  const chat::ChatTemplate* chat_ = nullptr;  // chat and sharegpt sources: the model's template, if it has one
   LineReader reader_;
   DocumentCounters counters_;
 };
@@ -131,24 +161,8 @@ class TxtDocumentSource : public DocumentSource {
       : config_(config), tokenizer_(tokenizer), reader_(source.path) {}
 
   bool next_document(std::vector<int64_t>& tokens, std::vector<uint8_t>& prompt) override {
-    std::string paragraph, line;
-    bool too_long = false;
-    for (;;) {
-      const SourcePosition before = reader_.position();
-      if (!reader_.read_line(line, too_long)) break;
-      counters_.peak_line_bytes = std::max<int64_t>(counters_.peak_line_bytes, line.size());
-      if (is_blank(line)) {
-        if (paragraph.empty()) continue;
-        break;
-      }
-      if (!paragraph.empty() && static_cast<int64_t>(paragraph.size() + line.size()) > kMaxTxtDocumentBytes) {
-        reader_.seek(before);  // this line starts the next document
-        break;
-      }
-      if (!paragraph.empty()) paragraph += '\n';
-      paragraph += line;
-    }
-    if (paragraph.empty()) return false;
+    std::string paragraph;
+    if (!read_paragraph(reader_, paragraph, counters_.peak_line_bytes)) return false;
     auto tokenized = tokenize_record({{paragraph, config_.add_bos, config_.add_eos}}, tokenizer_);
     tokens = std::move(tokenized.ids);
     prompt = std::move(tokenized.prompt);
@@ -168,6 +182,28 @@ class TxtDocumentSource : public DocumentSource {
 };
 
 }  // namespace
+
+bool read_paragraph(LineReader& reader, std::string& paragraph, int64_t& peak_line_bytes) {
+  paragraph.clear();
+  std::string line;
+  bool too_long = false;
+  for (;;) {
+    const SourcePosition before = reader.position();
+    if (!reader.read_line(line, too_long)) break;
+    peak_line_bytes = std::max<int64_t>(peak_line_bytes, line.size());
+    if (is_blank(line)) {
+      if (paragraph.empty()) continue;
+      break;
+    }
+    if (!paragraph.empty() && static_cast<int64_t>(paragraph.size() + line.size()) > kMaxTxtDocumentBytes) {
+      reader.seek(before);  // this line starts the next document
+      break;
+    }
+    if (!paragraph.empty()) paragraph += '\n';
+    paragraph += line;
+  }
+  return !paragraph.empty();
+}
 
 std::unique_ptr<DocumentSource> open_document_source(const SourceConfig& source, SourceFormat format,
                                                      const DataConfig& config,

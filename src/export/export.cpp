@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "qkd/checkpoint/hf_checkpoint.h"
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
 #include "qkd/export/aimet_encodings.h"
@@ -61,9 +62,7 @@ void write_hf_companion_files(const ExportSource& source, const std::string& dir
     const nlohmann::json generation = {{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id}};
     write_text_atomically((to / "generation_config.json").string(), generation.dump(2) + "\n");
   }
-  if (!fs::is_regular_file(from / "tokenizer.model"))
-    fail((from / "tokenizer.model").string(), "tokenizer model not found");
-  copy_file_atomically((from / "tokenizer.model").string(), (to / "tokenizer.model").string());
+  checkpoint::copy_tokenizer_files(source.tokenizer_dir, dir);
 }
 
 std::string format_path(const std::string& out_dir, Format format) {

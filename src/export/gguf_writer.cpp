@@ -15,9 +15,9 @@
 #include "qkd/common/error.h"
 #include "qkd/export/integer_weights.h"
 #include "qkd/quant/weight_quantizer.h"
-#include "qkd/tokenizer/sentencepiece_vocab.h"
 #include "gguf_blocks.h"
 #include "gguf_format.h"
+#include "gguf_vocab.h"
 
 // A student as llama.cpp loads it: the tensor plan (names, shapes, ggml types), the metadata (the
 // architecture, rope, the tokenizer), and the data, in the container of gguf_format.h.
@@ -63,6 +63,24 @@ std::vector<float> llama3_rope_factors(const model::LlamaConfig& config) {
     }
   }
   return factors;
+}
+
+// llama.cpp's architecture for each family: mistral is llama's (convert_hf_to_gguf.py maps
+// MistralForCausalLM to LLM_ARCH_LLAMA); qwen2 and qwen3 have their own.
+const char* architecture(model::ModelType type) {
+  switch (type) {
+    case model::ModelType::llama:
+    case model::ModelType::mistral: return "llama";
+    case model::ModelType::qwen2: return "qwen2";
+    case model::ModelType::qwen3: return "qwen3";
+  }
+  return "llama";
+}
+
+// llama's rope rotates interleaved pairs (the converter permutes q/k rows to them); qwen's rotates
+// halves as transformers does (LLAMA_ROPE_TYPE_NEOX), so their rows stay as they are.
+bool permutes_rope_rows(model::ModelType type) {
+  return type == model::ModelType::llama || type == model::ModelType::mistral;
 }
 
 // ---- the tensor plan ----------------------------------------------------------------------------
@@ -111,13 +129,19 @@ std::vector<Planned> plan_tensors(model::LlamaForCausalLMImpl& student, const Ex
 
   if (config.rope.type == "llama3") add("rope_freqs.weight", "", {config.head_dim / 2}, TensorType::f32);
   add("token_embd.weight", "model.embed_tokens.weight", {config.hidden_size, config.vocab_size}, big_type);
+  const int64_t q_heads = permutes_rope_rows(config.model_type) ? config.num_attention_heads : 0;
+  const int64_t k_heads = permutes_rope_rows(config.model_type) ? config.num_key_value_heads : 0;
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
     const auto& layer = student.model->layer_list.at(i);
     const auto hf = "model.layers." + std::to_string(i);
     const auto blk = "blk." + std::to_string(i);
     add(blk + ".attn_norm.weight", hf + ".input_layernorm.weight", {config.hidden_size}, TensorType::f32);
-    add_linear(blk + ".attn_q", hf + ".self_attn.q_proj", layer->self_attn->q_proj, config.num_attention_heads);
-    add_linear(blk + ".attn_k", hf + ".self_attn.k_proj", layer->self_attn->k_proj, config.num_key_value_heads);
+    add_linear(blk + ".attn_q", hf + ".self_attn.q_proj", layer->self_attn->q_proj, q_heads);
+    add_linear(blk + ".attn_k", hf + ".self_attn.k_proj", layer->self_attn->k_proj, k_heads);
+    if (config.qk_norm) {
+      add(blk + ".attn_q_norm.weight", hf + ".self_attn.q_norm.weight", {config.head_dim}, TensorType::f32);
+      add(blk + ".attn_k_norm.weight", hf + ".self_attn.k_norm.weight", {config.head_dim}, TensorType::f32);
+    }
     add_linear(blk + ".attn_v", hf + ".self_attn.v_proj", layer->self_attn->v_proj, 0);
     add_linear(blk + ".attn_output", hf + ".self_attn.o_proj", layer->self_attn->o_proj, 0);
     add(blk + ".ffn_norm.weight", hf + ".post_attention_layernorm.weight", {config.hidden_size}, TensorType::f32);
@@ -159,27 +183,6 @@ void check_plan(const std::vector<Planned>& plan, const model::LlamaConfig& conf
   if (config.head_dim % 2 != 0) fail("head_dim", std::to_string(config.head_dim) + " is odd");
 }
 
-// The vocabulary GGUF stores: the model's pieces, padded to vocab_size like the converter does.
-tokenizer::SentencepieceVocab read_vocab(const ExportSource& source) {
-  const auto path = (std::filesystem::path(source.tokenizer_dir) / "tokenizer.model").string();
-  auto vocab = tokenizer::read_sentencepiece_vocab(path);
-  const auto vocab_size = source.student.config().vocab_size;
-  if (static_cast<int64_t>(vocab.pieces.size()) > vocab_size)
-    fail(path, std::to_string(vocab.pieces.size()) + " pieces, more than the model's vocab_size " +
-                   std::to_string(vocab_size));
-  for (auto id = static_cast<int64_t>(vocab.pieces.size()); id < vocab_size; ++id)
-    vocab.pieces.push_back({"[PAD" + std::to_string(id) + "]", -1000.0f, tokenizer::PieceType::unused});
-  const auto& config = source.student.config();
-  const std::vector<std::pair<const char*, int64_t>> ids = {{"bos_token_id", config.bos_token_id},
-                                                            {"eos_token_id", config.eos_token_id},
-                                                            {"pad_token_id", config.pad_token_id}};
-  for (const auto& [field, id] : ids)
-    if (id >= vocab_size)
-      fail(std::string("config.") + field,
-           std::to_string(id) + " is not below vocab_size " + std::to_string(vocab_size));
-  return vocab;
-}
-
 std::string model_name(const ExportSource& source) {
   auto dir = std::filesystem::path(source.tokenizer_dir).lexically_normal();
   if (!dir.has_filename() && dir.has_parent_path()) dir = dir.parent_path();
@@ -187,49 +190,32 @@ std::string model_name(const ExportSource& source) {
   return name.empty() || name == "." ? "qkd-train student" : name;
 }
 
-Metadata build_metadata(const ExportSource& source, const ExportOptions& options,
-                        const tokenizer::SentencepieceVocab& vocab) {
+Metadata build_metadata(const ExportSource& source, const ExportOptions& options) {
   const auto& c = source.student.config();
+  const std::string arch = architecture(c.model_type);
   Metadata m;
-  m.string("general.architecture", "llama");
+  m.string("general.architecture", arch);
   m.string("general.name", model_name(source));
   m.u32("general.alignment", kAlignment);
   m.u32("general.file_type", projection_type(options) == TensorType::q4_0 ? kFileTypeQ4_0 : kFileTypeQ8_0);
   m.u32("general.quantization_version", 2);
-  m.u32("llama.context_length", c.max_position_embeddings);
-  m.u32("llama.embedding_length", c.hidden_size);
-  m.u32("llama.block_count", c.num_hidden_layers);
-  m.u32("llama.feed_forward_length", c.intermediate_size);
-  m.u32("llama.rope.dimension_count", c.head_dim);
-  m.u32("llama.attention.head_count", c.num_attention_heads);
-  m.u32("llama.attention.head_count_kv", c.num_key_value_heads);
+  m.u32(arch + ".context_length", c.max_position_embeddings);
+  m.u32(arch + ".embedding_length", c.hidden_size);
+  m.u32(arch + ".block_count", c.num_hidden_layers);
+  m.u32(arch + ".feed_forward_length", c.intermediate_size);
+  m.u32(arch + ".rope.dimension_count", c.head_dim);
+  m.u32(arch + ".attention.head_count", c.num_attention_heads);
+  m.u32(arch + ".attention.head_count_kv", c.num_key_value_heads);
   if (c.head_dim * c.num_attention_heads != c.hidden_size) {
     // llama.cpp derives head sizes from embedding_length / head_count unless these are set.
-    m.u32("llama.attention.key_length", c.head_dim);
-    m.u32("llama.attention.value_length", c.head_dim);
+    m.u32(arch + ".attention.key_length", c.head_dim);
+    m.u32(arch + ".attention.value_length", c.head_dim);
   }
-  m.f32("llama.attention.layer_norm_rms_epsilon", c.rms_norm_eps);
-  m.f32("llama.rope.freq_base", c.rope.theta);
-  m.u32("llama.vocab_size", c.vocab_size);
+  m.f32(arch + ".attention.layer_norm_rms_epsilon", c.rms_norm_eps);
+  m.f32(arch + ".rope.freq_base", c.rope.theta);
+  m.u32(arch + ".vocab_size", c.vocab_size);
 
-  m.string("tokenizer.ggml.model", "llama");
-  m.array("tokenizer.ggml.tokens", kString, vocab.pieces, [&](const tokenizer::VocabPiece& p) { m.str(p.piece); });
-  m.array("tokenizer.ggml.scores", kFloat32, vocab.pieces,
-          [&](const tokenizer::VocabPiece& p) { m.raw<float>(p.score); });
-  m.array("tokenizer.ggml.token_type", kInt32, vocab.pieces,
-          [&](const tokenizer::VocabPiece& p) { m.raw<int32_t>(static_cast<int32_t>(p.type)); });
-  m.u32("tokenizer.ggml.bos_token_id", c.bos_token_id);
-  m.u32("tokenizer.ggml.eos_token_id", c.eos_token_id);
-  for (size_t id = 0; id < vocab.pieces.size(); ++id) {
-    if (vocab.pieces[id].type == tokenizer::PieceType::unknown) {
-      m.u32("tokenizer.ggml.unknown_token_id", id);
-      break;
-    }
-  }
-  if (c.pad_token_id >= 0) m.u32("tokenizer.ggml.padding_token_id", c.pad_token_id);
-  m.boolean("tokenizer.ggml.add_bos_token", true);
-  m.boolean("tokenizer.ggml.add_eos_token", false);
-  m.boolean("tokenizer.ggml.add_space_prefix", vocab.add_dummy_prefix);
+  add_tokenizer_metadata(m, source);
   return m;
 }
 
@@ -370,14 +356,14 @@ void warn_about_requantization(const std::vector<ProjectionReport>& reports, con
 void check_gguf(const ExportSource& source, const ExportOptions& options) {
   const auto plan = plan_tensors(source.student, options);
   check_plan(plan, source.student.config());
-  read_vocab(source);
+  check_tokenizer(source);
 }
 
 void write_gguf(const ExportSource& source, const std::string& path, const ExportOptions& options) {
   const auto plan = plan_tensors(source.student, options);
   check_plan(plan, source.student.config());
-  const auto vocab = read_vocab(source);
-  const auto metadata = build_metadata(source, options, vocab);
+  check_tokenizer(source);
+  const auto metadata = build_metadata(source, options);
   require_replaceable_output(path);
 
   torch::NoGradGuard no_grad;

@@ -33,16 +33,27 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
 
 AttentionImpl::AttentionImpl(const LlamaConfig& c)
     : num_heads_(c.num_attention_heads), num_kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim) {
-  q_proj = register_module("q_proj", Linear(c.hidden_size, num_heads_ * head_dim_, c.attention_bias));
-  k_proj = register_module("k_proj", Linear(c.hidden_size, num_kv_heads_ * head_dim_, c.attention_bias));
-  v_proj = register_module("v_proj", Linear(c.hidden_size, num_kv_heads_ * head_dim_, c.attention_bias));
+  const bool qkv_bias = c.attention_bias || c.qkv_bias;
+  q_proj = register_module("q_proj", Linear(c.hidden_size, num_heads_ * head_dim_, qkv_bias));
+  k_proj = register_module("k_proj", Linear(c.hidden_size, num_kv_heads_ * head_dim_, qkv_bias));
+  v_proj = register_module("v_proj", Linear(c.hidden_size, num_kv_heads_ * head_dim_, qkv_bias));
   o_proj = register_module("o_proj", Linear(num_heads_ * head_dim_, c.hidden_size, c.attention_bias));
+  if (c.qk_norm) {
+    q_norm = register_module("q_norm", RMSNorm(head_dim_, c.rms_norm_eps));
+    k_norm = register_module("k_norm", RMSNorm(head_dim_, c.rms_norm_eps));
+  }
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionInputs& inputs) {
   const int64_t b = x.size(0), t = x.size(1);
-  auto q = q_proj(x).view({b, t, num_heads_, head_dim_}).transpose(1, 2);
-  auto k = k_proj(x).view({b, t, num_kv_heads_, head_dim_}).transpose(1, 2);
+  auto q = q_proj(x).view({b, t, num_heads_, head_dim_});
+  auto k = k_proj(x).view({b, t, num_kv_heads_, head_dim_});
+  if (q_norm) {
+    q = q_norm(q);
+    k = k_norm(k);
+  }
+  q = q.transpose(1, 2);
+  k = k.transpose(1, 2);
   auto v = v_proj(x).view({b, t, num_kv_heads_, head_dim_}).transpose(1, 2);
   q = apply_rotary(q, inputs.cos, inputs.sin);
   k = apply_rotary(k, inputs.cos, inputs.sin);

@@ -11,6 +11,7 @@
 #include "qkd/common/error.h"
 #include "qkd/common/input_file.h"
 #include "qkd/common/json_io.h"
+#include "qkd/tokenizer/sentencepiece_vocab.h"
 
 namespace qkd::tokenizer {
 
@@ -89,11 +90,19 @@ Tokenizer::Tokenizer(const std::string& model_path) : path_(model_path) {
   special_.pad = api.pad_id(handle);
 }
 
+Tokenizer::Tokenizer(HfTokenizer hf) : hf_(std::make_shared<const HfTokenizer>(std::move(hf))) {
+  path_ = hf_->path();
+  special_.bos = hf_->bos_id();
+  special_.eos = hf_->eos_id();
+  special_.pad = hf_->pad_id();
+}
+
 Tokenizer::~Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
 std::vector<int64_t> Tokenizer::encode(const std::string& text) const {
+  if (hf_) return hf_->encode(text, /*add_special_tokens=*/false);
   const auto& api = shim();
   int* ids = nullptr;
   size_t count = 0;
@@ -106,6 +115,12 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text) const {
 }
 
 std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_bos, bool add_eos) const {
+  if (hf_) {
+    auto out = hf_->encode(text, /*add_special_tokens=*/false);
+    if (add_bos && special_.bos >= 0) out.insert(out.begin(), special_.bos);
+    if (add_eos && special_.eos >= 0) out.push_back(special_.eos);
+    return out;
+  }
   std::vector<int64_t> out;
   if (add_bos) out.push_back(special_.bos);
   const auto body = encode(text);
@@ -114,7 +129,18 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_bos, bo
   return out;
 }
 
+std::vector<int64_t> Tokenizer::encode_with_special_tokens(const std::string& text) const {
+  if (hf_) return hf_->encode(text, /*add_special_tokens=*/true);
+  return encode(text, /*add_bos=*/true, /*add_eos=*/false);
+}
+
+std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
+  if (hf_) return hf_->decode(ids, skip_special_tokens);
+  return decode(ids);
+}
+
 std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
+  if (hf_) return hf_->decode(ids, /*skip_special_tokens=*/false);
   const auto& api = shim();
   const std::vector<int> narrow(ids.begin(), ids.end());
   char* text = nullptr;
@@ -127,7 +153,17 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
   return out;
 }
 
-int64_t Tokenizer::vocab_size() const { return shim().piece_size(handle_.get()); }
+int64_t Tokenizer::vocab_size() const {
+  if (hf_) return hf_->vocab_size();
+  return shim().piece_size(handle_.get());
+}
+
+std::string Tokenizer::token_text(int64_t id) const {
+  if (id < 0 || id >= vocab_size()) return "";
+  if (hf_) return hf_->tokens()[id];
+  const auto vocab = read_sentencepiece_vocab(path_);
+  return id < static_cast<int64_t>(vocab.pieces.size()) ? vocab.pieces[id].piece : "";
+}
 
 namespace {
 void read_id(const nlohmann::json& config, const char* key, int64_t& out) {
@@ -138,7 +174,61 @@ void read_id(const nlohmann::json& config, const char* key, int64_t& out) {
 }
 }  // namespace
 
+const chat::ChatTemplate* Tokenizer::chat_template() const {
+  if (!chat_error_.empty()) throw Error(chat_error_);
+  return chat_.get();
+}
+
+void Tokenizer::set_chat_template(std::shared_ptr<const chat::ChatTemplate> chat, std::string load_error) {
+  chat_ = std::move(chat);
+  chat_error_ = std::move(load_error);
+}
+
+namespace {
+bool has_chat_template(const std::filesystem::path& dir) {
+  const auto config_path = dir / "tokenizer_config.json";
+  if (std::filesystem::exists(dir / "chat_template.jinja")) return true;
+  if (!std::filesystem::exists(config_path)) return false;
+  const auto config = read_json_file(config_path.string());
+  return config.is_object() && config.contains("chat_template") && !config.at("chat_template").is_null();
+}
+
+// Read now, reported when a chat is rendered: a template with a construct the renderer lacks must
+// not stop the commands that never render one (eval of token files, export).
+void attach_chat_template(Tokenizer& tok, const std::filesystem::path& dir) {
+  if (!has_chat_template(dir)) return;
+  try {
+    tok.set_chat_template(std::make_shared<const chat::ChatTemplate>(
+                              chat::ChatTemplate::load_from_tokenizer_config((dir / "tokenizer_config.json").string())),
+                          "");
+  } catch (const Error& e) {
+    tok.set_chat_template(nullptr, e.what());
+  }
+}
+
+// transformers takes a tokenizer.json's special tokens from tokenizer_config.json; a directory without
+// one falls back on the model's config.json (which otherwise only sets generation defaults).
+Tokenizer load_hf_tokenizer(const std::string& dir) {
+  Tokenizer tok(HfTokenizer::from_directory(dir));
+  attach_chat_template(tok, dir);
+  const auto config_path = std::filesystem::path(dir) / "config.json";
+  if (!std::filesystem::exists(std::filesystem::path(dir) / "tokenizer_config.json") &&
+      std::filesystem::exists(config_path)) {
+    const auto config = read_json_file(config_path.string());
+    if (config.is_object()) {
+      SpecialTokens special = tok.special();
+      read_id(config, "bos_token_id", special.bos);
+      read_id(config, "eos_token_id", special.eos);
+      read_id(config, "pad_token_id", special.pad);
+      tok.set_special(special);
+    }
+  }
+  return tok;
+}
+}  // namespace
+
 Tokenizer load_tokenizer_for_checkpoint(const std::string& dir) {
+  if (std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json")) return load_hf_tokenizer(dir);
   Tokenizer tok((std::filesystem::path(dir) / "tokenizer.model").string());
   const auto config_path = std::filesystem::path(dir) / "config.json";
   if (std::filesystem::exists(config_path)) {

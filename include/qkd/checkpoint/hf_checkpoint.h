@@ -29,7 +29,12 @@ void copy_weights_into(model::LlamaForCausalLMImpl& model, const io::NamedTensor
 // The model's weights under Hugging Face names, cast to `dtype` (quantizer state excluded).
 io::NamedTensors model_weights(model::LlamaForCausalLMImpl& model, torch::Dtype dtype);
 
-// Writes config.json and model.safetensors (atomically) into `dir`, and copies tokenizer.model from
+// Copies a model directory's tokenizer files from `from_dir` into `to_dir`: tokenizer.model and/or
+// tokenizer.json (one is required: fails naming it when both are missing), with tokenizer_config.json,
+// special_tokens_map.json and chat_template.jinja when present.
+void copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir);
+
+// Writes config.json and model.safetensors (atomically) into `dir`, and copies the tokenizer files of
 // `tokenizer_source_dir` when given. The result loads with transformers' from_pretrained.
 void save_hf_checkpoint(model::LlamaForCausalLMImpl& model, const std::string& dir, torch::Dtype dtype,
                         const std::string& tokenizer_source_dir = "");

@@ -15,6 +15,8 @@ nlohmann::json parse_json(const std::string& text, const std::string& where);
 // Like parse_json but returns a discarded value instead of failing (for JSONL readers that skip or
 // report bad lines themselves).
 nlohmann::json parse_json_or_discarded(const std::string& text);
+// The same keeping each object's keys in file order (chat messages: templates show them in that order).
+nlohmann::ordered_json parse_ordered_json_or_discarded(const std::string& text);
 
 // A regular file of at most 64 MiB, parsed with parse_json; errors name the file.
 nlohmann::json read_json_file(const std::string& path);

@@ -10,11 +10,13 @@
 namespace qkd::data {
 
 // auto: by extension (.u16/.u32/.txt) or, for .jsonl/.json/.ndjson, by the keys of the first record
-// (conversations -> sharegpt, instruction+output -> alpaca, else text_jsonl).
+// (conversations -> sharegpt, messages -> chat, instruction+output -> alpaca, else text_jsonl).
+// chat: {"messages": [{"role", "content"}, ...]} rendered with the model's chat template
+// (tokenizer_config.json), as transformers' apply_chat_template; sharegpt records map onto it.
 // txt: one document per paragraph (paragraphs are separated by blank lines; a paragraph over 1 MiB
 // is cut at a line boundary). A whole-file stream is not offered: it could not be resumed from a
 // byte offset without re-tokenizing from the start.
-enum class SourceFormat { automatic, text_jsonl, alpaca, sharegpt, txt, u16, u32 };
+enum class SourceFormat { automatic, text_jsonl, alpaca, sharegpt, chat, txt, u16, u32 };
 const EnumTable<SourceFormat>& source_formats();  // "auto" | "text_jsonl" | "alpaca" | ... as data.sources[].format takes them
 
 struct SourceConfig {
@@ -37,6 +39,9 @@ struct DataConfig {
   // (teacher and student alike). Text sources know where their documents begin; token files begin
   // one at each BOS token they store.
   bool document_mask = false;
+  // Not a key of the `data` section: kd.ce_on responses sets it. Chat records must then say where each
+  // assistant response lies in their rendering, and one whose template cannot say is malformed.
+  bool need_response_spans = false;
 };
 
 bool is_token_file_format(SourceFormat format);

@@ -42,6 +42,11 @@ class LineReader {
   SourcePosition position_;
 };
 
+// The next txt document from `reader`: a paragraph (lines up to a blank line, joined by "\n"), cut at a
+// line boundary past kMaxTxtDocumentBytes. False at end of file. `peak_line_bytes` takes the longest
+// line seen.
+bool read_paragraph(LineReader& reader, std::string& paragraph, int64_t& peak_line_bytes);
+
 class DocumentSource {
  public:
   virtual ~DocumentSource() = default;

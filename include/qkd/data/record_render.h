@@ -3,18 +3,28 @@
 // text: a record renders to segments, each tokenized on its own with real special ids around it.
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "qkd/chat/chat_template.h"
 #include "qkd/tokenizer/tokenizer.h"
 
 namespace qkd::data {
+
+// Byte range [begin, end) of a segment's text.
+struct ByteSpan {
+  size_t begin = 0, end = 0;
+};
 
 struct TextSegment {
   std::string text;
   bool bos = false;         // a real BOS id before the text
   bool eos = false;         // a real EOS id after it
   size_t prompt_bytes = 0;  // leading bytes of `text` that are prompt (instruction, user turn), not response
+  // A rendered chat whose responses were located: the assistant responses; every other byte is prompt
+  // (prompt_bytes is then 0). Unset for everything else.
+  std::optional<std::vector<ByteSpan>> responses;
 };
 
 struct RenderedRecord {
@@ -40,6 +50,18 @@ RenderedRecord render_alpaca_record(const nlohmann::json& record, bool add_bos, 
 // "[INST] {user} [/INST]" with BOS only. Turns must alternate human/gpt; add_bos/add_eos do not apply.
 RenderedRecord render_sharegpt_record(const nlohmann::json& record);
 
+// {"messages": [{"role", "content", ...}, ...]} rendered with `chat` exactly as transformers'
+// apply_chat_template(messages, tokenize=False) does: one segment holding the whole rendering (the
+// template writes BOS and EOS as text, which the tokenizer turns into their ids), no real BOS/EOS
+// around it. With `need_spans` each assistant response is marked (chat::ChatTemplate's rule), and a
+// template that cannot say where one lies makes the record malformed. Without a template (`chat` null)
+// the messages take the LLaMA-2 [INST] form of render_sharegpt_record.
+RenderedRecord render_chat_record(const nlohmann::ordered_json& record, const chat::ChatTemplate* chat,
+                                  bool need_spans);
+// ShareGPT's turns as chat messages: system -> system, human -> user, gpt -> assistant. Fails (empty
+// result, `error` set) like render_sharegpt_record on a record without conversations.
+nlohmann::ordered_json sharegpt_messages(const nlohmann::ordered_json& record, std::string& error);
+
 // Concatenated token ids of the segments (BOS/EOS as the tokenizer's special ids).
 std::vector<int64_t> tokenize_segments(const std::vector<TextSegment>& segments,
                                        const qkd::tokenizer::Tokenizer& tokenizer);
@@ -52,6 +74,8 @@ struct TokenizedRecord {
 // tokenize_segments with the prompt tokens marked. Each segment is tokenized whole, as for training;
 // its prompt is the first n tokens, n being the token count of its prompt_bytes tokenized alone (the
 // two agree where the prompt ends at a word or line boundary, as the alpaca and chat templates do).
+// A rendered chat's responses are found the same way: a span [b, e) covers tokens n(b) .. n(e) - 1,
+// n(x) being the token count of the first x bytes tokenized alone.
 TokenizedRecord tokenize_record(const std::vector<TextSegment>& segments, const qkd::tokenizer::Tokenizer& tokenizer);
 
 }  // namespace qkd::data

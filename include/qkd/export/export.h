@@ -34,7 +34,9 @@ struct ExportSource {
 
 // What every Hugging Face directory format (hf, packed, encodings) holds beside its weights:
 // `config_json` as config.json, the source's generation_config.json (or one with the model's special
-// ids), and tokenizer.model (required: fails naming it when missing).
+// ids), and its tokenizer files: tokenizer.model and/or tokenizer.json (one is required: fails naming
+// it when both are missing), with tokenizer_config.json, special_tokens_map.json and chat_template.jinja
+// when present.
 void write_hf_companion_files(const ExportSource& source, const std::string& dir, const nlohmann::json& config_json);
 
 struct ExportOptions {

@@ -66,6 +66,7 @@ class AttentionImpl : public torch::nn::Module {
   explicit AttentionImpl(const LlamaConfig& config);
   torch::Tensor forward(const torch::Tensor& x, const AttentionInputs& inputs);
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  RMSNorm q_norm{nullptr}, k_norm{nullptr};  // qwen3 only: over head_dim, before the rotary embedding
 
  private:
   int64_t num_heads_, num_kv_heads_, head_dim_;
