@@ -8,11 +8,13 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "llama_cpp_check.h"
 #include "qkd/checkpoint/hf_checkpoint.h"
+#include "qkd/checkpoint/hf_config.h"
 #include "qkd/export/compressed_tensors.h"
 #include "qkd/tokenizer/tokenizer.h"
 #include "qkd/train/student_to_export.h"
