@@ -20,7 +20,7 @@ esac
 
 # The README's package list (tests/setup/test_bootstrap.sh checks that the two agree).
 packages=(build-essential cmake libtorch-dev libopenblas0-openmp libcli11-dev nlohmann-json3-dev libspdlog-dev
-          libsentencepiece-dev libpcre2-dev libicu-dev libgloo-dev libgtest-dev python3-jinja2 nodejs npm)
+          libsentencepiece-dev libpcre2-dev libicu-dev libxxhash-dev libgloo-dev libgtest-dev python3-jinja2 nodejs npm)
 
 # dpkg-query exits 1 for a package it has never heard of; that is "missing", not an error.
 # npm also counts as present when an npm command is (NodeSource's nodejs bundles it and conflicts with

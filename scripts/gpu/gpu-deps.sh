@@ -14,14 +14,19 @@
 #   export LD_LIBRARY_PATH=$PWD/.gpudeps/usr/lib/x86_64-linux-gnu:$LD_LIBRARY_PATH
 # This exact combination (CLI11 2.1, nlohmann/json 3.11, spdlog 1.10 with fmt 9, sentencepiece 0.1.97,
 # PyTorch 2.11 + CUDA 13) was seen to configure, build and run there. CMake 4 refuses
-# cmake_minimum_required below 3.5. GoogleTest is not bundled: build the tests on the CPU machine,
-# or add googletest and libgtest-dev to the list below.
+# cmake_minimum_required below 3.5. GoogleTest's static libraries come along, so the tests build there too.
 set -euo pipefail
-pkgs="libcli11-dev nlohmann-json3-dev libspdlog-dev libspdlog1.10 libfmt-dev libfmt9 libsentencepiece-dev libsentencepiece0"
+pkgs="libcli11-dev nlohmann-json3-dev libspdlog-dev libspdlog1.10 libfmt-dev libfmt9 libsentencepiece-dev libsentencepiece0
+      libpcre2-dev libpcre2-8-0 libicu-dev libicu72 libxxhash-dev googletest libgtest-dev"
 dir=.gpudeps
 rm -rf "$dir" && mkdir -p "$dir/debs"
 (cd "$dir/debs" && apt-get download $pkgs >/dev/null)
 for f in "$dir"/debs/*.deb; do dpkg -x "$f" "$dir"; done
 rm -rf "$dir/debs"
+# The device call carries at most 64 MiB: keep GoogleTest's static libraries, drop every other archive,
+# the docs, GoogleTest's sources and the ICU parts qkd-train does not link (it uses libicuuc alone).
+lib="$dir/usr/lib/x86_64-linux-gnu"
+find "$lib" -name '*.a' ! -name 'libg[mt]*' -delete
+rm -rf "$dir/usr/share" "$dir/usr/src" "$lib"/libicu{i18n,io,test}*
 grep -qx "/$dir/" .git/info/exclude 2>/dev/null || echo "/$dir/" >> .git/info/exclude
 echo "bundled into $dir ($(du -sh "$dir" | cut -f1)); name it in the device call's carry list"

@@ -81,21 +81,26 @@ void check_weights_cover_config(const model::LlamaConfig& config, const io::Name
 
 }  // namespace
 
-io::NamedTensors read_checkpoint_tensors(const std::string& dir) {
+std::vector<std::string> weight_files(const std::string& dir) {
   const fs::path root(dir);
   if (!fs::is_directory(root)) fail(dir, "checkpoint directory not found");
   const auto single = root / "model.safetensors";
   const auto index = root / "model.safetensors.index.json";
   std::vector<std::string> files;
-  if (fs::exists(index))
-    files = shard_files(index);
-  else if (fs::exists(single))
-    files = {"model.safetensors"};
-  else
+  if (fs::exists(index)) {
+    for (const auto& file : shard_files(index)) files.push_back((root / file).string());
+  } else if (fs::exists(single)) {
+    files = {single.string()};
+  } else {
     fail(dir, "neither model.safetensors nor model.safetensors.index.json found");
+  }
+  return files;
+}
+
+io::NamedTensors read_checkpoint_tensors(const std::string& dir) {
   io::NamedTensors all;
-  for (const auto& file : files) {
-    auto tensors = io::read_safetensors((root / file).string());
+  for (const auto& file : weight_files(dir)) {
+    auto tensors = io::read_safetensors(file);
     all.insert(all.end(), std::make_move_iterator(tensors.begin()), std::make_move_iterator(tensors.end()));
   }
   return all;
@@ -107,7 +112,7 @@ void copy_weights_into(model::LlamaForCausalLMImpl& model, const io::NamedTensor
   for (const auto& item : model.named_parameters(/*recurse=*/true)) {
     if (!is_quantizer_state(item.key())) params.emplace(item.key(), item.value());
   }
-  std::vector<std::string> unexpected, misshaped;
+  std::vector<std::string> unexpected, misshaped, not_float, not_finite;
   std::set<std::string> loaded;
   torch::NoGradGuard no_grad;
   for (const auto& [name, tensor] : tensors) {
@@ -127,8 +132,15 @@ void copy_weights_into(model::LlamaForCausalLMImpl& model, const io::NamedTensor
       loaded.insert(name);  // present, reported as misshaped rather than missing
       continue;
     }
-    it->second.copy_(tensor.to(it->second.scalar_type()));
     loaded.insert(name);
+    // An integer tensor would load as if its codes were weights (a q_proj stored as I16 evaluated to
+    // perplexity 108); a NaN or Inf makes every output NaN, far from where it came from.
+    if (!torch::isFloatingType(tensor.scalar_type())) {
+      not_float.push_back(name + " (" + std::string(c10::toString(tensor.scalar_type())) + ")");
+      continue;
+    }
+    it->second.copy_(tensor.to(it->second.scalar_type()));
+    if (!torch::isfinite(it->second).all().item<bool>()) not_finite.push_back(name);
   }
   std::vector<std::string> missing;
   for (const auto& [name, _] : params)
@@ -137,6 +149,8 @@ void copy_weights_into(model::LlamaForCausalLMImpl& model, const io::NamedTensor
   if (!missing.empty()) problems += "missing tensors: " + join(missing) + "; ";
   if (!unexpected.empty()) problems += "unexpected tensors: " + join(unexpected) + "; ";
   if (!misshaped.empty()) problems += "wrong shape: " + join(misshaped) + "; ";
+  if (!not_float.empty()) problems += "not floating point: " + join(not_float) + "; ";
+  if (!not_finite.empty()) problems += "NaN or Inf values: " + join(not_finite) + "; ";
   if (!problems.empty()) fail(source, problems.substr(0, problems.size() - 2));
 }
 

@@ -74,11 +74,19 @@ class ConfigReader {
   std::string source_;
 };
 
+// The rotary frequencies are theta^(-2i/d): a base of 1 or less makes them grow instead of fall, and a
+// tiny one (1e-300) overflows them to Inf, so that every logit is NaN.
+void check_rope_theta(const ConfigReader& r, double theta) {
+  if (!(theta > 1.0))
+    fail(r.source(), "field 'rope_theta': " + json_excerpt(theta) + " is not a rotary base (expected more than 1)");
+}
+
 // Older checkpoints: rope_theta at top level plus optional rope_scaling; newer: rope_parameters.
 model::RopeConfig parse_rope(const ConfigReader& r) {
   model::RopeConfig rope;
   const json& j = r.raw();
   rope.theta = r.optional_positive_number(j, "rope_theta", 10000.0);
+  check_rope_theta(r, rope.theta);
   const json* params = nullptr;
   if (j.contains("rope_parameters") && j["rope_parameters"].is_object())
     params = &j["rope_parameters"];
@@ -86,6 +94,7 @@ model::RopeConfig parse_rope(const ConfigReader& r) {
     params = &j["rope_scaling"];
   if (!params) return rope;
   rope.theta = r.optional_positive_number(*params, "rope_theta", rope.theta);
+  check_rope_theta(r, rope.theta);
   const auto type_field = params->contains("rope_type") ? params->at("rope_type")
                           : params->contains("type")    ? params->at("type")
                                                         : json("default");

@@ -50,7 +50,7 @@ LoadedModel load_model_or_student(const std::string& dir, const LoadOptions& opt
 void save_student_checkpoint(model::LlamaForCausalLMImpl& student, const quant::QuantSpec& spec, const std::string& dir,
                              torch::Dtype dtype, const std::string& tokenizer_source_dir) {
   // Whole or not at all: a directory without quantization.json would load as a float model.
-  write_directory_atomically(dir, [&](const std::string& temp) {
+  write_directory_atomically(dir, "student", [&](const std::string& temp) {
     save_hf_checkpoint(student, temp, dtype, tokenizer_source_dir);
     io::write_safetensors((fs::path(temp) / kQuantizerStateFile).string(), quant::quantizer_state(student));
     const nlohmann::json description = {

@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 #include "qkd/train/cache_teacher.h"
 #include "qkd/train/run_config.h"
+#include "qkd/train/stop_signal.h"
 
 namespace qkd::cli {
 
@@ -23,6 +24,7 @@ void add_cache_teacher_command(CLI::App& app) {
   cmd->add_option("--shard-micro-batches", opts->cache.shard_micro_batches,
                   "micro-batches per shard file (default: about 64 MiB per shard)");
   cmd->callback([opts] {
+    train::install_stop_handlers();  // a stop while the config or the teacher loads ends cleanly too
     const auto config = train::load_run_config(opts->config, opts->overrides);
     std::cout << train::format_cache_summary(train::cache_teacher(config, opts->cache)) << std::flush;
   });

@@ -1,10 +1,14 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
+#include "qkd/checkpoint/hf_config.h"
 #include "qkd/checkpoint/student_checkpoint.h"
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/dtype_names.h"
 #include "qkd/common/error.h"
+#include "qkd/common/memory.h"
+#include "qkd/common/output_directory.h"
+#include "qkd/model/memory_estimate.h"
 #include "qkd/common/progress_line.h"
 #include "qkd/common/system.h"
 #include "qkd/eval/results.h"
@@ -24,12 +28,24 @@ struct EvalOptions {
 
 void run_eval(const EvalOptions& o) {
   if (o.ppl.empty() && o.mc.empty()) fail("eval", "nothing to evaluate: give --ppl and/or --mc files");
-  if (!o.json_out.empty()) require_replaceable_output(o.json_out);  // before minutes of evaluation
-  set_cpu_threads(o.threads);
+  if (!o.json_out.empty()) {
+    require_replaceable_output(o.json_out);  // before minutes of evaluation
+    for (const auto* inputs : {&o.ppl, &o.mc})
+      for (const auto& input : *inputs) require_apart(o.json_out, "--json", input, "an input file");
+  }
+  set_cpu_threads(o.threads, "--threads");
   const torch::Device device(o.device);
   const auto dtype = parse_dtype(o.dtype, "--dtype");
   const auto tokenizer = tokenizer::load_tokenizer_for_checkpoint(o.model);
-  eval::check_eval_inputs(o.ppl, o.mc, tokenizer.vocab_size());
+  const auto architecture = checkpoint::read_llama_config(o.model + "/config.json");
+  if (device.is_cpu())
+    require_memory(model::forward_bytes(architecture, {o.batch_size, o.seq_len, false, false, o.batch_size * o.seq_len, 4}),
+                   "--batch-size", fmt::format("batches of {} x {} tokens (--seq-len)", o.batch_size, o.seq_len));
+  if (o.seq_len > architecture.max_position_embeddings)
+    spdlog::warn("--seq-len {} is beyond the model's max_position_embeddings {}: positions it never saw in training",
+                 o.seq_len, architecture.max_position_embeddings);
+  // Ids must fit the embedding (config.json's vocab_size), not only the tokenizer.
+  eval::check_eval_inputs(o.ppl, o.mc, architecture.vocab_size);
   const auto& model_dir = o.student.empty() ? o.model : o.student;
   checkpoint::LoadedModel loaded;
   if (exporting::is_packed_checkpoint(model_dir)) {  // compressed-tensors pack-quantized: unpacked to float
@@ -39,8 +55,14 @@ void run_eval(const EvalOptions& o) {
     loaded.model = student.model;
     loaded.model->to(device, dtype);
     loaded.quant = student.spec;
-  } else
+  } else {
     loaded = checkpoint::load_model_or_student(model_dir, {dtype, device});
+  }
+  // A plain model named as the student would be evaluated as such, float weights and all, under a name
+  // that says "student": refused, so that the figure is not mistaken for a quantized one.
+  if (!o.student.empty() && !loaded.quant && !exporting::is_packed_checkpoint(model_dir))
+    fail("--student", o.student + " holds a plain model (no quantizers): not a student; evaluate it with --model " +
+                          o.student);
   auto model = loaded.model;
   model::check_sliding_window(model->config(), o.seq_len, "--seq-len", model_dir + "/config.json");
   model->eval();
@@ -59,6 +81,7 @@ void run_eval(const EvalOptions& o) {
     return model->forward(ids, nullptr, &layout);
   };
   const auto results = eval::evaluate_all(forward, tokenizer, plan);
+  eval::require_finite(results);
   const auto json = eval::results_to_json(results);
   std::printf("%s\n", json.dump(2).c_str());
   if (!o.json_out.empty()) write_text_atomically(o.json_out, json.dump(2) + "\n");

@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 #include "qkd/checkpoint/hf_checkpoint.h"
 #include "qkd/common/dtype_names.h"
+#include "qkd/common/output_directory.h"
 #include "qkd/export/export.h"
 #include "qkd/train/student_to_export.h"
 
@@ -22,7 +23,9 @@ void run(const ExportCliOptions& o) {
   exporting::ExportOptions options;
   options.dtype = parse_dtype(o.dtype, "--dtype");
   options.gguf_type = o.gguf_type;
+  require_apart(o.out, "--out", o.checkpoint, "--checkpoint");
   auto student = train::load_student_to_export(o.checkpoint);
+  require_apart(o.out, "--out", student.tokenizer_dir, "the teacher directory");
   const exporting::ExportSource source{*student.model, student.spec, student.tokenizer_dir};
   for (const auto& path : exporting::export_student(source, formats, o.out, options)) std::cout << path << "\n";
 }

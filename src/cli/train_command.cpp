@@ -8,6 +8,7 @@
 #include "qkd/train/run_config.h"
 #include "qkd/train/fault_drill.h"
 #include "qkd/train/run_digest.h"
+#include "qkd/train/stop_signal.h"
 #include "qkd/train/trainer.h"
 
 namespace qkd::cli {
@@ -19,6 +20,9 @@ struct TrainOptions {
 };
 
 void run(const TrainOptions& opts) {
+  // From the first moment: SIGTERM while the config or the models load stops the run cleanly (exit 0
+  // before step 1), as it does later, instead of killing the process.
+  train::install_stop_handlers();
   const auto config = train::load_run_config(opts.config, opts.overrides);
   const auto summary = train::run_training(config, train::drill_hooks_from_environment());
   spdlog::info("{} after {} steps in {:.1f} s ({:.0f} tok/s, peak RSS {:.0f} MB)",

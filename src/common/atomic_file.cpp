@@ -16,6 +16,7 @@
 
 #include "qkd/common/error.h"
 #include "qkd/common/input_file.h"
+#include "qkd/common/output_directory.h"
 
 namespace qkd {
 namespace {
@@ -80,15 +81,25 @@ class FdStreamBuf : public std::streambuf {
   int error_ = 0;
 };
 
-// Unique per process and call, so concurrent writers of the same path never share a temp file.
-std::string temp_path_for(const std::string& path) {
-  static std::atomic<unsigned> counter{0};
-  return path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-}
+// Temporaries are hidden and tagged (".<name>.qkd-tmp-<pid>[-<n>]"), so that the sweep of a dead
+// writer's leftovers can never take a user's own file for one (it deleted "notes.tmp-4000001").
+constexpr const char* kTempTag = ".qkd-tmp-";
 
 std::string parent_dir_of(const std::string& path) {
   const auto parent = std::filesystem::path(path).parent_path();
   return parent.empty() ? std::string(".") : parent.string();
+}
+
+std::string temp_name(const std::string& path, const std::string& suffix) {
+  const auto name = std::filesystem::path(path).filename().string();
+  return (std::filesystem::path(parent_dir_of(path)) / ("." + name + kTempTag + std::to_string(::getpid()) + suffix))
+      .string();
+}
+
+// Unique per process and call, so concurrent writers of the same path never share a temp file.
+std::string temp_path_for(const std::string& path) {
+  static std::atomic<unsigned> counter{0};
+  return temp_name(path, "-" + std::to_string(counter++));
 }
 
 // Message of the callback's exception, prefixed with the path unless it already names it.
@@ -166,11 +177,12 @@ void swap_into_place(const std::string& temp, const std::string& dir) {
   ::rename(aside.c_str(), temp.c_str());
 }
 
-// The pid in "<anything>.tmp-<pid>" or "<anything>.tmp-<pid>-<n>"; 0 when the name is not a temporary.
+// The pid in ".<name>.qkd-tmp-<pid>" or ".<name>.qkd-tmp-<pid>-<n>"; 0 when the name is not one of
+// this program's temporaries.
 pid_t temporary_owner(const std::string& name) {
-  const auto at = name.rfind(".tmp-");
-  if (at == std::string::npos) return 0;
-  const auto digits = name.substr(at + 5);
+  const auto at = name.rfind(kTempTag);
+  if (at == std::string::npos || name.empty() || name[0] != '.') return 0;
+  const auto digits = name.substr(at + std::strlen(kTempTag));
   const auto dash = digits.find('-');
   const auto pid_text = digits.substr(0, dash);
   if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos || pid_text.size() > 9)
@@ -184,17 +196,17 @@ void copy_file_atomically(const std::string& from, const std::string& to) {
   write_file_atomically(to, [&](std::ostream& out) { out << bytes; });
 }
 
-void write_directory_atomically(const std::string& dir, const std::function<void(const std::string& temp_dir)>& fill) {
-  const std::filesystem::path final_path(dir);
+void write_directory_atomically(const std::string& dir, const std::string& kind,
+                                const std::function<void(const std::string& temp_dir)>& fill) {
+  claim_output_directory(dir, kind);
   const auto parent = parent_dir_of(dir);
-  const auto temp =
-      (std::filesystem::path(parent) / ("." + final_path.filename().string() + ".tmp-" + std::to_string(::getpid())))
-          .string();
+  const auto temp = temp_name(dir, "");
   std::error_code ignored;
   std::filesystem::remove_all(temp, ignored);
   try {
     std::filesystem::create_directories(temp);
     fill(temp);
+    write_output_marker(temp, kind);
     sync_directory(temp);
     swap_into_place(temp, dir);
   } catch (...) {
@@ -216,6 +228,14 @@ int remove_stale_temporaries(const std::string& dir) {
     if (std::filesystem::remove_all(entry.path(), ignored) > 0) ++removed;
   }
   return removed;
+}
+
+void remove_directory_atomically(const std::string& dir) {
+  const auto doomed = temp_name(dir, "-removing");
+  if (::rename(dir.c_str(), doomed.c_str()) != 0) fail(dir, "cannot move aside to remove: " + errno_text(errno));
+  sync_directory(parent_dir_of(dir));
+  std::error_code ignored;
+  std::filesystem::remove_all(doomed, ignored);
 }
 
 void write_text_atomically(const std::string& path, const std::string& text) {

@@ -20,18 +20,23 @@ std::string number_text(double v) {
 }
 }  // namespace
 
-FieldReader::FieldReader(const nlohmann::json& object, std::string path)
-    : object_(object.is_null() ? empty_object() : object), path_(std::move(path)) {
+FieldReader::FieldReader(const nlohmann::json& object, std::string path, Null null)
+    : object_(object.is_null() ? empty_object() : object), path_(std::move(path)), null_(null) {
   if (!object_.is_object()) fail(path_, "expected an object, got " + json_excerpt(object_));
 }
 
 std::string FieldReader::path_of(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
 
-bool FieldReader::has(const std::string& key) const { return object_.contains(key) && !object_.at(key).is_null(); }
+bool FieldReader::has(const std::string& key) const {
+  return object_.contains(key) && (null_ == Null::refused || !object_.at(key).is_null());
+}
 
 const nlohmann::json* FieldReader::raw(const std::string& key) {
   known_.insert(key);
-  return has(key) ? &object_.at(key) : nullptr;
+  if (!has(key)) return nullptr;
+  const auto& value = object_.at(key);
+  if (value.is_null()) fail(path_of(key), "null: give a value, or leave the key out for its default");
+  return &value;
 }
 
 std::string FieldReader::string(const std::string& key, const std::string& fallback) {
@@ -108,7 +113,7 @@ std::vector<std::string> FieldReader::strings(const std::string& key, const std:
 
 void FieldReader::finish() const {
   for (const auto& item : object_.items())
-    if (!known_.count(item.key())) fail(path_of(item.key()), "unknown key");
+    if (!known_.count(item.key())) fail(path_of(printable(item.key(), 60)), "unknown key");
 }
 
 }  // namespace qkd

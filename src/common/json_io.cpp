@@ -1,6 +1,9 @@
 #include "qkd/common/json_io.h"
 
 #include <cstdio>
+#include <functional>
+#include <set>
+#include <vector>
 
 #include "qkd/common/error.h"
 #include "qkd/common/input_file.h"
@@ -40,10 +43,56 @@ std::string one_line(std::string message) {
 }
 }  // namespace
 
+namespace {
+// nlohmann keeps the last of two equal keys without a word ({"bits": 4, "bits": 2} trains W2): a
+// parser callback that refuses the second, naming where it stands.
+class DuplicateKeyGuard {
+ public:
+  bool operator()(int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    using Event = nlohmann::json::parse_event_t;
+    switch (event) {
+      case Event::object_start:
+      case Event::array_start: levels_.push_back({event == Event::object_start, {}, ""}); break;
+      case Event::object_end:
+      case Event::array_end: levels_.pop_back(); break;
+      case Event::key: {
+        auto& level = levels_.back();
+        const auto key = parsed.get<std::string>();
+        if (!level.keys.insert(key).second) throw Duplicate{path() + (path().empty() ? "" : ".") + printable(key, 60)};
+        level.current = key;
+        break;
+      }
+      default: break;
+    }
+    return true;
+  }
+  struct Duplicate {
+    std::string where;
+  };
+
+ private:
+  struct Level {
+    bool object;
+    std::set<std::string> keys;
+    std::string current;
+  };
+  std::string path() const {
+    std::string out;
+    for (size_t i = 0; i + 1 < levels_.size(); ++i)
+      if (levels_[i].object) out += (out.empty() ? "" : ".") + printable(levels_[i].current, 60);
+    return out;
+  }
+  std::vector<Level> levels_;
+};
+}  // namespace
+
 nlohmann::json parse_json(const std::string& text, const std::string& where) {
   if (!nesting_within_limit(text)) fail(where, "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   try {
-    return nlohmann::json::parse(text);
+    DuplicateKeyGuard guard;
+    return nlohmann::json::parse(text, std::ref(guard));
+  } catch (const DuplicateKeyGuard::Duplicate& d) {
+    fail(where, d.where + ": the key appears twice in one object (JSON keeps only one of them)");
   } catch (const nlohmann::json::exception& e) {
     fail(where, "bad JSON: " + one_line(json_error_text(e)));
   }

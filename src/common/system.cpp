@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <thread>
 
+#include "qkd/common/error.h"
+
 namespace qkd {
 
 double peak_rss_mb() {
@@ -25,8 +27,12 @@ void keep_freed_memory_for_reuse() {
 
 bool stderr_is_terminal() { return ::isatty(STDERR_FILENO) == 1; }
 
-void set_cpu_threads(int64_t threads) {
-  const int64_t n = threads > 0 ? threads : std::max(1u, std::thread::hardware_concurrency());
+void set_cpu_threads(int64_t threads, const std::string& setting) {
+  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  if (threads < 0 || threads > 4 * cores)
+    fail(setting, "expected 0 (every core) or 1.." + std::to_string(4 * cores) + " threads (this machine has " +
+                      std::to_string(cores) + " cores), got " + std::to_string(threads));
+  const int64_t n = threads > 0 ? threads : cores;
   torch::set_num_threads(static_cast<int>(n));
 }
 

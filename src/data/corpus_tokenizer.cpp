@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "qkd/common/atomic_file.h"
+#include "qkd/common/output_directory.h"
 #include "qkd/common/error.h"
 #include "qkd/common/json_io.h"
 #include "qkd/data/document_source.h"
@@ -210,6 +211,8 @@ TokenizeSummary tokenize_corpus(const tokenizer::Tokenizer& tokenizer, const Tok
   const auto kind = output_kind(options.out, tokenizer.vocab_size());
   const auto threads = thread_count(options.threads);
   const auto inputs = resolve_inputs(options);
+  require_replaceable_output(options.out);  // before minutes of tokenizing
+  for (const auto& input : inputs) require_apart(options.out, "--out", input.path, "--input");
   for (const auto& input : inputs)
     if (input.format == SourceFormat::chat || input.format == SourceFormat::sharegpt) tokenizer.chat_template();
   if (options.append_eos && tokenizer.special().eos < 0) fail("--eos", "the tokenizer has no EOS token");

@@ -18,7 +18,7 @@ void reject_unknown_keys(const nlohmann::json& object, const std::string& where,
     if (allowed.count(it.key())) continue;
     std::string list;
     for (const auto& key : allowed) list += (list.empty() ? "" : ", ") + key;
-    fail(where + "." + it.key(), "unknown key (expected one of: " + list + ")");
+    fail(where + "." + printable(it.key(), 60), "unknown key (expected one of: " + list + ")");
   }
 }
 

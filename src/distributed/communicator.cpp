@@ -39,20 +39,31 @@ std::optional<std::string> agent_store_prefix() {
   return std::string("/worker/attempt_") + (attempt ? attempt : "0");
 }
 
-// The rank's connection to the rendezvous store (rank 0 hosts it, unless torchrun's agent does). A
-// rank's own connection counts itself in, and rank 0's waits until every rank has (`counted`); a
-// heartbeat's extra connection does neither.
-c10::intrusive_ptr<c10d::Store> open_store(const LaunchInfo& launch, bool counted, std::chrono::milliseconds timeout) {
+// The rank's connection to the rendezvous store (rank 0 hosts it, unless torchrun's agent does).
+c10::intrusive_ptr<c10d::Store> open_store(const LaunchInfo& launch, bool host, std::chrono::milliseconds timeout) {
   const auto prefix = agent_store_prefix();
   c10d::TCPStoreOptions options;
   options.port = static_cast<std::uint16_t>(launch.master_port);
-  options.isServer = counted && launch.rank == 0 && !prefix;
-  options.numWorkers = counted && !prefix ? c10::optional<std::size_t>(launch.world_size) : c10::nullopt;
-  options.waitWorkers = counted && !prefix;
+  options.isServer = host && launch.rank == 0 && !prefix;
+  options.waitWorkers = false;  // wait_for_every_rank counts the ranks in, against one deadline
   options.timeout = timeout;
   auto store = c10::make_intrusive<c10d::TCPStore>(launch.master_addr, options);
   if (!prefix) return store;
   return c10::make_intrusive<c10d::PrefixStore>(*prefix, store);
+}
+
+// Every rank counts itself in and waits until all have, by one deadline from the rank's start: the
+// store's own worker count waited its timeout for the clients and then again for their keys, so a
+// rank alone reported a missing peer after about twice dist.timeout_s.
+void wait_for_every_rank(c10d::Store& store, const LaunchInfo& launch, Clock::time_point deadline) {
+  const std::string key = "qkd/joined";
+  int64_t joined = store.add(key, 1);
+  while (joined < launch.world_size) {
+    if (Clock::now() >= deadline)
+      throw std::runtime_error(std::to_string(joined) + " of " + std::to_string(launch.world_size) + " ranks joined");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    joined = store.add(key, 0);
+  }
 }
 
 // Beats this rank's counter in the store from its own connection, so that a rank stuck in (or killed
@@ -60,7 +71,7 @@ c10::intrusive_ptr<c10d::Store> open_store(const LaunchInfo& launch, bool counte
 class Heartbeat {
  public:
   Heartbeat(const LaunchInfo& launch, std::chrono::milliseconds timeout)
-      : store_(open_store(launch, /*counted=*/false, timeout)), key_(heartbeat_key(launch.rank)) {
+      : store_(open_store(launch, /*host=*/false, timeout)), key_(heartbeat_key(launch.rank)) {
     store_->add(key_, 1);
     thread_ = std::thread([this] { beat(); });
   }
@@ -205,8 +216,10 @@ Communicator::Communicator(const LaunchInfo& launch, const CommunicatorOptions& 
   group_->launch = launch;
   group_->device = device;
   const std::string where = "rendezvous at " + launch.master_addr + ":" + std::to_string(launch.master_port);
+  const auto deadline = Clock::now() + timeout_;
   try {
-    group_->store = open_store(launch, /*counted=*/true, timeout_);
+    group_->store = open_store(launch, /*host=*/true, timeout_);
+    wait_for_every_rank(*group_->store, launch, deadline);
   } catch (const std::exception& e) {
     fail(where, "rank " + std::to_string(rank_) + " of " + std::to_string(world_size_) + " could not join within " +
                     std::to_string(timeout_.count() / 1000) + " s: " + first_line(e.what()));
@@ -291,6 +304,24 @@ bool Communicator::gloo_lacks(torch::ScalarType type) const {
 
 torch::Device Communicator::collective_device() const {
   return backend_ == Backend::nccl && group_ ? group_->device : torch::Device(torch::kCPU);
+}
+
+std::vector<std::string> Communicator::exchange_text(const std::string& key, const std::string& text) {
+  if (!distributed()) return {text};
+  const auto slot = [&](int r) { return "qkd/exchange/" + key + "/" + std::to_string(r); };
+  std::vector<std::string> out;
+  try {
+    group_->store->set(slot(rank_), std::vector<uint8_t>(text.begin(), text.end()));
+    for (int r = 0; r < world_size_; ++r) {
+      const auto bytes = group_->store->get(slot(r));  // waits for that rank, at most the store's timeout
+      out.emplace_back(bytes.begin(), bytes.end());
+    }
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail_collective("exchange", e);
+  }
+  return out;
 }
 
 void Communicator::barrier() {

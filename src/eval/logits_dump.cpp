@@ -17,6 +17,11 @@ int dump_logits(model::LlamaForCausalLMImpl& model, const std::string& input_pat
     const auto ids = input.tensor(info.name);
     if (ids.scalar_type() != torch::kInt64 || ids.dim() != 2)
       fail(input_path, "tensor '" + info.name + "': expected int64 [batch, seq]");
+    const int64_t vocab = model.config().vocab_size;
+    if (ids.numel() > 0 && (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= vocab))
+      fail(input_path, "tensor '" + info.name + "': ids from " + std::to_string(ids.min().item<int64_t>()) + " to " +
+                           std::to_string(ids.max().item<int64_t>()) + ", outside the model's vocabulary [0, " +
+                           std::to_string(vocab) + ")");
     const auto logits = model.forward(ids.to(device)).to(torch::kCPU, torch::kFloat32);
     outputs.emplace_back("logits_" + key, logits);
   }

@@ -1,5 +1,7 @@
 #include "qkd/eval/results.h"
 
+#include <cmath>
+
 #include <filesystem>
 
 #include "qkd/common/error.h"
@@ -50,6 +52,13 @@ void check_eval_inputs(const std::vector<std::string>& ppl_files, const std::vec
     }
   }
   for (const auto& path : mc_files) load_mc_file(path);
+}
+
+void require_finite(const EvalResults& results) {
+  for (const auto& [file, ppl] : results.ppl)
+    if (!std::isfinite(ppl))
+      fail(file, "perplexity is not finite (" + std::to_string(ppl) +
+                     "): the model's outputs hold NaN or Inf (non-finite weights, or a rope setting out of range)");
 }
 
 EvalResults evaluate_all(const LogitsFn& logits_fn, const tokenizer::Tokenizer& tokenizer, const EvalPlan& plan) {

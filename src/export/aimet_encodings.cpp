@@ -159,7 +159,7 @@ void write_encodings(const ExportSource& source, const std::string& dir, const E
   config.torch_dtype = "float32";
   const auto config_json = checkpoint::llama_config_to_json(config);
 
-  write_directory_atomically(dir, [&](const std::string& temp) {
+  write_directory_atomically(dir, format_kind(Format::encodings), [&](const std::string& temp) {
     io::write_safetensors((fs::path(temp) / "model.safetensors").string(), tensors);
     write_text_atomically((fs::path(temp) / "model.encodings").string(), encodings.dump(2) + "\n");
     write_hf_companion_files(source, temp, config_json);

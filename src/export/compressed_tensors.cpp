@@ -206,7 +206,7 @@ void write_packed(const ExportSource& source, const std::string& dir, const Expo
   auto config_json = checkpoint::llama_config_to_json(config);
   config_json["quantization_config"] = quantization_config;
 
-  write_directory_atomically(dir, [&](const std::string& temp) {
+  write_directory_atomically(dir, format_kind(Format::packed), [&](const std::string& temp) {
     io::write_safetensors((fs::path(temp) / "model.safetensors").string(), tensors);
     write_hf_companion_files(source, temp, config_json);
   });

@@ -9,6 +9,7 @@
 #include "qkd/checkpoint/hf_checkpoint.h"
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
+#include "qkd/common/output_directory.h"
 #include "qkd/export/aimet_encodings.h"
 #include "qkd/export/compressed_tensors.h"
 #include "qkd/export/gguf_writer.h"
@@ -65,9 +66,17 @@ void write_hf_companion_files(const ExportSource& source, const std::string& dir
   checkpoint::copy_tokenizer_files(source.tokenizer_dir, dir);
 }
 
+namespace {
+std::string format_directory(const std::string& out_dir, Format format) {
+  return (fs::path(out_dir) / export_formats().name(format)).string();
+}
+}  // namespace
+
+std::string format_kind(Format format) { return "export-" + export_formats().name(format); }
+
 std::string format_path(const std::string& out_dir, Format format) {
-  const auto dir = fs::path(out_dir) / export_formats().name(format);
-  return (format == Format::gguf ? dir / "model.gguf" : dir).string();
+  const auto dir = format_directory(out_dir, format);
+  return format == Format::gguf ? (fs::path(dir) / "model.gguf").string() : dir;
 }
 
 namespace {
@@ -86,7 +95,14 @@ void write_format(const ExportSource& source, Format format, const std::string& 
     case Format::hf: return write_hf(source, path, options);
     case Format::packed: return write_packed(source, path, options);
     case Format::encodings: return write_encodings(source, path, options);
-    case Format::gguf: return write_gguf(source, path, options);
+    case Format::gguf: {
+      // The published gguf/ directory holds model.gguf alone: it is built whole beside it and swapped in,
+      // so that a killed export leaves no temporary file inside it.
+      const auto dir = fs::path(path).parent_path().string();
+      return write_directory_atomically(dir, format_kind(Format::gguf), [&](const std::string& temp) {
+        write_gguf(source, (fs::path(temp) / fs::path(path).filename()).string(), options);
+      });
+    }
   }
 }
 
@@ -99,10 +115,14 @@ void check_export(const ExportSource& source, const std::vector<Format>& formats
 std::vector<std::string> export_student(const ExportSource& source, const std::vector<Format>& formats,
                                         const std::string& out_dir, const ExportOptions& options) {
   check_export(source, formats, options);
+  // Every destination is checked before the first is written: a foreign directory fails the export
+  // before any format has replaced anything.
+  for (const auto format : formats) claim_output_directory(format_directory(out_dir, format), format_kind(format));
+  fs::create_directories(out_dir);
+  remove_stale_temporaries(out_dir);  // what an export killed here left
   std::vector<std::string> written;
   for (const auto format : formats) {
     const auto path = format_path(out_dir, format);
-    fs::create_directories(fs::path(path).parent_path());
     write_format(source, format, path, options);
     spdlog::info("exported {} to {}", export_formats().name(format), path);
     written.push_back(path);

@@ -354,15 +354,19 @@ void warn_about_requantization(const std::vector<ProjectionReport>& reports, con
 }  // namespace
 
 void check_gguf(const ExportSource& source, const ExportOptions& options) {
+  // GGUF has no place for activation quantization: written anyway, llama.cpp would run another model.
+  if (source.spec.act_bits > 0)
+    fail("quant.act_bits", std::to_string(source.spec.act_bits) +
+                               "-bit activations cannot be expressed in GGUF (llama.cpp computes them in float); "
+                               "export gguf from a student without act_bits, or leave gguf out of the formats");
   const auto plan = plan_tensors(source.student, options);
   check_plan(plan, source.student.config());
   check_tokenizer(source);
 }
 
 void write_gguf(const ExportSource& source, const std::string& path, const ExportOptions& options) {
+  check_gguf(source, options);
   const auto plan = plan_tensors(source.student, options);
-  check_plan(plan, source.student.config());
-  check_tokenizer(source);
   const auto metadata = build_metadata(source, options);
   require_replaceable_output(path);
 

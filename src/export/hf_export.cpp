@@ -77,7 +77,7 @@ void write_hf(const ExportSource& source, const std::string& dir, const ExportOp
         source.spec.act_bits);
   auto config = source.student.config();
   config.torch_dtype = dtype_name(options.dtype);
-  write_directory_atomically(dir, [&](const std::string& temp) {
+  write_directory_atomically(dir, format_kind(Format::hf), [&](const std::string& temp) {
     write_weights(effective_weights(source.student, options.dtype), temp, options.max_shard_bytes);
     write_hf_companion_files(source, temp, checkpoint::llama_config_to_json(config));
   });

@@ -12,8 +12,10 @@ const EnumTable<EventKind>& event_kinds() {
 }
 
 nlohmann::json InstabilityEvent::to_json() const {
+  // JSON has no NaN or Infinity: those are written as the strings "nan", "inf", "-inf" (never "-nan").
   auto finite_or_string = [](double v) {
-    return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(std::to_string(v));
+    if (std::isfinite(v)) return nlohmann::json(v);
+    return nlohmann::json(std::isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
   };
   return {{"step", step},
           {"kind", event_kinds().name(kind)},

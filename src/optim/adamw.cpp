@@ -16,6 +16,15 @@ bool needs_master(const torch::Tensor& param) {
 std::string dtype_text(torch::ScalarType type) { return c10::toString(type); }
 
 int64_t bytes(const torch::Tensor& t) { return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : 0; }
+
+// A resumed moment must be one an update could have produced: finite, and for the second moment not
+// negative (its square root would turn every later update into NaN).
+void check_moment(const torch::Tensor& t, const std::string& name, bool second, const std::string& source) {
+  if (!t.is_floating_point()) fail(source, "tensor '" + name + "': not floating point");
+  if (!torch::isfinite(t).all().item<bool>()) fail(source, "tensor '" + name + "': holds NaN or Inf values");
+  if (second && t.numel() > 0 && t.min().item<double>() < 0)
+    fail(source, "tensor '" + name + "': negative values in a second moment (a mean of squares)");
+}
 }  // namespace
 
 AdamW::AdamW(AdamWOptions options) : options_(options) {
@@ -166,7 +175,8 @@ void AdamW::load_state(const io::NamedTensors& state, const std::string& source)
   std::map<std::string, torch::Tensor> by_name(state.begin(), state.end());
   const auto step = by_name.find("__step__");
   if (step == by_name.end()) fail(source, "tensor '__step__' missing from optimizer state");
-  step_count_ = step->second.item<int64_t>();
+  step_count_ = step->second.numel() == 1 ? step->second.item<int64_t>() : -1;
+  if (step_count_ < 0) fail(source, "tensor '__step__': expected one non-negative count");
   torch::NoGradGuard no_grad;
   for (auto& [name, slot] : params_) {
     if (!slot.owned) continue;  // its owner loads it
@@ -176,6 +186,7 @@ void AdamW::load_state(const io::NamedTensors& state, const std::string& source)
       auto& target = std::string(part) == "exp_avg" ? slot.exp_avg : slot.exp_avg_sq;
       if (it->second.sizes() != target.sizes())
         fail(source, "tensor '" + it->first + "': shape differs from the model");
+      check_moment(it->second, it->first, std::string(part) == "exp_avg_sq", source);
       target.copy_(it->second);
     }
     if (slot.master.defined()) {
@@ -188,13 +199,17 @@ void AdamW::load_state(const io::NamedTensors& state, const std::string& source)
       if (it->second.scalar_type() != torch::kFloat32)
         fail(source,
              "tensor '" + it->first + "': dtype " + dtype_text(it->second.scalar_type()) + ", expected Float (fp32)");
+      if (!torch::isfinite(it->second).all().item<bool>())
+        fail(source, "tensor '" + it->first + "': holds NaN or Inf values");
       slot.master.copy_(it->second);
       slot.param.copy_(slot.master);
     }
     for (auto* counter : {"step", "warmup"}) {
       const auto it = by_name.find(name + "." + counter);
       if (it == by_name.end()) fail(source, "tensor '" + name + "." + counter + "' missing from optimizer state");
-      (std::string(counter) == "step" ? slot.steps : slot.warmup) = it->second.item<int64_t>();
+      const auto value = it->second.numel() == 1 ? it->second.item<int64_t>() : -1;
+      if (value < 0) fail(source, "tensor '" + it->first + "': expected one non-negative count");
+      (std::string(counter) == "step" ? slot.steps : slot.warmup) = value;
     }
   }
 }

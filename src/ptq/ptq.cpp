@@ -5,9 +5,11 @@
 #include <optional>
 
 #include "qkd/checkpoint/hf_checkpoint.h"
+#include "qkd/checkpoint/hf_config.h"
 #include "qkd/checkpoint/student_checkpoint.h"
 #include "qkd/common/dtype_names.h"
 #include "qkd/common/error.h"
+#include "qkd/common/output_directory.h"
 #include "qkd/common/json_io.h"
 #include "qkd/data/data_stream.h"
 #include "qkd/data/token_file.h"
@@ -69,9 +71,16 @@ torch::Tensor stream_windows(const PtqOptions& o, int64_t count) {
 torch::Tensor calibration_windows(const PtqOptions& o, int64_t count, const std::string& why) {
   if (!o.calib_config.empty() && !o.calib_file.empty())
     fail("--calib-config", "give either --calib-config or --calib-file, not both");
-  if (!o.calib_config.empty()) return stream_windows(o, count);
-  if (!o.calib_file.empty()) return file_windows(o, count);
-  fail("--calib-config", why + " needs calibration data: --calib-config RUN_CONFIG or --calib-file TOKENS");
+  if (o.calib_config.empty() && o.calib_file.empty())
+    fail("--calib-config", why + " needs calibration data: --calib-config RUN_CONFIG or --calib-file TOKENS");
+  const auto windows = o.calib_config.empty() ? file_windows(o, count) : stream_windows(o, count);
+  // An id past the embedding would fail deep in the forward as torch's "index out of range in self".
+  const int64_t vocab = checkpoint::read_llama_config(o.model_dir + "/config.json").vocab_size;
+  if (windows.numel() > 0 && (windows.min().item<int64_t>() < 0 || windows.max().item<int64_t>() >= vocab))
+    fail(o.calib_config.empty() ? o.calib_file : o.calib_config,
+         "calibration tokens up to " + std::to_string(windows.max().item<int64_t>()) +
+             ", outside the model's vocabulary [0, " + std::to_string(vocab) + ")");
+  return windows;
 }
 
 // One window per forward pass, as the ranges were always calibrated.
@@ -114,6 +123,9 @@ double mean_error(const std::vector<std::pair<std::string, double>>& errors) {
 
 PtqReport run_ptq(const PtqOptions& o) {
   check_options(o);
+  // Before minutes of quantization: the output must be free to take, and apart from what is read.
+  require_apart(o.out_dir, "--out", o.model_dir, "--model");
+  if (o.formats.empty()) claim_output_directory(o.out_dir, "student");
   const auto spec = written_spec(o);
   auto model = checkpoint::load_llama(o.model_dir, {torch::kFloat32, torch::kCPU});
   const auto modules = quant::attach_quantizers(*model, spec);

@@ -102,7 +102,7 @@ QuantSpec quant_spec_from_json(const json& j, const std::string& where) {
   constexpr auto hi = std::numeric_limits<int64_t>::max();
   constexpr auto inf = std::numeric_limits<double>::infinity();
   const QuantSpec d;
-  FieldReader r(j, where);
+  FieldReader r(j, where, FieldReader::Null::refused);
   QuantSpec s;
   s.bits = r.integer("bits", d.bits, lo, hi);
   s.granularity = read_enum(r, "granularity", d.granularity, granularities());

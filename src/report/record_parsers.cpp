@@ -19,7 +19,7 @@ double number_from(const json& value, const std::string& where, const std::strin
   if (value.is_number()) return value.get<double>();
   if (value.is_string()) {
     const auto& text = value.get_ref<const std::string&>();
-    if (text == "nan" || text == "NaN") return kNaN;
+    if (text == "nan" || text == "NaN" || text == "-nan") return kNaN;  // -nan: std::to_string of some NaNs
     if (text == "inf" || text == "Infinity" || text == "+inf") return std::numeric_limits<double>::infinity();
     if (text == "-inf" || text == "-Infinity") return -std::numeric_limits<double>::infinity();
   }

@@ -96,11 +96,11 @@ void fill(teacher_cache::CacheWriter& writer, const RunConfig& config, data::Dat
 CacheTeacherSummary cache_teacher(const RunConfig& config, const CacheTeacherOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   install_stop_handlers();
-  set_cpu_threads(config.compute().threads);
+  set_cpu_threads(config.compute().threads, "train.threads");
   const auto device = run_device(config);
   const auto tokenizer = tokenizer::load_tokenizer_for_checkpoint(config.teacher().path);
   auto stream = open_stream(config, tokenizer);
-  check_token_sources(config.data(), tokenizer.vocab_size());
+  check_token_sources(config.data(), model_vocab_size(config, tokenizer.vocab_size()));
   teacher_cache::CacheWriter writer(options.out_dir, cache_manifest(config, options));
   CacheTeacherSummary summary;
   summary.micro_batches.resumed = writer.next_micro_batch();

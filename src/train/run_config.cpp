@@ -113,7 +113,7 @@ json resolved_json(const RunConfig& c) {
 }  // namespace
 
 RunConfig parse_run_config(const json& j) {
-  FieldReader top(j, "");
+  FieldReader top(j, "", FieldReader::Null::refused);
   RunConfig c;
   c.run_dir_ = top.required_string("run_dir");
   c.label_ = top.string("label", "");
@@ -159,13 +159,13 @@ RunConfig parse_run_config(const json& j) {
 
 void apply_override(json& j, const std::string& assignment) {
   const auto eq = assignment.find('=');
-  if (eq == std::string::npos || eq == 0) fail("--set " + assignment, "expected key.path=value");
+  if (eq == std::string::npos || eq == 0) fail("--set " + printable(assignment, 120), "expected key.path=value");
   const auto key = assignment.substr(0, eq);
   const auto text = assignment.substr(eq + 1);
   json value = parse_json_or_discarded(text);
   if (value.is_discarded()) {
     if (!text.empty() && (text.front() == '[' || text.front() == '{'))
-      fail("--set " + key, "bad JSON value (or nested deeper than " + std::to_string(kMaxJsonDepth) + " levels)");
+      fail("--set " + printable(key, 120), "bad JSON value (or nested deeper than " + std::to_string(kMaxJsonDepth) + " levels)");
     value = text;  // bare words are strings
   }
   json* node = &j;
@@ -173,8 +173,8 @@ void apply_override(json& j, const std::string& assignment) {
   while (true) {
     const auto dot = key.find('.', start);
     const auto part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    if (part.empty()) fail("--set " + assignment, "empty key component");
-    if (!node->is_object()) fail("--set " + assignment, "'" + key.substr(0, start) + "' is not an object");
+    if (part.empty()) fail("--set " + printable(assignment, 120), "empty key component");
+    if (!node->is_object()) fail("--set " + printable(assignment, 120), "'" + printable(key.substr(0, start), 120) + "' is not an object");
     if (dot == std::string::npos) {
       (*node)[part] = value;
       return;

@@ -15,12 +15,17 @@ namespace fs = std::filesystem;
 std::string baselines_path(const std::string& run_dir) { return (fs::path(run_dir) / "baselines.json").string(); }
 
 RunDirectory::RunDirectory(std::string path, bool writes)
-    : path_(std::move(path)), writes_(writes), checkpoints_(path_) {}
+    : path_(std::move(path)), writes_(writes), checkpoints_(path_) {
+  if (!writes_ || !fs::is_directory(path_)) return;
+  lock_.emplace(path_, "run directory");
+  checkpoints_.remove_leftovers();
+}
 
 void RunDirectory::create(const nlohmann::json& resolved_config) {
   if (!writes_) return;
   created_ = !fs::exists(path_);
   fs::create_directories(path_);
+  if (!lock_) lock_.emplace(path_, "run directory");
   write_text_atomically((fs::path(path_) / "config.json").string(), resolved_config.dump(2) + "\n");
 }
 

@@ -27,7 +27,9 @@ eval::EvalResults evaluate_model(TrainingSession& s, model::LlamaForCausalLM mod
     if (on_stop == OnStop::abandon) throw_if_stop_requested();
     return model->forward(ids);
   };
-  return eval::evaluate_all(forward, s.tokenizer(), plan);
+  const auto results = eval::evaluate_all(forward, s.tokenizer(), plan);
+  eval::require_finite(results);  // a run whose student or teacher went NaN stops here, non-zero
+  return results;
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "qkd/checkpoint/hf_checkpoint.h"
+#include "qkd/checkpoint/hf_config.h"
 #include "qkd/common/dtype_names.h"
 #include "qkd/common/error.h"
 #include "qkd/data/token_file.h"
@@ -45,6 +46,15 @@ model::LlamaForCausalLM load_teacher_model(const RunConfig& config, const torch:
   for (auto& p : teacher->parameters()) p.requires_grad_(false);
   spdlog::info("teacher {} computed in {} on {}", config.teacher().path, dtype_name(dtype), device.str());
   return teacher;
+}
+
+int64_t model_vocab_size(const RunConfig& config, int64_t tokenizer_vocab_size) {
+  const auto path = config.teacher().path + "/config.json";
+  const auto vocab = checkpoint::read_llama_config(path).vocab_size;
+  if (tokenizer_vocab_size > vocab)
+    fail(path + ": vocab_size", std::to_string(vocab) + " embedding rows, fewer than the tokenizer's " +
+                                    std::to_string(tokenizer_vocab_size) + " ids");
+  return vocab;
 }
 
 void check_token_sources(const data::DataConfig& data, int64_t vocab_size) {

@@ -66,7 +66,7 @@ std::string TrainingSession::save_checkpoint() {
   data.state = {{"identity", model_identity(config_)}, {"data_cursor", data_->cursor()},
                 {"freeze", freeze_->state()},           {"monitor", monitor_->state()},
                 {"rng", capture_rng_state()},           {"skipped_steps", skipped_steps_},
-                {"loss_scale", loss_scaler_.state()}};
+                {"loss_scale", loss_scaler_.state()},   {"teacher_digest", teacher_digest_}};
   const auto dir = run_dir_->checkpoints().save(data, config_.checkpoint().keep_last);
   spdlog::info("checkpoint {}", dir);
   return dir;
@@ -85,6 +85,11 @@ void TrainingSession::restore(const std::string& dir) {
 void TrainingSession::restore_state(const std::string& dir) {
   auto data = CheckpointStore::load(dir);
   check_identity(data.state.at("identity"), model_identity(config_), dir);
+  // Checkpoints from before the digest was recorded resume on the path alone.
+  const auto saved_teacher = data.state.value("teacher_digest", std::string());
+  if (!saved_teacher.empty() && saved_teacher != teacher_digest_)
+    fail(dir, "was trained from another teacher: the files at teacher.path " + config_.teacher().path +
+                  " changed since (contents " + saved_teacher + ", now " + teacher_digest_ + ")");
   // Frozen modules first: the optimizer state then holds exactly the parameters still training.
   freeze_->restore(saved_freeze_state(data.state), data.stable_weights, dir + "/stable_weights.safetensors");
   checkpoint::copy_weights_into(*student(), data.student, dir + "/student.safetensors");

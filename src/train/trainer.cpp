@@ -116,6 +116,38 @@ std::vector<std::string> export_student(TrainingSession& s) {
   return exporting::export_student(s.export_source(), e.formats, out_dir, e.options());
 }
 
+// A run that cannot recover stops with an error instead of skipping to the end and reporting success:
+// so many steps in a row with a non-finite loss or gradient that the weights or the data are the cause
+// (not a passing spike), or fp16 overflows that halving the loss scale never ends.
+class SkipStreaks {
+ public:
+  static constexpr int64_t kMaxNonfinite = 8, kMaxOverflows = 64;
+
+  void record(TrainingSession& s, int64_t step, const StepResult& r) {
+    nonfinite_ = r.outcome == StepOutcome::skipped_nonfinite ? nonfinite_ + 1 : 0;
+    overflows_ = r.outcome == StepOutcome::skipped_overflow ? overflows_ + 1 : 0;
+    if (nonfinite_ >= kMaxNonfinite)
+      fail("train", fmt::format("{} steps in a row ({}-{}) had a non-finite loss or gradient (loss {}, gradient norm "
+                                "{}){}; the run cannot recover (lower optim.lr, or check the teacher and the data)",
+                                nonfinite_, step - nonfinite_ + 1, step, r.losses.loss, r.grad_norm,
+                                nonfinite_weight_note(s)));
+    if (overflows_ >= kMaxOverflows)
+      fail("train.loss_scale", fmt::format("{} fp16 overflows in a row (steps {}-{}): halving the loss scale to {:.3g} "
+                                           "did not bring the gradients back into fp16's range{}",
+                                           overflows_, step - overflows_ + 1, step, s.loss_scaler().scale(),
+                                           nonfinite_weight_note(s)));
+  }
+
+ private:
+  static std::string nonfinite_weight_note(TrainingSession& s) {
+    torch::NoGradGuard no_grad;
+    for (const auto& item : s.student()->named_parameters())
+      if (!torch::isfinite(item.value()).all().item<bool>()) return "; the student's " + item.key() + " holds NaN or Inf";
+    return "";
+  }
+  int64_t nonfinite_ = 0, overflows_ = 0;
+};
+
 // The steps from the session's step to train.steps, or until a stop. Returns the tokens trained on.
 int64_t train_steps(TrainingSession& s, const TrainHooks& hooks, TrainSummary& summary) {
   const auto& train = s.config().train();
@@ -126,12 +158,14 @@ int64_t train_steps(TrainingSession& s, const TrainHooks& hooks, TrainSummary& s
   // ranks), so that no rank waits in a collective for one that has left.
   bool stop_agreed = false;
   const auto stopping = [&] { return s.ranks().distributed() ? stop_agreed : stop_requested(); };
+  SkipStreaks streaks;
   while (s.step() < train.steps && !stopping()) {
     const int64_t step = s.step() + 1;
     if (hooks.before_step) hooks.before_step(step, s.monitor());
     const auto start = std::chrono::steady_clock::now();
     const auto result = train_step(s, step, phases);
     stop_agreed = result.stop_agreed;
+    streaks.record(s, step, result);
     tokens += result.losses.tokens;
     const double step_seconds = seconds_since(start);
     if (step % train.log_interval == 0 || step == 1 || step == train.steps) log_step(s, step, result, step_seconds, phases);

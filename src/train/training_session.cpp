@@ -2,8 +2,15 @@
 
 #include <spdlog/spdlog.h>
 
+#include "qkd/checkpoint/hf_config.h"
+#include "qkd/checkpoint/hf_checkpoint.h"
 #include "qkd/common/error.h"
+#include "qkd/common/file_digest.h"
+#include "qkd/teacher_cache/manifest.h"
+#include "qkd/train/rank_agreement.h"
+#include "qkd/common/memory.h"
 #include "qkd/common/system.h"
+#include "qkd/model/memory_estimate.h"
 #include "qkd/distributed/launch.h"
 #include "qkd/distributed/replicas.h"
 #include "qkd/eval/results.h"
@@ -54,6 +61,42 @@ std::unique_ptr<monitor::SignalMonitor> build_monitor(const RunConfig& config, m
   return monitor;
 }
 
+// The teacher as its bytes, not its path: a teacher replaced at the same path must not go unnoticed by
+// the run that resumes on it.
+std::string teacher_contents_digest(const RunConfig& config) {
+  auto files = checkpoint::weight_files(config.teacher().path);
+  files.push_back(config.teacher().path + "/config.json");
+  return files_digest(files);
+}
+
+// A step, or an evaluation batch, that cannot fit in the machine's memory is refused naming its setting
+// before anything is allocated (on a GPU the allocator says so itself, naming the tensor).
+void check_memory_fits(const RunConfig& config, const model::LlamaConfig& model, const torch::Device& device) {
+  if (!device.is_cpu()) return;
+  const auto& train = config.train();
+  const int64_t element = static_cast<int64_t>(c10::elementSize(config.student().dtype));
+  const model::BatchShape student{train.micro_batch, config.data().seq_len, true, config.compute().activation_checkpointing,
+                                  3 * std::min<int64_t>(config.kd().chunk_tokens, train.micro_batch * config.data().seq_len),
+                                  element};
+  const model::BatchShape teacher{train.micro_batch, config.data().seq_len, false, false, 0, 4};
+  require_memory(model::forward_bytes(model, student) + model::forward_bytes(model, teacher), "train.micro_batch",
+                 fmt::format("micro-batches of {} x {} tokens (data.seq_len)", train.micro_batch, config.data().seq_len));
+  const auto& e = config.eval();
+  if (!e.evaluates_anything()) return;
+  const model::BatchShape eval{e.batch_size, e.seq_len, false, false, e.batch_size * e.seq_len, 4};
+  require_memory(model::forward_bytes(model, eval), "eval.batch_size",
+                 fmt::format("evaluation batches of {} x {} tokens (eval.seq_len)", e.batch_size, e.seq_len));
+}
+
+// Positions past max_position_embeddings are computed (rotary tables extend) but were never trained.
+void warn_about_positions(const RunConfig& config, const model::LlamaConfig& model) {
+  for (const auto& [setting, seq] : {std::pair<const char*, int64_t>{"data.seq_len", config.data().seq_len},
+                                     {"eval.seq_len", config.eval().seq_len}})
+    if (seq > model.max_position_embeddings && (std::string(setting) == "data.seq_len" || config.eval().evaluates_anything()))
+      spdlog::warn("{} {} is beyond the model's max_position_embeddings {}: positions it never saw in training",
+                   setting, seq, model.max_position_embeddings);
+}
+
 // A sliding-window model runs only where its window covers every sequence of the run.
 void check_attention_spans(const RunConfig& config, const model::LlamaConfig& model) {
   const auto source = config.teacher().path + "/config.json";
@@ -70,6 +113,8 @@ std::unique_ptr<TrainingSession> TrainingSession::open(const RunConfig& config) 
   std::unique_ptr<TrainingSession> s(new TrainingSession(config));
   s->build_parts();
   const auto resume_from = s->checkpoint_to_resume();
+  require_same_on_every_rank(*s->ranks_, {{"resume", resume_from ? nlohmann::json(*resume_from) : nlohmann::json()}},
+                             "checkpoint");
   // Everything is validated: only now does the run directory appear.
   s->run_dir_->create(config.resolved());
   if (resume_from) s->restore(*resume_from);
@@ -94,18 +139,26 @@ std::unique_ptr<TrainingSession> TrainingSession::open(const RunConfig& config) 
 // In the order a fresh run has always drawn its random numbers in, so that seeds keep their meaning.
 void TrainingSession::build_parts() {
   const auto& config = config_;
-  set_cpu_threads(config.compute().threads);
+  set_cpu_threads(config.compute().threads, "train.threads");
   torch::manual_seed(config.train().seed);
   const auto launch = distributed::detect_launch_from_environment();
   device_ = rank_device(config, launch);
   ranks_ = join_ranks(config, launch, device_);
+  require_same_on_every_rank(*ranks_, {{"config", config.resolved()}, {"data", teacher_cache::data_identity(config.data())}},
+                             "config");
   tokenizer_ = std::make_unique<tokenizer::Tokenizer>(tokenizer::load_tokenizer_for_checkpoint(config.teacher().path));
   data_ = std::make_unique<data::DataStream>(config.data(), tokenizer_.get());
-  check_token_sources(config.data(), tokenizer_->vocab_size());
-  eval::check_eval_inputs(config.eval().ppl, config.eval().mc, tokenizer_->vocab_size());
+  const auto vocab = model_vocab_size(config, tokenizer_->vocab_size());
+  check_token_sources(config.data(), vocab);
+  eval::check_eval_inputs(config.eval().ppl, config.eval().mc, vocab);
+  // What the architecture allows is checked before minutes of loading.
+  const auto architecture = checkpoint::read_llama_config(config.teacher().path + "/config.json");
+  check_attention_spans(config, architecture);
+  check_memory_fits(config, architecture, device_);
+  warn_about_positions(config, architecture);
+  teacher_digest_ = teacher_contents_digest(config);
   teacher_ = std::make_unique<Teacher>(config, device_);
   student_ = build_student(config, device_);
-  check_attention_spans(config, student_.model->config());
   distiller_ = std::make_unique<Distiller>(*teacher_, student_.model, config.kd(), config.compute(), device_);
   optimizer_ = build_optimizer(config, *student_.model, *ranks_);
   freeze_ = std::make_unique<freeze::FreezeController>(

@@ -74,8 +74,10 @@ GradientCheck check_gradients(TrainingSession& s, const StepLosses& losses) {
 
 void skip_step(TrainingSession& s, int64_t step, const std::string& reason, double grad_norm) {
   s.count_skipped_step();
-  s.run_dir().events().write(
-      {{"step", step}, {"kind", "skip"}, {"reason", reason}, {"grad_norm", std::to_string(grad_norm)}});
+  s.run_dir().events().write({{"step", step},
+                              {"kind", "skip"},
+                              {"reason", reason},
+                              {"grad_norm", std::isfinite(grad_norm) ? nlohmann::json(grad_norm) : nlohmann::json()}});
 }
 
 void log_events(TrainingSession& s, const std::vector<monitor::InstabilityEvent>& events) {
@@ -153,11 +155,14 @@ StepResult train_step(TrainingSession& s, int64_t step, PhaseTimer& phases) {
   if (s.loss_scaler().enabled() && !grads.finite) {
     s.monitor().abandon_step();
     skip_step(s, step, fmt::format("fp16 loss scale {} overflowed", s.loss_scaler().scale()), grads.norm);
-  } else if (judge_and_freeze(s, step, out.lr, out.losses, grads, phases)) {
-    if (grads.finite)
-      update_norms = update(s, out.lr, grads.norm, phases);
-    else
-      skip_step(s, step, "non-finite loss or gradient", grads.norm);
+    out.outcome = StepOutcome::skipped_overflow;
+  } else if (!judge_and_freeze(s, step, out.lr, out.losses, grads, phases)) {
+    out.outcome = StepOutcome::skipped_rollback;
+  } else if (grads.finite) {
+    update_norms = update(s, out.lr, grads.norm, phases);
+  } else {
+    skip_step(s, step, "non-finite loss or gradient", grads.norm);
+    out.outcome = StepOutcome::skipped_nonfinite;
   }
   s.loss_scaler().update(grads.finite);
   {

@@ -6,31 +6,22 @@
 #include <filesystem>
 #include <fstream>
 
+#include "cli_failures.h"
 #include "test_support.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using qkd::test::expect_clean_failure;
 using qkd::test::repo_path;
+using qkd::test::two_step_run;
 using qkd::test::run_cli;
 using qkd::test::scratch_dir;
 
 const std::string kTeacher = repo_path("assets/models/kjv-teacher-7m");
 const std::string kVal = repo_path("assets/data/kjv/kjv-val.u16");
 const std::string kInput = qkd::test::fixture_path("models/kjv-teacher-7m/reference_logits.safetensors");
-
-// The error line: exit 1, one "error: ..." line naming `file` (and `field` when given), short.
-void expect_clean_failure(const qkd::test::CommandResult& r, const std::string& file, const std::string& field = "") {
-  EXPECT_EQ(r.exit_code, 1) << r.output;
-  const auto at = r.output.rfind("error: ");
-  ASSERT_NE(at, std::string::npos) << r.output;
-  const auto line = r.output.substr(at);
-  EXPECT_EQ(line.find('\n'), line.size() - 1) << "more than one line: " << line;
-  EXPECT_LT(line.size(), 400u) << line;
-  EXPECT_NE(line.find(file), std::string::npos) << line;
-  if (!field.empty()) EXPECT_NE(line.find(field), std::string::npos) << line;
-}
 
 std::string deep_json(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
 
@@ -171,22 +162,11 @@ TEST(BadInput, TokensOutsideTheVocabularyNameTheFile) {
   expect_clean_failure(run_cli("eval --model " + kTeacher + " --ppl " + path + " --seq-len 4", "", 60), path, "60000");
 }
 
-// A small run config on the shipped teacher (2 steps of 2x32 tokens).
-json small_run(const std::string& run_dir) {
-  return {{"run_dir", run_dir},
-          {"teacher", {{"path", kTeacher}}},
-          {"data", {{"sources", {{{"path", repo_path("assets/data/kjv/kjv-train.u16")}}}}, {"seq_len", 32}}},
-          {"train", {{"steps", 2}, {"micro_batch", 2}, {"threads", 1}}},
-          {"eval", {{"ppl", {kVal}}, {"seq_len", 32}, {"max_windows", 2}, {"at_start", false}, {"baselines", false}}},
-          {"checkpoint", {{"interval", 1}}},
-          {"export", {{"formats", json::array()}}}};
-}
-
 TEST(BadInput, EvalFilesAreCheckedBeforeTheFirstStep) {
   const auto dir = scratch_dir("late-eval");
   const auto odd = dir + "/odd.u16";
   std::ofstream(odd, std::ios::binary) << "abc";
-  auto config = small_run(dir + "/run");
+  auto config = two_step_run(dir + "/run");
   config["eval"]["ppl"] = {odd};
   std::ofstream(dir + "/c.json") << config.dump();
   const auto r = run_cli("--config " + dir + "/c.json", "", 60);
@@ -199,10 +179,10 @@ TEST(BadInput, EvalFilesAreCheckedBeforeTheFirstStep) {
 // resumes from the step-2 checkpoint; returns the config path.
 std::string finish_two_steps_then_ask_for_three(const std::string& dir) {
   const auto config = dir + "/c.json";
-  std::ofstream(config) << small_run(dir + "/run").dump();
+  std::ofstream(config) << two_step_run(dir + "/run").dump();
   const auto first = run_cli("--config " + config, "", 120);
   EXPECT_EQ(first.exit_code, 0) << first.output;
-  auto longer = small_run(dir + "/run");
+  auto longer = two_step_run(dir + "/run");
   longer["train"]["steps"] = 3;
   std::ofstream(config) << longer.dump();
   return config;
@@ -212,6 +192,8 @@ TEST(BadInput, NegativeCheckpointStepIsRefused) {
   const auto dir = scratch_dir("negative-step");
   const auto config = finish_two_steps_then_ask_for_three(dir);
   const auto state = dir + "/run/checkpoints/step-00000002/state.json";
+  // As a checkpoint from before checksums, or one forged consistently: the values themselves are checked.
+  fs::remove(dir + "/run/checkpoints/step-00000002/checksums.json");
   json j;
   std::ifstream(state) >> j;
   j["step"] = -5;
@@ -228,7 +210,7 @@ TEST(BadInput, LeftoverTemporaryCheckpointsOfDeadProcessesAreRemovedOnStart) {
   const auto dir = scratch_dir("leftovers");
   const auto config = finish_two_steps_then_ask_for_three(dir);
   // pid 2^22 + 1 is above Linux's pid_max limit, so no process can own it.
-  const auto stale = dir + "/run/checkpoints/.step-00000003.tmp-4194305";
+  const auto stale = dir + "/run/checkpoints/.step-00000003.qkd-tmp-4194305";
   fs::create_directories(stale);
   std::ofstream(stale + "/student.safetensors") << "partial";
   const auto r = run_cli("--config " + config, "", 120);

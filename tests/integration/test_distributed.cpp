@@ -55,18 +55,25 @@ struct Ranks {
   std::vector<std::string> logs;
 };
 
-// Starts `world` ranks of `config`; `extra_env[r]` goes to rank r only.
-Ranks start_ranks(const std::string& dir, const std::string& tag, const std::string& config, int world,
+// Starts one rank per config (rank r runs configs[r]); `extra_env[r]` goes to rank r only.
+Ranks start_ranks(const std::string& dir, const std::string& tag, const std::vector<std::string>& configs,
                   const std::vector<std::vector<std::string>>& extra_env = {}) {
   Ranks ranks;
   const int port = qkd::test::free_port();
+  const int world = static_cast<int>(configs.size());
   for (int r = 0; r < world; ++r) {
     auto env = rank_env(r, world, port);
     if (r < static_cast<int>(extra_env.size())) env.insert(env.end(), extra_env[r].begin(), extra_env[r].end());
     ranks.logs.push_back(dir + "/" + tag + "-rank" + std::to_string(r) + ".log");
-    ranks.pids.push_back(qkd::test::start_cli({"--config", config}, ranks.logs.back(), env));
+    ranks.pids.push_back(qkd::test::start_cli({"--config", configs[r]}, ranks.logs.back(), env));
   }
   return ranks;
+}
+
+// Starts `world` ranks of one config.
+Ranks start_ranks(const std::string& dir, const std::string& tag, const std::string& config, int world,
+                  const std::vector<std::vector<std::string>>& extra_env = {}) {
+  return start_ranks(dir, tag, std::vector<std::string>(world, config), extra_env);
 }
 
 // Every rank's exit code (-1: still running after `seconds`, then killed).
@@ -279,4 +286,47 @@ TEST(Distributed, ALostRankStopsTheOthersAndTheRunResumesOnOneRank) {
             << resume_step + 2 << " match the uninterrupted 2-rank run\n";
 }
 
+// Ranks compare their resolved configs at rendezvous: one rank with another setting makes every rank
+// exit 1 naming the key, before the first step (not a W3 rank training beside W4 ones, not an abort).
+TEST(Distributed, RanksWithDifferentSettingsRefuseToStartNamingTheKey) {
+  const auto dir = qkd::test::scratch_dir("dist-mismatch");
+  const json base = run_config(dir + "/run", 2);
+  const auto same = write_config(dir, "same", base);
+  const std::vector<std::pair<std::string, json>> variants = {
+      {"quant.bits", {{"quant", {{"bits", 3}}}}},
+      {"freeze.policy", {{"freeze", {{"policy", "ov"}}}}},
+      {"student.dtype", {{"student", {{"dtype", "bfloat16"}}}}},
+      {"train.steps", {{"train", {{"steps", kSteps + 1}}}}}};
+  for (const auto& [key, patch] : variants) {
+    auto other = base;
+    other.merge_patch(patch);
+    const auto ranks = start_ranks(dir, key, {same, write_config(dir, key, other)});
+    EXPECT_EQ(wait_ranks(ranks, 120), (std::vector<int>{1, 1})) << key;
+    for (const auto& log_path : ranks.logs) {
+      const auto log = read_file(log_path);
+      EXPECT_NE(log.find(key), std::string::npos) << key << ": " << log;
+      EXPECT_EQ(log.find("step 1 "), std::string::npos) << key << ": trained before comparing: " << log;
+    }
+  }
+  EXPECT_FALSE(fs::exists(dir + "/run/checkpoints"));
+}
+
+// A rank whose peers never come gives up after dist.timeout_s, not twice that.
+TEST(Distributed, ARankAloneGivesUpAfterTheTimeout) {
+  const auto dir = qkd::test::scratch_dir("dist-alone");
+  auto config = run_config(dir + "/run", 2);
+  config["dist"]["timeout_s"] = 8;
+  const auto path = write_config(dir, "alone", config);
+  const auto start = std::chrono::steady_clock::now();
+  const auto ranks = start_ranks(dir, "alone", {path, path});
+  ::kill(ranks.pids[1], SIGKILL);  // before it can join
+  const auto codes = wait_ranks({{ranks.pids[0]}, {ranks.logs[0]}}, 60);
+  ::waitpid(ranks.pids[1], nullptr, 0);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(codes, (std::vector<int>{1})) << read_file(ranks.logs[0]);
+  EXPECT_LT(seconds, 8 + 6) << read_file(ranks.logs[0]);
+  std::cout << "rank 0 alone gave up after " << seconds << " s (dist.timeout_s 8)\n";
+}
+
 }  // namespace
+

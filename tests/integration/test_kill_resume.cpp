@@ -100,7 +100,7 @@ TEST(KillResume, RandomSigkillsResumeToTheUninterruptedResultBitwise) {
   EXPECT_EQ(records(dir + "/straight/events.jsonl"), records(dir + "/killed/events.jsonl"));
   // Nothing half-written is left behind.
   for (const auto& entry : fs::recursive_directory_iterator(dir + "/killed"))
-    EXPECT_EQ(entry.path().filename().string().find(".tmp-"), std::string::npos) << entry.path();
+    EXPECT_EQ(entry.path().filename().string().find(".qkd-tmp-"), std::string::npos) << entry.path();
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "qkd/common/atomic_file.h"
+#include "qkd/common/output_directory.h"
 #include "qkd/common/error.h"
 #include "qkd/train/metrics_log.h"
 #include "test_support.h"
@@ -108,8 +109,8 @@ namespace {
 TEST(AtomicDirectory, FailedFillLeavesThePreviousDirectoryAndNoTemporary) {
   const auto root = qkd::test::scratch_dir("atomic-dir");
   const auto dir = root + "/student";
-  qkd::write_directory_atomically(dir, [](const std::string& temp) { std::ofstream(temp + "/a.txt") << "old"; });
-  EXPECT_THROW(qkd::write_directory_atomically(dir,
+  qkd::write_directory_atomically(dir, "test-output", [](const std::string& temp) { std::ofstream(temp + "/a.txt") << "old"; });
+  EXPECT_THROW(qkd::write_directory_atomically(dir, "test-output",
                                                [](const std::string& temp) {
                                                  std::ofstream(temp + "/a.txt") << "new";
                                                  throw qkd::Error("killed half way");
@@ -117,20 +118,53 @@ TEST(AtomicDirectory, FailedFillLeavesThePreviousDirectoryAndNoTemporary) {
                qkd::Error);
   EXPECT_EQ(read_text(dir + "/a.txt"), "old");
   EXPECT_EQ(entries(root), std::vector<std::string>{"student"});
-  qkd::write_directory_atomically(dir, [](const std::string& temp) { std::ofstream(temp + "/b.txt") << "new"; });
-  EXPECT_EQ(entries(dir), std::vector<std::string>{"b.txt"});  // replaced whole, not merged
+  qkd::write_directory_atomically(dir, "test-output", [](const std::string& temp) { std::ofstream(temp + "/b.txt") << "new"; });
+  EXPECT_EQ(entries(dir), (std::vector<std::string>{".qkd-train-output.json", "b.txt"}));  // replaced whole, not merged
   EXPECT_EQ(entries(root), std::vector<std::string>{"student"});
+}
+
+// An output directory is created fresh, or replaced when it is this program's own output of the same
+// kind: never a file, a device, a symbolic link, a directory of other files or another kind's output.
+TEST(AtomicDirectory, OnlyOwnOutputsOfTheSameKindAreReplaced) {
+  const auto root = qkd::test::scratch_dir("claim");
+  const auto fill = [](const std::string& temp) { std::ofstream(temp + "/model.safetensors") << "weights"; };
+  std::ofstream(root + "/file") << "a user's file";
+  fs::create_directories(root + "/foreign");
+  std::ofstream(root + "/foreign/notes.txt") << "keep";
+  fs::create_directories(root + "/empty");
+  fs::create_symlink(root + "/empty", root + "/link");
+  qkd::write_directory_atomically(root + "/other-kind", "export-hf", fill);
+  for (const auto& [name, part] : std::vector<std::pair<std::string, std::string>>{
+           {"file", "not a directory"}, {"foreign", "did not write"}, {"link", "symbolic link"},
+           {"other-kind", "export-hf"}})
+    qkd::test::expect_error([&] { qkd::write_directory_atomically(root + "/" + name, "student", fill); },
+                            {root + "/" + name, part});
+  EXPECT_EQ(read_text(root + "/file"), "a user's file");
+  EXPECT_EQ(read_text(root + "/foreign/notes.txt"), "keep");
+  qkd::test::expect_error([] { qkd::write_directory_atomically("/dev/full", "student", [](const std::string&) {}); },
+                          {"/dev/full", "not a directory"});
+  qkd::write_directory_atomically(root + "/empty", "student", fill);  // an empty directory is free to take
+  qkd::write_directory_atomically(root + "/empty", "student", fill);  // and then its own output
+  EXPECT_TRUE(fs::exists(root + "/empty/model.safetensors"));
+  qkd::test::expect_error([&] { qkd::require_apart(root + "/empty", "--out", root + "/empty", "--model"); },
+                          {"--out", "replace what the command reads"});
+  qkd::test::expect_error([&] { qkd::require_apart(root, "--out", root + "/empty", "--model"); }, "--out");
+  qkd::require_apart(root + "/empty/sub", "--out", root + "/empty", "--model");  // inside an input: nothing replaced
 }
 
 TEST(AtomicDirectory, StaleTemporariesOfDeadProcessesAreRemovedAndLiveOnesKept) {
   const auto root = qkd::test::scratch_dir("stale");
   // Above Linux's largest pid_max (2^22): no live process can own it.
-  fs::create_directories(root + "/.step-00000004.tmp-4194305");
-  std::ofstream(root + "/config.json.tmp-4194305-0") << "x";
-  fs::create_directories(root + "/.student.tmp-" + std::to_string(::getpid()));
+  fs::create_directories(root + "/.step-00000004.qkd-tmp-4194305");
+  std::ofstream(root + "/.config.json.qkd-tmp-4194305-0") << "x";
+  fs::create_directories(root + "/.student.qkd-tmp-" + std::to_string(::getpid()));
   fs::create_directories(root + "/step-00000002");
+  // A user's own files whose names merely look like temporaries of a dead process stay.
+  std::ofstream(root + "/notes.tmp-4000001") << "mine";
+  std::ofstream(root + "/notes.qkd-tmp-4000001") << "mine too";
   EXPECT_EQ(qkd::remove_stale_temporaries(root), 2);
-  EXPECT_EQ(entries(root), (std::vector<std::string>{".student.tmp-" + std::to_string(::getpid()), "step-00000002"}));
+  EXPECT_EQ(entries(root), (std::vector<std::string>{".student.qkd-tmp-" + std::to_string(::getpid()),
+                                                     "notes.qkd-tmp-4000001", "notes.tmp-4000001", "step-00000002"}));
 }
 
 TEST(AtomicFile, DeviceFilesAndSymlinksAreNeverReplaced) {

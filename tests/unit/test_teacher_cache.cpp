@@ -300,7 +300,8 @@ TEST(TeacherCache, ResumeAfterAnInterruptionWritesTheSameBytesAsOneRun) {
   const pid_t dead = ::fork();
   if (dead == 0) ::_exit(0);
   ::waitpid(dead, nullptr, 0);
-  const auto stale = qkd::teacher_cache::shard_path(dir, 2) + ".tmp-" + std::to_string(dead) + "-0";
+  const auto shard = fs::path(qkd::teacher_cache::shard_path(dir, 2));
+  const auto stale = (shard.parent_path() / ("." + shard.filename().string() + ".qkd-tmp-" + std::to_string(dead) + "-0")).string();
   std::ofstream(stale) << "half a shard";
   {
     CacheWriter writer(dir, manifest());

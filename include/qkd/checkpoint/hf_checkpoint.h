@@ -34,6 +34,10 @@ io::NamedTensors model_weights(model::LlamaForCausalLMImpl& model, torch::Dtype 
 // special_tokens_map.json and chat_template.jinja when present.
 void copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir);
 
+// The weight files of a Hugging Face model directory, in the order they are read: model.safetensors, or
+// the shards model.safetensors.index.json names. Fails naming `dir` when there are none.
+std::vector<std::string> weight_files(const std::string& dir);
+
 // Writes config.json and model.safetensors (atomically) into `dir`, and copies the tokenizer files of
 // `tokenizer_source_dir` when given. The result loads with transformers' from_pretrained.
 void save_hf_checkpoint(model::LlamaForCausalLMImpl& model, const std::string& dir, torch::Dtype dtype,

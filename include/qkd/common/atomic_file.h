@@ -1,5 +1,6 @@
 #pragma once
-// Atomic writes: data goes to "<path>.tmp-<pid>-<n>", is flushed and fsync'ed, then renamed over <path>.
+// Atomic writes: data goes to ".<name>.qkd-tmp-<pid>-<n>" beside <path>, is flushed and fsync'ed, then
+// renamed over <path>.
 // A crash at any point leaves either the old file or the complete new one, never a torn file.
 #include <functional>
 #include <ostream>
@@ -22,14 +23,22 @@ void write_text_atomically(const std::string& path, const std::string& text);
 // `from` when it cannot be read.
 void copy_file_atomically(const std::string& from, const std::string& to);
 
-// Builds a directory under a temporary name next to `dir` (".<name>.tmp-<pid>"; `fill` writes into the
-// path it is given), syncs it and swaps it into place: `dir` is always either absent, the old complete
-// directory or the new complete one. On failure the temporary directory is removed and the error rethrown.
-void write_directory_atomically(const std::string& dir, const std::function<void(const std::string& temp_dir)>& fill);
+// Builds a directory under a temporary name next to `dir` (".<name>.qkd-tmp-<pid>"; `fill` writes into
+// the path it is given), marks it as this program's output of `kind` (output_directory.h), syncs it and
+// swaps it into place: `dir` is always either absent, the old complete directory or the new complete
+// one. An existing `dir` that is not this program's `kind` is refused before anything is written. On
+// failure the temporary directory is removed and the error rethrown.
+void write_directory_atomically(const std::string& dir, const std::string& kind,
+                                const std::function<void(const std::string& temp_dir)>& fill);
 
-// Removes the temporaries ("*.tmp-<pid>" directories, "*.tmp-<pid>-<n>" files) that processes which no
-// longer run left in `dir` when they were killed; returns how many were removed.
+// Removes the temporaries (".<name>.qkd-tmp-<pid>" directories, ".<name>.qkd-tmp-<pid>-<n>" files) that
+// processes which no longer run left in `dir` when they were killed; returns how many were removed.
+// Nothing else is touched.
 int remove_stale_temporaries(const std::string& dir);
+
+// Removes `dir` so that a kill part way leaves no half-deleted directory under its name: it is first
+// renamed to one of this program's temporaries (which remove_stale_temporaries sweeps later).
+void remove_directory_atomically(const std::string& dir);
 
 // fsync a directory so that a rename inside it is durable.
 void sync_directory(const std::string& dir);

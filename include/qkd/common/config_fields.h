@@ -27,7 +27,7 @@ namespace qkd {
 class SectionReader {
  public:
   static constexpr bool reading = true;
-  SectionReader(const nlohmann::json& object, std::string path) : r_(object, std::move(path)) {}
+  SectionReader(const nlohmann::json& object, std::string path) : r_(object, std::move(path), FieldReader::Null::refused) {}
 
   void flag(const char* key, bool& v) { v = r_.boolean(key, v); }
   void text(const char* key, std::string& v) { v = r_.string(key, v); }

@@ -12,8 +12,12 @@ namespace qkd {
 
 class FieldReader {
  public:
+  // How a key whose value is null reads: as if it were absent (files written by other programs, such as
+  // tokenizer.json's "dropout": null), or as an error (a run config: `"steps": null` must not quietly
+  // mean the default).
+  enum class Null { absent, refused };
   // `object` must be a JSON object (or null: then every field takes its default).
-  FieldReader(const nlohmann::json& object, std::string path);
+  FieldReader(const nlohmann::json& object, std::string path, Null null = Null::absent);
 
   std::string path_of(const std::string& key) const;
   bool has(const std::string& key) const;
@@ -35,6 +39,7 @@ class FieldReader {
   const nlohmann::json& object_;
   std::string path_;
   std::set<std::string> known_;
+  Null null_;
 };
 
 }  // namespace qkd

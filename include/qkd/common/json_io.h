@@ -9,7 +9,8 @@ namespace qkd {
 
 constexpr int kMaxJsonDepth = 64;
 
-// Parses `text`; on bad JSON or too deep nesting fails with "<where>: ..." (one line).
+// Parses `text`; on bad JSON, too deep nesting or a key that appears twice in one object fails with
+// "<where>: ..." (one line).
 nlohmann::json parse_json(const std::string& text, const std::string& where);
 
 // Like parse_json but returns a discarded value instead of failing (for JSONL readers that skip or

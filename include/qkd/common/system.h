@@ -1,12 +1,15 @@
 #pragma once
 // Process-level facts the logs report.
+#include <cstdint>
 #include <string>
 
 namespace qkd {
 
 double peak_rss_mb();                         // peak resident set size of this process
 bool stderr_is_terminal();                    // progress bars only on a terminal; plain lines otherwise
-void set_cpu_threads(int64_t threads);        // 0: all hardware threads
+// 0: all hardware threads. More than 4 per core only oversubscribes the machine (100,000 made it
+// unusable): fails naming `setting`.
+void set_cpu_threads(int64_t threads, const std::string& setting = "threads");
 std::string format_duration(double seconds);  // "1h02m", "3m05s", "42s"
 
 // glibc hands every allocation above its mmap threshold (128 KiB at first, rising with use to at most

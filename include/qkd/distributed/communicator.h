@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "qkd/common/enum_table.h"
@@ -49,6 +50,9 @@ class Communicator {
   // Every rank's `tensor`, stacked in rank order: [world_size, ...].
   torch::Tensor all_gather(const torch::Tensor& tensor);
   void barrier();
+  // Every rank's `text` under `key`, in rank order, through the rendezvous store (no process group
+  // needed: what ranks compare before their collectives may even match). One process: {text}.
+  std::vector<std::string> exchange_text(const std::string& key, const std::string& text);
 
   // Host wall seconds spent inside collectives since construction (with NCCL, until each is queued
   // behind the caller's stream; the trainer's phase timer synchronizes when asked to).

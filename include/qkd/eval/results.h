@@ -20,6 +20,10 @@ struct EvalResults {
 
 nlohmann::json results_to_json(const EvalResults& results);
 
+// Fails naming the file when a perplexity is not finite: the model's outputs are NaN or Inf (non-finite
+// weights, a broken rope setting), and a "ppl": null must not pass for a result.
+void require_finite(const EvalResults& results);
+
 // Progress with the file it belongs to (the key used in the results).
 using FileProgressFn = std::function<void(const std::string& file, int64_t done, int64_t total)>;
 

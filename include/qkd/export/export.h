@@ -19,6 +19,8 @@ enum class Format { hf, packed, encodings, gguf };
 // "hf" | "packed" | "encodings" | "gguf"; throws qkd::Error naming `where` for anything else.
 const EnumTable<Format>& export_formats();  // "hf" | "packed" | "encodings" | "gguf"
 std::vector<std::string> format_names(const std::vector<Format>& formats);
+// What a format's directory is marked as (common/output_directory.h): "export-hf", ...
+std::string format_kind(Format format);
 // {"hf", "gguf", "hf"} -> {hf, gguf}: duplicates removed, order kept; an empty list stays empty.
 std::vector<Format> parse_formats(const std::vector<std::string>& names, const std::string& where);
 // "hf,gguf" -> {hf, gguf} likewise; an empty name or list fails.

@@ -28,6 +28,9 @@ class CheckpointStore {
  public:
   explicit CheckpointStore(std::string run_dir);
 
+  // Removes what a killed writer left: temporary checkpoint directories and files of processes that no
+  // longer run (only the run's writer calls it, holding the run directory's lock).
+  void remove_leftovers() const;
   // Writes atomically and then deletes all but the newest `keep_last` checkpoints.
   std::string save(const CheckpointData& data, int64_t keep_last) const;
   // Where save() puts the checkpoint of `step`.

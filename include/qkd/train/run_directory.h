@@ -7,8 +7,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "qkd/common/directory_lock.h"
 #include "qkd/train/checkpoint_store.h"
 #include "qkd/train/metrics_log.h"
 
@@ -16,8 +18,9 @@ namespace qkd::train {
 
 class RunDirectory {
  public:
-  // Nothing is created yet: a run creates its directory only once everything is validated. Removes
-  // what a killed run left half-written (temporary files, checkpoint directories).
+  // Nothing is created yet: a run creates its directory only once everything is validated. An existing
+  // directory is locked for this writer at once (a second run on it fails naming the first), and what a
+  // killed run left half-written (temporary files, checkpoint directories) is removed.
   RunDirectory(std::string path, bool writes);
 
   const std::string& path() const { return path_; }
@@ -25,7 +28,8 @@ class RunDirectory {
   CheckpointStore& checkpoints() { return checkpoints_; }
   const CheckpointStore& checkpoints() const { return checkpoints_; }
 
-  // Creates the directory (rank 0), noting whether this invocation made it, and writes config.json.
+  // Creates the directory (rank 0), noting whether this invocation made it, locks it, and writes
+  // config.json.
   void create(const nlohmann::json& resolved_config);
   // Opens the three logs. Records after step `keep_records_up_to` are dropped first (-1: all of them: a
   // fresh start redoes everything), so a resumed run's logs equal an uninterrupted run's.
@@ -49,6 +53,7 @@ class RunDirectory {
   std::string path_;
   bool writes_;
   bool created_ = false;
+  std::optional<DirectoryLock> lock_;  // the writer's, for the life of the run
   CheckpointStore checkpoints_;
   std::unique_ptr<JsonlWriter> metrics_, signal_, events_;
 };

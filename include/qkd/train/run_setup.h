@@ -22,6 +22,10 @@ torch::Device rank_device(const RunConfig& config, const distributed::LaunchInfo
 // (LibTorch has no fast fp16 matmul there).
 model::LlamaForCausalLM load_teacher_model(const RunConfig& config, const torch::Device& device);
 
+// The rows of the teacher's embedding (config.json's vocab_size): what every id the run feeds must be
+// below. Fails, naming both, when the tokenizer has more ids than that.
+int64_t model_vocab_size(const RunConfig& config, int64_t tokenizer_vocab_size);
+
 // Token files hold ids the embedding must have; one out of range would crash mid-run with torch's
 // "index out of range in self".
 void check_token_sources(const data::DataConfig& data, int64_t vocab_size);

@@ -97,6 +97,7 @@ class TrainingSession {
   std::unique_ptr<freeze::FreezeController> freeze_;
   std::unique_ptr<RunDirectory> run_dir_;
   LossScaler loss_scaler_{false};
+  std::string teacher_digest_;  // the teacher's files' contents: a checkpoint resumes only with the same
   int64_t step_ = 0;
   int64_t skipped_steps_ = 0;
 };

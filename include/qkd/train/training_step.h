@@ -17,8 +17,12 @@ struct StepLosses {
   int64_t tokens = 0;  // summed over the ranks
 };
 
+// What became of the step's update.
+enum class StepOutcome { updated, skipped_overflow, skipped_nonfinite, skipped_rollback };
+
 struct StepResult {
   StepLosses losses;
+  StepOutcome outcome = StepOutcome::updated;
   double lr = 0.0;
   double grad_norm = 0.0;    // after any freeze this step; NaN/Inf when the gradients were not finite
   bool stop_agreed = false;  // a stop was requested on some rank: every rank stops after this step
