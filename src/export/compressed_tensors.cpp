@@ -131,7 +131,6 @@ void check_packed(const ExportSource& source) {
       fail(module + ".weight_zero_point", "out_features " + std::to_string(linear->out_features()) +
                                               " is not a multiple of " + std::to_string(per_word) +
                                               ": asymmetric zero points are packed along the output dimension");
-    if (linear->bias.defined()) fail(module + ".bias", "projections with a bias are not supported");
   }
 }
 

@@ -119,7 +119,7 @@ TEST_P(ModelFamily, TrainsExportsAndAgreesWithLlamaCpp) {
   ASSERT_NE(tok.hf(), nullptr) << "the family's tokenizer.json was not chosen";
 
   // The exports reload to the student's own function (hf: dequantized weights; packed: codes and scales).
-  const auto probe = torch::tensor({tok.encode("In the beginning God created the heaven and the earth.")}, torch::kLong);
+  const auto probe = torch::tensor(tok.encode("In the beginning God created the heaven and the earth."), torch::kLong).unsqueeze(0);
   torch::NoGradGuard no_grad;
   const auto ours = model.forward(probe);
   auto hf = checkpoint::load_llama(run_dir + "/export/hf");
