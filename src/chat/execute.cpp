@@ -156,9 +156,19 @@ void Interpreter::exec_if(const Stmt& stmt, const std::shared_ptr<Scope>& scope,
   flow = exec(stmt.else_body, scope, out);
 }
 
+// A chat template renders one conversation: the real ones execute a few dozen statements per message
+// and write a few bytes per token. Beyond these, a template is looping without bound (nested
+// range(99999) loops), and is stopped naming its line instead of running for hours or filling memory.
+constexpr int64_t kMaxStatements = 2'000'000;
+
 Flow Interpreter::exec(const Body& body, const std::shared_ptr<Scope>& scope, std::string& out) {
   for (const auto& stmt : body) {
     line_ = stmt->line;
+    if (++statements_ > kMaxStatements)
+      render_fail("the template executed more than " + std::to_string(kMaxStatements) +
+                  " statements: an unbounded loop?");
+    if (out.size() > kMaxRenderBytes)
+      render_fail("the rendering grew past " + std::to_string(kMaxRenderBytes >> 20) + " MiB");
     Flow flow = Flow::normal;
     switch (stmt->kind) {
       case StmtKind::text: out += stmt->text; break;

@@ -86,6 +86,10 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
 }
 
 Value repeat(const Value& sequence, int64_t times) {
+  const size_t length = sequence.is_string() ? sequence.as_string().size() : sequence.as_list().items.size();
+  if (times > 0 && length > 0 && static_cast<uint64_t>(times) > kMaxRenderBytes / length)
+    render_fail("repeating a sequence of " + std::to_string(length) + " " + (sequence.is_string() ? "bytes" : "items") +
+                " " + std::to_string(times) + " times would pass " + std::to_string(kMaxRenderBytes >> 20) + " MiB");
   if (sequence.is_string()) {
     std::string out;
     for (int64_t i = 0; i < times; ++i) out += sequence.as_string();

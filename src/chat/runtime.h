@@ -4,6 +4,7 @@
 // fresh scope over the enclosing one (so a `set` inside a loop is gone in the next iteration and after
 // the loop), macros see the scope they were defined in, and only namespace() attributes carry changes
 // out of a loop.
+#include <cstdint>
 #include <ctime>
 #include <functional>
 #include <initializer_list>
@@ -96,6 +97,7 @@ class Interpreter {
   std::vector<std::shared_ptr<Scope>> closed_scopes_;  // scopes macros close over (see make_macro)
   int line_ = 1;                                       // line of the node being evaluated, for error messages
   int depth_ = 0;                                      // macro call depth (recursion guard)
+  int64_t statements_ = 0;                             // executed so far (work guard, see exec)
 };
 
 }  // namespace qkd::chat

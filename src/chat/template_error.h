@@ -3,6 +3,7 @@
 // qkd::Error at once; while rendering, helpers deep inside filters and operators do not know the line,
 // so they throw RenderError and Template::render adds the template's name and the line of the node
 // being evaluated.
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 
@@ -21,6 +22,10 @@ class RenderError : public std::runtime_error {
  public:
   explicit RenderError(const std::string& message) : std::runtime_error(message) {}
 };
+
+// The most a rendering may produce: a chat template writes a few bytes per token of one conversation,
+// so beyond this it is repeating or looping without bound ('x' * 100000 * 100000).
+inline constexpr size_t kMaxRenderBytes = size_t{256} << 20;
 
 [[noreturn]] inline void render_fail(const std::string& message) { throw RenderError(message); }
 

@@ -91,6 +91,8 @@ const EnumTable<SourceFormat>& source_formats() {
 
 bool is_token_file_format(SourceFormat format) { return format == SourceFormat::u16 || format == SourceFormat::u32; }
 
+int token_file_width(SourceFormat format) { return format == SourceFormat::u32 ? 4 : 2; }
+
 DataConfig data_config_from_json(const nlohmann::json& json, const std::string& prefix) {
   if (!json.is_object()) expected(prefix, "an object", json);
   reject_unknown_keys(json, prefix,

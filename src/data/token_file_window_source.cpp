@@ -14,7 +14,7 @@ class TokenFileWindowSource : public WindowSource {
  public:
   TokenFileWindowSource(const SourceConfig& source, SourceFormat format, const DataConfig& config, size_t index,
                         int64_t bos_id)
-      : file_(TokenFile::open(source.path, format == SourceFormat::u32 ? 4 : 2)),
+      : file_(TokenFile::open(source.path, token_file_width(format))),
         format_(format),
         seq_len_(config.seq_len),
         shuffle_(config.shuffle),

@@ -58,9 +58,10 @@ int64_t model_vocab_size(const RunConfig& config, int64_t tokenizer_vocab_size) 
 }
 
 void check_token_sources(const data::DataConfig& data, int64_t vocab_size) {
+  // Read as the stream will read it: a .u16 file declared u32 pairs two ids into one.
   for (const auto& source : data.sources)
-    if (data::is_token_file_format(data::resolve_source_format(source)))
-      data::TokenFile::open(source.path).check_vocabulary(vocab_size);
+    if (const auto format = data::resolve_source_format(source); data::is_token_file_format(format))
+      data::TokenFile::open(source.path, data::token_file_width(format)).check_vocabulary(vocab_size);
 }
 
 }  // namespace qkd::train

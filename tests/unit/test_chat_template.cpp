@@ -210,6 +210,15 @@ TEST(ChatJinja, RenderingErrorsNameTheLineAndKeepRaiseExceptionsMessage) {
   expect_failure([] { render("{{ x.y }}"); }, "test.jinja line 1: 'x' is undefined");
 }
 
+TEST(ChatJinja, UnboundedWorkStopsNamingTheLine) {
+  expect_failure([] { render("x\n{% for a in range(99999) %}{% for b in range(99999) %}{{ a }}{% endfor %}{% endfor %}"); },
+                 "test.jinja line 2: the template executed more than 2000000 statements: an unbounded loop?");
+  expect_failure([] { render("{% set s = 'x' * 1000000 %}\n{% for a in range(1000) %}{{ s }}{% endfor %}"); },
+                 "test.jinja line 2: the rendering grew past 256 MiB");
+  expect_failure([] { render("{{ 'abc' * 100000 * 100000 }}"); },
+                 "test.jinja line 1: repeating a sequence of 300000 bytes 100000 times would pass 256 MiB");
+}
+
 TEST(ChatTemplateConfig, ReadsTheDefaultTemplateAndTokensFromATokenizerConfig) {
   const std::string dir = scratch_dir();
   const std::string path = dir + "/tokenizer_config.json";

@@ -45,6 +45,8 @@ struct DataConfig {
 };
 
 bool is_token_file_format(SourceFormat format);
+// Bytes per token of a token-file format (u16: 2, u32: 4), whatever the file's name says.
+int token_file_width(SourceFormat format);
 
 // Validates and converts; errors name the JSON path ("data.sources[1].weight: expected a positive
 // number, got -1"). Unknown keys are rejected. Relative source paths are kept as written.
