@@ -208,7 +208,8 @@ TEST(Distributed, ShardedOptimizerStateGivesTheUnshardedRunBitwise) {
 // its statistics over the ranks before judging, so both ranks freeze at that step, and stay equal.
 TEST(Distributed, ASpikeOnOneRankFreezesBothAtTheSameStep) {
   const auto dir = qkd::test::scratch_dir("dist-spike");
-  const json freeze = {{"policy", "auto"}, {"scope", "layer"}};
+  // The reaction alone: no analysis before the first update (it would freeze o/v at step 0).
+  const json freeze = {{"policy", "auto"}, {"scope", "layer"}, {"analysis_batches", 0}};
   const auto config = write_config(dir, "auto", run_config(dir + "/auto", 2, freeze));
   const auto ranks =
       start_ranks(dir, "auto", config, 2, {{}, {"QKD_DRILL_GRADIENT_SPIKE=4:layer2.v_proj.grad_sq:1e6"}});
