@@ -117,9 +117,13 @@ main_job() {
   local name=$1 run=runs/devcheck-$1
   shift
   local small=()
-  [ "$dry" = 1 ] && small=(--set train.steps=2 --set eval.max_windows=2 --set eval.mc_limit=4 --set 'export.formats=[]')
+  local seconds=120
+  # Dry: a shrunken job (2 steps of one 64-token window, a few eval windows) under a CPU-sized limit.
+  [ "$dry" = 1 ] && small=(--set train.steps=2 --set train.micro_batch=1 --set train.grad_accum=1 --set data.seq_len=64
+    --set eval.seq_len=64 --set eval.max_windows=2 --set eval.mc_limit=4 --set eval.baselines=false
+    --set 'export.formats=[]') && seconds=300
   rm -rf "$run"
-  bounded 120 "./$bdir/qkd-train" --config configs/tiny-kjv.json --set train.device=$device --set run_dir=$run \
+  bounded $seconds "./$bdir/qkd-train" --config configs/tiny-kjv.json --set train.device=$device --set run_dir=$run \
     "$@" "${small[@]}" >"$out/$name.log" 2>&1
   local rc=$?
   cp "$run/metrics.jsonl" "$out/$name-metrics.jsonl" 2>/dev/null
@@ -166,7 +170,7 @@ qkd_steps() {
     sleep 1
     waited=$((waited + 1))
     kill -0 $pid 2>/dev/null || break
-    [ "$(grep -c '"type":"train"' $run/metrics.jsonl 2>/dev/null)" -ge "$steps" ] && break
+    [ "$(cat "$run/metrics.jsonl" 2>/dev/null | grep -c '"type":"train"')" -ge "$steps" ] && break
   done
   kill -9 $pid 2>/dev/null
   wait $pid 2>/dev/null
