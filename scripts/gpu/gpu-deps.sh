@@ -14,14 +14,17 @@
 #   export LD_LIBRARY_PATH=$PWD/.gpudeps/usr/lib/x86_64-linux-gnu:$LD_LIBRARY_PATH
 # This exact combination (CLI11 2.1, nlohmann/json 3.11, spdlog 1.10 with fmt 9, sentencepiece 0.1.97,
 # PyTorch 2.11 + CUDA 13) was seen to configure, build and run there. CMake 4 refuses
-# cmake_minimum_required below 3.5. GoogleTest is not bundled: build the tests on the CPU machine,
-# or add googletest and libgtest-dev to the list below.
+# cmake_minimum_required below 3.5. GoogleTest 1.12 (libgtest-dev: static libgtest.a and its CMake
+# package, lib/x86_64-linux-gnu/cmake/GTest) is bundled too, so that the device check can build the
+# tests labelled `cuda` there (-DGTest_DIR=$PWD/.gpudeps/usr/lib/x86_64-linux-gnu/cmake/GTest).
 set -euo pipefail
-pkgs="libcli11-dev nlohmann-json3-dev libspdlog-dev libspdlog1.10 libfmt-dev libfmt9 libsentencepiece-dev libsentencepiece0"
+pkgs="libcli11-dev nlohmann-json3-dev libspdlog-dev libspdlog1.10 libfmt-dev libfmt9 libsentencepiece-dev libsentencepiece0 libgtest-dev"
 dir=.gpudeps
 rm -rf "$dir" && mkdir -p "$dir/debs"
 (cd "$dir/debs" && apt-get download $pkgs >/dev/null)
 for f in "$dir"/debs/*.deb; do dpkg -x "$f" "$dir"; done
 rm -rf "$dir/debs"
-grep -qx "/$dir/" .git/info/exclude 2>/dev/null || echo "/$dir/" >> .git/info/exclude
+# .gitignore names /.gpudeps/, so git leaves the bundle alone (no write to .git/info/exclude, which in
+# a worktree is a file's pointer away).
+[ -f "$dir/usr/lib/x86_64-linux-gnu/cmake/GTest/GTestConfig.cmake" ] || { echo "GoogleTest missing from $dir" >&2; exit 1; }
 echo "bundled into $dir ($(du -sh "$dir" | cut -f1)); name it in the device call's carry list"

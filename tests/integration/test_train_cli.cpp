@@ -276,11 +276,14 @@ TEST(TrainCli, AutoAnalysisFreezesTheGradientOutliersBeforeTheFirstUpdate) {
 // configs/llama7b.json is the GPU recipe; on the CPU, with its paths pointed at the shipped teacher and
 // data and the step shrunk (2 steps, one 128-token micro-batch; eval and export bounded), the same file
 // trains, evaluates and exports: every key of the recipe is read by a real run.
-TEST(TrainCli, Llama7bRecipeRunsTwoStepsOnCpuWithLocalPaths) {
+class Llama7bRecipe : public ::testing::TestWithParam<const char*> {};
+
+// configs/llama7b-80gb.json is the same recipe with the optimizer's memory savings (docs/memory.md).
+TEST_P(Llama7bRecipe, RunsTwoStepsOnCpuWithLocalPaths) {
   const auto dir = scratch_dir("llama7b");
   const std::string data = repo_path("assets/data/kjv/kjv-train.u16");
   const auto result =
-      run_cli("--config " + repo_path("configs/llama7b.json") + " --set run_dir=" + dir + "/run --set teacher.path=" +
+      run_cli("--config " + repo_path(GetParam()) + " --set run_dir=" + dir + "/run --set teacher.path=" +
               repo_path("assets/models/kjv-teacher-7m") + " --set 'data.sources=[{\"path\": \"" + data +
               "\"}]' --set data.seq_len=128 --set 'eval.ppl=[\"" + repo_path("assets/data/kjv/kjv-val.u16") +
               "\"]' --set 'eval.mc=[\"" + repo_path("assets/data/kjv/kjv-cloze-val.jsonl") +
@@ -295,6 +298,9 @@ TEST(TrainCli, Llama7bRecipeRunsTwoStepsOnCpuWithLocalPaths) {
   // On the CPU the recipe's bf16 autocast is off (the bf16 student computes as it is): said once.
   EXPECT_NE(result.output.find("train.precision: autocast runs on CUDA only"), std::string::npos) << result.output;
 }
+
+INSTANTIATE_TEST_SUITE_P(TrainCli, Llama7bRecipe,
+                         ::testing::Values("configs/llama7b.json", "configs/llama7b-80gb.json"));
 
 // The console ends with what a newcomer acts on: outputs, perplexities side by side, next commands.
 TEST(TrainCli, FinishedRunEndsWithDigestOfOutputsBaselinesAndNextCommands) {
