@@ -54,7 +54,7 @@ TEST(RunConfig, ResolvedConfigReadsBackToItself) {
   EXPECT_EQ(c.resolved().at("export").at("formats"), json({"gguf", "packed"}));
   EXPECT_EQ(qkd::train::parse_run_config(c.resolved()).resolved(), c.resolved());
   const auto defaults = qkd::train::parse_run_config(minimal());
-  EXPECT_EQ(qkd::train::parse_run_config(defaults.resolved).resolved, defaults.resolved);
+  EXPECT_EQ(qkd::train::parse_run_config(defaults.resolved()).resolved(), defaults.resolved());
 }
 
 TEST(RunConfig, StudentInitIsTheTeacherOrACheckpointDirectory) {
@@ -96,7 +96,7 @@ TEST(RunConfig, StudentInitGptqNeedsStaticScalesAndOwnsItsSettings) {
   j["student"]["init"] = "teacher";
   const auto teacher = qkd::train::parse_run_config(j);
   EXPECT_FALSE(qkd::train::model_identity(teacher).at("student").contains("gptq_damp"));
-  EXPECT_EQ(teacher.unread_settings,
+  EXPECT_EQ(teacher.unread_settings(),
             (std::vector<std::string>{"student.gptq_calib_batches: only read with student.init gptq",
                                       "student.gptq_damp: only read with student.init gptq",
                                       "student.gptq_act_order: only read with student.init gptq",
@@ -173,7 +173,7 @@ TEST(RunConfig, AutoWatchEntriesMustBeProjectionTypes) {
   j["freeze"]["auto_watch"] = json::array();
   EXPECT_EQ(error_of(j), "freeze.auto_watch: empty: auto would watch nothing and never freeze");
   j["freeze"]["auto_watch"] = {"v_proj"};
-  EXPECT_EQ(qkd::train::parse_run_config(j).freeze.auto_watch, std::vector<std::string>{"v_proj"});
+  EXPECT_EQ(qkd::train::parse_run_config(j).freeze().auto_watch, std::vector<std::string>{"v_proj"});
 }
 
 TEST(RunConfig, SettingsAnotherPolicyReadsAreReportedAsUnread) {
@@ -183,14 +183,14 @@ TEST(RunConfig, SettingsAnotherPolicyReadsAreReportedAsUnread) {
   EXPECT_EQ(c.unread_settings(), (std::vector<std::string>{"freeze.modules: only read by policy modules; policy is ov",
                                                          "freeze.scope: only read by policy auto; policy is ov"}));
   j["freeze"] = {{"policy", "auto"}, {"scope", "layer"}};
-  EXPECT_TRUE(qkd::train::parse_run_config(j).unread_settings.empty());
+  EXPECT_TRUE(qkd::train::parse_run_config(j).unread_settings().empty());
 }
 
 TEST(RunConfig, EvalSettingsWithoutEvalFilesAreReportedAsUnread) {
   auto j = minimal();
   j["eval"] = {{"at_start", true}};
   j["train"] = {{"eval_interval", 5}};
-  EXPECT_EQ(qkd::train::parse_run_config(j).unread_settings,
+  EXPECT_EQ(qkd::train::parse_run_config(j).unread_settings(),
             (std::vector<std::string>{"train.eval_interval: no eval.ppl or eval.mc file to evaluate",
                                       "eval.at_start: no eval.ppl or eval.mc file to evaluate"}));
 }
@@ -249,7 +249,7 @@ std::vector<std::string> llama7b_local_paths(const std::string& run_dir) {
 
 TEST(RunConfig, ShippedConfigsValidate) {
   const auto tiny = qkd::train::load_run_config(qkd::test::repo_path("configs/tiny-kjv.json"));
-  EXPECT_EQ(tiny.quant.bits, 4);
+  EXPECT_EQ(tiny.quant().bits, 4);
   try {
     qkd::train::load_run_config(qkd::test::repo_path("configs/llama7b.json"));
     FAIL() << "expected the missing teacher to be reported";
@@ -258,9 +258,9 @@ TEST(RunConfig, ShippedConfigsValidate) {
   }
   const auto llama = qkd::train::load_run_config(qkd::test::repo_path("configs/llama7b.json"),
                                                  llama7b_local_paths(qkd::test::scratch_dir("llama7b") + "/run"));
-  EXPECT_TRUE(llama.unread_settings.empty()) << llama.unread_settings.front();
-  EXPECT_EQ(llama.student.dtype, torch::kBFloat16);
-  EXPECT_EQ(llama.optim.lr, 1e-6);  // the paper's AIMET recipe
+  EXPECT_TRUE(llama.unread_settings().empty()) << llama.unread_settings().front();
+  EXPECT_EQ(llama.student().dtype, torch::kBFloat16);
+  EXPECT_EQ(llama.optim().lr, 1e-6);  // the paper's AIMET recipe
 }
 
 }  // namespace
