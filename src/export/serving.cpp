@@ -85,12 +85,15 @@ void check_machete(const Layer& l, RuleBook& rules) {
 void check_vllm_scheme(const Layer& l, int64_t act_bits, RuleBook& rules) {
   const auto& g = l.grid;
   rules.check(g.bits != 4 && g.bits != 8, std::to_string(g.bits) + "-bit weights: WNA16 takes 4 or 8 bits", l.name);
-  rules.check(g.granularity == quant::Granularity::per_tensor,
-              "per-tensor integer weights: WNA16 takes strategy channel or group (_is_wNa16_group_channel)", l.name);
-  if (act_bits == 0 || l.name == "lm_head") return;
-  rules.check(!(act_bits == 8 && g.bits == 8 && g.symmetric && g.granularity == quant::Granularity::per_channel),
+  if (act_bits == 0 || l.name == "lm_head")
+    return rules.check(g.granularity == quant::Granularity::per_tensor,
+                       "per-tensor integer weights: WNA16 takes strategy channel or group (_is_wNa16_group_channel)",
+                       l.name);
+  const bool w8a8 = act_bits == 8 && g.bits == 8 && g.symmetric && g.granularity != quant::Granularity::per_group;
+  rules.check(!w8a8,
               "static per-tensor int" + std::to_string(act_bits) +
-                  " inputs: only W8A8 int8 with symmetric per-channel weights has a scheme (_is_static_tensor_w8a8)",
+                  " inputs: only W8A8 int8 with symmetric per-channel or per-tensor weights has a scheme "
+                  "(_is_static_tensor_w8a8)",
               l.name);
 }
 
@@ -114,7 +117,8 @@ void packed_int(const ExportSource& source, ServingReport& report) {
     if (machete.clean()) report.runtimes.push_back("vLLM on Hopper (compressed-tensors WNA16, Machete kernel)");
   }
   report.runtimes.push_back("transformers with compressed-tensors (decompressed to float)");
-  if (all_groups && source.spec.symmetric)
+  // convert_hf_to_gguf.py asserts strategy "group" for pack-quantized (zero points are read too).
+  if (all_groups)
     report.runtimes.push_back("llama.cpp's convert_hf_to_gguf.py (strategy group; dequantized, then re-quantized)");
 }
 
