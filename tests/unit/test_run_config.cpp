@@ -136,7 +136,7 @@ TEST(RunConfig, RetiredAndEnumKeysNameTheirPath) {
   EXPECT_EQ(error_of(j), "optim.moment_dtype: expected one of float32, bfloat16, int8, got \"float16\"");
   j = minimal();
   j["export"] = {{"gguf_type", "q5_k"}};
-  EXPECT_EQ(error_of(j), "export.gguf_type: expected one of q4_0, q8_0, got \"q5_k\"");
+  EXPECT_EQ(error_of(j), "export.gguf_type: expected one of auto, q4_0, q8_0, mxfp4, nvfp4, got \"q5_k\"");
 }
 
 TEST(RunConfig, WrongTypeNamesThePath) {
@@ -201,7 +201,7 @@ TEST(RunConfig, SettingsAnotherPolicyReadsAreReportedAsUnread) {
   j["freeze"] = {{"policy", "ov"}, {"scope", "layer"}, {"modules", {"q_proj"}}};
   const auto c = qkd::train::parse_run_config(j);
   EXPECT_EQ(c.unread_settings(), (std::vector<std::string>{"freeze.modules: only read by policy modules; policy is ov",
-                                                         "freeze.scope: only read by policy auto; policy is ov"}));
+                                                           "freeze.scope: only read by policy auto; policy is ov"}));
   j["freeze"] = {{"policy", "auto"}, {"scope", "layer"}};
   EXPECT_TRUE(qkd::train::parse_run_config(j).unread_settings().empty());
 }
