@@ -2,7 +2,9 @@
 // A test-only GGUF v3 reader (header only): parses a whole file independently of the writer and checks
 // the structure the spec requires (magic, version, value types, tensor table, alignment, sizes).
 // Tensors decode to float ([ne1, ne0] row-major, i.e. the Hugging Face [out, in] layout), and Q4_0 /
-// Q8_0 blocks also to their integer levels and fp16 scales.
+// Q8_0 blocks also to their integer levels and fp16 scales; MXFP4 / NVFP4 blocks as ggml-quants.c's
+// dequantize_row_mxfp4 / dequantize_row_nvfp4 compute them (kvalues_fp4 doubled E2M1 values times
+// E8M0 / UE4M3 halved scales) and to their 4-bit codes and scale bytes.
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -34,7 +36,7 @@ enum ValueType : uint32_t {
   kInt64 = 11,
   kFloat64 = 12,
 };
-enum TensorType : uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8 };
+enum TensorType : uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, MXFP4 = 39, NVFP4 = 40 };
 
 struct Value {
   ValueType type = kUint8;
@@ -71,8 +73,33 @@ inline uint64_t type_size_bytes(TensorType type, int64_t elements) {
     case Q8_0:
       if (elements % 32) throw std::runtime_error("Q8_0 tensor with a partial block");
       return uint64_t(elements / 32) * 34;
+    case MXFP4:
+      if (elements % 32) throw std::runtime_error("MXFP4 tensor with a partial block");
+      return uint64_t(elements / 32) * 17;
+    case NVFP4:
+      if (elements % 64) throw std::runtime_error("NVFP4 tensor with a partial block");
+      return uint64_t(elements / 64) * 36;
   }
   throw std::runtime_error("unknown ggml type " + std::to_string(type));
+}
+
+// ggml-common.h kvalues_fp4: E2M1 values doubled, indexed by the 4-bit code.
+constexpr int8_t kFp4Values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+// ggml-impl.h ggml_e8m0_to_fp32_half: 2^(e - 128) (the E8M0 scale halved, for the doubled values).
+inline float e8m0_half(uint8_t e) {
+  uint32_t bits = e < 2 ? 0x00200000u << e : uint32_t(e - 1) << 23;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// ggml-impl.h ggml_ue4m3_to_fp32: the UE4M3 scale halved; 0 and 0x7F decode to 0.
+inline float ue4m3_half(uint8_t x) {
+  if (x == 0 || x == 0x7F) return 0.0f;
+  const int exp = (x >> 3) & 0xF, man = x & 0x7;
+  const float raw = exp == 0 ? std::ldexp(float(man), -9) : std::ldexp(1.0f + man / 8.0f, exp - 7);
+  return raw * 0.5f;
 }
 
 inline float half_to_float(uint16_t bits) {
@@ -140,8 +167,41 @@ class File {
         std::memcpy(y, l.contiguous().data_ptr<float>(), n * 4);
         break;
       }
+      case MXFP4:
+      case NVFP4: {
+        auto [codes, bytes] = fp4_blocks(t);
+        const auto* c = codes.data_ptr<int16_t>();
+        const auto* b = bytes.data_ptr<uint8_t>();
+        const int64_t sub = t.type == MXFP4 ? 32 : 16;
+        for (int64_t i = 0; i < n; ++i)
+          y[i] = float(kFp4Values[c[i]]) * (t.type == MXFP4 ? e8m0_half(b[i / sub]) : ue4m3_half(b[i / sub]));
+        break;
+      }
     }
     return t.ne.size() == 2 ? out.reshape({t.ne[1], t.ne[0]}) : out;
+  }
+
+  // MXFP4 / NVFP4: the 4-bit codes int16 [ne1, ne0] and the scale bytes uint8 [ne1, ne0 / 32] (E8M0)
+  // or [ne1, ne0 / 16] (UE4M3), read from block_mxfp4 {e, qs[16]} (qs[j]: code j low, j + 16 high)
+  // and block_nvfp4 {d[4], qs[32]} (sub-block s: qs[8s + j]: code 16s + j low, 16s + j + 8 high).
+  std::pair<torch::Tensor, torch::Tensor> fp4_blocks(const TensorInfo& t) const {
+    if (t.type != MXFP4 && t.type != NVFP4) throw std::runtime_error(t.name + ": not an fp4 tensor");
+    const int64_t n = t.elements(), block = t.type == MXFP4 ? 32 : 64, sub = t.type == MXFP4 ? 32 : 16;
+    auto codes = torch::empty({n}, torch::kShort);
+    auto bytes = torch::empty({n / sub}, torch::kUInt8);
+    auto* c = codes.data_ptr<int16_t>();
+    auto* d = bytes.data_ptr<uint8_t>();
+    const auto* p = reinterpret_cast<const uint8_t*>(data(t));
+    for (int64_t b = 0; b < n / block; ++b) {
+      for (int64_t s = 0; s < block / sub; ++s) d[b * (block / sub) + s] = *p++;
+      for (int64_t s = 0; s < block / sub; ++s)
+        for (int64_t j = 0; j < sub / 2; ++j, ++p) {
+          c[b * block + s * sub + j] = *p & 0x0F;
+          c[b * block + s * sub + j + sub / 2] = *p >> 4;
+        }
+    }
+    const auto rows = t.ne.size() == 2 ? t.ne[1] : 1;
+    return {codes.reshape({rows, n / rows}), bytes.reshape({rows, n / sub / rows})};
   }
 
   // Q4_0 / Q8_0: levels int16 [ne1, ne0] (Q4_0: nibble - 8) and scales float32 [ne1, ne0 / 32] (the fp16 d).

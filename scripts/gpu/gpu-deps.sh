@@ -14,7 +14,9 @@
 #   export LD_LIBRARY_PATH=$PWD/.gpudeps/usr/lib/x86_64-linux-gnu:$LD_LIBRARY_PATH
 # This exact combination (CLI11 2.1, nlohmann/json 3.11, spdlog 1.10 with fmt 9, sentencepiece 0.1.97,
 # PyTorch 2.11 + CUDA 13) was seen to configure, build and run there. CMake 4 refuses
-# cmake_minimum_required below 3.5. GoogleTest's static libraries come along, so the tests build there too.
+# cmake_minimum_required below 3.5. GoogleTest 1.12 (libgtest-dev: static libgtest.a and its CMake
+# package, lib/x86_64-linux-gnu/cmake/GTest) is bundled too, so that the device check can build the
+# tests labelled `cuda` there (-DGTest_DIR=$PWD/.gpudeps/usr/lib/x86_64-linux-gnu/cmake/GTest).
 set -euo pipefail
 pkgs="libcli11-dev nlohmann-json3-dev libspdlog-dev libspdlog1.10 libfmt-dev libfmt9 libsentencepiece-dev libsentencepiece0
       libpcre2-dev libpcre2-8-0 libicu-dev libicu72 libxxhash-dev googletest libgtest-dev"
@@ -28,5 +30,7 @@ rm -rf "$dir/debs"
 lib="$dir/usr/lib/x86_64-linux-gnu"
 find "$lib" -name '*.a' ! -name 'libg[mt]*' -delete
 rm -rf "$dir/usr/share" "$dir/usr/src" "$lib"/libicu{i18n,io,test}*
-grep -qx "/$dir/" .git/info/exclude 2>/dev/null || echo "/$dir/" >> .git/info/exclude
+# .gitignore names /.gpudeps/, so git leaves the bundle alone (no write to .git/info/exclude, which in
+# a worktree is a file's pointer away).
+[ -f "$dir/usr/lib/x86_64-linux-gnu/cmake/GTest/GTestConfig.cmake" ] || { echo "GoogleTest missing from $dir" >&2; exit 1; }
 echo "bundled into $dir ($(du -sh "$dir" | cut -f1)); name it in the device call's carry list"

@@ -15,14 +15,14 @@ struct ExportCliOptions {
   std::string formats = "hf";
   std::string out;
   std::string dtype = "float16";
-  std::string gguf_type = "q4_0";
+  std::string gguf_type = "auto";
 };
 
 void run(const ExportCliOptions& o) {
   const auto formats = exporting::parse_format_list(o.formats, "--format");
   exporting::ExportOptions options;
   options.dtype = parse_dtype(o.dtype, "--dtype");
-  options.gguf_type = o.gguf_type;
+  options.gguf_type = exporting::gguf_types().parse(o.gguf_type, "--gguf-type");
   require_apart(o.out, "--out", o.checkpoint, "--checkpoint");
   auto student = train::load_student_to_export(o.checkpoint);
   require_apart(o.out, "--out", student.tokenizer_dir, "the teacher directory");
@@ -40,8 +40,9 @@ void add_export_command(CLI::App& app) {
   cmd->add_option("--format", o->formats, "comma-separated: hf, packed, encodings, gguf (default hf)");
   cmd->add_option("--out", o->out, "directory to write <out>/<format> into")->required();
   cmd->add_option("--dtype", o->dtype, "float weights of hf and packed: float16, bfloat16 or float32");
-  cmd->add_option("--gguf-type", o->gguf_type, "gguf projections: q4_0 or q8_0")
-      ->check(CLI::IsMember({"q4_0", "q8_0"}));
+  cmd->add_option("--gguf-type", o->gguf_type,
+                  "gguf projections: auto (the student's own: q4_0 up to 4 bits, q8_0 above, mxfp4 / nvfp4), q4_0, "
+                  "q8_0, mxfp4 or nvfp4");
   cmd->callback([o] { run(*o); });
 }
 

@@ -35,6 +35,9 @@ void add_ptq_command(CLI::App& app) {
   cmd->add_option("--model", o->ptq.model_dir, "Hugging Face checkpoint directory")->required();
   cmd->add_option("--out", o->ptq.out_dir, "student checkpoint directory to write")->required();
   cmd->add_option("--quant-json", o->quant_json, "JSON file with a quant section (flags below override it)");
+  cmd->add_option_function<std::string>(
+      "--quant-format", [o](const std::string& v) { o->flags["format"] = v; },
+      "weight grid: int (the default), nvfp4 or mxfp4 (4-bit float; fixes bits, group and scale encoding)");
   cmd->add_option_function<int64_t>(
       "--bits", [o](int64_t v) { o->flags["bits"] = v; }, "weight bits, 2..8");
   cmd->add_option_function<std::string>(
@@ -65,8 +68,9 @@ void add_ptq_command(CLI::App& app) {
   cmd->add_option_function<std::string>(
       "--format", [o](const std::string& v) { o->ptq.formats = exporting::parse_format_list(v, "--format"); },
       "export formats (hf, packed, encodings, gguf) into <out>/<format> instead of a student checkpoint");
-  cmd->add_option("--gguf-type", o->ptq.gguf_type, "gguf projections: q4_0 or q8_0")
-      ->check(CLI::IsMember({"q4_0", "q8_0"}));
+  cmd->add_option_function<std::string>(
+      "--gguf-type", [o](const std::string& v) { o->ptq.gguf_type = exporting::gguf_types().parse(v, "--gguf-type"); },
+      "gguf projections: auto (the student's own), q4_0, q8_0, mxfp4 or nvfp4");
   cmd->callback([o] {
     o->ptq.method = ptq::parse_ptq_method(o->method, "--method");
     o->ptq.spec = resolve_spec(*o);

@@ -18,7 +18,8 @@ std::vector<int> shard_owners(const std::vector<int64_t>& sizes, int world_size)
   return owners;
 }
 
-void broadcast_from_owners(Communicator& comm, const std::vector<torch::Tensor>& tensors, const std::vector<int>& owners) {
+void broadcast_from_owners(Communicator& comm, const std::vector<torch::Tensor>& tensors,
+                           const std::vector<int>& owners) {
   if (!comm.distributed()) return;
   torch::NoGradGuard no_grad;
   for (int root = 0; root < comm.world_size(); ++root) {
@@ -77,12 +78,12 @@ void ShardedOptimizer::share_updates(std::map<std::string, double>& update_norms
 
 io::NamedTensors ShardedOptimizer::state() {
   if (!sharded()) return adamw_.state();
-  std::map<std::string, std::vector<torch::Tensor>> parts;
+  std::map<std::string, optim::ParameterState> parts;
   std::vector<torch::Tensor> tensors;
   std::vector<int> owners;
   for (const auto& name : adamw_.parameter_names()) {
     auto& p = parts[name] = adamw_.parameter_state(name);
-    for (const auto& t : p) {
+    for (const auto& [_, t] : p) {
       tensors.push_back(t);
       owners.push_back(owners_.at(name));
     }

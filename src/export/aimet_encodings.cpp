@@ -63,6 +63,9 @@ std::vector<Entry> weight_entries(const IntegerWeight& w) {
 
 void check_encodings(const ExportSource& source) {
   const auto& spec = source.spec;
+  if (quant::is_fp4(spec.format))
+    fail("quant.format", quant::weight_formats().name(spec.format) +
+                             " cannot be expressed: AIMET encodings describe integer grids (scale and offset)");
   // The encoding specification bounds bitwidth to 4..32.
   if (spec.bits < 4)
     fail("quant.bits", std::to_string(spec.bits) + " bits cannot be expressed: AIMET encodings need bitwidth >= 4");

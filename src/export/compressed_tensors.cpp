@@ -14,6 +14,7 @@
 //  - weight_shape is the unpacked [out, in]; weight_scale is [out, blocks] ([1] per tensor).
 // Our asymmetric codes are unsigned (0..2^b-1, zero point in that range): code - 2^(b-1) is the
 // library's code and zero - 2^(b-1) its zero point, so the packed fields are our codes unchanged.
+// fp4 students write nvfp4-pack-quantized / mxfp4-pack-quantized instead (compressed_tensors_fp4.h).
 #include <spdlog/spdlog.h>
 
 #include <cmath>
@@ -23,6 +24,8 @@
 #include <regex>
 #include <set>
 
+#include "compressed_tensors_fp4.h"
+#include "compressed_tensors_layout.h"
 #include "qkd/checkpoint/hf_config.h"
 #include "qkd/common/atomic_file.h"
 #include "qkd/common/error.h"
@@ -32,7 +35,6 @@
 #include "qkd/quant/activation_quantizer.h"
 #include "qkd/quant/fake_quant.h"
 #include "qkd/quant/weight_quantizer.h"
-#include "compressed_tensors_layout.h"
 
 namespace qkd::exporting {
 
@@ -44,16 +46,18 @@ namespace {
 using namespace packed_layout;  // NOLINT: the layout's helpers, shared with the reader
 
 json weight_args(int64_t bits, const quant::QuantSpec& spec) {
-  json args = {{"num_bits", bits},
-               {"type", "int"},
-               {"symmetric", spec.symmetric},
-               {"strategy", strategy_name(spec.granularity)},
-               {"group_size", spec.granularity == quant::Granularity::per_group ? json(spec.group_size) : json(nullptr)},
-               {"block_structure", nullptr},
-               {"dynamic", false},
-               {"actorder", nullptr},
-               {"observer", spec.range == quant::RangeMethod::search ? "mse" : "minmax"},
-               {"observer_kwargs", json::object()}};
+  if (quant::is_fp4(spec.format)) return packed_fp4::weight_args(spec);
+  json args = {
+      {"num_bits", bits},
+      {"type", "int"},
+      {"symmetric", spec.symmetric},
+      {"strategy", strategy_name(spec.granularity)},
+      {"group_size", spec.granularity == quant::Granularity::per_group ? json(spec.group_size) : json(nullptr)},
+      {"block_structure", nullptr},
+      {"dynamic", false},
+      {"actorder", nullptr},
+      {"observer", spec.range == quant::RangeMethod::search ? "mse" : "minmax"},
+      {"observer_kwargs", json::object()}};
   return args;
 }
 
@@ -166,8 +170,9 @@ void write_packed(const ExportSource& source, const std::string& dir, const Expo
                                                       {"input_activations", nullptr},
                                                       {"output_activations", nullptr}};
   }
+  const auto format = quant::is_fp4(spec.format) ? packed_fp4::format_name(spec.format) : "pack-quantized";
   const json quantization_config = {{"quant_method", "compressed-tensors"},
-                                    {"format", "pack-quantized"},
+                                    {"format", format},
                                     {"quantization_status", "compressed"},
                                     {"config_groups", groups},
                                     {"ignore", ignore},
@@ -177,6 +182,7 @@ void write_packed(const ExportSource& source, const std::string& dir, const Expo
 
   // Tensors in model order: packed projections in place of their weight.
   io::NamedTensors tensors;
+  std::map<std::string, io::DType> stored_as;
   torch::NoGradGuard no_grad;
   for (const auto& item : student.named_parameters(/*recurse=*/true)) {
     const auto& name = item.key();
@@ -187,7 +193,11 @@ void write_packed(const ExportSource& source, const std::string& dir, const Expo
       tensors.emplace_back(name, item.value().detach().to(torch::kCPU, options.dtype).contiguous());
       continue;
     }
-    append_packed(integer_weight(student, name), options.dtype, module, tensors);
+    const auto w = integer_weight(student, name);
+    if (w.fp4())
+      packed_fp4::append_fp4(w, module, tensors, stored_as);
+    else
+      append_packed(w, options.dtype, module, tensors);
     if (auto act = std::dynamic_pointer_cast<quant::ActivationQuantizer>(it->second->input_quantizer())) {
       if (!act->calibrated()) fail(module + ".input_quantizer", "not calibrated; nothing to export as input_scale");
       const auto p = act->params();
@@ -206,7 +216,7 @@ void write_packed(const ExportSource& source, const std::string& dir, const Expo
   config_json["quantization_config"] = quantization_config;
 
   write_directory_atomically(dir, format_kind(Format::packed), [&](const std::string& temp) {
-    io::write_safetensors((fs::path(temp) / "model.safetensors").string(), tensors);
+    io::write_safetensors((fs::path(temp) / "model.safetensors").string(), tensors, {{"format", "pt"}}, stored_as);
     write_hf_companion_files(source, temp, config_json);
   });
 }

@@ -3,8 +3,11 @@
 // codes along a row (see compressed_tensors.cpp for the convention).
 #include <torch/torch.h>
 
+#include <map>
 #include <memory>
 #include <string>
+
+#include "qkd/common/error.h"
 
 #include "qkd/model/linear.h"
 #include "qkd/quant/quant_spec.h"
@@ -33,6 +36,13 @@ inline std::string strategy_name(quant::Granularity g) {
 }
 
 inline bool packs_whole_words(int64_t bits) { return bits == 2 || bits == 4 || bits == 8; }
+
+inline torch::Tensor require_tensor(const std::map<std::string, torch::Tensor>& tensors, const std::string& name,
+                                    const std::string& source) {
+  const auto it = tensors.find(name);
+  if (it == tensors.end()) fail(source, "tensor '" + name + "' missing");
+  return it->second;
+}
 
 // Unsigned fields `u` (int64, [rows, cols], each < 2^bits, cols a multiple of 32 / bits) packed
 // along dim 1 into int32 [rows, cols / (32 / bits)].

@@ -19,9 +19,10 @@
 #include "qkd/quant/fake_quant.h"
 #include "qkd/quant/weight_quantizer.h"
 
+#include "compressed_tensors_fp4.h"
+#include "compressed_tensors_layout.h"
 #include "qkd/checkpoint/hf_checkpoint.h"
 #include "qkd/export/compressed_tensors.h"
-#include "compressed_tensors_layout.h"
 
 namespace qkd::exporting {
 
@@ -32,6 +33,7 @@ using namespace packed_layout;  // NOLINT: the layout's helpers, shared with the
 namespace {
 
 struct WeightScheme {
+  quant::WeightFormat format = quant::WeightFormat::integer;  // nvfp4 / mxfp4: "type": "float"
   int64_t bits = 4;
   bool symmetric = true;
   std::string strategy;
@@ -65,8 +67,13 @@ WeightScheme parse_weight_scheme(const json& w, const std::string& where) {
     return w.at(key);
   };
   WeightScheme s;
+  if (w.is_object() && w.value("type", "int") == "float") {
+    s.format = packed_fp4::parse_fp4_scheme(w, where);
+    return s;
+  }
   try {
-    if (w.contains("type") && w.at("type") != "int") fail(where + ".type", "only \"int\" weights can be unpacked");
+    if (w.contains("type") && w.at("type") != "int")
+      fail(where + ".type", "only \"int\" and fp4 \"float\" weights can be unpacked");
     s.bits = need("num_bits").get<int64_t>();
     s.symmetric = w.contains("symmetric") ? w.at("symmetric").get<bool>() : true;
     s.strategy = need("strategy").get<std::string>();
@@ -82,16 +89,10 @@ WeightScheme parse_weight_scheme(const json& w, const std::string& where) {
   return s;
 }
 
-torch::Tensor require_tensor(const std::map<std::string, torch::Tensor>& tensors, const std::string& name,
-                             const std::string& source) {
-  const auto it = tensors.find(name);
-  if (it == tensors.end()) fail(source, "tensor '" + name + "' missing");
-  return it->second;
-}
-
 // (code - zero) * scale in fp32, codes and zero in the library's signed convention.
 torch::Tensor dequantize_packed(const std::string& module, const WeightScheme& s,
                                 const std::map<std::string, torch::Tensor>& tensors, const std::string& source) {
+  if (quant::is_fp4(s.format)) return packed_fp4::dequantize_fp4(module, s.format, tensors, source);
   const auto where = [&](const std::string& t) { return source + ": tensor '" + module + "." + t + "'"; };
   const auto packed = require_tensor(tensors, module + ".weight_packed", source);
   const auto shape_t = require_tensor(tensors, module + ".weight_shape", source).to(torch::kLong).reshape({-1});
@@ -196,7 +197,9 @@ model::LlamaForCausalLM load_packed_checkpoint(const std::string& dir, const che
   if (!qc.is_object() || qc.value("quant_method", "") != "compressed-tensors")
     fail(qc_path + ".quant_method", "expected \"compressed-tensors\"");
   const auto format = qc.value("format", "");
-  if (format != "pack-quantized") fail(qc_path + ".format", "expected \"pack-quantized\", got \"" + format + "\"");
+  if (format != "pack-quantized" && !packed_fp4::is_fp4_format_name(format))
+    fail(qc_path + ".format",
+         "expected \"pack-quantized\", \"nvfp4-pack-quantized\" or \"mxfp4-pack-quantized\", got \"" + format + "\"");
   if (qc.contains("quantization_status") && qc.at("quantization_status") != "compressed")
     fail(qc_path + ".quantization_status", "expected \"compressed\"");
 
@@ -205,8 +208,9 @@ model::LlamaForCausalLM load_packed_checkpoint(const std::string& dir, const che
     fail(qc_path + ".config_groups", "missing or not an object");
   for (const auto& [key, g] : qc.at("config_groups").items()) {
     const auto where = qc_path + ".config_groups." + key;
-    if (g.contains("format") && g.at("format").is_string() && g.at("format") != "pack-quantized")
-      fail(where + ".format", "only pack-quantized groups can be loaded");
+    if (g.contains("format") && g.at("format").is_string() && g.at("format") != "pack-quantized" &&
+        !packed_fp4::is_fp4_format_name(g.at("format").get<std::string>()))
+      fail(where + ".format", "only pack-quantized groups (integer, nvfp4 or mxfp4) can be loaded");
     Group group;
     if (!g.contains("targets") || !g.at("targets").is_array()) fail(where + ".targets", "missing");
     for (const auto& t : g.at("targets")) group.targets.push_back(t.get<std::string>());
@@ -259,7 +263,7 @@ model::LlamaForCausalLM load_packed_checkpoint(const std::string& dir, const che
     tensors.emplace_back(module + ".weight", dequantize_packed(module, match->weights, stored, weights_source));
     if (match->has_activations) act_modules.emplace_back(module, match);
     for (const char* suffix : {".weight_packed", ".weight_scale", ".weight_zero_point", ".weight_shape", ".input_scale",
-                               ".input_zero_point"})
+                               ".input_zero_point", ".weight_global_scale"})
       consumed.insert(module + suffix);
   }
   for (auto& [name, t] : stored)

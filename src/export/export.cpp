@@ -14,6 +14,7 @@
 #include "qkd/export/compressed_tensors.h"
 #include "qkd/export/gguf_writer.h"
 #include "qkd/export/hf_export.h"
+#include "qkd/export/serving.h"
 
 namespace qkd::exporting {
 
@@ -23,6 +24,25 @@ const EnumTable<Format>& export_formats() {
   static const EnumTable<Format> table{
       {Format::hf, "hf"}, {Format::packed, "packed"}, {Format::encodings, "encodings"}, {Format::gguf, "gguf"}};
   return table;
+}
+
+const EnumTable<GgufType>& gguf_types() {
+  static const EnumTable<GgufType> table{{GgufType::automatic, "auto"},
+                                         {GgufType::q4_0, "q4_0"},
+                                         {GgufType::q8_0, "q8_0"},
+                                         {GgufType::mxfp4, "mxfp4"},
+                                         {GgufType::nvfp4, "nvfp4"}};
+  return table;
+}
+
+GgufType resolved_gguf_type(GgufType type, const quant::QuantSpec& spec) {
+  if (type != GgufType::automatic) return type;
+  switch (spec.format) {
+    case quant::WeightFormat::nvfp4: return GgufType::nvfp4;
+    case quant::WeightFormat::mxfp4: return GgufType::mxfp4;
+    case quant::WeightFormat::integer: return spec.bits > 4 ? GgufType::q8_0 : GgufType::q4_0;
+  }
+  return GgufType::q4_0;
 }
 
 std::vector<std::string> format_names(const std::vector<Format>& list) {
@@ -106,6 +126,13 @@ void write_format(const ExportSource& source, Format format, const std::string& 
   }
 }
 
+void log_serving_report(const std::string& format, const ServingReport& report) {
+  std::string runtimes;
+  for (const auto& r : report.runtimes) runtimes += (runtimes.empty() ? "" : "; ") + r;
+  spdlog::info("{}: loads as written in: {}", format, runtimes);
+  for (const auto& w : report.warnings) spdlog::warn("{}: {}", format, w);
+}
+
 }  // namespace
 
 void check_export(const ExportSource& source, const std::vector<Format>& formats, const ExportOptions& options) {
@@ -125,6 +152,7 @@ std::vector<std::string> export_student(const ExportSource& source, const std::v
     const auto path = format_path(out_dir, format);
     write_format(source, format, path, options);
     spdlog::info("exported {} to {}", export_formats().name(format), path);
+    log_serving_report(export_formats().name(format), serving_report(source, format, options));
     written.push_back(path);
   }
   return written;

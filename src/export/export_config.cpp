@@ -4,11 +4,6 @@
 
 namespace qkd::exporting {
 
-void ExportConfig::check(const std::string& where) const {
-  if (gguf_type != "q4_0" && gguf_type != "q8_0")
-    fail(where + ".gguf_type", "expected one of q4_0, q8_0, got \"" + gguf_type + "\"");
-}
-
 ExportOptions ExportConfig::options() const {
   ExportOptions options;
   options.dtype = dtype;

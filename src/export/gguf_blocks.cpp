@@ -14,7 +14,6 @@ std::vector<uint16_t> to_fp16_bits(const torch::Tensor& values) {
 
 float fp16_value(float x) { return static_cast<float>(static_cast<at::Half>(x)); }
 
-
 std::string pack_codes(TensorType type, const torch::Tensor& codes, const torch::Tensor& chunk_scale) {
   const auto rows = codes.size(0), in = codes.size(1), chunks = in / kBlock;
   const auto c = codes.to(torch::kShort).contiguous();
@@ -34,6 +33,27 @@ std::string pack_codes(TensorType type, const torch::Tensor& codes, const torch:
         for (int j = 0; j < 32; ++j) p[j] = static_cast<char>(static_cast<int8_t>(q[j]));
         p += 32;
       }
+    }
+  }
+  return out;
+}
+
+std::string pack_fp4(TensorType type, const torch::Tensor& codes, const torch::Tensor& scale_bytes) {
+  const bool nv = type == TensorType::nvfp4;
+  const int64_t block = nv ? kNvfp4Block : kBlock, sub = nv ? kNvfp4SubBlock : kBlock;
+  const auto c = codes.to(torch::kShort).contiguous();
+  const auto d = scale_bytes.to(torch::kUInt8).contiguous();
+  const auto* code = c.data_ptr<int16_t>();
+  const auto* scale = d.data_ptr<uint8_t>();
+  const int64_t n = c.numel();
+  std::string out(tensor_bytes(type, n), '\0');
+  char* p = out.data();
+  // Rows are contiguous and a multiple of the block long, so the blocks simply follow each other.
+  for (int64_t b = 0; b < n / block; ++b) {
+    for (int64_t s = 0; s < block / sub; ++s) *p++ = static_cast<char>(scale[b * (block / sub) + s]);
+    for (int64_t s = 0; s < block / sub; ++s) {
+      const int16_t* q = code + b * block + s * sub;
+      for (int64_t j = 0; j < sub / 2; ++j) *p++ = static_cast<char>(uint8_t(q[j]) | uint8_t(q[j + sub / 2] << 4));
     }
   }
   return out;

@@ -16,10 +16,12 @@ namespace qkd::exporting::gguf {
 
 constexpr uint32_t kGgufVersion = 3;
 constexpr uint64_t kAlignment = 32;
-constexpr int64_t kBlock = 32;  // elements per Q4_0 / Q8_0 block (QK4_0, QK8_0)
+constexpr int64_t kBlock = 32;          // elements per Q4_0 / Q8_0 / MXFP4 block (QK4_0, QK8_0, QK_MXFP4)
+constexpr int64_t kNvfp4Block = 64;     // elements per NVFP4 block (QK_NVFP4): four sub-blocks of
+constexpr int64_t kNvfp4SubBlock = 16;  // QK_NVFP4_SUB, each with its UE4M3 scale
 
-// ggml_type
-enum class TensorType : uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q8_0 = 8 };
+// ggml_type (ggml/include/ggml.h; gguf-py GGMLQuantizationType)
+enum class TensorType : uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q8_0 = 8, mxfp4 = 39, nvfp4 = 40 };
 // gguf_type
 enum ValueType : uint32_t {
   kUint8 = 0,
@@ -36,8 +38,8 @@ enum ValueType : uint32_t {
   kInt64 = 11,
   kFloat64 = 12,
 };
-// llama_ftype
-constexpr uint32_t kFileTypeQ4_0 = 2, kFileTypeQ8_0 = 7;
+// llama_ftype (include/llama.h: LLAMA_FTYPE_MOSTLY_Q4_0, _Q8_0, _MXFP4_MOE, _NVFP4)
+constexpr uint32_t kFileTypeQ4_0 = 2, kFileTypeQ8_0 = 7, kFileTypeMxfp4 = 38, kFileTypeNvfp4 = 39;
 
 inline const char* type_name(TensorType type) {
   switch (type) {
@@ -45,8 +47,19 @@ inline const char* type_name(TensorType type) {
     case TensorType::f16: return "F16";
     case TensorType::q4_0: return "Q4_0";
     case TensorType::q8_0: return "Q8_0";
+    case TensorType::mxfp4: return "MXFP4";
+    case TensorType::nvfp4: return "NVFP4";
   }
   return "?";
+}
+
+inline bool is_block_type(TensorType type) { return type != TensorType::f32 && type != TensorType::f16; }
+inline bool is_fp4_type(TensorType type) { return type == TensorType::mxfp4 || type == TensorType::nvfp4; }
+
+// Elements per block along a row (the row length must be a multiple); 1 for float types.
+inline int64_t block_length(TensorType type) {
+  if (type == TensorType::nvfp4) return kNvfp4Block;
+  return is_block_type(type) ? kBlock : 1;
 }
 
 inline uint64_t tensor_bytes(TensorType type, int64_t elements) {
@@ -55,12 +68,13 @@ inline uint64_t tensor_bytes(TensorType type, int64_t elements) {
     case TensorType::f16: return 2 * uint64_t(elements);
     case TensorType::q4_0: return uint64_t(elements / kBlock) * 18;
     case TensorType::q8_0: return uint64_t(elements / kBlock) * 34;
+    case TensorType::mxfp4: return uint64_t(elements / kBlock) * 17;       // block_mxfp4: e, qs[16]
+    case TensorType::nvfp4: return uint64_t(elements / kNvfp4Block) * 36;  // block_nvfp4: d[4], qs[32]
   }
   return 0;
 }
 
 inline uint64_t align_up(uint64_t n) { return (n + kAlignment - 1) / kAlignment * kAlignment; }
-
 
 class Out {
  public:

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -18,6 +19,7 @@
 #include "gguf_blocks.h"
 #include "gguf_format.h"
 #include "gguf_vocab.h"
+#include "gguf_projection.h"
 
 // A student as llama.cpp loads it: the tensor plan (names, shapes, ggml types), the metadata (the
 // architecture, rope, the tokenizer), and the data, in the container of gguf_format.h.
@@ -27,13 +29,6 @@ namespace qkd::exporting {
 namespace {
 
 using namespace gguf;  // NOLINT: the container and block types read as llama.cpp names them
-// The row permutation llama.cpp's converter applies to q_proj / k_proj (LlamaModel.permute): Hugging
-// Face's rotate-half layout of each head to ggml's interleaved (GGML_ROPE_TYPE_NORM) pairs.
-torch::Tensor permute_rows(const torch::Tensor& x, int64_t heads) {
-  std::vector<int64_t> shape = {heads, 2, x.size(0) / heads / 2};
-  for (int64_t d = 1; d < x.dim(); ++d) shape.push_back(x.size(d));
-  return x.reshape(shape).transpose(1, 2).reshape(x.sizes()).contiguous();
-}
 
 // llama.cpp's rope_freqs for llama3 scaling (convert_hf_to_gguf.py, LlamaModel): per frequency, the
 // factor ggml divides theta by, so that base_freq / factor is transformers' scaled frequency.
@@ -91,20 +86,33 @@ struct Planned {
   std::vector<int64_t> ne;
   TensorType type = TensorType::f32;
   int64_t permute_heads = 0;  // q/k rows: heads of the permutation; 0: none
-  bool projection = false;    // a Linear weight written in options.gguf_type
+  bool projection = false;    // a Linear weight written in the projection type
+  bool tensor_scale = false;  // NVFP4: the per-tensor ".scale" of the projection planned before it
   uint64_t offset = 0;
   uint64_t bytes = 0;
 };
 
-TensorType projection_type(const ExportOptions& options) {
-  if (options.gguf_type == "q4_0") return TensorType::q4_0;
-  if (options.gguf_type == "q8_0") return TensorType::q8_0;
-  fail("gguf_type", "expected q4_0 or q8_0, got \"" + options.gguf_type + "\"");
+TensorType projection_type(const ExportSource& source, const ExportOptions& options) {
+  return projection_tensor_type(resolved_gguf_type(options.gguf_type, source.spec));
 }
 
-std::vector<Planned> plan_tensors(model::LlamaForCausalLMImpl& student, const ExportOptions& options) {
+std::string projection_type_name(const ExportSource& source, const ExportOptions& options) {
+  return gguf_types().name(resolved_gguf_type(options.gguf_type, source.spec));
+}
+
+uint32_t file_type(TensorType projections) {
+  switch (projections) {
+    case TensorType::q8_0: return kFileTypeQ8_0;
+    case TensorType::mxfp4: return kFileTypeMxfp4;
+    case TensorType::nvfp4: return kFileTypeNvfp4;
+    default: return kFileTypeQ4_0;
+  }
+}
+
+std::vector<Planned> plan_tensors(const ExportSource& source, const ExportOptions& options) {
+  auto& student = source.student;
   const auto& config = student.config();
-  const auto proj_type = projection_type(options);
+  const auto proj_type = projection_type(source, options);
   const auto big_type = proj_type == TensorType::q8_0 ? TensorType::q8_0 : TensorType::f16;
   std::vector<Planned> plan;
   auto add = [&](std::string name, std::string hf_name, std::vector<int64_t> ne, TensorType type) -> Planned& {
@@ -121,6 +129,9 @@ std::vector<Planned> plan_tensors(model::LlamaForCausalLMImpl& student, const Ex
     auto& p = add(name + ".weight", hf_module + ".weight", {linear->in_features(), linear->out_features()}, proj_type);
     p.projection = true;
     p.permute_heads = permute_heads;
+    // llama.cpp multiplies the product by an optional "<name>.scale" (build_lora_mm's w_s).
+    if (proj_type == TensorType::nvfp4)
+      add(name + ".scale", hf_module + ".weight", {1}, TensorType::f32).tensor_scale = true;
     if (linear->bias.defined()) {
       auto& b = add(name + ".bias", hf_module + ".bias", {linear->out_features()}, TensorType::f32);
       b.permute_heads = permute_heads;
@@ -155,6 +166,8 @@ std::vector<Planned> plan_tensors(model::LlamaForCausalLMImpl& student, const Ex
     auto& p = add("output.weight", "lm_head.weight", {config.hidden_size, config.vocab_size},
                   quantized ? proj_type : big_type);
     p.projection = quantized;
+    if (quantized && proj_type == TensorType::nvfp4)
+      add("output.scale", "lm_head.weight", {1}, TensorType::f32).tensor_scale = true;
   }
   uint64_t offset = 0;
   for (auto& p : plan) {
@@ -171,9 +184,10 @@ std::string describe(const Planned& p) { return p.hf_name.empty() ? p.name : p.h
 
 void check_plan(const std::vector<Planned>& plan, const model::LlamaConfig& config) {
   for (const auto& p : plan) {
-    if ((p.type == TensorType::q4_0 || p.type == TensorType::q8_0) && p.ne[0] % kBlock != 0)
-      fail(describe(p), "in_features " + std::to_string(p.ne[0]) + " is not a multiple of 32, the block length of " +
-                            type_name(p.type) + " in llama.cpp");
+    if (is_block_type(p.type) && p.ne[0] % block_length(p.type) != 0)
+      fail(describe(p), "in_features " + std::to_string(p.ne[0]) + " is not a multiple of " +
+                            std::to_string(block_length(p.type)) + ", the block length of " + type_name(p.type) +
+                            " in llama.cpp");
     if (p.permute_heads > 0 && (p.ne.back() % (2 * p.permute_heads) != 0))
       fail(describe(p), std::to_string(p.ne.back()) + " rows do not split into " + std::to_string(p.permute_heads) +
                             " heads of rotary pairs");
@@ -197,7 +211,7 @@ Metadata build_metadata(const ExportSource& source, const ExportOptions& options
   m.string("general.architecture", arch);
   m.string("general.name", model_name(source));
   m.u32("general.alignment", kAlignment);
-  m.u32("general.file_type", projection_type(options) == TensorType::q4_0 ? kFileTypeQ4_0 : kFileTypeQ8_0);
+  m.u32("general.file_type", file_type(projection_type(source, options)));
   m.u32("general.quantization_version", 2);
   m.u32(arch + ".context_length", c.max_position_embeddings);
   m.u32(arch + ".embedding_length", c.hidden_size);
@@ -221,13 +235,6 @@ Metadata build_metadata(const ExportSource& source, const ExportOptions& options
 
 // ---- tensor data --------------------------------------------------------------------------------
 
-model::Linear linear_of(model::LlamaForCausalLMImpl& student, const std::string& hf_weight_name) {
-  const auto module = hf_weight_name.substr(0, hf_weight_name.size() - std::string(".weight").size());
-  for (auto& [name, linear] : student.named_linears())
-    if (name == module) return linear;
-  fail(hf_weight_name, "no such projection in the student");
-}
-
 torch::Tensor float_parameter(model::LlamaForCausalLMImpl& student, const std::string& hf_name) {
   for (const auto& item : student.named_parameters(true))
     if (item.key() == hf_name) return item.value().detach().to(torch::kCPU, torch::kFloat).contiguous();
@@ -239,75 +246,25 @@ std::string raw_bytes(const torch::Tensor& t) {
   return std::string(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
 }
 
-struct ProjectionReport {
-  std::string name;
-  ErrorSums sums;
-  bool requantized = false;
-  std::string why;
-};
+// The projections' per-tensor scales (NVFP4), by GGUF weight name, as their data is written.
+using TensorScales = std::map<std::string, float>;
 
-// Does the student's grid fit `type` as is (symmetric, codes within its levels, one scale per 32)?
-std::string misfit(const IntegerWeight& w, TensorType type) {
-  if (!w.symmetric || w.zero.defined()) return "asymmetric " + std::to_string(w.bits) + "-bit grid";
-  const int64_t lo = type == TensorType::q4_0 ? -8 : -128, hi = type == TensorType::q4_0 ? 7 : 127;
-  if (w.qmin < lo || w.qmax > hi) return std::to_string(w.bits) + "-bit grid";
-  if (w.block_length() % kBlock != 0)
-    return "groups of " + std::to_string(w.block_length()) + " (not a multiple of 32)";
-  return "";
-}
-
-std::string projection_data(model::LlamaForCausalLMImpl& student, const Planned& p, ProjectionReport& report) {
-  report.name = p.hf_name;
-  auto linear = linear_of(student, p.hf_name);
-  const bool quantized =
-      static_cast<bool>(std::dynamic_pointer_cast<quant::WeightQuantizer>(linear->weight_quantizer()));
-  if (quantized) {
-    const auto w = integer_weight(student, p.hf_name);
-    report.why = misfit(w, p.type);
-    if (report.why.empty()) {
-      const auto out = w.out_features(), in = w.in_features();
-      // The scale of every 32-block: element (o, i) has scale index (o * in + i) / block_length.
-      const auto flat_scale = w.scale.reshape({-1});
-      const auto chunk_start = torch::arange(0, out * in, kBlock, torch::kLong);
-      auto chunk_scale =
-          flat_scale.index_select(0, chunk_start.div(w.block_length(), "floor")).reshape({out, in / kBlock});
-      auto codes = w.codes;
-      if (p.permute_heads > 0) {
-        codes = permute_rows(codes, p.permute_heads);
-        chunk_scale = permute_rows(chunk_scale, p.permute_heads);
-      }
-      // The error the fp16 scale adds, for the report.
-      const auto dq = w.dequantize();
-      const auto s16 = chunk_scale.to(torch::kHalf).to(torch::kFloat).repeat_interleave(kBlock, 1);
-      const auto gg = codes.to(torch::kFloat) * s16;
-      const auto ref = p.permute_heads > 0 ? permute_rows(dq, p.permute_heads) : dq;
-      report.sums.diff2 = (ref - gg).to(torch::kDouble).pow(2).sum().item<double>();
-      report.sums.ref2 = ref.to(torch::kDouble).pow(2).sum().item<double>();
-      if (!torch::isfinite(chunk_scale.to(torch::kHalf)).all().item<bool>())
-        fail(describe(p), "a scale does not fit fp16");
-      return pack_codes(p.type, codes, chunk_scale);
-    }
-    report.requantized = true;
-    auto weight = w.dequantize();
-    if (p.permute_heads > 0) weight = permute_rows(weight, p.permute_heads);
-    return quantize_floats(p.type, weight, report.sums);
-  }
-  report.requantized = true;
-  report.why = "float (not quantized by the student)";
-  auto weight = linear->weight.detach().to(torch::kCPU, torch::kFloat);
-  if (p.permute_heads > 0) weight = permute_rows(weight, p.permute_heads);
-  return quantize_floats(p.type, weight, report.sums);
-}
-
-std::string tensor_data(const ExportSource& source, const Planned& p, std::vector<ProjectionReport>& reports) {
+std::string tensor_data(const ExportSource& source, const Planned& p, std::vector<ProjectionReport>& reports,
+                        TensorScales& tensor_scales) {
   auto& student = source.student;
   if (p.name == "rope_freqs.weight") {
     const auto factors = llama3_rope_factors(student.config());
     return std::string(reinterpret_cast<const char*>(factors.data()), factors.size() * 4);
   }
+  if (p.tensor_scale) {
+    const float scale = tensor_scales.at(p.name.substr(0, p.name.size() - 6) + ".weight");  // ".scale"
+    return std::string(reinterpret_cast<const char*>(&scale), 4);
+  }
   if (p.projection) {
     reports.emplace_back();
-    return projection_data(student, p, reports.back());
+    auto data = projection_data(student, p.hf_name, p.type, p.permute_heads, reports.back());
+    tensor_scales[p.name] = data.tensor_scale;
+    return std::move(data.bytes);
   }
   auto t = float_parameter(student, p.hf_name);
   if (p.permute_heads > 0) t = permute_rows(t, p.permute_heads);
@@ -324,33 +281,6 @@ std::string tensor_data(const ExportSource& source, const Planned& p, std::vecto
   }
 }
 
-void warn_about_requantization(const std::vector<ProjectionReport>& reports, const ExportOptions& options) {
-  ErrorSums total;
-  const ProjectionReport* worst = nullptr;
-  std::vector<std::string> requantized;
-  std::string reasons;
-  for (const auto& r : reports) {
-    total.diff2 += r.sums.diff2;
-    total.ref2 += r.sums.ref2;
-    if (!r.requantized) continue;
-    requantized.push_back(r.name);
-    if (reasons.find(r.why) == std::string::npos) reasons += (reasons.empty() ? "" : "; ") + r.why;
-    if (!worst || r.sums.relative() > worst->sums.relative()) worst = &r;
-  }
-  if (requantized.empty()) {
-    spdlog::info(
-        "gguf: {} projections written with the student's own codes and scales ({}); fp16 scale "
-        "rounding adds a relative weight error of {:.3g}",
-        reports.size(), options.gguf_type, total.relative());
-    return;
-  }
-  spdlog::warn(
-      "gguf: {} of {} projections re-quantized to {} because their grid does not fit it ({}); this adds "
-      "weight error ||W_student - W_gguf|| / ||W_student||: worst {:.4g} ({}), overall {:.4g}",
-      requantized.size(), reports.size(), options.gguf_type, reasons, worst->sums.relative(), worst->name,
-      total.relative());
-}
-
 }  // namespace
 
 void check_gguf(const ExportSource& source, const ExportOptions& options) {
@@ -359,19 +289,20 @@ void check_gguf(const ExportSource& source, const ExportOptions& options) {
     fail("quant.act_bits", std::to_string(source.spec.act_bits) +
                                "-bit activations cannot be expressed in GGUF (llama.cpp computes them in float); "
                                "export gguf from a student without act_bits, or leave gguf out of the formats");
-  const auto plan = plan_tensors(source.student, options);
+  const auto plan = plan_tensors(source, options);
   check_plan(plan, source.student.config());
   check_tokenizer(source);
 }
 
 void write_gguf(const ExportSource& source, const std::string& path, const ExportOptions& options) {
   check_gguf(source, options);
-  const auto plan = plan_tensors(source.student, options);
+  const auto plan = plan_tensors(source, options);
   const auto metadata = build_metadata(source, options);
   require_replaceable_output(path);
 
   torch::NoGradGuard no_grad;
   std::vector<ProjectionReport> reports;
+  TensorScales tensor_scales;
   write_file_atomically(path, [&](std::ostream& os) {
     Out out(os);
     out.bytes("GGUF", 4);
@@ -389,7 +320,7 @@ void write_gguf(const ExportSource& source, const std::string& path, const Expor
     out.pad_to_alignment();
     const auto data_start = out.written();
     for (const auto& p : plan) {
-      const auto data = tensor_data(source, p, reports);
+      const auto data = tensor_data(source, p, reports, tensor_scales);
       if (data.size() != p.bytes)
         fail(describe(p),
              "internal error: " + std::to_string(data.size()) + " bytes, planned " + std::to_string(p.bytes));
@@ -398,8 +329,8 @@ void write_gguf(const ExportSource& source, const std::string& path, const Expor
       out.pad_to_alignment();
     }
   });
-  warn_about_requantization(reports, options);
-  spdlog::info("gguf: wrote {} ({} tensors, {})", path, plan.size(), options.gguf_type);
+  log_projection_reports(reports, projection_type_name(source, options));
+  spdlog::info("gguf: wrote {} ({} tensors, {})", path, plan.size(), projection_type_name(source, options));
 }
 
 }  // namespace qkd::exporting

@@ -51,7 +51,8 @@ FreezeConfig freeze_config_from_json(const nlohmann::json& json, const std::stri
                          freeze_modes().name(c.policy));
   };
   note_unread("modules", FreezeMode::modules);
-  for (const char* key : {"scope", "auto_watch", "rollback", "release_lr_factor", "release_warmup_steps"})
+  for (const char* key : {"scope", "auto_watch", "rollback", "release_lr_factor", "release_warmup_steps",
+                          "release_calm_steps", "analysis_batches", "analysis_factor"})
     note_unread(key, FreezeMode::automatic);
   return c;
 }

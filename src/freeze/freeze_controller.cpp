@@ -1,5 +1,7 @@
 #include "qkd/freeze/freeze_controller.h"
 
+#include <algorithm>
+
 #include "qkd/common/error.h"
 
 namespace qkd::freeze {
@@ -42,7 +44,7 @@ FreezeController::FreezeController(FreezeConfig config, std::vector<std::string>
       student_(std::move(student)),
       optimizer_(optimizer),
       decays_(std::move(decays)),
-      releases_(config.policy == FreezeMode::automatic ? config.release_lr_factor : 0.0) {}
+      releases_(config.policy == FreezeMode::automatic ? config.release_lr_factor : 0.0, config.release_calm_steps) {}
 
 void FreezeController::stop_training(const std::string& module) {
   for (const auto& name : set_module_trainable(*student_, module, false)) optimizer_.remove_parameter(name);
@@ -73,17 +75,45 @@ std::optional<FreezeChange> FreezeController::freeze_at_start() {
   return apply(ChangeKind::freeze, modules, std::string("freeze.policy ") + freeze_modes().name(policy_.config().policy), 0);
 }
 
+AnalysisOutcome FreezeController::start_from_analysis(const std::vector<monitor::ProbeSample>& samples, double lr) {
+  const auto& config = policy_.config();
+  AnalysisOutcome out{analyse_signal_propagation(samples, config.scope, config.analysis_factor, lr, policy_.modules()),
+                      std::nullopt};
+  if (out.analysis.modules.empty()) return out;
+  analysed_types_ = out.analysis.frozen_types();
+  out.change = apply(ChangeKind::freeze, out.analysis.modules, "auto: " + out.analysis.summary(), 0);
+  releases_.note_freeze(out.analysis.modules, lr);
+  return out;
+}
+
+std::vector<std::string> FreezeController::watched_every_step() const {
+  auto types = policy_.watched_every_step();
+  if (types.empty()) return types;
+  for (const auto& t : analysed_types_)
+    if (std::find(types.begin(), types.end(), t) == types.end()) types.push_back(t);
+  return types;
+}
+
 std::optional<FreezeChange> FreezeController::release_due(int64_t step, double lr) {
-  const auto modules = releases_.take_due(lr);
+  const auto modules = releases_.take_due(lr, calm_steps_);
   if (modules.empty()) return std::nullopt;
-  char reason[64];
-  std::snprintf(reason, sizeof(reason), "auto: learning rate decayed to %.3g", lr);
+  char reason[96];
+  std::snprintf(reason, sizeof(reason), "auto: learning rate decayed to %.3g, %lld calm steps", lr,
+                static_cast<long long>(calm_steps_));
   return apply(ChangeKind::release, modules, reason, step);
 }
 
+namespace {
+bool is_instability(const monitor::InstabilityEvent& e) {
+  return e.kind == monitor::EventKind::spike || e.kind == monitor::EventKind::nonfinite ||
+         e.kind == monitor::EventKind::loss_rise;
+}
+}  // namespace
+
 Reaction FreezeController::react(const std::vector<monitor::InstabilityEvent>& events, int64_t step, double lr) {
   Reaction reaction;
-  const auto modules = policy_.react(events, frozen_);
+  calm_steps_ = std::any_of(events.begin(), events.end(), is_instability) ? 0 : calm_steps_ + 1;
+  const auto modules = policy_.react(events, frozen_, watched_every_step());
   if (modules.empty()) return reaction;
   // The weights go back before the freeze, while the module is still the one the copies came from.
   if (policy_.rolls_back()) reaction.rolled_back = stable_.restore(*student_, modules);
@@ -96,11 +126,14 @@ Reaction FreezeController::react(const std::vector<monitor::InstabilityEvent>& e
 
 void FreezeController::keep_calm_weights() {
   if (!policy_.rolls_back()) return;
-  stable_.capture(*student_, policy_.rollback_candidates(frozen_));
+  stable_.capture(*student_, policy_.rollback_candidates(frozen_, watched_every_step()));
 }
 
 nlohmann::json FreezeController::state() const {
-  return {{"frozen", std::vector<std::string>(frozen_.begin(), frozen_.end())}, {"release_lr", releases_.state()}};
+  return {{"frozen", std::vector<std::string>(frozen_.begin(), frozen_.end())},
+          {"release_lr", releases_.state()},
+          {"calm_steps", calm_steps_},
+          {"analysed_types", analysed_types_}};
 }
 
 void FreezeController::restore(const nlohmann::json& state, const io::NamedTensors& rollback_weights,
@@ -109,6 +142,9 @@ void FreezeController::restore(const nlohmann::json& state, const io::NamedTenso
     fail(source, "freeze state has no \"frozen\" list");
   for (const auto& module : state.at("frozen").get<std::vector<std::string>>()) stop_training(module);
   releases_.load_state(state.value("release_lr", nlohmann::json()));
+  // Checkpoints from before the analysis and the calm count have neither: no analysed types, no calm.
+  calm_steps_ = state.value("calm_steps", int64_t{0});
+  analysed_types_ = state.value("analysed_types", std::vector<std::string>{});
   stable_.load_state(rollback_weights, *student_, source);
 }
 

@@ -55,25 +55,27 @@ std::vector<std::string> FreezePolicy::initial() const {
 }
 
 std::vector<std::string> FreezePolicy::react(const std::vector<monitor::InstabilityEvent>& events,
-                                             const std::set<std::string>& frozen) const {
+                                             const std::set<std::string>& frozen,
+                                             const std::vector<std::string>& watch) const {
   if (config_.policy != FreezeMode::automatic) return {};
   std::set<std::string> chosen;
   for (const auto& e : events) {
     if (e.kind != EventKind::spike && e.kind != EventKind::nonfinite) continue;
     if (e.series.statistic != Statistic::grad_sq) continue;
     bool watched = false;
-    for (const auto& w : config_.auto_watch) watched |= w == e.series.projection;
+    for (const auto& w : watch) watched |= w == e.series.projection;
     if (!watched) continue;
-    for (const auto& m : matching(config_.auto_watch, config_.scope == FreezeScope::layer ? e.series.layer : -1))
+    for (const auto& m : matching(watch, config_.scope == FreezeScope::layer ? e.series.layer : -1))
       if (!frozen.count(m)) chosen.insert(m);
   }
   return {chosen.begin(), chosen.end()};
 }
 
-std::vector<std::string> FreezePolicy::rollback_candidates(const std::set<std::string>& frozen) const {
+std::vector<std::string> FreezePolicy::rollback_candidates(const std::set<std::string>& frozen,
+                                                           const std::vector<std::string>& watch) const {
   if (!rolls_back()) return {};
   std::vector<std::string> out;
-  for (const auto& m : matching(config_.auto_watch, -1))
+  for (const auto& m : matching(watch, -1))
     if (!frozen.count(m)) out.push_back(m);
   return out;
 }

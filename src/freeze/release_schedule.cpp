@@ -7,8 +7,9 @@ void ReleaseSchedule::note_freeze(const std::vector<std::string>& modules, doubl
   for (const auto& m : modules) lr_at_freeze_[m] = lr;
 }
 
-std::vector<std::string> ReleaseSchedule::take_due(double lr) {
+std::vector<std::string> ReleaseSchedule::take_due(double lr, int64_t calm_steps) {
   std::vector<std::string> out;
+  if (calm_steps < calm_needed_) return out;
   for (auto it = lr_at_freeze_.begin(); it != lr_at_freeze_.end();) {
     if (lr <= factor_ * it->second) {
       out.push_back(it->first);

@@ -35,12 +35,13 @@ struct DTypeSpec {
 };
 
 const DTypeSpec kDTypes[] = {
-    {DType::f64, "F64", 8, torch::kFloat64}, {DType::f32, "F32", 4, torch::kFloat32},
-    {DType::f16, "F16", 2, torch::kFloat16}, {DType::bf16, "BF16", 2, torch::kBFloat16},
-    {DType::i64, "I64", 8, torch::kInt64},   {DType::i32, "I32", 4, torch::kInt32},
-    {DType::i16, "I16", 2, torch::kInt16},   {DType::i8, "I8", 1, torch::kInt8},
-    {DType::u8, "U8", 1, torch::kUInt8},     {DType::boolean, "BOOL", 1, torch::kBool},
-    {DType::u16, "U16", 2, torch::kInt32},  // widened: LibTorch 1.13 has no uint16
+    {DType::f64, "F64", 8, torch::kFloat64},       {DType::f32, "F32", 4, torch::kFloat32},
+    {DType::f16, "F16", 2, torch::kFloat16},       {DType::bf16, "BF16", 2, torch::kBFloat16},
+    {DType::i64, "I64", 8, torch::kInt64},         {DType::i32, "I32", 4, torch::kInt32},
+    {DType::i16, "I16", 2, torch::kInt16},         {DType::i8, "I8", 1, torch::kInt8},
+    {DType::u8, "U8", 1, torch::kUInt8},           {DType::boolean, "BOOL", 1, torch::kBool},
+    {DType::u16, "U16", 2, torch::kInt32},          // widened: LibTorch 1.13 has no uint16
+    {DType::f8_e4m3, "F8_E4M3", 1, torch::kUInt8},  // its bytes: LibTorch 1.13 has no float8
 };
 
 const DTypeSpec& spec_of(DType dtype) {
@@ -65,7 +66,7 @@ torch::ScalarType to_torch(DType dtype) { return spec_of(dtype).torch_type; }
 
 DType from_torch(torch::ScalarType type) {
   for (const auto& spec : kDTypes) {
-    if (spec.torch_type == type && spec.dtype != DType::u16) return spec.dtype;
+    if (spec.torch_type == type && spec.dtype != DType::u16 && spec.dtype != DType::f8_e4m3) return spec.dtype;
   }
   throw Error(std::string("dtype: torch dtype ") + c10::toString(type) + " has no safetensors equivalent");
 }
@@ -198,8 +199,9 @@ DType parse_dtype(const json& entry, const std::string& path, const std::string&
   const std::string text = value.get<std::string>();
   const DTypeSpec* spec = spec_named(text);
   if (spec == nullptr) {
-    tensor_fail(path, name,
-                "unknown dtype '" + one_line(text) + "' (supported: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL U16)");
+    tensor_fail(
+        path, name,
+        "unknown dtype '" + one_line(text) + "' (supported: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL U16 F8_E4M3)");
   }
   return spec->dtype;
 }

@@ -34,6 +34,9 @@ torch::Tensor to_u16_bits(const std::string& path, const std::string& name, cons
 // `tensor` converted to the dtype it is stored in.
 torch::Tensor converted(const std::string& path, const std::string& name, const torch::Tensor& tensor, DType dtype) {
   if (dtype == DType::u16) return to_u16_bits(path, name, tensor);
+  // F8_E4M3 from its bytes: converting values would need a float8 type LibTorch 1.13 lacks.
+  if (dtype == DType::f8_e4m3 && tensor.scalar_type() != torch::kUInt8)
+    tensor_fail(path, name, "an F8_E4M3 tensor is written from its bytes (uint8)");
   return tensor.to(to_torch(dtype));
 }
 

@@ -24,13 +24,12 @@ nlohmann::json InstabilityEvent::to_json() const {
           {"baseline", finite_or_string(baseline)}};
 }
 
-namespace {
 double median(std::vector<double> values) {
+  if (values.empty()) return 0.0;
   std::sort(values.begin(), values.end());
   const size_t n = values.size();
   return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
-}  // namespace
 
 void InstabilityDetector::observe(int64_t step, const SeriesKey& series, double value,
                                   std::vector<InstabilityEvent>& events) {

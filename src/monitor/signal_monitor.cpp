@@ -161,6 +161,38 @@ nlohmann::json SignalMonitor::end_step(int64_t step, const std::map<std::string,
   return {{"step", step}, {"layers", pending_}, {"total_grad_sq", totals}};
 }
 
+ProbeSample SignalMonitor::probe(const std::function<void()>& pass) {
+  observer_->sums.clear();
+  student_->set_activation_observer(observer_.get());
+  try {
+    pass();
+  } catch (...) {
+    student_->set_activation_observer(nullptr);
+    throw;
+  }
+  student_->set_activation_observer(nullptr);
+  torch::NoGradGuard no_grad;
+  auto refs = projections(*student_);
+  // The same order of statistics on every rank: gradient squares, then the activation RMS values.
+  std::vector<double> values;
+  for (auto& p : refs) {
+    const auto& grad = p.linear->weight.grad();
+    values.push_back(grad.defined() ? grad.to(torch::kFloat64).pow(2).sum().item<double>() : 0.0);
+  }
+  for (const auto& [key, sum] : observer_->sums) values.push_back(sum.first / sum.second);
+  if (reduce_) reduce_(values);
+  ProbeSample sample;
+  size_t next = 0;
+  for (auto& p : refs) {
+    const auto weight = p.linear->weight.detach();
+    sample.projections.push_back(
+        {p.module, p.layer, p.type, values[next++], weight.to(torch::kFloat32).norm().item<double>(), weight.numel()});
+  }
+  for (const auto& [key, sum] : observer_->sums)
+    (key.second == "attn_out" ? sample.attn_rms : sample.mlp_rms)[key.first] = values[next++];
+  return sample;
+}
+
 void SignalMonitor::forget(const std::vector<std::string>& modules) {
   for (const auto& module : modules) {
     const auto [layer, type] = parse_projection(module);

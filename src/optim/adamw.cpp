@@ -9,7 +9,7 @@ namespace qkd::optim {
 
 namespace {
 // fp64 parameters keep their own precision: an fp32 master would be a loss, not a gain.
-bool needs_master(const torch::Tensor& param) {
+bool reduced_precision(const torch::Tensor& param) {
   return param.scalar_type() == torch::kBFloat16 || param.scalar_type() == torch::kFloat16;
 }
 
@@ -17,23 +17,35 @@ std::string dtype_text(torch::ScalarType type) { return c10::toString(type); }
 
 int64_t bytes(const torch::Tensor& t) { return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : 0; }
 
-// A resumed moment must be one an update could have produced: finite, and for the second moment not
-// negative (its square root would turn every later update into NaN).
-void check_moment(const torch::Tensor& t, const std::string& name, bool second, const std::string& source) {
-  if (!t.is_floating_point()) fail(source, "tensor '" + name + "': not floating point");
-  if (!torch::isfinite(t).all().item<bool>()) fail(source, "tensor '" + name + "': holds NaN or Inf values");
-  if (second && t.numel() > 0 && t.min().item<double>() < 0)
-    fail(source, "tensor '" + name + "': negative values in a second moment (a mean of squares)");
+const char* master_weights_name(MasterWeights mode) {
+  switch (mode) {
+    case MasterWeights::fp32: return "fp32";
+    case MasterWeights::bf16_compensated: return "bf16_compensated";
+    case MasterWeights::none: return "none";
+  }
+  return "?";
 }
 }  // namespace
 
 AdamW::AdamW(AdamWOptions options) : options_(options) {
-  if (options_.moment_dtype != torch::kFloat32 && options_.moment_dtype != torch::kBFloat16)
-    fail("optim.moment_dtype", "expected float32 or bfloat16, got " + dtype_text(options_.moment_dtype));
+  const auto m = options_.moment_dtype;
+  if (m != torch::kFloat32 && m != torch::kBFloat16 && m != torch::kChar)
+    fail("optim.moment_dtype", "expected float32, bfloat16 or int8, got " + dtype_text(m));
+}
+
+bool AdamW::has_master(const torch::Tensor& param) const {
+  return options_.master_weights == MasterWeights::fp32 && reduced_precision(param);
+}
+
+bool AdamW::has_compensation(const torch::Tensor& param) const {
+  return options_.master_weights == MasterWeights::bf16_compensated && param.scalar_type() == torch::kBFloat16;
 }
 
 void AdamW::add_parameter(const std::string& name, torch::Tensor param, bool decay, int64_t warmup_steps) {
   torch::NoGradGuard no_grad;
+  if (options_.master_weights == MasterWeights::bf16_compensated && param.scalar_type() == torch::kHalf)
+    fail("optim.master_weights", "\"bf16_compensated\" keeps bfloat16 weights; parameter '" + name + "' is " +
+                                     dtype_text(param.scalar_type()) + " (use fp32 master weights)");
   Slot slot;
   slot.param = param;
   slot.decay = decay;
@@ -43,12 +55,11 @@ void AdamW::add_parameter(const std::string& name, torch::Tensor param, bool dec
     params_[name] = std::move(slot);
     return;
   }
-  if (needs_master(param)) slot.master = param.detach().to(torch::kFloat32, /*non_blocking=*/false, /*copy=*/true);
-  const auto moment_options = param.options().dtype(options_.moment_dtype);
-  slot.exp_avg = torch::zeros_like(param, moment_options, torch::MemoryFormat::Preserve);
-  slot.exp_avg_sq = torch::zeros_like(param, moment_options, torch::MemoryFormat::Preserve);
-  slot.decay = decay;
-  slot.warmup = warmup_steps;
+  if (has_master(param)) slot.master = param.detach().to(torch::kFloat32, /*non_blocking=*/false, /*copy=*/true);
+  if (has_compensation(param)) slot.compensation = torch::zeros_like(param, torch::MemoryFormat::Contiguous);
+  const auto storage = moment_storage(options_.moment_dtype, param.numel());
+  slot.exp_avg = MomentBuffer(param, storage, /*is_signed=*/true);
+  slot.exp_avg_sq = MomentBuffer(param, storage, /*is_signed=*/false);
   params_[name] = std::move(slot);
 }
 
@@ -62,9 +73,10 @@ torch::Tensor AdamW::parameter(const std::string& name) const {
 
 void AdamW::sync_master_from_parameter(const std::string& name) {
   const auto it = params_.find(name);
-  if (it == params_.end() || !it->second.master.defined()) return;
+  if (it == params_.end()) return;
   torch::NoGradGuard no_grad;
-  it->second.master.copy_(it->second.param);
+  if (it->second.master.defined()) it->second.master.copy_(it->second.param);
+  if (it->second.compensation.defined()) it->second.compensation.zero_();
 }
 
 void AdamW::zero_grad() {
@@ -72,8 +84,47 @@ void AdamW::zero_grad() {
 }
 
 // Same operations as torch.optim.AdamW (foreach=False): decay, lerp of m, v, bias-corrected step. They
-// run on the master where there is one, in its fp32; an fp32 parameter with fp32 moments takes exactly
-// the operations it always did (bit-identical results).
+// run in fp32 on the master where there is one, on parameter + compensation, or on the widened
+// parameter (none); an fp32 parameter with fp32 moments takes exactly the operations it always did
+// (bit-identical results).
+void AdamW::update(Slot& slot, const torch::Tensor& param_grad, const Piece& piece, const StepScalars& k) {
+  // `whole`: the tensors as they are; otherwise flat elements [first, last) of each.
+  const bool whole = piece.second < 0;
+  auto part = [&](const torch::Tensor& t) { return whole ? t : t.view(-1).slice(0, piece.first, piece.second); };
+  auto param = part(slot.param);
+  // The fp32 value the update works on: the master, parameter + compensation (one fp32 temporary),
+  // the widened parameter (none), or an fp32/fp64 parameter itself.
+  torch::Tensor target;
+  if (slot.master.defined())
+    target = part(slot.master);
+  else if (slot.compensation.defined())
+    target = param.to(torch::kFloat32).add_(part(slot.compensation).to(torch::kFloat32));
+  else
+    target = reduced_precision(slot.param) ? param.to(torch::kFloat32) : param;
+  const auto type = target.scalar_type();
+  const auto grad_part = whole ? param_grad : param_grad.reshape(-1).slice(0, piece.first, piece.second);
+  const auto grad = grad_part.scalar_type() == type ? grad_part : grad_part.to(type);
+  // Moments stored narrower than the update are widened for it (the update uses the unrounded new
+  // values) and rounded back once for storage.
+  auto exp_avg = whole ? slot.exp_avg.values(type) : slot.exp_avg.values(type, piece);
+  auto exp_avg_sq = whole ? slot.exp_avg_sq.values(type) : slot.exp_avg_sq.values(type, piece);
+  if (slot.decay && options_.weight_decay != 0.0) target.mul_(1.0 - k.lr * options_.weight_decay);
+  exp_avg.lerp_(grad, 1.0 - options_.beta1);
+  exp_avg_sq.mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
+  const auto denom = (exp_avg_sq.sqrt() / k.bc2_sqrt).add_(options_.eps);
+  target.addcdiv_(exp_avg, denom, -k.step_size);
+  if (whole) {
+    slot.exp_avg.store(exp_avg);
+    slot.exp_avg_sq.store(exp_avg_sq);
+  } else {
+    slot.exp_avg.store(exp_avg, piece);
+    slot.exp_avg_sq.store(exp_avg_sq, piece);
+  }
+  if (!target.is_same(param)) param.copy_(target);  // rounded to nearest
+  // Kahan: the part of the exact value the rounded parameter lacks (exact in fp32), kept in bf16.
+  if (slot.compensation.defined()) part(slot.compensation).copy_(target.sub_(param.to(torch::kFloat32)));
+}
+
 std::map<std::string, double> AdamW::step(double lr, const std::vector<std::string>& measure_updates) {
   ++step_count_;
   torch::NoGradGuard no_grad;
@@ -84,29 +135,19 @@ std::map<std::string, double> AdamW::step(double lr, const std::vector<std::stri
     if (!param_grad.defined() || !slot.owned) continue;
     const auto before = measured.count(name) ? slot.param.detach().clone() : torch::Tensor();
     ++slot.steps;
-    const double slot_lr =
+    StepScalars k;
+    k.lr =
         slot.warmup > 0 ? lr * std::min(1.0, static_cast<double>(slot.steps) / static_cast<double>(slot.warmup)) : lr;
     const double bc1 = 1.0 - std::pow(options_.beta1, static_cast<double>(slot.steps));
-    const double bc2_sqrt = std::sqrt(1.0 - std::pow(options_.beta2, static_cast<double>(slot.steps)));
-    const double step_size = slot_lr / bc1;
-    auto& target = slot.master.defined() ? slot.master : slot.param;
-    const auto type = target.scalar_type();
-    const auto grad = param_grad.scalar_type() == type ? param_grad : param_grad.to(type);
-    // Moments stored narrower than the update are widened for it (the update uses the unrounded new
-    // values) and rounded back once for storage.
-    const bool narrow_moments = slot.exp_avg.scalar_type() != type;
-    auto exp_avg = narrow_moments ? slot.exp_avg.to(type) : slot.exp_avg;
-    auto exp_avg_sq = narrow_moments ? slot.exp_avg_sq.to(type) : slot.exp_avg_sq;
-    if (slot.decay && options_.weight_decay != 0.0) target.mul_(1.0 - slot_lr * options_.weight_decay);
-    exp_avg.lerp_(grad, 1.0 - options_.beta1);
-    exp_avg_sq.mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
-    const auto denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(options_.eps);
-    target.addcdiv_(exp_avg, denom, -step_size);
-    if (narrow_moments) {
-      slot.exp_avg.copy_(exp_avg);
-      slot.exp_avg_sq.copy_(exp_avg_sq);
+    k.bc2_sqrt = std::sqrt(1.0 - std::pow(options_.beta2, static_cast<double>(slot.steps)));
+    k.step_size = k.lr / bc1;
+    const int64_t n = slot.param.numel();
+    if (n <= kUpdatePiece || !slot.param.is_contiguous()) {
+      update(slot, param_grad, {0, -1}, k);
+    } else {
+      for (int64_t first = 0; first < n; first += kUpdatePiece)
+        update(slot, param_grad, {first, std::min(n, first + kUpdatePiece)}, k);
     }
-    if (slot.master.defined()) slot.param.copy_(slot.master);
     if (before.defined()) update_norms[name] = (slot.param - before).to(torch::kFloat32).norm().item<double>();
   }
   return update_norms;
@@ -126,49 +167,99 @@ int64_t AdamW::numel() const {
 
 int64_t AdamW::state_bytes() const {
   int64_t n = 0;
-  for (const auto& [_, slot] : params_) n += bytes(slot.exp_avg) + bytes(slot.exp_avg_sq) + bytes(slot.master);
+  for (const auto& [_, slot] : params_)
+    n += slot.exp_avg.bytes() + slot.exp_avg_sq.bytes() + bytes(slot.master) + bytes(slot.compensation);
   return n;
 }
 
-std::vector<torch::Tensor> AdamW::parameter_state(const std::string& name) const {
+ParameterState AdamW::parameter_state(const std::string& name) const {
   const auto it = params_.find(name);
   if (it == params_.end()) fail("optimizer", "no parameter '" + name + "'");
   const auto& slot = it->second;
   const auto counters = torch::TensorOptions().dtype(torch::kInt64).device(slot.param.device());
+  ParameterState parts;
+  auto add = [&parts](const ParameterState& more) { parts.insert(parts.end(), more.begin(), more.end()); };
   if (!slot.owned) {
-    const auto moments = slot.param.options().dtype(options_.moment_dtype);
-    std::vector<torch::Tensor> parts{torch::zeros(slot.param.sizes(), moments), torch::zeros(slot.param.sizes(), moments)};
-    if (needs_master(slot.param)) parts.push_back(torch::zeros(slot.param.sizes(), slot.param.options().dtype(torch::kFloat32)));
-    parts.push_back(torch::zeros({1}, counters));
-    parts.push_back(torch::zeros({1}, counters));
+    const auto storage = moment_storage(options_.moment_dtype, slot.param.numel());
+    add(MomentBuffer::empty_state("exp_avg", slot.param, storage));
+    add(MomentBuffer::empty_state("exp_avg_sq", slot.param, storage));
+    if (has_master(slot.param))
+      parts.emplace_back("master", torch::zeros(slot.param.sizes(), slot.param.options().dtype(torch::kFloat32)));
+    if (has_compensation(slot.param))
+      parts.emplace_back("compensation", torch::zeros(slot.param.sizes(), slot.param.options()));
+    parts.emplace_back("step", torch::zeros({1}, counters));
+    parts.emplace_back("warmup", torch::zeros({1}, counters));
     return parts;
   }
-  std::vector<torch::Tensor> parts{slot.exp_avg.detach(), slot.exp_avg_sq.detach()};
-  if (slot.master.defined()) parts.push_back(slot.master.detach());
-  parts.push_back(torch::tensor({slot.steps}, counters));
-  parts.push_back(torch::tensor({slot.warmup}, counters));
+  add(slot.exp_avg.state("exp_avg"));
+  add(slot.exp_avg_sq.state("exp_avg_sq"));
+  if (slot.master.defined()) parts.emplace_back("master", slot.master.detach());
+  if (slot.compensation.defined()) parts.emplace_back("compensation", slot.compensation.detach());
+  parts.emplace_back("step", torch::tensor({slot.steps}, counters));
+  parts.emplace_back("warmup", torch::tensor({slot.warmup}, counters));
   return parts;
 }
 
-io::NamedTensors AdamW::state_from(const std::map<std::string, std::vector<torch::Tensor>>& parameter_states) const {
+io::NamedTensors AdamW::state_from(const std::map<std::string, ParameterState>& parameter_states) const {
   io::NamedTensors out;
   out.emplace_back("__step__", torch::tensor({step_count_}, torch::kInt64));
-  for (const auto& [name, parts] : parameter_states) {
-    const bool master = parts.size() == 5;
-    out.emplace_back(name + ".exp_avg", parts[0].cpu());
-    out.emplace_back(name + ".exp_avg_sq", parts[1].cpu());
-    if (master) out.emplace_back(name + ".master", parts[2].cpu());
-    out.emplace_back(name + ".step", parts[master ? 3 : 2].cpu());
-    out.emplace_back(name + ".warmup", parts[master ? 4 : 3].cpu());
-  }
+  for (const auto& [name, parts] : parameter_states)
+    for (const auto& [part, tensor] : parts) out.emplace_back(name + "." + part, tensor.cpu());
   return out;
 }
 
 io::NamedTensors AdamW::state() const {
-  std::map<std::string, std::vector<torch::Tensor>> parts;
+  std::map<std::string, ParameterState> parts;
   for (const auto& [name, slot] : params_)
     if (slot.owned) parts[name] = parameter_state(name);
   return state_from(parts);
+}
+
+// The exact value of a bf16/fp16 parameter, from whichever of master or compensation the state holds
+// (the parameter itself already holds the model file's weights).
+void AdamW::load_master(Slot& slot, const std::string& name, const std::map<std::string, torch::Tensor>& by_name,
+                        const std::string& source) {
+  const auto master = by_name.find(name + ".master");
+  const auto compensation = by_name.find(name + ".compensation");
+  auto check = [&](const std::map<std::string, torch::Tensor>::const_iterator& it, torch::Dtype dtype,
+                   const char* what) {
+    if (it->second.sizes() != slot.param.sizes())
+      fail(source, "tensor '" + it->first + "': shape differs from the model");
+    if (it->second.scalar_type() != dtype)
+      fail(source, "tensor '" + it->first + "': dtype " + dtype_text(it->second.scalar_type()) + ", expected " +
+                       dtype_text(dtype) + " (" + what + ")");
+  };
+  if (master != by_name.end()) {
+    check(master, torch::kFloat32, "fp32");
+    if (!torch::isfinite(master->second).all().item<bool>())
+      fail(source, "tensor '" + master->first + "': holds NaN or Inf values");
+  }
+  if (compensation != by_name.end()) check(compensation, torch::kBFloat16, "the bf16 compensation");
+  if (slot.master.defined()) {
+    if (master != by_name.end()) {
+      slot.master.copy_(master->second);
+    } else if (compensation != by_name.end()) {
+      slot.master.copy_(
+          slot.param.to(torch::kFloat32).add_(compensation->second.to(slot.param.device()).to(torch::kFloat32)));
+    } else {
+      fail(source, "tensor '" + name + ".master' missing from optimizer state (the parameter is " +
+                       dtype_text(slot.param.scalar_type()) + " and trains on an fp32 master copy)");
+    }
+    slot.param.copy_(slot.master);
+  } else if (slot.compensation.defined()) {
+    if (compensation != by_name.end()) {
+      slot.compensation.copy_(compensation->second);
+    } else if (master != by_name.end()) {
+      auto exact = master->second.to(slot.param.device());
+      slot.param.copy_(exact);
+      slot.compensation.copy_(exact.sub(slot.param.to(torch::kFloat32)));
+    } else {
+      fail(source, "tensor '" + name + ".compensation' missing from optimizer state (optim.master_weights is " +
+                       master_weights_name(options_.master_weights) + ")");
+    }
+  } else if (master != by_name.end() && reduced_precision(slot.param)) {
+    slot.param.copy_(master->second);  // none: the saved master, rounded
+  }
 }
 
 void AdamW::load_state(const io::NamedTensors& state, const std::string& source) {
@@ -180,30 +271,9 @@ void AdamW::load_state(const io::NamedTensors& state, const std::string& source)
   torch::NoGradGuard no_grad;
   for (auto& [name, slot] : params_) {
     if (!slot.owned) continue;  // its owner loads it
-    for (auto* part : {"exp_avg", "exp_avg_sq"}) {
-      const auto it = by_name.find(name + "." + part);
-      if (it == by_name.end()) fail(source, "tensor '" + name + "." + part + "' missing from optimizer state");
-      auto& target = std::string(part) == "exp_avg" ? slot.exp_avg : slot.exp_avg_sq;
-      if (it->second.sizes() != target.sizes())
-        fail(source, "tensor '" + it->first + "': shape differs from the model");
-      check_moment(it->second, it->first, std::string(part) == "exp_avg_sq", source);
-      target.copy_(it->second);
-    }
-    if (slot.master.defined()) {
-      const auto it = by_name.find(name + ".master");
-      if (it == by_name.end())
-        fail(source, "tensor '" + name + ".master' missing from optimizer state (the parameter is " +
-                         dtype_text(slot.param.scalar_type()) + " and trains on an fp32 master copy)");
-      if (it->second.sizes() != slot.master.sizes())
-        fail(source, "tensor '" + it->first + "': shape differs from the model");
-      if (it->second.scalar_type() != torch::kFloat32)
-        fail(source,
-             "tensor '" + it->first + "': dtype " + dtype_text(it->second.scalar_type()) + ", expected Float (fp32)");
-      if (!torch::isfinite(it->second).all().item<bool>())
-        fail(source, "tensor '" + it->first + "': holds NaN or Inf values");
-      slot.master.copy_(it->second);
-      slot.param.copy_(slot.master);
-    }
+    slot.exp_avg.load(name + ".exp_avg", by_name, source);
+    slot.exp_avg_sq.load(name + ".exp_avg_sq", by_name, source);
+    load_master(slot, name, by_name, source);
     for (auto* counter : {"step", "warmup"}) {
       const auto it = by_name.find(name + "." + counter);
       if (it == by_name.end()) fail(source, "tensor '" + name + "." + counter + "' missing from optimizer state");

@@ -18,7 +18,15 @@ bool is_projection_parameter(const std::string& name) {
 }  // namespace
 
 const EnumTable<torch::Dtype>& moment_dtypes() {
-  static const EnumTable<torch::Dtype> table{{torch::kFloat32, "float32"}, {torch::kBFloat16, "bfloat16"}};
+  static const EnumTable<torch::Dtype> table{
+      {torch::kFloat32, "float32"}, {torch::kBFloat16, "bfloat16"}, {torch::kChar, "int8"}};
+  return table;
+}
+
+const EnumTable<MasterWeights>& master_weights_modes() {
+  static const EnumTable<MasterWeights> table{{MasterWeights::fp32, "fp32"},
+                                              {MasterWeights::bf16_compensated, "bf16_compensated"},
+                                              {MasterWeights::none, "none"}};
   return table;
 }
 

@@ -99,6 +99,9 @@ void check_options(const PtqOptions& o) {
   if (o.calib_seq_len < 0 || o.calib_seq_len == 1)
     fail("--calib-seq-len", "expected >= 2 (or 0: the default), got " + std::to_string(o.calib_seq_len));
   if (!(o.gptq.damp >= 0)) fail("--damp", "expected >= 0, got " + std::to_string(o.gptq.damp));
+  if (o.method == PtqMethod::gptq && quant::is_fp4(o.spec.format))
+    fail("--method", "gptq solves for an integer grid; quant.format " + quant::weight_formats().name(o.spec.format) +
+                         " is rounded to nearest (--method rtn)");
 }
 
 // GPTQ's scales are not those min-max would find on the quantized weights: the quantizer must keep

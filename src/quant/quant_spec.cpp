@@ -46,11 +46,52 @@ void validate_patterns(const std::vector<std::string>& patterns, const std::stri
   }
 }
 
+// The rules a 4-bit float format imposes on the other fields: it fixes the element type (4-bit E2M1,
+// signed, no zero point), the block size and the scale encoding, and its scales follow the weight.
+void validate_fp4(const QuantSpec& s, const std::string& where) {
+  const auto field = [&](const char* name) { return where + "." + name; };
+  const auto name = weight_formats().name(s.format);
+  const auto group = fp4_group_size(s.format);
+  if (s.bits != 4) fail(field("bits"), name + " elements are 4-bit E2M1; got bits " + std::to_string(s.bits));
+  if (!s.symmetric) fail(field("symmetric"), name + " is symmetric (E2M1 has a sign bit and no zero point)");
+  if (s.granularity != Granularity::per_group)
+    fail(field("granularity"), name + " has one scale per " + std::to_string(group) +
+                                   " input columns (per_group), got " + granularities().name(s.granularity));
+  if (s.group_size != group)
+    fail(field("group_size"),
+         name + " fixes the group size at " + std::to_string(group) + ", got " + std::to_string(s.group_size));
+  if (s.scale_policy != ScalePolicy::dynamic)
+    fail(field("scale_policy"), name +
+                                    " scales are encoded from the weight at every forward (dynamic); static and "
+                                    "learned scales are not supported for fp4 formats");
+  if (s.lm_head_bits != 0 && s.lm_head_bits != 4)
+    fail(field("lm_head_bits"),
+         std::to_string(s.lm_head_bits) + " with format " + name + ": 0 (float) or 4 (lm_head in " + name + " too)");
+  if (s.act_bits != 0)
+    fail(field("act_bits"), "fp4 weight formats train weight-only (W4A16); got act_bits " + std::to_string(s.act_bits));
+}
+
 }  // namespace
 
+const EnumTable<WeightFormat>& weight_formats() {
+  static const EnumTable<WeightFormat> table{
+      {WeightFormat::integer, "int"}, {WeightFormat::nvfp4, "nvfp4"}, {WeightFormat::mxfp4, "mxfp4"}};
+  return table;
+}
+
+int64_t fp4_group_size(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::nvfp4: return 16;
+    case WeightFormat::mxfp4: return 32;
+    case WeightFormat::integer: return 0;
+  }
+  return 0;
+}
+
 const EnumTable<Granularity>& granularities() {
-  static const EnumTable<Granularity> table{
-      {Granularity::per_channel, "per_channel"}, {Granularity::per_group, "per_group"}, {Granularity::per_tensor, "per_tensor"}};
+  static const EnumTable<Granularity> table{{Granularity::per_channel, "per_channel"},
+                                            {Granularity::per_group, "per_group"},
+                                            {Granularity::per_tensor, "per_tensor"}};
   return table;
 }
 
@@ -94,6 +135,7 @@ void validate(const QuantSpec& s, const std::string& where) {
     fail(field("act_percentile"), std::to_string(s.act_percentile) + " is outside (50, 100]");
   }
   if (s.act_calib_batches < 1) fail(field("act_calib_batches"), std::to_string(s.act_calib_batches) + " must be >= 1");
+  if (is_fp4(s.format)) validate_fp4(s, where);
 }
 
 QuantSpec quant_spec_from_json(const json& j, const std::string& where) {
@@ -104,9 +146,12 @@ QuantSpec quant_spec_from_json(const json& j, const std::string& where) {
   const QuantSpec d;
   FieldReader r(j, where, FieldReader::Null::refused);
   QuantSpec s;
+  s.format = read_enum(r, "format", d.format, weight_formats());
+  // An fp4 format implies its grid; a contradicting explicit value is left to validate() to name.
+  const bool fp4 = is_fp4(s.format);
   s.bits = r.integer("bits", d.bits, lo, hi);
-  s.granularity = read_enum(r, "granularity", d.granularity, granularities());
-  s.group_size = r.integer("group_size", d.group_size, lo, hi);
+  s.granularity = read_enum(r, "granularity", fp4 ? Granularity::per_group : d.granularity, granularities());
+  s.group_size = r.integer("group_size", fp4 ? fp4_group_size(s.format) : d.group_size, lo, hi);
   s.symmetric = r.boolean("symmetric", d.symmetric);
   s.range = read_enum(r, "range", d.range, range_methods());
   s.search_grid = read_numbers(r, "search_grid", d.search_grid);
@@ -126,7 +171,8 @@ QuantSpec quant_spec_from_json(const json& j, const std::string& where) {
 }
 
 json quant_spec_to_json(const QuantSpec& s) {
-  json j = {{"bits", s.bits},
+  json j = {{"format", weight_formats().name(s.format)},
+            {"bits", s.bits},
             {"granularity", granularities().name(s.granularity)},
             {"group_size", s.group_size},
             {"symmetric", s.symmetric},

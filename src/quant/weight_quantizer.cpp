@@ -52,6 +52,7 @@ void WeightQuantizer::check_shape(const torch::Tensor& w) const {
 
 QuantParams WeightQuantizer::params_for(const torch::Tensor& w) {
   check_shape(w);
+  if (is_fp4(spec_.format)) fail(module_ + ".weight_quantizer", "an fp4 grid has no integer scale and zero point");
   if (spec_.scale_policy == ScalePolicy::fixed) return QuantParams{scale_, zero_point_};
   torch::NoGradGuard no_grad;
   if (w.scalar_type() == torch::kHalf && w.device().is_cpu()) {
@@ -88,6 +89,7 @@ double WeightQuantizer::lsq_grad_factor() const {
 
 WeightQuantRecipe WeightQuantizer::recipe(const torch::Tensor& w) {
   check_shape(w);
+  if (is_fp4(spec_.format)) fail(module_ + ".weight_quantizer", "an fp4 grid has no integer recipe");
   WeightQuantRecipe r;
   r.block_shape = block_shape(spec_, out_features_, in_features_);
   r.levels = levels_;
@@ -112,15 +114,43 @@ WeightQuantRecipe WeightQuantizer::recipe(const torch::Tensor& w) {
   return r;
 }
 
-torch::Tensor WeightQuantizer::fake_quantize(const torch::Tensor& w) { return fake_quantize_weight(w, recipe(w)); }
+torch::Tensor WeightQuantizer::fake_quantize(const torch::Tensor& w) {
+  if (is_fp4(spec_.format)) return fp4_fake_quantize(w);
+  return fake_quantize_weight(w, recipe(w));
+}
 
 torch::Tensor WeightQuantizer::linear(const torch::Tensor& input, const torch::Tensor& weight,
                                       const torch::Tensor& bias) {
+  // fp4: the plain composition (the recomputing backward of quantized_linear is integer-only).
+  if (is_fp4(spec_.format)) return model::TensorQuantizer::linear(input, weight, bias);
   return quantized_linear(input, weight, bias, recipe(weight));
+}
+
+fp4::Fp4Scales WeightQuantizer::fp4_scales_for(const torch::Tensor& blocks) const {
+  return fp4::fp4_scales(blocks, spec_.format, spec_.range, clipping_grid(spec_));
+}
+
+// Always in fp32, whatever the weight's dtype: the scale encodings are defined on fp32 arithmetic.
+torch::Tensor WeightQuantizer::fp4_fake_quantize(const torch::Tensor& w) {
+  check_shape(w);
+  const auto blocks = to_blocks(w).to(torch::kFloat);
+  const auto scales = fp4_scales_for(blocks);
+  const bool mask_saturated = spec_.range == RangeMethod::search;
+  return fp4::fake_quant_ste(blocks, scales, mask_saturated).to(w.scalar_type()).reshape(w.sizes());
+}
+
+WeightQuantizer::Fp4Codes WeightQuantizer::fp4_codes(const torch::Tensor& w) {
+  check_shape(w);
+  if (!is_fp4(spec_.format)) fail(module_ + ".weight_quantizer", "an integer grid has no fp4 codes");
+  torch::NoGradGuard no_grad;
+  const auto blocks = to_blocks(w.detach()).to(torch::kFloat);
+  auto scales = fp4_scales_for(blocks);
+  return Fp4Codes{fp4::e2m1_codes(fp4::e2m1_elements(blocks, scales)), std::move(scales)};
 }
 
 WeightQuantizer::IntegerCodes WeightQuantizer::integer_codes(const torch::Tensor& w) {
   check_shape(w);
+  if (is_fp4(spec_.format)) fail(module_ + ".weight_quantizer", "an fp4 grid has no integer codes (see fp4_codes)");
   torch::NoGradGuard no_grad;
   // The same dtype and parameters as fake_quantize: fp32 for static scales and for fp16 on CPU,
   // otherwise the weight's own dtype.

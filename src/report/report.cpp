@@ -48,7 +48,7 @@ std::string run_legend(const std::vector<RunData>& runs) {
 // A tiny inline SVG per event kind showing its dash pattern and glyph.
 std::string event_legend() {
   std::string out = "<div class=\"legend\">Event markers (hover for details): ";
-  for (const char* kind : {"freeze", "release", "spike", "nonfinite", "loss_rise", "skip"}) {
+  for (const char* kind : {"analysis", "freeze", "release", "spike", "nonfinite", "loss_rise", "skip"}) {
     const std::string dash = event_dash(kind);
     out += std::string(
                "<span class=\"item\"><svg width=\"30\" height=\"14\"><line x1=\"15\" x2=\"15\" y1=\"0\" y2=\"14\" "

@@ -81,6 +81,8 @@ std::string module_kind(const std::string& module) {
 std::string freeze_summary(const RunData& run) {
   std::string out = "policy " + escape_xml(config_text(run.config, "freeze.policy"));
   for (const auto& e : run.events) {
+    // auto's analysis before the first update says why its freeze at step 0 froze what it did.
+    if (e.kind == "analysis") out += "<br>step " + std::to_string(e.step) + ": " + escape_xml(e.reason);
     if (e.kind != "freeze" && e.kind != "release") continue;
     std::map<std::string, int> kinds;
     for (const auto& m : e.modules) ++kinds[module_kind(m)];

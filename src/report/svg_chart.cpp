@@ -144,6 +144,7 @@ std::string event_dash(const std::string& kind) {
   if (kind == "nonfinite") return "1 2";
   if (kind == "loss_rise") return "8 3 2 3";
   if (kind == "release") return "6 2";
+  if (kind == "analysis") return "1 4";
   return "2 4";
 }
 
@@ -154,6 +155,7 @@ std::string event_glyph(const std::string& kind) {
   if (kind == "loss_rise") return "L";
   if (kind == "skip") return "K";
   if (kind == "release") return "R";
+  if (kind == "analysis") return "A";
   return "?";
 }
 

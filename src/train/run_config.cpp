@@ -44,7 +44,8 @@ void ComputeSection::check(const std::string& where) const {
 }
 
 const EnumTable<CpuParallelism>& cpu_parallelisms() {
-  static const EnumTable<CpuParallelism> table{{CpuParallelism::rows, "rows"}, {CpuParallelism::operators, "operators"}};
+  static const EnumTable<CpuParallelism> table{{CpuParallelism::rows, "rows"},
+                                               {CpuParallelism::operators, "operators"}};
   return table;
 }
 
@@ -88,6 +89,17 @@ void note_unread_student_settings(const json& student, const RunConfig& c, std::
 void check_student_init(const RunConfig& c) {
   if (c.student().init.kind == StudentInit::Kind::gptq && c.quant().scale_policy != quant::ScalePolicy::fixed)
     fail("student.init", "\"gptq\" needs quant.scale_policy \"static\" (the quantizer keeps GPTQ's scales)");
+}
+
+// Where a bf16/fp16 student keeps its exact weights only means something for such a student, and the
+// bf16 compensation only for a bf16 one (it adds to the bf16 weights).
+void check_master_weights(const json& optim, const RunConfig& c, std::vector<std::string>& unread) {
+  const auto mode = c.optim().master_weights;
+  const auto dtype = c.student().dtype;
+  if (mode == optim::MasterWeights::bf16_compensated && dtype != torch::kBFloat16)
+    fail("optim.master_weights", "\"bf16_compensated\" needs student.dtype bfloat16, got " + dtype_name(dtype));
+  if (dtype != torch::kBFloat16 && dtype != torch::kFloat16 && optim.is_object() && optim.contains("master_weights"))
+    unread.push_back("optim.master_weights: the student is " + dtype_name(dtype) + ", which trains without a master");
 }
 
 // Sections are read in the order of the file's documentation; each reader rejects unknown keys of
@@ -134,6 +146,7 @@ RunConfig parse_run_config(const json& j) {
     c.unread_settings_.push_back("kd.teacher_cache: only read with kd.teacher cache");
   top.raw("kd");
   c.optim_ = read_section<optim::OptimConfig>(section(j, "optim"), "optim");
+  check_master_weights(section(j, "optim"), c, c.unread_settings_);
   top.raw("optim");
   c.train_ = read_section<TrainSection>(section(j, "train"), "train");
   top.raw("train");

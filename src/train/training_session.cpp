@@ -15,6 +15,7 @@
 #include "qkd/distributed/replicas.h"
 #include "qkd/eval/results.h"
 #include "qkd/quant/student.h"
+#include "qkd/train/freeze_analysis.h"
 #include "qkd/train/run_setup.h"
 
 namespace qkd::train {
@@ -52,10 +53,8 @@ std::unique_ptr<distributed::ShardedOptimizer> build_optimizer(const RunConfig& 
 }
 
 std::unique_ptr<monitor::SignalMonitor> build_monitor(const RunConfig& config, model::LlamaForCausalLM student,
-                                                      distributed::Communicator& ranks,
-                                                      const freeze::FreezePolicy& policy) {
+                                                      distributed::Communicator& ranks) {
   auto monitor = std::make_unique<monitor::SignalMonitor>(config.monitor(), student);
-  monitor->watch_every_step(policy.watched_every_step());
   if (ranks.distributed())
     monitor->set_statistics_reducer([&ranks](std::vector<double>& values) { distributed::average_values(ranks, values); });
   return monitor;
@@ -126,9 +125,19 @@ std::unique_ptr<TrainingSession> TrainingSession::open(const RunConfig& config) 
   s->teacher_->seek(s->data_->stats().windows / config.train().micro_batch);
   s->run_dir_->open_logs(resume_from ? s->step_ : -1);
   if (!resume_from) {
-    if (config.quant().act_bits > 0) s->calibrate_activations();
-    if (const auto change = s->freeze_->freeze_at_start()) s->log_freeze_change(*change);
+    try {
+      if (config.quant().act_bits > 0) s->calibrate_activations();
+      if (const auto change = s->freeze_->freeze_at_start()) s->log_freeze_change(*change);
+      // auto's analysis draws the first micro-batches: a malformed record under data.strict fails here.
+      run_freeze_analysis(*s);
+    } catch (...) {
+      // As a failure before the first checkpoint in run_training: a fresh run leaves nothing behind.
+      s->run_dir_->remove_if_unfinished_fresh_start();
+      throw;
+    }
   }
+  // What the freeze policy watches every step: after a resume or the analysis, its frozen types too.
+  s->monitor_->watch_every_step(s->freeze_->watched_every_step());
   // A shape an export format cannot hold fails now, not after the training it would waste.
   exporting::check_export(s->export_source(), config.export_config().formats, config.export_config().options());
   spdlog::info("student: {} quantized projections ({} bits), {} trainable parameters", s->quantized_modules().size(),
@@ -164,7 +173,7 @@ void TrainingSession::build_parts() {
   freeze_ = std::make_unique<freeze::FreezeController>(
       config.freeze(), student_.quantized_modules, student_.model, optimizer_->local(),
       [optim = config.optim()](const std::string& name) { return optim.decays(name); });
-  monitor_ = build_monitor(config, student_.model, *ranks_, freeze_->policy());
+  monitor_ = build_monitor(config, student_.model, *ranks_);
   freeze_->policy().check_reaches_modules();
   loss_scaler_ = LossScaler(config.compute().precision == Precision::fp16, config.compute().loss_scale,
                             config.compute().loss_scale_growth_interval);
@@ -183,6 +192,14 @@ void TrainingSession::calibrate_activations() {
   quant::end_activation_calibration(*student());
   spdlog::info("calibrated {}-bit input ranges on {} batches", config_.quant().act_bits,
                config_.quant().act_calib_batches);
+}
+
+MicroBatch TrainingSession::local_micro_batch(data::DataStream& stream) {
+  const int64_t world = ranks_->world_size();
+  const auto global = stream.next_marked_batch(config_.train().micro_batch * world);
+  const data::TokenBatch local{distributed::local_share(global.input_ids, ranks_->rank(), world),
+                               distributed::local_share(global.marks, ranks_->rank(), world)};
+  return make_micro_batch(local, {device_, config_.data().document_mask, config_.kd().ce_on});
 }
 
 std::vector<torch::Tensor> TrainingSession::replicated_state() {

@@ -14,16 +14,9 @@ namespace qkd::train {
 
 namespace {
 
-// Every rank draws the global micro-batch (micro_batch windows per rank) and keeps its own rows, so
-// the stream's cursor is the run's, whatever the number of ranks that resumes it.
 MicroBatch draw_micro_batch(TrainingSession& s, PhaseTimer& phases) {
   const auto timed = phases.measure(Phase::data);
-  auto& ranks = s.ranks();
-  const auto& config = s.config();
-  const auto global = s.data().next_marked_batch(config.train().micro_batch * ranks.world_size());
-  const data::TokenBatch local{distributed::local_share(global.input_ids, ranks.rank(), ranks.world_size()),
-                               distributed::local_share(global.marks, ranks.rank(), ranks.world_size())};
-  return make_micro_batch(local, {s.device(), config.data().document_mask, config.kd().ce_on});
+  return s.local_micro_batch(s.data());
 }
 
 // One micro-batch through teacher, student, loss and backward: in one pass, or as row shards on

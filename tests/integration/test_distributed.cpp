@@ -25,18 +25,20 @@ constexpr int kSteps = 6;
 // The shipped teacher on short windows; monitor and spike factor as test_monitor's auto runs (only an
 // injected spike can trigger a freeze). train.micro_batch is per rank.
 json run_config(const std::string& run_dir, int micro_batch, const json& freeze = {{"policy", "none"}}) {
-  return {{"run_dir", run_dir},
-          {"teacher", {{"path", repo_path("assets/models/kjv-teacher-7m")}}},
-          {"data", {{"sources", {{{"path", repo_path("assets/data/kjv/kjv-train.u16")}}}}, {"seq_len", 16}, {"seed", 3}}},
-          {"kd", {{"ce_weight", 0.5}}},
-          {"optim", {{"lr", 1e-3}, {"grad_clip", 1.0}}},
-          {"train", {{"steps", kSteps}, {"micro_batch", micro_batch}, {"grad_accum", 2}, {"log_interval", 1}, {"threads", 1}}},
-          {"eval", {{"at_start", false}}},
-          {"freeze", freeze},
-          {"monitor", {{"interval", 1}, {"spike_factor", 1000.0}}},
-          {"checkpoint", {{"interval", 2}, {"keep_last", 8}}},
-          {"export", {{"formats", json::array()}}},
-          {"dist", {{"timeout_s", 20}}}};
+  return {
+      {"run_dir", run_dir},
+      {"teacher", {{"path", repo_path("assets/models/kjv-teacher-7m")}}},
+      {"data", {{"sources", {{{"path", repo_path("assets/data/kjv/kjv-train.u16")}}}}, {"seq_len", 16}, {"seed", 3}}},
+      {"kd", {{"ce_weight", 0.5}}},
+      {"optim", {{"lr", 1e-3}, {"grad_clip", 1.0}}},
+      {"train",
+       {{"steps", kSteps}, {"micro_batch", micro_batch}, {"grad_accum", 2}, {"log_interval", 1}, {"threads", 1}}},
+      {"eval", {{"at_start", false}}},
+      {"freeze", freeze},
+      {"monitor", {{"interval", 1}, {"spike_factor", 1000.0}}},
+      {"checkpoint", {{"interval", 2}, {"keep_last", 8}}},
+      {"export", {{"formats", json::array()}}},
+      {"dist", {{"timeout_s", 20}}}};
 }
 
 std::string write_config(const std::string& dir, const std::string& name, const json& config) {
@@ -101,7 +103,8 @@ std::map<std::string, torch::Tensor> student(const std::string& run_dir, int ste
 }
 
 // |a - b| per element of every tensor the two share (a missing one is a failure), in one vector.
-torch::Tensor abs_differences(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {
+torch::Tensor abs_differences(const std::map<std::string, torch::Tensor>& a,
+                              const std::map<std::string, torch::Tensor>& b) {
   EXPECT_EQ(a.size(), b.size());
   std::vector<torch::Tensor> parts;
   for (const auto& [key, t] : a) {
@@ -114,7 +117,6 @@ torch::Tensor abs_differences(const std::map<std::string, torch::Tensor>& a, con
   }
   return parts.empty() ? torch::zeros({1}, torch::kDouble) : torch::cat(parts);
 }
-
 
 std::vector<json> train_records(const std::string& run_dir) {
   std::vector<json> out;
@@ -184,14 +186,17 @@ TEST(Distributed, TwoRanksMatchOneProcessOverTheSameGlobalBatch) {
 // ZeRO stage 1 changes where the optimizer state lives, not the arithmetic: the same two ranks without
 // sharding end bitwise where the sharded ones did, checkpointed optimizer state included (rank 0
 // gathers the full state from the owners).
-TEST(Distributed, ShardedOptimizerStateGivesTheUnshardedRunBitwise) {
+void expect_sharded_run_equals_unsharded(const json& optim) {
   const auto dir = qkd::test::scratch_dir("dist-zero");
   auto sharded = run_config(dir + "/sharded", 2), whole = run_config(dir + "/whole", 2);
   whole["dist"]["shard_optimizer"] = false;
   whole["student"] = sharded["student"] = {{"dtype", "bfloat16"}};  // fp32 masters are part of the state
+  sharded["optim"].update(optim);
+  whole["optim"].update(optim);
   const auto a = start_ranks(dir, "sharded", write_config(dir, "sharded", sharded), 2);
   EXPECT_EQ(wait_ranks(a, 300), (std::vector<int>{0, 0})) << read_file(a.logs[0]) << read_file(a.logs[1]);
-  for (const auto& log : a.logs) EXPECT_NE(read_file(log).find("optimizer state sharded over 2 ranks"), std::string::npos);
+  for (const auto& log : a.logs)
+    EXPECT_NE(read_file(log).find("optimizer state sharded over 2 ranks"), std::string::npos);
   const auto b = start_ranks(dir, "whole", write_config(dir, "whole", whole), 2);
   EXPECT_EQ(wait_ranks(b, 300), (std::vector<int>{0, 0})) << read_file(b.logs[0]);
   EXPECT_EQ(read_file(b.logs[0]).find("optimizer state sharded"), std::string::npos);
@@ -211,11 +216,22 @@ TEST(Distributed, ShardedOptimizerStateGivesTheUnshardedRunBitwise) {
   EXPECT_EQ(summary(dir + "/sharded").at("replica_fingerprints"), summary(dir + "/whole").at("replica_fingerprints"));
 }
 
+TEST(Distributed, ShardedOptimizerStateGivesTheUnshardedRunBitwise) {
+  expect_sharded_run_equals_unsharded(json::object());
+}
+
+// The 80 GB recipe's optimizer state (bf16 compensations, int8 moments with their block maxima) shards
+// and gathers the same way.
+TEST(Distributed, ShardedRecipeOptimizerStateGivesTheUnshardedRunBitwise) {
+  expect_sharded_run_equals_unsharded({{"master_weights", "bf16_compensated"}, {"moment_dtype", "int8"}});
+}
+
 // A spike staged on rank 1 alone (QKD_DRILL_GRADIENT_SPIKE in its environment): the monitor averages
 // its statistics over the ranks before judging, so both ranks freeze at that step, and stay equal.
 TEST(Distributed, ASpikeOnOneRankFreezesBothAtTheSameStep) {
   const auto dir = qkd::test::scratch_dir("dist-spike");
-  const json freeze = {{"policy", "auto"}, {"scope", "layer"}};
+  // The reaction alone: no analysis before the first update (it would freeze o/v at step 0).
+  const json freeze = {{"policy", "auto"}, {"scope", "layer"}, {"analysis_batches", 0}};
   const auto config = write_config(dir, "auto", run_config(dir + "/auto", 2, freeze));
   const auto ranks =
       start_ranks(dir, "auto", config, 2, {{}, {"QKD_DRILL_GRADIENT_SPIKE=4:layer2.v_proj.grad_sq:1e6"}});
@@ -282,8 +298,8 @@ TEST(Distributed, ALostRankStopsTheOthersAndTheRunResumesOnOneRank) {
     EXPECT_NEAR(x.at("loss").get<double>(), y.at("loss").get<double>(), 1e-5) << "step " << step;
     EXPECT_NEAR(x.at("grad_norm").get<double>() / y.at("grad_norm").get<double>(), 1.0, 1e-4) << "step " << step;
   }
-  std::cout << "resumed at step " << resume_step << " on 1 rank; steps " << resume_step + 1 << "-"
-            << resume_step + 2 << " match the uninterrupted 2-rank run\n";
+  std::cout << "resumed at step " << resume_step << " on 1 rank; steps " << resume_step + 1 << "-" << resume_step + 2
+            << " match the uninterrupted 2-rank run\n";
 }
 
 // Ranks compare their resolved configs at rendezvous: one rank with another setting makes every rank

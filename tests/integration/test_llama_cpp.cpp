@@ -1,6 +1,7 @@
 // The GGUF export in real llama.cpp (tests/llama_cpp_check.h): a W4 PTQ student of the shipped teacher,
-// written with write_gguf, must tokenize held-out KJV text exactly as qkd-train does and predict the
-// same next tokens with the same log-probabilities as qkd-train's own fp32 forward pass.
+// written with write_gguf, and the main job's recipe trained in MXFP4 and in NVFP4 by the qkd-train
+// binary (exported to GGUF by the run itself) must tokenize held-out KJV text exactly as qkd-train does
+// and predict the same next tokens with the same log-probabilities as qkd-train's own fp32 forward pass.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -11,7 +12,9 @@
 #include "llama_cpp_check.h"
 #include "qkd/checkpoint/student_checkpoint.h"
 #include "qkd/export/gguf_writer.h"
+#include "qkd/quant/quant_spec.h"
 #include "qkd/tokenizer/tokenizer.h"
+#include "qkd/train/student_to_export.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -20,24 +23,14 @@ using namespace qkd;
 namespace {
 constexpr size_t kDocuments = 12;    // held-out KJV documents compared
 constexpr int64_t kMaxTokens = 256;  // per document, BOS included
-}  // namespace
 
-TEST(LlamaCpp, W4StudentGgufMatchesQkdTrainTokensAndLogprobs) {
-  // W4 RTN student of the shipped teacher, by the CLI.
-  const auto work = test::scratch_dir("llama-cpp");
-  const auto student_dir = work + "/student";
-  const auto ptq = test::run_cli("ptq --model " + test::repo_path("assets/models/kjv-teacher-7m") + " --out " +
-                                 student_dir + " --bits 4");
-  ASSERT_EQ(ptq.exit_code, 0) << ptq.output;
-  auto loaded = checkpoint::load_model_or_student(student_dir);
-  ASSERT_TRUE(loaded.quant.has_value());
-  auto& student = *loaded.model;
-  student.eval();
-  const auto gguf_path = work + "/model.gguf";
-  exporting::write_gguf({student, *loaded.quant, student_dir}, gguf_path, {});
-
-  // Held-out text, tokenized by qkd-train.
-  auto tok = tokenizer::load_tokenizer_for_checkpoint(student_dir);
+// Held-out documents tokenized by qkd-train and by llama.cpp, and the next-token log-probabilities of
+// `student` (its own fp32 forward pass) against llama.cpp's on `gguf_path`; printed, recorded as test
+// properties and held to the bar: identical tokens, mean |log-prob difference| under 0.02 nats, the
+// same argmax on at least 99% of positions.
+void expect_agreement(model::LlamaForCausalLMImpl& student, const std::string& gguf_path,
+                      const std::string& tokenizer_dir, const std::string& work, const std::string& what) {
+  auto tok = tokenizer::load_tokenizer_for_checkpoint(tokenizer_dir);
   test::LlamaCppRequest request;
   for (const auto& record : test::read_jsonl(test::repo_path("assets/data/kjv/kjv-val.jsonl"))) {
     request.texts.push_back(record.at("text").get<std::string>());
@@ -62,20 +55,69 @@ TEST(LlamaCpp, W4StudentGgufMatchesQkdTrainTokensAndLogprobs) {
   if (const char* keep = std::getenv("QKD_LLAMA_CPP_KEEP"); keep && *keep) {
     // For a closer look: the GGUF, the request and llama.cpp's answer.
     fs::create_directories(keep);
-    for (const auto* name : {"model.gguf", "request.json", "llama_cpp.json"})
+    fs::copy_file(gguf_path, std::string(keep) + "/model.gguf", fs::copy_options::overwrite_existing);
+    for (const auto* name : {"request.json", "llama_cpp.json"})
       fs::copy_file(work + "/" + name, std::string(keep) + "/" + name, fs::copy_options::overwrite_existing);
   }
-  std::cout << "llama.cpp (node-llama-cpp " << test::kNodeLlamaCppVersion << ", CPU, Q4_0) vs qkd-train fp32 student:\n"
+  std::cout << "llama.cpp (node-llama-cpp " << test::kNodeLlamaCppVersion << ", CPU, " << what
+            << ") vs qkd-train fp32 student:\n"
             << "  tokenization: " << a.same_texts << "/" << request.texts.size() << " documents identical\n"
             << "  positions compared: " << a.positions << "\n"
             << "  mean |delta logprob|: " << a.mean_abs_logprob_diff << " nats (max " << a.max_abs_logprob_diff << ")\n"
             << "  argmax agreement: " << a.argmax_share * 100 << "%\n"
             << "  llama.cpp run (node, load + tokenize + evaluate): " << result.seconds << " s\n";
-  RecordProperty("mean_abs_logprob_diff", std::to_string(a.mean_abs_logprob_diff));
-  RecordProperty("max_abs_logprob_diff", std::to_string(a.max_abs_logprob_diff));
-  RecordProperty("argmax_agreement", std::to_string(a.argmax_share));
-  RecordProperty("positions", std::to_string(a.positions));
+  ::testing::Test::RecordProperty("mean_abs_logprob_diff", std::to_string(a.mean_abs_logprob_diff));
+  ::testing::Test::RecordProperty("max_abs_logprob_diff", std::to_string(a.max_abs_logprob_diff));
+  ::testing::Test::RecordProperty("argmax_agreement", std::to_string(a.argmax_share));
+  ::testing::Test::RecordProperty("positions", std::to_string(a.positions));
   EXPECT_EQ(a.same_texts, request.texts.size());
   EXPECT_LT(a.mean_abs_logprob_diff, 0.02);
   EXPECT_GE(a.argmax_share, 0.99);
+}
+
+// The main job (configs/tiny-kjv.json) with its weights in `format`, trained by the binary for 12
+// steps (the recipe's schedule over fewer steps; evaluation bounded) and exported to GGUF by the run.
+void expect_fp4_main_job_matches_llama_cpp(const std::string& format, int64_t group_size, const std::string& type) {
+  const auto work = test::scratch_dir("llama-cpp-" + format);
+  const auto run_dir = work + "/run";
+  const auto train =
+      test::run_cli("--config " + test::repo_path("configs/tiny-kjv.json") + " --set run_dir=" + run_dir +
+                    " --set quant.format=" + format +
+                    " --set quant.granularity=per_group --set quant.group_size=" + std::to_string(group_size) +
+                    " --set train.steps=12 --set eval.max_windows=8 --set eval.mc=[] --set eval.baselines=false"
+                    " --set 'export.formats=[\"gguf\"]'");
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  EXPECT_NE(train.output.find("projections written with the student's own codes and scales (" + format + ")"),
+            std::string::npos)
+      << train.output;
+  auto student = train::load_student_to_export(run_dir);
+  ASSERT_EQ(student.spec.format, quant::weight_formats().parse(format, "format"));
+  expect_agreement(*student.model, run_dir + "/export/gguf/model.gguf", student.tokenizer_dir, work,
+                   type + ", the main job's recipe, 12 steps");
+}
+
+}  // namespace
+
+TEST(LlamaCpp, W4StudentGgufMatchesQkdTrainTokensAndLogprobs) {
+  // W4 RTN student of the shipped teacher, by the CLI.
+  const auto work = test::scratch_dir("llama-cpp");
+  const auto student_dir = work + "/student";
+  const auto ptq = test::run_cli("ptq --model " + test::repo_path("assets/models/kjv-teacher-7m") + " --out " +
+                                 student_dir + " --bits 4");
+  ASSERT_EQ(ptq.exit_code, 0) << ptq.output;
+  auto loaded = checkpoint::load_model_or_student(student_dir);
+  ASSERT_TRUE(loaded.quant.has_value());
+  auto& student = *loaded.model;
+  student.eval();
+  const auto gguf_path = work + "/model.gguf";
+  exporting::write_gguf({student, *loaded.quant, student_dir}, gguf_path, {});
+  expect_agreement(student, gguf_path, student_dir, work, "Q4_0");
+}
+
+TEST(LlamaCpp, Mxfp4MainJobGgufMatchesQkdTrainTokensAndLogprobs) {
+  expect_fp4_main_job_matches_llama_cpp("mxfp4", 32, "MXFP4");
+}
+
+TEST(LlamaCpp, Nvfp4MainJobGgufMatchesQkdTrainTokensAndLogprobs) {
+  expect_fp4_main_job_matches_llama_cpp("nvfp4", 16, "NVFP4");
 }

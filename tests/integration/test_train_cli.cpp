@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
@@ -192,14 +193,97 @@ TEST(TrainCli, ExportedStudentIsAPlainCheckpointOfTheQuantizedModel) {
             qkd::test::read_file(dir + "/run/export/hf/config.json"));
 }
 
+std::map<std::string, torch::Tensor> checkpoint_weights(const std::string& run_dir, int step) {
+  std::map<std::string, torch::Tensor> out;
+  for (auto& [name, tensor] :
+       qkd::io::read_safetensors(fmt::format("{}/checkpoints/step-{:08d}/student.safetensors", run_dir, step)))
+    out[name] = tensor;
+  return out;
+}
+
+// auto's signal-propagation analysis, through the binary: the first event is the analysis (step 0) with
+// every projection type's statistics; the types it finds to be outliers (o_proj and v_proj on the shipped
+// teacher, as the paper's analysis finds) start frozen at step 0, so the first update leaves them at the
+// teacher's weights and step 1 measures no gradient for them; after release_calm_steps calm steps they
+// are released and train.
+TEST(TrainCli, AutoAnalysisFreezesTheGradientOutliersBeforeTheFirstUpdate) {
+  const auto dir = scratch_dir("auto-analysis");
+  auto config = small_run(dir + "/run");
+  config["optim"] = {{"lr", 1e-3}};
+  config["freeze"] = {{"policy", "auto"},
+                      {"scope", "all"},
+                      {"release_lr_factor", 1.0},
+                      {"release_calm_steps", 2},
+                      {"release_warmup_steps", 2}};
+  // Nothing counts as an instability, so every step is calm and the release comes at step 3.
+  config["monitor"] = {{"interval", 1}, {"spike_factor", 1e6}, {"loss_factor", 1e6}};
+  config["checkpoint"] = {{"interval", 1}, {"keep_last", 8}};
+  config["export"] = {{"formats", json::array()}};
+  const auto result = run_cli("--config " + write_config(config, dir + "/c.json"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("analysis of 4 micro-batches before the first update"), std::string::npos)
+      << result.output;
+
+  const auto events = jsonl(dir + "/run/events.jsonl", false);
+  ASSERT_GE(events.size(), 3u);
+  const auto& analysis = events[0];
+  EXPECT_EQ(analysis.at("kind"), "analysis");
+  EXPECT_EQ(analysis.at("step"), 0);
+  EXPECT_EQ(analysis.at("batches_used"), 4);
+  ASSERT_EQ(analysis.at("groups").size(), 7u);
+  std::set<std::string> outliers;
+  for (const auto& g : analysis.at("groups")) {
+    const bool frozen = g.at("frozen").get<bool>();
+    EXPECT_EQ(frozen, 2 * g.at("outlier_batches").get<int>() > 4) << g.dump();  // the rule, as logged
+    EXPECT_GT(g.at("first_update_ratio").get<double>(), 0.0) << g.dump();
+    if (frozen) outliers.insert(g.at("type").get<std::string>());
+  }
+  EXPECT_EQ(outliers, (std::set<std::string>{"o_proj", "v_proj"})) << analysis.dump();
+  EXPECT_EQ(analysis.at("activation_rms").size(), 6u);
+
+  const auto& freeze = events[1];
+  EXPECT_EQ(freeze.at("kind"), "freeze");
+  EXPECT_EQ(freeze.at("step"), 0);
+  EXPECT_EQ(freeze.at("modules"), analysis.at("modules"));
+  EXPECT_EQ(freeze.at("modules").size(), 12u);
+  EXPECT_NE(freeze.at("reason").get<std::string>().find("analysis"), std::string::npos);
+  json release;
+  for (const auto& e : events)
+    if (e.at("kind") == "release") release = e;
+  ASSERT_FALSE(release.is_null()) << "no release";
+  EXPECT_EQ(release.at("step"), 3);
+
+  const auto signal = jsonl(dir + "/run/signal.jsonl", false);
+  for (const auto& layer : signal.at(0).at("layers")) {
+    EXPECT_EQ(layer.at("grad_sq").at("v_proj").get<double>(), 0.0);
+    EXPECT_GT(layer.at("grad_sq").at("q_proj").get<double>(), 0.0);
+  }
+  std::map<std::string, torch::Tensor> teacher;
+  for (auto& [name, tensor] : qkd::io::read_safetensors(repo_path("assets/models/kjv-teacher-7m/model.safetensors")))
+    teacher[name] = tensor.to(torch::kFloat32);
+  const auto s1 = checkpoint_weights(dir + "/run", 1), s2 = checkpoint_weights(dir + "/run", 2),
+             s4 = checkpoint_weights(dir + "/run", 4);
+  for (const auto& module : freeze.at("modules")) {
+    const auto w = module.get<std::string>() + ".weight";
+    EXPECT_TRUE(torch::equal(s1.at(w), teacher.at(w))) << w << " moved in the first update";
+    EXPECT_TRUE(torch::equal(s2.at(w), s1.at(w))) << w << " moved while frozen";
+    EXPECT_FALSE(torch::equal(s4.at(w), s2.at(w))) << w << " did not train after its release";
+  }
+  EXPECT_FALSE(torch::equal(s1.at("model.layers.0.self_attn.q_proj.weight"),
+                            teacher.at("model.layers.0.self_attn.q_proj.weight")));
+}
+
 // configs/llama7b.json is the GPU recipe; on the CPU, with its paths pointed at the shipped teacher and
 // data and the step shrunk (2 steps, one 128-token micro-batch; eval and export bounded), the same file
 // trains, evaluates and exports: every key of the recipe is read by a real run.
-TEST(TrainCli, Llama7bRecipeRunsTwoStepsOnCpuWithLocalPaths) {
+class Llama7bRecipe : public ::testing::TestWithParam<const char*> {};
+
+// configs/llama7b-80gb.json is the same recipe with the optimizer's memory savings (docs/memory.md).
+TEST_P(Llama7bRecipe, RunsTwoStepsOnCpuWithLocalPaths) {
   const auto dir = scratch_dir("llama7b");
   const std::string data = repo_path("assets/data/kjv/kjv-train.u16");
   const auto result =
-      run_cli("--config " + repo_path("configs/llama7b.json") + " --set run_dir=" + dir + "/run --set teacher.path=" +
+      run_cli("--config " + repo_path(GetParam()) + " --set run_dir=" + dir + "/run --set teacher.path=" +
               repo_path("assets/models/kjv-teacher-7m") + " --set 'data.sources=[{\"path\": \"" + data +
               "\"}]' --set data.seq_len=128 --set 'eval.ppl=[\"" + repo_path("assets/data/kjv/kjv-val.u16") +
               "\"]' --set 'eval.mc=[\"" + repo_path("assets/data/kjv/kjv-cloze-val.jsonl") +
@@ -214,6 +298,9 @@ TEST(TrainCli, Llama7bRecipeRunsTwoStepsOnCpuWithLocalPaths) {
   // On the CPU the recipe's bf16 autocast is off (the bf16 student computes as it is): said once.
   EXPECT_NE(result.output.find("train.precision: autocast runs on CUDA only"), std::string::npos) << result.output;
 }
+
+INSTANTIATE_TEST_SUITE_P(TrainCli, Llama7bRecipe,
+                         ::testing::Values("configs/llama7b.json", "configs/llama7b-80gb.json"));
 
 // The console ends with what a newcomer acts on: outputs, perplexities side by side, next commands.
 TEST(TrainCli, FinishedRunEndsWithDigestOfOutputsBaselinesAndNextCommands) {

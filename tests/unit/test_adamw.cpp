@@ -371,10 +371,11 @@ TEST(AdamWMaster, Bf16MomentsAreStoredAsBf16AndStayClose) {
       torch::equal(state_tensor(third, "w.exp_avg"), state_tensor(fp32_moments, "w.exp_avg").to(torch::kBFloat16)));
 }
 
-TEST(AdamWMaster, MomentDtypeIsFloat32OrBfloat16) {
+TEST(AdamWMaster, MomentDtypeIsFloat32Bfloat16OrInt8) {
   AdamWOptions options;
   options.moment_dtype = torch::kFloat16;
-  qkd::test::expect_error([&] { AdamW optimizer(options); }, {"optim.moment_dtype", "float32 or bfloat16", "Half"});
+  qkd::test::expect_error([&] { AdamW optimizer(options); },
+                          {"optim.moment_dtype", "float32, bfloat16 or int8", "Half"});
 }
 
 }  // namespace
@@ -438,7 +439,7 @@ TEST(AdamWShard, TwoShardsTakeTheUnshardedStepAndReassembleItsState) {
       EXPECT_TRUE(torch::equal(whole_p[i], shard1_p[i])) << names[i] << " step " << step;
     }
   }
-  std::map<std::string, std::vector<torch::Tensor>> parts;
+  std::map<std::string, qkd::optim::ParameterState> parts;
   for (const auto& n : names) parts[n] = (n == "b" ? shard1 : shard0).parameter_state(n);
   const auto expected = whole.state(), gathered = shard0.state_from(parts);
   ASSERT_EQ(gathered.size(), expected.size());
@@ -449,7 +450,10 @@ TEST(AdamWShard, TwoShardsTakeTheUnshardedStepAndReassembleItsState) {
   // A non-owner's parameter_state is zeros shaped like the owner's (to receive into).
   const auto empty = shard0.parameter_state("b");
   ASSERT_EQ(empty.size(), parts["b"].size());
-  for (size_t i = 0; i < empty.size(); ++i) EXPECT_EQ(empty[i].sizes(), parts["b"][i].sizes());
+  for (size_t i = 0; i < empty.size(); ++i) {
+    EXPECT_EQ(empty[i].first, parts["b"][i].first);
+    EXPECT_EQ(empty[i].second.sizes(), parts["b"][i].second.sizes());
+  }
   // Each shard resumes its own entries from the full state.
   AdamW resumed(AdamWOptions{});
   resumed.shard([](const std::string& n) { return n == "b"; });
@@ -457,7 +461,7 @@ TEST(AdamWShard, TwoShardsTakeTheUnshardedStepAndReassembleItsState) {
   for (size_t i = 0; i < names.size(); ++i) resumed.add_parameter(names[i], resumed_p[i], true);
   resumed.load_state(expected, "state");
   const auto mine = resumed.parameter_state("b");
-  for (size_t i = 0; i < mine.size(); ++i) EXPECT_TRUE(torch::equal(mine[i], parts["b"][i]));
+  for (size_t i = 0; i < mine.size(); ++i) EXPECT_TRUE(torch::equal(mine[i].second, parts["b"][i].second));
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -11,6 +12,8 @@
 #include "qkd/export/export.h"
 #include "qkd/export/hf_export.h"
 #include "qkd/export/integer_weights.h"
+#include "qkd/export/serving.h"
+#include "qkd/io/safetensors.h"
 #include "qkd/quant/student.h"
 #include "qkd/train/run_config.h"
 #include "test_support.h"
@@ -79,7 +82,7 @@ TEST(IntegerWeights, DequantizedCodesAreTheForwardWeightsBitwise) {
       EXPECT_LE(w.codes.max().item<int>(), w.qmax) << grid.name;
       EXPECT_EQ(w.block_length(), grid.spec.granularity == Granularity::per_channel ? w.in_features()
                                   : grid.spec.granularity == Granularity::per_group ? 64
-                                                                                   : w.codes.numel());
+                                                                                    : w.codes.numel());
       EXPECT_EQ(w.zero.defined(), !grid.spec.symmetric);
       ++checked;
     }
@@ -186,7 +189,7 @@ TEST(ExportFormats, RunConfigSectionTakesAListAndNamesTheOldKey) {
   const auto parsed = qkd::train::parse_run_config(config);
   EXPECT_EQ(parsed.export_config().formats,
             (std::vector<qkd::exporting::Format>{qkd::exporting::Format::gguf, qkd::exporting::Format::hf}));
-  EXPECT_EQ(parsed.export_config().gguf_type, "q8_0");
+  EXPECT_EQ(qkd::exporting::gguf_types().name(parsed.export_config().gguf_type), "q8_0");
   for (const auto& [section, needle] :
        std::vector<std::pair<nlohmann::json, std::string>>{{{{"hf", true}}, "export.hf: replaced by export.formats"},
                                                            {{{"formats", {"onnx"}}}, "export.formats"},
@@ -199,6 +202,116 @@ TEST(ExportFormats, RunConfigSectionTakesAListAndNamesTheOldKey) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     }
   }
+}
+
+QuantSpec fp4_spec(WeightFormat format) { return quant_spec_from_json({{"format", weight_formats().name(format)}}); }
+
+// fp4 students: the codes decode to the forward weights bitwise, and an fp32 hf export holds exactly
+// those weights.
+TEST(IntegerWeights, Fp4CodesAreTheForwardWeightsBitwise) {
+  for (auto format : {WeightFormat::nvfp4, WeightFormat::mxfp4}) {
+    const auto spec = fp4_spec(format);
+    auto model = student(spec);
+    int checked = 0;
+    for (auto& [module, linear] : model->named_linears()) {
+      if (!linear->weight_quantizer()) continue;
+      const auto w = qkd::exporting::integer_weight(*model, module + ".weight");
+      torch::NoGradGuard no_grad;
+      EXPECT_TRUE(torch::equal(w.dequantize(), linear->effective_weight().to(torch::kFloat))) << module;
+      EXPECT_TRUE(w.fp4());
+      EXPECT_EQ(w.block_length(), fp4_group_size(format));
+      EXPECT_GE(w.codes.min().item<int>(), 0);
+      EXPECT_LE(w.codes.max().item<int>(), 15);
+      EXPECT_EQ(w.global_scale.defined(), format == WeightFormat::nvfp4);
+      ++checked;
+    }
+    EXPECT_EQ(checked, 6 * 7);
+    const auto out = qkd::test::scratch_dir("hf-fp4");
+    qkd::exporting::ExportOptions options;
+    options.dtype = torch::kFloat32;
+    qkd::exporting::export_student({*model, spec, kTeacher}, {qkd::exporting::Format::hf}, out, options);
+    for (const auto& [name, tensor] : qkd::io::read_safetensors(out + "/hf/model.safetensors")) {
+      if (name.find("_proj.weight") == std::string::npos) continue;
+      EXPECT_TRUE(torch::equal(tensor, qkd::exporting::integer_weight(*model, name).dequantize())) << name;
+    }
+  }
+}
+
+TEST(ExportFormats, EncodingsRefuseFp4NamingTheKey) {
+  const auto spec = fp4_spec(WeightFormat::mxfp4);
+  auto model = student(spec);
+  qkd::test::expect_error(
+      [&] {
+        qkd::exporting::check_export({*model, spec, kTeacher}, {qkd::exporting::Format::encodings});
+      },
+      {"quant.format", "mxfp4", "AIMET"});
+}
+
+bool has(const std::vector<std::string>& lines, const std::string& part) {
+  return std::any_of(lines.begin(), lines.end(),
+                     [&](const std::string& l) { return l.find(part) != std::string::npos; });
+}
+
+// Which runtimes load an export, and the kernel rules a student breaks, named with the layer.
+TEST(Serving, PackedInt4NamesVllmKernelsAndTheRulesBroken) {
+  using qkd::exporting::Format;
+  using qkd::exporting::serving_report;
+  // W4 g128 asymmetric on the shipped teacher (widths 128, 256, 768): Marlin and Machete both take it.
+  auto spec = qkd::test::quant_spec(4, Granularity::per_group, false, 128);
+  auto model = student(spec);
+  auto r = serving_report({*model, spec, kTeacher}, Format::packed);
+  EXPECT_TRUE(has(r.runtimes, "Marlin kernel")) << r.runtimes.front();
+  EXPECT_TRUE(has(r.runtimes, "Machete kernel"));
+  EXPECT_TRUE(r.warnings.empty()) << r.warnings.front();
+  // Groups of 32: Marlin yes, Machete no (group size), named with the layer and the rule's source.
+  spec = qkd::test::quant_spec(4, Granularity::per_group, true, 32);
+  model = student(spec);
+  r = serving_report({*model, spec, kTeacher}, Format::packed);
+  EXPECT_TRUE(has(r.runtimes, "Marlin kernel"));
+  EXPECT_FALSE(has(r.runtimes, "Machete kernel"));
+  EXPECT_TRUE(has(r.warnings,
+                  "vLLM Machete (Hopper sm90): group size 32 is not -1 or 128 "
+                  "(MACHETE_SUPPORTED_GROUP_SIZES): model.layers.0.self_attn.q_proj"));
+  // 8-bit asymmetric: no Marlin zero points; per tensor: no vLLM scheme at all.
+  spec = qkd::test::quant_spec(8, Granularity::per_channel, false);
+  model = student(spec);
+  r = serving_report({*model, spec, kTeacher}, Format::packed);
+  EXPECT_TRUE(has(r.warnings, "zero points only with 4-bit weights"));
+  EXPECT_TRUE(has(r.runtimes, "Machete kernel"));
+  spec = qkd::test::quant_spec(4, Granularity::per_tensor, true);
+  model = student(spec);
+  r = serving_report({*model, spec, kTeacher}, Format::packed);
+  EXPECT_TRUE(has(r.warnings, "per-tensor integer weights"));
+  EXPECT_FALSE(has(r.runtimes, "vLLM"));
+  // Widths: the unit-test shape (hidden 64) breaks Marlin's in_features rule on every projection.
+  spec = qkd::test::quant_spec(4, Granularity::per_channel, true);
+  auto tiny = qkd::test::load_student(qkd::test::fixture_path("models/tiny-llama-gqa-sharded"), spec);
+  r = serving_report({*tiny, spec, qkd::test::fixture_path("models/tiny-llama-gqa-sharded")}, Format::packed);
+  EXPECT_TRUE(has(r.warnings, "in_features not a multiple of 128 (GPTQ_MARLIN_MIN_THREAD_K)"));
+}
+
+TEST(Serving, GgufNamesTheAsymmetricRuleAndFp4Runtimes) {
+  using qkd::exporting::Format;
+  auto spec = qkd::test::quant_spec(4, Granularity::per_group, false, 128);
+  auto model = student(spec);
+  auto r = qkd::exporting::serving_report({*model, spec, kTeacher}, Format::gguf);
+  EXPECT_TRUE(has(r.warnings, "llama.cpp Q4_0: asymmetric 4-bit grid is not Q4_0's")) << r.warnings.front();
+  EXPECT_TRUE(has(r.warnings, "model.layers.0.self_attn.q_proj"));
+  spec = fp4_spec(WeightFormat::nvfp4);
+  model = student(spec);
+  r = qkd::exporting::serving_report({*model, spec, kTeacher}, Format::gguf);
+  EXPECT_TRUE(r.warnings.empty());
+  EXPECT_TRUE(has(r.runtimes, "GGML_TYPE_NVFP4 (40)"));
+  r = qkd::exporting::serving_report({*model, spec, kTeacher}, Format::packed);
+  EXPECT_TRUE(has(r.runtimes, "CompressedTensorsW4A16Fp4"));
+  // MXFP4 in vLLM needs bfloat16 activations: a float16 export is flagged.
+  spec = fp4_spec(WeightFormat::mxfp4);
+  model = student(spec);
+  r = qkd::exporting::serving_report({*model, spec, kTeacher}, Format::packed);
+  EXPECT_TRUE(has(r.warnings, "no float16 kernel"));
+  qkd::exporting::ExportOptions bf16;
+  bf16.dtype = torch::kBFloat16;
+  EXPECT_TRUE(qkd::exporting::serving_report({*model, spec, kTeacher}, Format::packed, bf16).warnings.empty());
 }
 
 }  // namespace

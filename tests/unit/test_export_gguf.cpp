@@ -17,6 +17,7 @@
 #include "qkd/export/gguf_writer.h"
 #include "qkd/export/integer_weights.h"
 #include "qkd/model/llama.h"
+#include "qkd/quant/fp4_grid.h"
 #include "qkd/quant/student.h"
 #include "qkd/tokenizer/sentencepiece_vocab.h"
 #include "qkd/tokenizer/tokenizer.h"
@@ -264,7 +265,7 @@ std::string write(model::LlamaForCausalLMImpl& m, const quant::QuantSpec& spec, 
                   const std::string& gguf_type, const std::string& tag) {
   const auto path = test::scratch_dir(tag) + "/model.gguf";
   ExportOptions options;
-  options.gguf_type = gguf_type;
+  options.gguf_type = exporting::gguf_types().parse(gguf_type, "gguf_type");
   ExportSource source{m, spec, tokenizer_dir};
   exporting::check_gguf(source, options);
   exporting::write_gguf(source, path, options);
@@ -457,7 +458,7 @@ TEST(Gguf, InFeaturesNotAMultipleOf32FailsNamingTheTensorAndWritesNothing) {
   ExportSource source{*m, spec, teacher_dir()};
   for (const auto* type : {"q4_0", "q8_0"}) {
     ExportOptions options;
-    options.gguf_type = type;
+    options.gguf_type = exporting::gguf_types().parse(type, "gguf_type");
     // The first tensor in file order that cannot be blocked: q_proj, or with q8_0 the embeddings.
     const std::string tensor = std::string(type) == "q4_0"
                                    ? "model.layers.0.self_attn.q_proj.weight (blk.0.attn_q.weight)"
@@ -479,9 +480,9 @@ TEST(Gguf, BadOptionsAndTokenizerFailBeforeWriting) {
   auto m = test::load_student(teacher_dir(), spec);
   const auto dir = test::scratch_dir("gguf-opts");
   ExportOptions options;
-  options.gguf_type = "q4_k";
   expect_error(
       [&] {
+        options.gguf_type = exporting::gguf_types().parse("q4_k", "gguf_type");
         exporting::write_gguf({*m, spec, teacher_dir()}, dir + "/model.gguf", options);
       },
       {"gguf_type", "q4_k"});
@@ -491,4 +492,109 @@ TEST(Gguf, BadOptionsAndTokenizerFailBeforeWriting) {
       },
       {dir + "/tokenizer.model", "cannot open"});
   EXPECT_TRUE(fs::is_empty(dir));
+}
+
+namespace {
+
+quant::QuantSpec fp4_spec(quant::WeightFormat format) {
+  return quant::quant_spec_from_json({{"format", quant::weight_formats().name(format)}});
+}
+
+bool is_projection(const Names& n) { return !n.hf.empty() && n.hf.find("_proj.weight") != std::string::npos; }
+
+}  // namespace
+
+// fp4 students: MXFP4 / NVFP4 blocks hold the student's own codes and scale bytes, NVFP4 projections
+// carry their per-tensor scale as "<name>.scale" (what llama.cpp's graph multiplies by), and ggml's
+// dequantization times that scale gives the forward weights bitwise.
+TEST(Gguf, Fp4StudentsAreTheirOwnMxfp4AndNvfp4) {
+  for (auto format : {quant::WeightFormat::mxfp4, quant::WeightFormat::nvfp4}) {
+    SCOPED_TRACE(quant::weight_formats().name(format));
+    const bool nv = format == quant::WeightFormat::nvfp4;
+    const auto spec = fp4_spec(format);
+    auto m = test::load_student(teacher_dir(), spec);
+    LogCapture log;
+    const auto path = write(*m, spec, teacher_dir(), "auto", "gguf-fp4");
+    EXPECT_EQ(log.text.str().find("re-quantized"), std::string::npos) << log.text.str();
+    gguf::File f(path);
+    expect_uint(f, "general.file_type", nv ? 39 : 38);  // LLAMA_FTYPE_MOSTLY_NVFP4 / _MXFP4_MOE
+    const auto names = expected_tensors(m->config());
+    size_t scales = 0, projections = 0;
+    for (const auto& n : names) {
+      if (!is_projection(n)) continue;
+      SCOPED_TRACE(n.gguf);
+      const auto& t = f.tensor(n.gguf);
+      EXPECT_EQ(t.type, nv ? gguf::NVFP4 : gguf::MXFP4);
+      const auto w = exporting::integer_weight(*m, n.hf);
+      auto [codes, bytes] = f.fp4_blocks(t);
+      auto deq = f.to_float(t);
+      if (n.heads) {
+        codes = unpermute_rows(codes, n.heads);
+        bytes = unpermute_rows(bytes, n.heads);
+        deq = unpermute_rows(deq, n.heads);
+      }
+      EXPECT_TRUE(torch::equal(codes, w.codes.to(torch::kShort)));
+      EXPECT_TRUE(torch::equal(bytes, nv ? quant::fp4::e4m3_bytes(w.scale) : quant::fp4::e8m0_bytes(w.scale)));
+      const auto scale_name = n.gguf.substr(0, n.gguf.size() - 7) + ".scale";
+      ASSERT_EQ(f.has_tensor(scale_name), nv);
+      float tensor_scale = 1.0f;
+      if (nv) {
+        const auto& s = f.tensor(scale_name);
+        EXPECT_EQ(s.type, gguf::F32);
+        EXPECT_EQ(s.ne, std::vector<int64_t>{1});
+        tensor_scale = f.to_float(s).item<float>();
+        EXPECT_EQ(tensor_scale, w.tensor_scale.item<float>());
+        ++scales;
+      }
+      torch::NoGradGuard no_grad;
+      EXPECT_TRUE(torch::equal(deq * tensor_scale, linear(*m, n.hf)->effective_weight().to(torch::kFloat)));
+      ++projections;
+    }
+    EXPECT_EQ(projections, 42u);
+    EXPECT_EQ(f.tensors.size(), names.size() + scales);
+    check_float_tensors(f, *m);
+  }
+}
+
+TEST(Gguf, GridsThatAreNotTheTypesAreRequantizedWithAWarning) {
+  // An integer student into NVFP4 (qkd-train's own min-max NVFP4 quantizer, with a per-tensor scale).
+  quant::QuantSpec spec;
+  auto m = test::load_student(teacher_dir(), spec);
+  LogCapture log;
+  auto path = write(*m, spec, teacher_dir(), "nvfp4", "gguf-int-nvfp4");
+  auto text = log.text.str();
+  EXPECT_NE(text.find("42 of 42 projections re-quantized to nvfp4"), std::string::npos) << text;
+  EXPECT_NE(text.find("4-bit integer grid"), std::string::npos) << text;
+  gguf::File f(path);
+  expect_uint(f, "general.file_type", 39);
+  const auto& t = f.tensor("blk.0.ffn_up.weight");
+  EXPECT_EQ(t.type, gguf::NVFP4);
+  const auto deq = f.to_float(t) * f.to_float(f.tensor("blk.0.ffn_up.scale")).item<float>();
+  const auto w = exporting::integer_weight(*m, "model.layers.0.mlp.up_proj.weight").dequantize();
+  EXPECT_LT(((deq - w).norm() / w.norm()).item<double>(), 0.2);
+  // An fp4 student into Q4_0.
+  const auto mx = fp4_spec(quant::WeightFormat::mxfp4);
+  auto s = test::load_student(teacher_dir(), mx);
+  LogCapture log2;
+  write(*s, mx, teacher_dir(), "q4_0", "gguf-mxfp4-q4");
+  text = log2.text.str();
+  EXPECT_NE(text.find("re-quantized to q4_0"), std::string::npos) << text;
+  EXPECT_NE(text.find("mxfp4 grid (4-bit float, not integer levels)"), std::string::npos) << text;
+}
+
+TEST(Gguf, Nvfp4NeedsRowsOfWholeSixtyFourBlocks) {
+  auto config = test::tiny_llama_config();
+  config.hidden_size = 80;  // 5 heads of 16: whole NVFP4 groups of 16, but not 64-value ggml blocks
+  config.num_attention_heads = 5;
+  config.num_key_value_heads = 5;
+  model::LlamaForCausalLM model(config);
+  const auto spec = fp4_spec(quant::WeightFormat::nvfp4);
+  quant::attach_quantizers(*model, spec);
+  ExportOptions options;
+  expect_error(
+      [&] {
+        exporting::check_gguf({*model, spec, teacher_dir()}, options);
+      },
+      {"model.layers.0.self_attn.q_proj.weight (blk.0.attn_q.weight)", "in_features 80",
+       "not a multiple of 64, the block length of NVFP4"});
 }

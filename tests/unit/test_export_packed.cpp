@@ -12,6 +12,7 @@
 #include "qkd/export/compressed_tensors.h"
 #include "qkd/export/integer_weights.h"
 #include "qkd/io/safetensors.h"
+#include "qkd/quant/fp4_grid.h"
 #include "qkd/quant/student.h"
 #include "test_support.h"
 
@@ -293,4 +294,54 @@ TEST(ExportPacked, CliEvalOnPackedDirMatchesStudent) {
   const auto logits = io::SafetensorsFile::open(scratch + "/logits.safetensors").tensor("logits_0");
   torch::NoGradGuard no_grad;
   EXPECT_LT((logits - student->forward(input)).abs().max().item<double>(), 1e-4);
+}
+
+// fp4 students: nvfp4-pack-quantized / mxfp4-pack-quantized as compressed-tensors lays them out (two
+// codes a byte, the first low; E4M3 or E8M0 scale bytes; NVFP4's global scale g with 1 / g = s_t), and
+// the loader's weights are the student's forward weights bitwise.
+TEST(ExportPacked, Fp4StudentsRoundTripBitwise) {
+  for (auto format : {quant::WeightFormat::nvfp4, quant::WeightFormat::mxfp4}) {
+    SCOPED_TRACE(quant::weight_formats().name(format));
+    const bool nv = format == quant::WeightFormat::nvfp4;
+    const auto spec = quant::quant_spec_from_json({{"format", quant::weight_formats().name(format)}});
+    auto student = test::load_student(teacher_dir(), spec);
+    const auto dir = test::scratch_dir("packed-fp4") + "/packed";
+    exporting::write_packed({*student, spec, teacher_dir()}, dir, fp32_options());
+    const auto qc = read_json(dir + "/config.json").at("quantization_config");
+    EXPECT_EQ(qc.at("format"), nv ? "nvfp4-pack-quantized" : "mxfp4-pack-quantized");
+    const auto& weights = qc.at("config_groups").at("group_0").at("weights");
+    EXPECT_EQ(weights.at("type"), "float");
+    EXPECT_EQ(weights.at("num_bits"), 4);
+    EXPECT_EQ(weights.at("strategy"), nv ? "tensor_group" : "group");
+    EXPECT_EQ(weights.at("group_size"), nv ? 16 : 32);
+    EXPECT_EQ(weights.at("scale_dtype"), nv ? "torch.float8_e4m3fn" : "torch.uint8");
+    const auto file = io::SafetensorsFile::open(dir + "/model.safetensors");
+    for (const auto& name : exporting::integer_weight_names(*student)) {
+      const auto module = name.substr(0, name.size() - 7);
+      const auto w = exporting::integer_weight(*student, name);
+      const auto packed = file.tensor(module + ".weight_packed");
+      ASSERT_EQ(file.info(module + ".weight_packed").dtype, io::DType::u8);
+      ASSERT_EQ(packed.sizes(), (std::vector<int64_t>{w.out_features(), w.in_features() / 2}));
+      const auto bytes = packed.to(torch::kInt);
+      const auto codes = w.codes.to(torch::kInt).reshape({w.out_features(), -1, 2});
+      EXPECT_TRUE(torch::equal(torch::remainder(bytes, 16), codes.select(2, 0))) << name;
+      EXPECT_TRUE(torch::equal(torch::div(bytes, 16, "floor"), codes.select(2, 1))) << name;
+      EXPECT_EQ(file.info(module + ".weight_scale").dtype, nv ? io::DType::f8_e4m3 : io::DType::u8);
+      EXPECT_TRUE(torch::equal(file.tensor(module + ".weight_scale"),
+                               nv ? quant::fp4::e4m3_bytes(w.scale) : quant::fp4::e8m0_bytes(w.scale)));
+      EXPECT_EQ(file.contains(module + ".weight_global_scale"), nv);
+      if (nv) {
+        const auto g = file.tensor(module + ".weight_global_scale");
+        EXPECT_EQ(g.sizes(), std::vector<int64_t>{1});
+        EXPECT_EQ(1.0f / g.item<float>(), w.tensor_scale.item<float>());  // what vLLM and llama.cpp multiply by
+      }
+    }
+    auto loaded = exporting::load_packed_checkpoint(dir);
+    for (auto& [module, linear] : loaded->named_linears()) {
+      if (module == "lm_head") continue;
+      torch::NoGradGuard no_grad;
+      EXPECT_TRUE(torch::equal(linear->weight, exporting::integer_weight(*student, module + ".weight").dequantize()))
+          << module;
+    }
+  }
 }

@@ -2,9 +2,14 @@
 // every freeze and release to the student and the optimizer through one path and saves one state.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <map>
+
 #include "qkd/checkpoint/hf_checkpoint.h"
 #include "qkd/common/error.h"
 #include "qkd/freeze/freeze_controller.h"
+#include "qkd/freeze/signal_analysis.h"
 #include "qkd/quant/student.h"
 #include "test_support.h"
 
@@ -180,6 +185,143 @@ TEST(FreezeController, AutoFreezeRollbackReleaseAndStateRoundTrip) {
   EXPECT_TRUE(resumed.frozen().empty());
   EXPECT_TRUE(b.optimizer.has_parameter(v2 + ".weight"));
   EXPECT_TRUE(b.model->named_parameters()[v2 + ".weight"].requires_grad());
+}
+
+// A probe of `layers` layers: every projection's squared gradient norm is 1 (x `jitter`), except the
+// types in `scaled` (type -> factor); weights of norm 2 with 100 elements.
+qkd::monitor::ProbeSample probe(int layers, const std::map<std::string, double>& scaled, double jitter = 1.0) {
+  qkd::monitor::ProbeSample s;
+  for (const auto& module : projections(layers)) {
+    const auto type = module.substr(module.rfind('.') + 1);
+    const int64_t layer = std::stoll(module.substr(13, module.find('.', 13) - 13));
+    const auto it = scaled.find(type);
+    s.projections.push_back({module, layer, type, (it == scaled.end() ? 1.0 : it->second) * jitter, 2.0, 100});
+  }
+  for (int l = 0; l < layers; ++l) s.attn_rms[l] = 0.5, s.mlp_rms[l] = 1.5;
+  return s;
+}
+
+std::vector<std::string> types_of(const qkd::freeze::SignalAnalysis& a) { return a.frozen_types(); }
+
+// The rule: a type whose summed squared gradient norm exceeds factor x the median over the types on
+// more than half of the micro-batches starts frozen, in every layer.
+TEST(SignalAnalysis, FreezesTypesAboveFactorTimesTheMedianOnMostMicroBatches) {
+  const auto modules = projections(2);
+  // v 8x and o 3x the median on all three micro-batches; down 3x on one of them only.
+  const std::vector<qkd::monitor::ProbeSample> samples = {
+      probe(2, {{"v_proj", 8}, {"o_proj", 3}}, 1.0), probe(2, {{"v_proj", 8}, {"o_proj", 3}, {"down_proj", 3}}, 2.0),
+      probe(2, {{"v_proj", 8}, {"o_proj", 3}}, 0.5)};
+  const auto a = qkd::freeze::analyse_signal_propagation(samples, FreezeScope::all, 2.0, 1e-3, modules);
+  EXPECT_EQ(types_of(a), (std::vector<std::string>{"o_proj", "v_proj"}));
+  EXPECT_EQ(a.modules,
+            (std::vector<std::string>{"model.layers.0.self_attn.v_proj", "model.layers.0.self_attn.o_proj",
+                                      "model.layers.1.self_attn.v_proj", "model.layers.1.self_attn.o_proj"}));
+  EXPECT_EQ(a.batches_used, 3);
+  for (const auto& g : a.groups) {
+    EXPECT_EQ(g.layer, -1);
+    if (g.type == "v_proj") {
+      EXPECT_DOUBLE_EQ(g.median_ratio, 8.0);  // the loss scale (jitter) cancels in the ratio
+      EXPECT_EQ(g.outlier_batches, 3);
+      EXPECT_DOUBLE_EQ(g.grad_sq, 16.0);  // median over batches of 2 layers x 8
+    }
+    if (g.type == "down_proj") {
+      EXPECT_EQ(g.outlier_batches, 1);  // once is not enough
+      EXPECT_FALSE(g.frozen);
+    }
+    // lr x sqrt(n) / ||W|| over the type's two layers: 1e-3 x sqrt(200) / sqrt(8) = 5e-3.
+    EXPECT_NEAR(g.first_update_ratio, 5e-3, 1e-12);
+  }
+  EXPECT_DOUBLE_EQ(a.activations.at(1).mlp_rms, 1.5);
+  // A higher factor keeps only v.
+  EXPECT_EQ(types_of(qkd::freeze::analyse_signal_propagation(samples, FreezeScope::all, 4.0, 1e-3, modules)),
+            std::vector<std::string>{"v_proj"});
+  const auto record = a.to_json();
+  EXPECT_EQ(record.at("kind"), "analysis");
+  EXPECT_EQ(record.at("step"), 0);
+  EXPECT_EQ(record.at("modules").size(), 4u);
+  EXPECT_NE(record.at("reason").get<std::string>().find("v_proj 8x"), std::string::npos) << record.dump();
+}
+
+TEST(SignalAnalysis, LayerScopeNonFiniteBatchesAndCandidates) {
+  // Layer 1's o_proj is an outlier within its layer; layer 0's is not.
+  auto sample = probe(2, {{"v_proj", 5}});
+  for (auto& p : sample.projections)
+    if (p.module == "model.layers.1.self_attn.o_proj") p.grad_sq = 6.0;
+  auto broken = sample;
+  broken.projections[0].grad_sq = std::nan("");
+  const auto a =
+      qkd::freeze::analyse_signal_propagation({sample, broken}, FreezeScope::layer, 2.0, 1e-3, projections(2));
+  EXPECT_EQ(a.batches_used, 1);
+  EXPECT_EQ(a.batches_skipped, 1);
+  EXPECT_EQ(a.modules, (std::vector<std::string>{"model.layers.0.self_attn.v_proj", "model.layers.1.self_attn.v_proj",
+                                                 "model.layers.1.self_attn.o_proj"}));
+  // Projections that are not candidates (not quantized) are neither analysed nor frozen.
+  std::vector<std::string> no_v;
+  for (const auto& m : projections(2))
+    if (m.find("v_proj") == std::string::npos) no_v.push_back(m);
+  const auto b =
+      qkd::freeze::analyse_signal_propagation({probe(2, {{"v_proj", 5}})}, FreezeScope::all, 2.0, 1e-3, no_v);
+  EXPECT_TRUE(b.modules.empty());
+  EXPECT_EQ(b.groups.size(), 6u);
+  EXPECT_NE(b.summary().find("no outlier"), std::string::npos);
+}
+
+TEST(ReleaseSchedule, WaitsForTheCalmStepsAsWellAsTheLearningRate) {
+  const std::vector<std::string> v0 = {"model.layers.0.self_attn.v_proj"};
+  qkd::freeze::ReleaseSchedule schedule(1.0, 5);
+  schedule.note_freeze(v0, 1e-3);
+  EXPECT_TRUE(schedule.take_due(1e-3, 4).empty());  // the rate allows it, the calm does not yet
+  EXPECT_EQ(schedule.take_due(1e-3, 5), v0);
+  qkd::freeze::ReleaseSchedule both(0.5, 5);
+  both.note_freeze(v0, 1e-3);
+  EXPECT_TRUE(both.take_due(6e-4, 50).empty());  // calm enough, the rate not yet
+  EXPECT_EQ(both.take_due(5e-4, 5), v0);
+}
+
+// The analysis freezes its outliers through the controller (no gradient, no optimizer state), adds
+// their types to what auto watches, and a release waits for calm steps, which an instability restarts.
+TEST(FreezeController, AnalysisFreezesOutliersWatchesThemAndReleasesAfterCalmSteps) {
+  FreezeConfig config;
+  config.policy = FreezeMode::automatic;
+  config.auto_watch = {"o_proj"};
+  config.release_lr_factor = 1.0;
+  config.release_calm_steps = 3;
+  Student a;
+  auto controller = a.controller(config);
+  const auto outcome = controller.start_from_analysis({probe(6, {{"v_proj", 8}, {"down_proj", 4}})}, 1e-3);
+  ASSERT_TRUE(outcome.change.has_value());
+  EXPECT_EQ(outcome.change->step, 0);
+  EXPECT_EQ(outcome.change->modules.size(), 12u);  // v and down of 6 layers
+  EXPECT_NE(outcome.change->reason.find("analysis"), std::string::npos);
+  EXPECT_FALSE(a.optimizer.has_parameter("model.layers.3.mlp.down_proj.weight"));
+  EXPECT_FALSE(a.model->named_parameters()["model.layers.3.self_attn.v_proj.weight"].requires_grad());
+  EXPECT_EQ(controller.watched_every_step(), (std::vector<std::string>{"o_proj", "down_proj", "v_proj"}));
+
+  const auto calm = std::vector<qkd::monitor::InstabilityEvent>{};
+  controller.react(calm, 1, 1e-3);
+  controller.react(calm, 2, 1e-3);
+  controller.react({{3, EventKind::spike, grad(0, "q_proj"), 1, 0.1}}, 3, 1e-3);  // not watched, still not calm
+  controller.react(calm, 4, 1e-3);
+  controller.react(calm, 5, 1e-3);
+  EXPECT_FALSE(controller.release_due(6, 1e-3).has_value());  // 2 calm steps since the spike
+
+  Student b;
+  auto resumed = b.controller(config);
+  resumed.restore(controller.state(), controller.rollback_weights(), "test");
+  EXPECT_EQ(resumed.state(), controller.state());
+  EXPECT_EQ(resumed.watched_every_step(), controller.watched_every_step());
+  resumed.react(calm, 6, 1e-3);
+  const auto release = resumed.release_due(7, 1e-3);
+  ASSERT_TRUE(release.has_value());
+  auto released = release->modules, frozen = outcome.change->modules;
+  std::sort(released.begin(), released.end());
+  std::sort(frozen.begin(), frozen.end());
+  EXPECT_EQ(released, frozen);
+  EXPECT_TRUE(b.optimizer.has_parameter("model.layers.3.mlp.down_proj.weight"));
+  // Released, the analysed types stay watched: a spike of a v_proj freezes it again.
+  const auto again = resumed.react({{8, EventKind::spike, grad(1, "v_proj"), 1, 0.1}}, 8, 1e-3);
+  ASSERT_TRUE(again.change.has_value());
+  EXPECT_EQ(again.change->modules.size(), 18u);  // scope all: o, v and down of every layer
 }
 
 TEST(FreezeController, RestoreRefusesAStateWithoutAFrozenList) {

@@ -209,4 +209,47 @@ TEST(MasterWeights, Bf16StudentFollowsTheFp32StudentAtLr1e6) {
                                            .item<double>());
 }
 
+std::map<std::string, torch::Tensor> state_by_suffix(const qkd::optim::AdamW& optimizer, const std::string& suffix) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& [key, tensor] : optimizer.state())
+    if (key.size() > suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0)
+      out[key.substr(0, key.size() - suffix.size())] = tensor;
+  return out;
+}
+
+// optim.master_weights bf16_compensated on the same run: the bf16 weights plus their bf16 compensation
+// follow the fp32 master (2 bytes per weight instead of 4), where master_weights none, which keeps
+// nothing, loses the movement as the in-place update did.
+TEST(MasterWeights, CompensatedBf16StudentFollowsTheFp32MasterAtLr1e6) {
+  const Batches data;
+  using qkd::optim::MasterWeights;
+  auto train_with = [&](MasterWeights mode, LlamaForCausalLM& model) {
+    qkd::optim::AdamWOptions options{kBeta1, kBeta2, 1e-8, 0.0};
+    options.master_weights = mode;
+    qkd::optim::AdamW optimizer(options);
+    for (const auto& [name, p] : trainable(model)) optimizer.add_parameter(name, p, false);
+    train(model, data, [&] {
+      optimizer.step(kLr);
+      optimizer.zero_grad();
+    });
+    return optimizer;
+  };
+  auto with_master = student(torch::kBFloat16), compensated = student(torch::kBFloat16),
+       plain = student(torch::kBFloat16);
+  const auto start = flat(trainable(with_master));
+  const auto master = masters(train_with(MasterWeights::fp32, with_master));
+  const auto comp_optimizer = train_with(MasterWeights::bf16_compensated, compensated);
+  train_with(MasterWeights::none, plain);
+  const auto exact = flat(trainable(compensated)) + flat(state_by_suffix(comp_optimizer, ".compensation"));
+  const auto moved = (master - start).norm().item<double>();
+  const double comp_miss = (exact - master).norm().item<double>() / moved;
+  const double none_miss = (flat(trainable(plain)) - master).norm().item<double>() / moved;
+  report("compensated_missed_movement_vs_master", comp_miss);
+  report("none_missed_movement_vs_master", none_miss);
+  report("compensated_bf16_weights_equal_to_master_run",
+         (flat(trainable(compensated)) == flat(trainable(with_master))).to(torch::kFloat64).mean().item<double>());
+  EXPECT_LT(comp_miss, 0.1);
+  EXPECT_GT(none_miss, 0.9);
+}
+
 }  // namespace

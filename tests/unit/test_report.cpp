@@ -221,6 +221,24 @@ TEST(ReportPage, FreezeEventIsMarkedOnEveryStepChart) {
   EXPECT_EQ(chart_svg(html, "grad-proj-1").find("class=\"event"), std::string::npos);  // run_none has no events
 }
 
+// auto's analysis before the first update: its reason (what it measured, what it froze) is in the runs
+// table beside the freeze it caused, and its marker on the step charts.
+TEST(ReportPage, ShowsTheAnalysisBeforeTheFirstUpdate) {
+  const auto dir = test::scratch_dir("report-analysis");
+  write_file(dir + "/metrics.jsonl",
+             "{\"type\":\"train\",\"step\":1,\"loss\":1,\"kd\":0.5,\"ce\":2,\"lr\":0.001}\n"
+             "{\"type\":\"train\",\"step\":2,\"loss\":0.9,\"kd\":0.4,\"ce\":2,\"lr\":0.001}\n");
+  write_file(dir + "/events.jsonl",
+             "{\"step\":0,\"kind\":\"analysis\",\"reason\":\"v_proj 8.2x, o_proj 3.1x the median\","
+             "\"modules\":[\"model.layers.0.self_attn.v_proj\"]}\n"
+             "{\"step\":0,\"kind\":\"freeze\",\"reason\":\"auto: analysis\","
+             "\"modules\":[\"model.layers.0.self_attn.v_proj\"]}\n");
+  const auto html = render_report({load_run(dir)});
+  EXPECT_NE(html.find("step 0: v_proj 8.2x, o_proj 3.1x the median<br>step 0: 1 modules (v_proj×1)"),
+            std::string::npos);
+  EXPECT_NE(chart_svg(html, "kd-loss").find("class=\"event event-analysis\""), std::string::npos);
+}
+
 TEST(ReportPage, GradientChartsUseLogTicks) {
   const std::string svg = chart_svg(fixture_html(), "grad-proj-0");
   EXPECT_NE(svg.find("grad_sq (log)"), std::string::npos);

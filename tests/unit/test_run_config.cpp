@@ -107,16 +107,36 @@ TEST(RunConfig, StudentInitGptqNeedsStaticScalesAndOwnsItsSettings) {
   EXPECT_EQ(error_of(j), "student.gptq_latent: expected one of quantized, compensated, got \"rounded\"");
 }
 
+// optim.master_weights: bf16_compensated adds to bf16 weights, so it needs a bf16 student; an fp32
+// student trains without a master, so the key is reported unread there.
+TEST(RunConfig, MasterWeightsNeedsAReducedPrecisionStudent) {
+  auto j = minimal();
+  j["optim"] = {{"master_weights", "bf16_compensated"}, {"moment_dtype", "int8"}};
+  EXPECT_EQ(error_of(j), "optim.master_weights: \"bf16_compensated\" needs student.dtype bfloat16, got float32");
+  j["student"] = {{"dtype", "bfloat16"}};
+  const auto c = qkd::train::parse_run_config(j);
+  EXPECT_EQ(c.optim().master_weights, qkd::optim::MasterWeights::bf16_compensated);
+  EXPECT_EQ(c.optim().moment_dtype, torch::kChar);
+  EXPECT_TRUE(c.unread_settings().empty());
+  j = minimal();
+  j["optim"] = {{"master_weights", "none"}};
+  const auto fp32 = qkd::train::parse_run_config(j);
+  ASSERT_EQ(fp32.unread_settings().size(), 1u);
+  EXPECT_NE(fp32.unread_settings()[0].find("optim.master_weights"), std::string::npos);
+  j["optim"] = {{"master_weights", "fp64"}};
+  EXPECT_EQ(error_of(j), "optim.master_weights: expected one of fp32, bf16_compensated, none, got \"fp64\"");
+}
+
 TEST(RunConfig, RetiredAndEnumKeysNameTheirPath) {
   auto j = minimal();
   j["export"] = {{"hf", true}};
   EXPECT_NE(error_of(j).find("export.hf: replaced by export.formats"), std::string::npos) << error_of(j);
   j = minimal();
   j["optim"] = {{"moment_dtype", "float16"}};
-  EXPECT_EQ(error_of(j), "optim.moment_dtype: expected one of float32, bfloat16, got \"float16\"");
+  EXPECT_EQ(error_of(j), "optim.moment_dtype: expected one of float32, bfloat16, int8, got \"float16\"");
   j = minimal();
   j["export"] = {{"gguf_type", "q5_k"}};
-  EXPECT_EQ(error_of(j), "export.gguf_type: expected one of q4_0, q8_0, got \"q5_k\"");
+  EXPECT_EQ(error_of(j), "export.gguf_type: expected one of auto, q4_0, q8_0, mxfp4, nvfp4, got \"q5_k\"");
 }
 
 TEST(RunConfig, WrongTypeNamesThePath) {
@@ -181,7 +201,7 @@ TEST(RunConfig, SettingsAnotherPolicyReadsAreReportedAsUnread) {
   j["freeze"] = {{"policy", "ov"}, {"scope", "layer"}, {"modules", {"q_proj"}}};
   const auto c = qkd::train::parse_run_config(j);
   EXPECT_EQ(c.unread_settings(), (std::vector<std::string>{"freeze.modules: only read by policy modules; policy is ov",
-                                                         "freeze.scope: only read by policy auto; policy is ov"}));
+                                                           "freeze.scope: only read by policy auto; policy is ov"}));
   j["freeze"] = {{"policy", "auto"}, {"scope", "layer"}};
   EXPECT_TRUE(qkd::train::parse_run_config(j).unread_settings().empty());
 }

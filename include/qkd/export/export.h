@@ -16,6 +16,13 @@ namespace qkd::exporting {
 
 enum class Format { hf, packed, encodings, gguf };
 
+// The ggml type of the quantized projections in `gguf`. `automatic` (config name "auto") is the
+// student's own: q4_0 for an integer grid of up to 4 bits, q8_0 above, mxfp4 / nvfp4 for those formats.
+enum class GgufType { automatic, q4_0, q8_0, mxfp4, nvfp4 };
+const EnumTable<GgufType>& gguf_types();  // "auto" | "q4_0" | "q8_0" | "mxfp4" | "nvfp4"
+// `type` with automatic resolved for a student quantized as `spec`.
+GgufType resolved_gguf_type(GgufType type, const quant::QuantSpec& spec);
+
 // "hf" | "packed" | "encodings" | "gguf"; throws qkd::Error naming `where` for anything else.
 const EnumTable<Format>& export_formats();  // "hf" | "packed" | "encodings" | "gguf"
 std::vector<std::string> format_names(const std::vector<Format>& formats);
@@ -44,7 +51,7 @@ void write_hf_companion_files(const ExportSource& source, const std::string& dir
 struct ExportOptions {
   torch::Dtype dtype = torch::kFloat16;        // float weights of `hf` (and embeddings/norms of `packed`)
   int64_t max_shard_bytes = int64_t{5} << 30;  // `hf`: above this, sharded with model.safetensors.index.json
-  std::string gguf_type = "q4_0";              // `gguf` projections: q4_0 or q8_0
+  GgufType gguf_type = GgufType::automatic;    // `gguf` projections
 };
 
 // Where a format lands below `out_dir`: <out_dir>/hf, <out_dir>/packed, <out_dir>/encodings,

@@ -15,15 +15,14 @@ namespace qkd::exporting {
 struct ExportConfig {
   std::vector<Format> formats = {Format::hf};  // empty: no export
   torch::Dtype dtype = torch::kFloat16;        // float weights of hf and packed
-  std::string gguf_type = "q4_0";              // gguf projections: q4_0 or q8_0
+  GgufType gguf_type = GgufType::automatic;    // gguf projections: the student's own type, or one named
   template <class Fields>
   void fields(Fields& f) {
     f.retired("hf", "replaced by export.formats, a list such as [\"hf\", \"gguf\"] ([] for none)");
     f.list("formats", formats, format_names, parse_formats);
     f.choice("dtype", dtype, model_dtypes());
-    f.text("gguf_type", gguf_type);
+    f.choice("gguf_type", gguf_type, gguf_types());
   }
-  void check(const std::string& path) const;
   ExportOptions options() const;
 };
 

@@ -1,7 +1,8 @@
 #pragma once
 // The integers a quantized student's projections hold, exactly as its forward pass uses them (the
-// same rounding, clipping and learned LSQ scales). Every export format starts here, so each carries
-// the same numbers.
+// same rounding, clipping and learned LSQ scales), or for an fp4 format its 4-bit E2M1 codes with the
+// decoded block scales and the per-tensor scale. Every export format starts here, so each carries the
+// same numbers.
 #include <torch/torch.h>
 
 #include <functional>
@@ -14,9 +15,12 @@ namespace qkd::exporting {
 
 struct IntegerWeight {
   std::string name;     // Hugging Face tensor name, "model.layers.0.self_attn.q_proj.weight"
-  torch::Tensor codes;  // int16 [out, in], each in [qmin, qmax]
+  torch::Tensor codes;  // int16 [out, in], each in [qmin, qmax] (fp4: the E2M1 code 0..15, sign in bit 3)
   torch::Tensor scale;  // float32 [rows, blocks]: per channel [out, 1], per group [out, in / group], per tensor [1, 1]
   torch::Tensor zero;   // int32 like scale (the zero point in effect); undefined when symmetric
+  quant::WeightFormat format = quant::WeightFormat::integer;
+  torch::Tensor tensor_scale;  // fp4: float32 [] multiplier after the block scale (NVFP4 s_t, MXFP4 1)
+  torch::Tensor global_scale;  // NVFP4: float32 [] g = 1 / s_t as compressed-tensors stores it; else undefined
   int64_t bits = 4;
   bool symmetric = true;
   quant::Granularity granularity = quant::Granularity::per_channel;
@@ -27,8 +31,9 @@ struct IntegerWeight {
   // Columns of one row that share a scale: in_features per channel, group_size per group, and the
   // whole tensor (out * in) per tensor.
   int64_t block_length() const { return codes.numel() / scale.numel(); }
-  // float32 [out, in]: (codes - zero) * scale, the weight the student's forward pass multiplies with
-  // (bitwise, when it quantizes in fp32).
+  bool fp4() const { return quant::is_fp4(format); }
+  // float32 [out, in]: (codes - zero) * scale, or for fp4 (e2m1(codes) * scale) * tensor_scale, the
+  // weight the student's forward pass multiplies with (bitwise, when it quantizes in fp32).
   torch::Tensor dequantize() const;
 };
 

@@ -34,6 +34,17 @@ struct FreezeConfig {
   double release_lr_factor = 0.25;
   // auto: a released projection's learning rate ramps up over this many of its updates.
   int64_t release_warmup_steps = 0;
+  // auto: a frozen projection is released only once this many consecutive steps in a row raised no
+  // instability event (no gradient spike, nothing non-finite, no KD-loss rise): the run has absorbed
+  // the last shock before another projection starts moving.
+  int64_t release_calm_steps = 0;
+  // auto: micro-batches of the training stream whose gradients the signal-propagation analysis measures
+  // before the first update (signal_analysis.h); the outliers start frozen. 0: no analysis, auto only
+  // reacts to spikes.
+  int64_t analysis_batches = 4;
+  // auto: a projection type (scope all; a projection within its layer, scope layer) is an outlier when
+  // its squared gradient norm exceeds this multiple of the median on most analysis micro-batches.
+  double analysis_factor = 2.0;
 
   template <class Fields>
   void fields(Fields& f) {
@@ -44,6 +55,9 @@ struct FreezeConfig {
     f.flag("rollback", rollback);
     f.number("release_lr_factor", release_lr_factor, 0.0, 1.0);
     f.integer("release_warmup_steps", release_warmup_steps, 0, 1'000'000);
+    f.integer("release_calm_steps", release_calm_steps, 0, 1'000'000);
+    f.integer("analysis_batches", analysis_batches, 0, 10'000);
+    f.number("analysis_factor", analysis_factor, 1.0, 1e6);
   }
   void check(const std::string& path) const;
 };

@@ -15,6 +15,7 @@
 #include "qkd/common/enum_table.h"
 #include "qkd/freeze/freeze_policy.h"
 #include "qkd/freeze/release_schedule.h"
+#include "qkd/freeze/signal_analysis.h"
 #include "qkd/freeze/stable_weights.h"
 #include "qkd/io/safetensors.h"
 #include "qkd/model/llama.h"
@@ -45,6 +46,12 @@ struct Reaction {
   std::vector<std::string> rolled_back;
 };
 
+// What auto's analysis before the first update found, and the freeze it started with.
+struct AnalysisOutcome {
+  SignalAnalysis analysis;
+  std::optional<FreezeChange> change;
+};
+
 class FreezeController {
  public:
   // `quantized_modules`: what the policy may freeze. `decays(parameter)`: whether a released
@@ -57,14 +64,24 @@ class FreezeController {
 
   // Fresh runs, before step 1: what ov and modules freeze from the start.
   std::optional<FreezeChange> freeze_at_start();
-  // Start of `step`: auto-frozen projections whose learning rate has decayed enough train again.
+  // auto, fresh runs before step 1: the signal-propagation analysis of `samples` (one per analysis
+  // micro-batch, signal_analysis.h). Its outliers start frozen, noted at `lr` for their release, and
+  // their types are watched from then on.
+  AnalysisOutcome start_from_analysis(const std::vector<monitor::ProbeSample>& samples, double lr);
+  // Projection types whose gradients the monitor must judge every step: auto_watch and the types the
+  // analysis froze (auto); nothing otherwise.
+  std::vector<std::string> watched_every_step() const;
+  // Start of `step`: auto-frozen projections whose learning rate has decayed enough, after enough
+  // calm steps, train again.
   std::optional<FreezeChange> release_due(int64_t step, double lr);
-  // After `step`'s gradients were judged, before its update: auto freezes what destabilized.
+  // After `step`'s gradients were judged, before its update: auto freezes what destabilized. Every
+  // call counts towards (or, with an instability event, restarts) the calm steps a release waits for.
   Reaction react(const std::vector<monitor::InstabilityEvent>& events, int64_t step, double lr);
   // A judged step that froze nothing: its weights are what a later spike rolls back to.
   void keep_calm_weights();
 
-  // Checkpoint state: {"frozen": [...], "release_lr": {module: lr}} plus the rollback weights.
+  // Checkpoint state: {"frozen": [...], "release_lr": {module: lr}, "calm_steps": n, "analysed_types":
+  // [...]} plus the rollback weights.
   nlohmann::json state() const;
   io::NamedTensors rollback_weights() const { return stable_.state(); }
   // Applies a saved state (before the optimizer's state is loaded, so the optimizer expects exactly
@@ -83,6 +100,8 @@ class FreezeController {
   std::set<std::string> frozen_;
   StableWeights stable_;
   ReleaseSchedule releases_;
+  int64_t calm_steps_ = 0;                   // judged steps in a row without an instability event
+  std::vector<std::string> analysed_types_;  // projection types the analysis froze: watched too
 };
 
 // Sets requires_grad of every parameter below `module_name` (weight, bias, quantizer parameters) and

@@ -15,12 +15,14 @@ namespace qkd::io {
 
 // U16 has no LibTorch 1.13 type: it is read as int32 (a widened copy) and written from an integer
 // tensor through write_safetensors' `stored_as` (token ids of vocabularies up to 65536 in half the bytes).
-enum class DType { f64, f32, f16, bf16, i64, i32, i16, i8, u8, boolean, u16 };
+// F8_E4M3 (float8_e4m3fn) neither: it is read as its bytes (uint8) and written from a uint8 tensor of
+// bytes through `stored_as` (compressed-tensors' NVFP4 block scales).
+enum class DType { f64, f32, f16, bf16, i64, i32, i16, i8, u8, boolean, u16, f8_e4m3 };
 
 std::string dtype_name(DType dtype);       // "F32", ...
 size_t dtype_size(DType dtype);            // bytes per element
-torch::ScalarType to_torch(DType dtype);   // the type a tensor of `dtype` is handed out in (U16: int32)
-DType from_torch(torch::ScalarType type);  // throws qkd::Error for unsupported types; never U16
+torch::ScalarType to_torch(DType dtype);   // the type a tensor of `dtype` is handed out in (U16: int32, F8_E4M3: uint8)
+DType from_torch(torch::ScalarType type);  // throws qkd::Error for unsupported types; never U16 or F8_E4M3
 
 struct TensorInfo {
   std::string name;

@@ -26,6 +26,10 @@ struct InstabilityEvent {
   nlohmann::json to_json() const;  // {"step", "kind", "series": name, "value", "baseline"}
 };
 
+// The median of `values` (the mean of the middle two for an even count; 0 for none): the baseline a
+// spike is judged against, and what the freeze analysis compares projections with.
+double median(std::vector<double> values);
+
 class InstabilityDetector {
  public:
   explicit InstabilityDetector(MonitorConfig config) : config_(config) {}

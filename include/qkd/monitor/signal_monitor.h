@@ -17,6 +17,7 @@
 #include "qkd/model/llama.h"
 #include "qkd/monitor/instability_detector.h"
 #include "qkd/monitor/monitor_config.h"
+#include "qkd/monitor/probe_sample.h"
 
 namespace qkd::monitor {
 
@@ -48,6 +49,11 @@ class SignalMonitor {
   nlohmann::json end_step(int64_t step, const std::map<std::string, double>& update_norms = {});
   // A step whose gradients are thrown away unjudged (an fp16 overflow): no record, observer detached.
   void abandon_step();
+  // Before the first update (auto's freeze analysis): runs `pass` (forward and backward of one
+  // micro-batch) with the activation observer attached, and returns the gradient and weight norms of
+  // every projection and the block output RMS, averaged over the ranks. Judges nothing and keeps no
+  // history: the detector's baselines start with step 1, as without the analysis.
+  ProbeSample probe(const std::function<void()>& pass);
   // Released modules ("model.layers.3.self_attn.v_proj") start a new baseline in the detector.
   void forget(const std::vector<std::string>& modules);
 

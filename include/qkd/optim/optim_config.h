@@ -14,8 +14,11 @@
 
 namespace qkd::optim {
 
-// optim.moment_dtype's choices: float32, or bfloat16 to halve the moments' memory.
+// optim.moment_dtype's choices: float32, bfloat16 to halve the moments' memory, or int8 (block-wise
+// 8-bit codes, a quarter of it: blockwise_int8.h).
 const EnumTable<torch::Dtype>& moment_dtypes();
+// optim.master_weights' choices: fp32, bf16_compensated, none (adamw.h).
+const EnumTable<MasterWeights>& master_weights_modes();
 
 struct OptimConfig {
   double lr = 1e-4;
@@ -27,7 +30,10 @@ struct OptimConfig {
   double min_lr_ratio = 0.0;
   double grad_clip = 1.0;                       // global norm; 0 disables
   bool train_embeddings = true;                 // embeddings, norms and lm_head train too (false: only the projections)
-  torch::Dtype moment_dtype = torch::kFloat32;  // AdamW moments; bfloat16 halves their memory
+  torch::Dtype moment_dtype = torch::kFloat32;  // AdamW moments; bfloat16 halves their memory, int8 quarters it
+  // What keeps a bf16/fp16 student's exact weights: an fp32 master (4 bytes per trainable parameter), a
+  // bf16 compensation (2 bytes; bf16 students only) or nothing.
+  MasterWeights master_weights = MasterWeights::fp32;
   template <class Fields>
   void fields(Fields& f) {
     f.positive("lr", lr);
@@ -42,10 +48,11 @@ struct OptimConfig {
     f.number("grad_clip", grad_clip, 0.0, 1e9);
     f.flag("train_embeddings", train_embeddings);
     f.choice("moment_dtype", moment_dtype, moment_dtypes());
+    f.choice("master_weights", master_weights, master_weights_modes());
   }
   static constexpr int64_t kMaxSteps = int64_t{1} << 40;
 
-  AdamWOptions adamw() const { return {beta1, beta2, eps, weight_decay, moment_dtype}; }
+  AdamWOptions adamw() const { return {beta1, beta2, eps, weight_decay, moment_dtype, master_weights}; }
   LrScheduleOptions lr_schedule() const { return {lr, warmup_steps, schedule, min_lr_ratio}; }
   // Whether weight decay applies to `parameter` (norms, biases and quantizer scales are exempt unless
   // decay_norms_and_biases).

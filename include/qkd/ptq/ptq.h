@@ -32,7 +32,7 @@ struct PtqOptions {
   // Empty: a student checkpoint at out_dir (eval --student, export --checkpoint and student.init read
   // it). Otherwise these formats at out_dir/<format>, as `qkd-train export` writes them.
   std::vector<exporting::Format> formats;
-  std::string gguf_type = "q4_0";
+  exporting::GgufType gguf_type = exporting::GgufType::automatic;
 };
 
 struct PtqReport {

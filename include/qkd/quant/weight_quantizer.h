@@ -7,11 +7,15 @@
 //    of shape [rows, blocks_per_row, 1] (see range_setting.h); buffers when frozen, parameters with
 //    the LSQ gradient when learnable. The weight is quantized in fp32 and cast back to its dtype;
 //    its gradient is masked where w / scale falls outside the levels.
+//  - fp4 formats (spec.format nvfp4 / mxfp4, always dynamic): blocks of the format's size with the
+//    format's scale encodings, in fp32 (fp4_grid.h); straight-through gradient (masked where a value
+//    saturated, under range search). The projection is the plain composition linear(x, q(W), b).
 #include <torch/torch.h>
 
 #include <string>
 
 #include "qkd/model/linear.h"
+#include "qkd/quant/fp4_grid.h"
 #include "qkd/quant/quant_spec.h"
 #include "qkd/quant/quantized_linear.h"
 #include "qkd/quant/range_setting.h"
@@ -53,6 +57,14 @@ class WeightQuantizer : public qkd::model::TensorQuantizer {
   IntegerCodes integer_codes(const torch::Tensor& w);
   Levels levels() const { return levels_; }
 
+  // fp4 formats: the 4-bit E2M1 codes fake_quantize(w) decodes, with its scales:
+  // fake_quantize(w) == fp4::dequantize(fp4::e2m1_values(codes), block, tensor) in fp32, bitwise.
+  struct Fp4Codes {
+    torch::Tensor codes;  // int16 [rows, blocks, group], 0..15 (sign bit 3)
+    fp4::Fp4Scales scales;
+  };
+  Fp4Codes fp4_codes(const torch::Tensor& w);
+
   // Quantizer state stays fp32 when the model changes dtype; devices are followed.
   using torch::nn::Module::to;
   void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
@@ -63,6 +75,8 @@ class WeightQuantizer : public qkd::model::TensorQuantizer {
 
  private:
   torch::Tensor to_blocks(const torch::Tensor& w) const;
+  torch::Tensor fp4_fake_quantize(const torch::Tensor& w);
+  fp4::Fp4Scales fp4_scales_for(const torch::Tensor& blocks) const;
   void check_shape(const torch::Tensor& w) const;
   double lsq_grad_factor() const;
 

@@ -47,7 +47,7 @@ struct SignalPoint {
 
 struct RunEvent {
   int64_t step = 0;
-  std::string kind;  // spike | nonfinite | loss_rise | freeze | skip (others kept as they are)
+  std::string kind;  // spike | nonfinite | loss_rise | analysis | freeze | release | skip (others kept as they are)
   std::string series;
   std::string reason;
   double value = 0, baseline = 0;

@@ -26,6 +26,7 @@
 #include "qkd/tokenizer/tokenizer.h"
 #include "qkd/train/distiller.h"
 #include "qkd/train/loss_scaler.h"
+#include "qkd/train/micro_batch.h"
 #include "qkd/train/run_config.h"
 #include "qkd/train/run_directory.h"
 #include "qkd/train/student_init.h"
@@ -62,6 +63,11 @@ class TrainingSession {
   int64_t skipped_steps() const { return skipped_steps_; }
   void complete_step() { ++step_; }
   void count_skipped_step() { ++skipped_steps_; }
+
+  // This rank's rows of the next global micro-batch of `stream` (the run's data(), or a copy of it),
+  // laid out as the run trains on them. Every rank draws the whole global micro-batch, so the stream's
+  // cursor is the run's whatever the number of ranks.
+  MicroBatch local_micro_batch(data::DataStream& stream);
 
   // Checkpoint of the current state (every rank takes part in gathering a sharded optimizer's state;
   // rank 0, which holds the same student as every other rank, writes); returns its directory.
