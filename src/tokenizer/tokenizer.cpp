@@ -208,21 +208,23 @@ void attach_chat_template(Tokenizer& tok, const std::filesystem::path& dir) {
 
 // transformers takes a tokenizer.json's special tokens from tokenizer_config.json; a directory without
 // one falls back on the model's config.json (which otherwise only sets generation defaults).
+// The checkpoint's config.json, where it has one, says which ids are BOS, EOS and padding.
+void apply_config_ids(Tokenizer& tok, const std::string& dir) {
+  const auto config_path = std::filesystem::path(dir) / "config.json";
+  if (!std::filesystem::exists(config_path)) return;
+  const auto config = read_json_file(config_path.string());
+  if (!config.is_object()) return;
+  SpecialTokens special = tok.special();
+  read_id(config, "bos_token_id", special.bos);
+  read_id(config, "eos_token_id", special.eos);
+  read_id(config, "pad_token_id", special.pad);
+  tok.set_special(special);
+}
+
 Tokenizer load_hf_tokenizer(const std::string& dir) {
   Tokenizer tok(HfTokenizer::from_directory(dir));
   attach_chat_template(tok, dir);
-  const auto config_path = std::filesystem::path(dir) / "config.json";
-  if (!std::filesystem::exists(std::filesystem::path(dir) / "tokenizer_config.json") &&
-      std::filesystem::exists(config_path)) {
-    const auto config = read_json_file(config_path.string());
-    if (config.is_object()) {
-      SpecialTokens special = tok.special();
-      read_id(config, "bos_token_id", special.bos);
-      read_id(config, "eos_token_id", special.eos);
-      read_id(config, "pad_token_id", special.pad);
-      tok.set_special(special);
-    }
-  }
+  if (!std::filesystem::exists(std::filesystem::path(dir) / "tokenizer_config.json")) apply_config_ids(tok, dir);
   return tok;
 }
 }  // namespace
@@ -230,17 +232,7 @@ Tokenizer load_hf_tokenizer(const std::string& dir) {
 Tokenizer load_tokenizer_for_checkpoint(const std::string& dir) {
   if (std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json")) return load_hf_tokenizer(dir);
   Tokenizer tok((std::filesystem::path(dir) / "tokenizer.model").string());
-  const auto config_path = std::filesystem::path(dir) / "config.json";
-  if (std::filesystem::exists(config_path)) {
-    const auto config = read_json_file(config_path.string());
-    if (config.is_object()) {
-      SpecialTokens special = tok.special();
-      read_id(config, "bos_token_id", special.bos);
-      read_id(config, "eos_token_id", special.eos);
-      read_id(config, "pad_token_id", special.pad);
-      tok.set_special(special);
-    }
-  }
+  apply_config_ids(tok, dir);
   return tok;
 }
 
