@@ -195,6 +195,11 @@ void check_plan(const std::vector<Planned>& plan, const model::LlamaConfig& conf
   if (config.rope.type != "default" && config.rope.type != "llama3")
     fail("rope_scaling", "rope type \"" + config.rope.type + "\" has no GGUF equivalent here (default or llama3)");
   if (config.head_dim % 2 != 0) fail("head_dim", std::to_string(config.head_dim) + " is odd");
+  // llama.cpp's qwen2 shapes q and o as hidden x hidden (llama and qwen3 read the head size).
+  if (config.model_type == model::ModelType::qwen2 && config.head_dim * config.num_attention_heads != config.hidden_size)
+    fail("head_dim", "qwen2 in llama.cpp needs num_attention_heads x head_dim = hidden_size; got " +
+                         std::to_string(config.num_attention_heads) + " x " + std::to_string(config.head_dim) + " != " +
+                         std::to_string(config.hidden_size));
 }
 
 std::string model_name(const ExportSource& source) {

@@ -51,7 +51,8 @@ std::string make_random_checkpoint(const Family& f, const std::string& dir) {
   c.num_hidden_layers = 2;
   c.num_attention_heads = 4;
   c.num_key_value_heads = 2;
-  c.head_dim = 32;  // heads x head_dim != hidden, as in Qwen3
+  // heads x head_dim != hidden, as in Qwen3; Qwen2 has them equal (llama.cpp's qwen2 requires it).
+  c.head_dim = c.model_type == model::ModelType::qwen2 ? 16 : 32;
   c.max_position_embeddings = 4096;
   c.rms_norm_eps = 1e-6;
   c.tie_word_embeddings = f.tied;
