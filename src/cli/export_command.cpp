@@ -42,7 +42,7 @@ void add_export_command(CLI::App& app) {
   cmd->add_option("--dtype", o->dtype, "float weights of hf and packed: float16, bfloat16 or float32");
   cmd->add_option("--gguf-type", o->gguf_type,
                   "gguf projections: auto (the student's own: q4_0 up to 4 bits, q8_0 above, mxfp4 / nvfp4), q4_0, "
-                  "q8_0, mxfp4 or nvfp4");
+                  "q8_0, mxfp4, nvfp4, or f16 / f32 (dequantized)");
   cmd->callback([o] { run(*o); });
 }
 

@@ -70,7 +70,7 @@ void add_ptq_command(CLI::App& app) {
       "export formats (hf, packed, encodings, gguf) into <out>/<format> instead of a student checkpoint");
   cmd->add_option_function<std::string>(
       "--gguf-type", [o](const std::string& v) { o->ptq.gguf_type = exporting::gguf_types().parse(v, "--gguf-type"); },
-      "gguf projections: auto (the student's own), q4_0, q8_0, mxfp4 or nvfp4");
+      "gguf projections: auto (the student's own), q4_0, q8_0, mxfp4, nvfp4, or f16 / f32 (dequantized)");
   cmd->callback([o] {
     o->ptq.method = ptq::parse_ptq_method(o->method, "--method");
     o->ptq.spec = resolve_spec(*o);

@@ -31,7 +31,9 @@ const EnumTable<GgufType>& gguf_types() {
                                          {GgufType::q4_0, "q4_0"},
                                          {GgufType::q8_0, "q8_0"},
                                          {GgufType::mxfp4, "mxfp4"},
-                                         {GgufType::nvfp4, "nvfp4"}};
+                                         {GgufType::nvfp4, "nvfp4"},
+                                         {GgufType::f16, "f16"},
+                                         {GgufType::f32, "f32"}};
   return table;
 }
 

@@ -39,7 +39,8 @@ enum ValueType : uint32_t {
   kFloat64 = 12,
 };
 // llama_ftype (include/llama.h: LLAMA_FTYPE_MOSTLY_Q4_0, _Q8_0, _MXFP4_MOE, _NVFP4)
-constexpr uint32_t kFileTypeQ4_0 = 2, kFileTypeQ8_0 = 7, kFileTypeMxfp4 = 38, kFileTypeNvfp4 = 39;
+constexpr uint32_t kFileTypeF32 = 0, kFileTypeF16 = 1, kFileTypeQ4_0 = 2, kFileTypeQ8_0 = 7, kFileTypeMxfp4 = 38,
+                   kFileTypeNvfp4 = 39;
 
 inline const char* type_name(TensorType type) {
   switch (type) {

@@ -82,6 +82,18 @@ ProjectionData fp4_requantized(const torch::Tensor& weight, TensorType type, Pro
   return {pack_fp4(type, fp4::e2m1_codes(e2m1).reshape(weight.sizes()), bytes), scales.tensor.item<float>()};
 }
 
+// The dequantized weight as F32 (exact) or F16 (rounded once more, the error reported).
+ProjectionData float_values(const torch::Tensor& weight, TensorType type, ProjectionReport& report) {
+  auto values = weight.contiguous();
+  if (type == TensorType::f16) {
+    values = values.to(torch::kHalf);
+    add_error(report.sums, weight, values.to(torch::kFloat));
+  } else {
+    add_error(report.sums, weight, weight);
+  }
+  return {std::string(static_cast<const char*>(values.data_ptr()), values.numel() * values.element_size()), 1.0f};
+}
+
 ProjectionData requantized(const torch::Tensor& weight, TensorType type, ProjectionReport& report) {
   report.requantized = true;
   if (is_fp4_type(type)) return fp4_requantized(weight, type, report);
@@ -95,11 +107,14 @@ TensorType projection_tensor_type(GgufType resolved) {
     case GgufType::q8_0: return TensorType::q8_0;
     case GgufType::mxfp4: return TensorType::mxfp4;
     case GgufType::nvfp4: return TensorType::nvfp4;
+    case GgufType::f16: return TensorType::f16;
+    case GgufType::f32: return TensorType::f32;
     default: return TensorType::q4_0;
   }
 }
 
 std::string grid_misfit(const GridShape& grid, TensorType type) {
+  if (!is_block_type(type)) return "";  // dequantized: any grid
   const bool fp4_grid = quant::is_fp4(grid.format);
   if (is_fp4_type(type)) {
     if (grid.format == fp4_format_of(type)) return "";
@@ -125,10 +140,13 @@ ProjectionData projection_data(model::LlamaForCausalLMImpl& student, const std::
   report.name = hf_name;
   auto linear = linear_of(student, hf_name);
   if (!std::dynamic_pointer_cast<quant::WeightQuantizer>(linear->weight_quantizer())) {
+    if (!is_block_type(type))
+      return float_values(permuted(linear->weight.detach().to(torch::kCPU, torch::kFloat), heads), type, report);
     report.why = "float (not quantized by the student)";
     return requantized(permuted(linear->weight.detach().to(torch::kCPU, torch::kFloat), heads), type, report);
   }
   const auto w = integer_weight(student, hf_name);
+  if (!is_block_type(type)) return float_values(permuted(w.dequantize(), heads), type, report);
   report.why = grid_misfit(grid_of(w), type);
   if (!report.why.empty()) return requantized(permuted(w.dequantize(), heads), type, report);
   if (is_fp4_type(type)) return fp4_blocks(w, type, heads, report);
@@ -147,6 +165,11 @@ void log_projection_reports(const std::vector<ProjectionReport>& reports, const 
     requantized.push_back(r.name);
     if (reasons.find(r.why) == std::string::npos) reasons += (reasons.empty() ? "" : "; ") + r.why;
     if (!worst || r.sums.relative() > worst->sums.relative()) worst = &r;
+  }
+  if (requantized.empty() && (type_name == "f16" || type_name == "f32")) {
+    spdlog::info("gguf: {} projections written dequantized ({}); relative weight error {:.3g}", reports.size(),
+                 type_name, total.relative());
+    return;
   }
   if (requantized.empty()) {
     spdlog::info(

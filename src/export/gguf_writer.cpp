@@ -105,6 +105,8 @@ uint32_t file_type(TensorType projections) {
     case TensorType::q8_0: return kFileTypeQ8_0;
     case TensorType::mxfp4: return kFileTypeMxfp4;
     case TensorType::nvfp4: return kFileTypeNvfp4;
+    case TensorType::f16: return kFileTypeF16;
+    case TensorType::f32: return kFileTypeF32;
     default: return kFileTypeQ4_0;
   }
 }
@@ -113,7 +115,8 @@ std::vector<Planned> plan_tensors(const ExportSource& source, const ExportOption
   auto& student = source.student;
   const auto& config = student.config();
   const auto proj_type = projection_type(source, options);
-  const auto big_type = proj_type == TensorType::q8_0 ? TensorType::q8_0 : TensorType::f16;
+  // Embeddings and output: F16, Q8_0 beside Q8_0 projections, F32 beside F32 ones (an exact file).
+  const auto big_type = proj_type == TensorType::q8_0 || proj_type == TensorType::f32 ? proj_type : TensorType::f16;
   std::vector<Planned> plan;
   auto add = [&](std::string name, std::string hf_name, std::vector<int64_t> ne, TensorType type) -> Planned& {
     Planned p;

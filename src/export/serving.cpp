@@ -158,9 +158,12 @@ void gguf_file(const ExportSource& source, const ExportOptions& options, Serving
                 l.name);
   }
   for (const auto& layer : float_layers(source.student))
-    rules.check(true, "float projection: quantized to " + name + " by the writer", layer);
+    rules.check(gguf::is_block_type(type), "float projection: quantized to " + name + " by the writer", layer);
   rules.append_to(report.warnings, "llama.cpp " + name);
-  if (gguf::is_fp4_type(type))
+  if (!gguf::is_block_type(type))
+    report.runtimes.push_back("llama.cpp (GGUF v3, " + name +
+                              " projections dequantized: llama-quantize can re-quantize them) and runtimes built on it");
+  else if (gguf::is_fp4_type(type))
     report.runtimes.push_back("llama.cpp builds with GGML_TYPE_" + name +
                               (type == gguf::TensorType::nvfp4 ? " (40) and per-tensor \".scale\" tensors" : " (39)") +
                               ", as node-llama-cpp 3.21.1's (checked by the test suite)");

@@ -112,6 +112,12 @@ TEST(LlamaCpp, W4StudentGgufMatchesQkdTrainTokensAndLogprobs) {
   const auto gguf_path = work + "/model.gguf";
   exporting::write_gguf({student, *loaded.quant, student_dir}, gguf_path, {});
   expect_agreement(student, gguf_path, student_dir, work, "Q4_0");
+  // The same student with dequantized F32 projections: what is left is llama.cpp's F16 KV cache, so
+  // the gap above is its Q4_0 matmul arithmetic (docs/models.md, "GGUF").
+  exporting::ExportOptions f32;
+  f32.gguf_type = exporting::GgufType::f32;
+  exporting::write_gguf({student, *loaded.quant, student_dir}, work + "/model-f32.gguf", f32);
+  expect_agreement(student, work + "/model-f32.gguf", student_dir, work, "F32 projections");
 }
 
 TEST(LlamaCpp, Mxfp4MainJobGgufMatchesQkdTrainTokensAndLogprobs) {

@@ -326,6 +326,47 @@ TEST(Gguf, TeacherW4PerChannelIsTheStudentsOwnQ4_0) {
   EXPECT_EQ(std::distance(fs::directory_iterator(fs::path(path).parent_path()), fs::directory_iterator()), 1);
 }
 
+// gguf_type f32 / f16: every projection is the student's dequantized weight (bitwise in F32, its fp16
+// rounding in F16), embeddings and output F32 / F16, norms F32.
+TEST(Gguf, F32AndF16ProjectionsAreTheDequantizedStudent) {
+  quant::QuantSpec spec;  // 4-bit symmetric per channel
+  auto m = test::load_student(teacher_dir(), spec);
+  for (const std::string type : {"f32", "f16"}) {
+    SCOPED_TRACE(type);
+    LogCapture log;
+    const auto path = write(*m, spec, teacher_dir(), type, "gguf-float-" + type);
+    EXPECT_NE(log.text.str().find("written dequantized (" + type + ")"), std::string::npos) << log.text.str();
+    gguf::File f(path);
+    expect_uint(f, "general.file_type", type == "f32" ? 0 : 1);
+    const auto as_written = [&](const torch::Tensor& x) {
+      return type == "f32" ? x : x.to(torch::kHalf).to(torch::kFloat);
+    };
+    int64_t projections = 0;
+    for (const auto& n : expected_tensors(m->config())) {
+      if (n.hf.empty()) continue;
+      SCOPED_TRACE(n.gguf);
+      const auto& t = f.tensor(n.gguf);
+      const auto p = parameter(*m, n.hf);
+      auto values = f.to_float(t);
+      if (p.dim() == 1) {
+        EXPECT_EQ(t.type, gguf::F32);
+        EXPECT_TRUE(torch::equal(values, p));
+        continue;
+      }
+      EXPECT_EQ(t.type, type == "f32" ? gguf::F32 : gguf::F16);
+      if (n.gguf == "token_embd.weight" || n.gguf == "output.weight") {
+        EXPECT_TRUE(torch::equal(values, as_written(p)));
+        continue;
+      }
+      if (n.heads) values = unpermute_rows(values, n.heads);
+      const auto effective = linear(*m, n.hf)->effective_weight().detach().to(torch::kFloat);
+      EXPECT_TRUE(torch::equal(values, as_written(effective)));
+      ++projections;
+    }
+    EXPECT_EQ(projections, 7 * m->config().num_hidden_layers);
+  }
+}
+
 TEST(Gguf, PerGroup64AndPerTensorStudentsAreExact) {
   for (auto granularity : {quant::Granularity::per_group, quant::Granularity::per_tensor}) {
     quant::QuantSpec spec;

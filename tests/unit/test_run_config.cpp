@@ -136,7 +136,7 @@ TEST(RunConfig, RetiredAndEnumKeysNameTheirPath) {
   EXPECT_EQ(error_of(j), "optim.moment_dtype: expected one of float32, bfloat16, int8, got \"float16\"");
   j = minimal();
   j["export"] = {{"gguf_type", "q5_k"}};
-  EXPECT_EQ(error_of(j), "export.gguf_type: expected one of auto, q4_0, q8_0, mxfp4, nvfp4, got \"q5_k\"");
+  EXPECT_EQ(error_of(j), "export.gguf_type: expected one of auto, q4_0, q8_0, mxfp4, nvfp4, f16, f32, got \"q5_k\"");
 }
 
 TEST(RunConfig, WrongTypeNamesThePath) {

@@ -18,8 +18,11 @@ enum class Format { hf, packed, encodings, gguf };
 
 // The ggml type of the quantized projections in `gguf`. `automatic` (config name "auto") is the
 // student's own: q4_0 for an integer grid of up to 4 bits, q8_0 above, mxfp4 / nvfp4 for those formats.
-enum class GgufType { automatic, q4_0, q8_0, mxfp4, nvfp4 };
-const EnumTable<GgufType>& gguf_types();  // "auto" | "q4_0" | "q8_0" | "mxfp4" | "nvfp4"
+// f16 / f32: the projections dequantized (the student's weights as floats, f32 exactly): for
+// llama-quantize to re-quantize, or to check the architecture in llama.cpp without its quantized
+// matmul arithmetic.
+enum class GgufType { automatic, q4_0, q8_0, mxfp4, nvfp4, f16, f32 };
+const EnumTable<GgufType>& gguf_types();  // "auto" | "q4_0" | "q8_0" | "mxfp4" | "nvfp4" | "f16" | "f32"
 // `type` with automatic resolved for a student quantized as `spec`.
 GgufType resolved_gguf_type(GgufType type, const quant::QuantSpec& spec);
 
