@@ -20,11 +20,11 @@ void expect_clean_failure(const CommandResult& r, const std::string& file, const
 nlohmann::json two_step_run(const std::string& run_dir) {
   using nlohmann::json;
   return {{"run_dir", run_dir},
-          {"teacher", {{"path", repo_path("assets/models/kjv-teacher-7m")}}},
+          {"teacher", {{"path", qkd::test::shipped_teacher()}}},
           {"data", {{"sources", {{{"path", repo_path("assets/data/kjv/kjv-train.u16")}}}}, {"seq_len", 32}}},
           {"train", {{"steps", 2}, {"micro_batch", 2}, {"threads", 1}}},
           {"eval",
-           {{"ppl", {repo_path("assets/data/kjv/kjv-val.u16")}},
+           {{"ppl", {qkd::test::kjv_val_tokens()}},
             {"seq_len", 32},
             {"max_windows", 2},
             {"at_start", false},

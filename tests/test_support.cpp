@@ -42,6 +42,10 @@ std::string repo_path(const std::string& relative) {
   return (std::filesystem::path(QKD_SOURCE_DIR) / relative).string();
 }
 
+std::string shipped_teacher() { return repo_path("assets/models/kjv-teacher-7m"); }
+
+std::string kjv_val_tokens() { return repo_path("assets/data/kjv/kjv-val.u16"); }
+
 namespace {
 // Scratch directories are removed when the test process exits (each test runs in its own process
 // under ctest), so a suite run does not leave gigabytes of checkpoints in /tmp. QKD_KEEP_TEST_DIRS=1

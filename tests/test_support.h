@@ -17,6 +17,9 @@ namespace qkd::test {
 std::string fixture_path(const std::string& relative);
 // <repo>/<relative>
 std::string repo_path(const std::string& relative);
+// The shipped teacher and its held-out KJV tokens, which most tests train and evaluate on.
+std::string shipped_teacher();  // assets/models/kjv-teacher-7m
+std::string kjv_val_tokens();   // assets/data/kjv/kjv-val.u16
 // A fresh empty directory under the system temp dir, unique per call.
 std::string scratch_dir(const std::string& tag);
 

@@ -88,8 +88,6 @@ ProjectionData float_values(const torch::Tensor& weight, TensorType type, Projec
   if (type == TensorType::f16) {
     values = values.to(torch::kHalf);
     add_error(report.sums, weight, values.to(torch::kFloat));
-  } else {
-    add_error(report.sums, weight, weight);
   }
   return {std::string(static_cast<const char*>(values.data_ptr()), values.numel() * values.element_size()), 1.0f};
 }
@@ -153,7 +151,7 @@ ProjectionData projection_data(model::LlamaForCausalLMImpl& student, const std::
   return {integer_blocks(w, type, heads, report), 1.0f};
 }
 
-void log_projection_reports(const std::vector<ProjectionReport>& reports, const std::string& type_name) {
+void log_projection_reports(const std::vector<ProjectionReport>& reports, TensorType type, const std::string& type_name) {
   ErrorSums total;
   const ProjectionReport* worst = nullptr;
   std::vector<std::string> requantized;
@@ -166,7 +164,7 @@ void log_projection_reports(const std::vector<ProjectionReport>& reports, const 
     if (reasons.find(r.why) == std::string::npos) reasons += (reasons.empty() ? "" : "; ") + r.why;
     if (!worst || r.sums.relative() > worst->sums.relative()) worst = &r;
   }
-  if (requantized.empty() && (type_name == "f16" || type_name == "f32")) {
+  if (!is_block_type(type)) {
     spdlog::info("gguf: {} projections written dequantized ({}); relative weight error {:.3g}", reports.size(),
                  type_name, total.relative());
     return;

@@ -50,7 +50,8 @@ struct ProjectionData {
 ProjectionData projection_data(model::LlamaForCausalLMImpl& student, const std::string& hf_name, TensorType type,
                                int64_t permute_heads, ProjectionReport& report);
 
-// One info line when every projection kept its codes, else one warning with the error added.
-void log_projection_reports(const std::vector<ProjectionReport>& reports, const std::string& type_name);
+// One info line when every projection kept its codes (or was written dequantized, as `type` f16 / f32),
+// else one warning with the error added.
+void log_projection_reports(const std::vector<ProjectionReport>& reports, TensorType type, const std::string& type_name);
 
 }  // namespace qkd::exporting::gguf

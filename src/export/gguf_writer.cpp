@@ -337,7 +337,7 @@ void write_gguf(const ExportSource& source, const std::string& path, const Expor
       out.pad_to_alignment();
     }
   });
-  log_projection_reports(reports, projection_type_name(source, options));
+  log_projection_reports(reports, projection_type(source, options), projection_type_name(source, options));
   spdlog::info("gguf: wrote {} ({} tensors, {})", path, plan.size(), projection_type_name(source, options));
 }
 

@@ -19,8 +19,8 @@ using qkd::test::two_step_run;
 using qkd::test::run_cli;
 using qkd::test::scratch_dir;
 
-const std::string kTeacher = repo_path("assets/models/kjv-teacher-7m");
-const std::string kVal = repo_path("assets/data/kjv/kjv-val.u16");
+const std::string kTeacher = qkd::test::shipped_teacher();
+const std::string kVal = qkd::test::kjv_val_tokens();
 const std::string kInput = qkd::test::fixture_path("models/kjv-teacher-7m/reference_logits.safetensors");
 
 std::string deep_json(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }

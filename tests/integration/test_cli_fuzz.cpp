@@ -23,8 +23,8 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using namespace qkd::test;
 
-const std::string kTeacher = repo_path("assets/models/kjv-teacher-7m");
-const std::string kVal = repo_path("assets/data/kjv/kjv-val.u16");
+const std::string kTeacher = qkd::test::shipped_teacher();
+const std::string kVal = qkd::test::kjv_val_tokens();
 const std::string kCloze = repo_path("assets/data/kjv/kjv-cloze-val.jsonl");
 
 // The paths a case may name: good inputs, good fresh outputs, and hostile ones.

@@ -27,7 +27,7 @@ constexpr int kSteps = 6;
 json run_config(const std::string& run_dir, int micro_batch, const json& freeze = {{"policy", "none"}}) {
   return {
       {"run_dir", run_dir},
-      {"teacher", {{"path", repo_path("assets/models/kjv-teacher-7m")}}},
+      {"teacher", {{"path", qkd::test::shipped_teacher()}}},
       {"data", {{"sources", {{{"path", repo_path("assets/data/kjv/kjv-train.u16")}}}}, {"seq_len", 16}, {"seed", 3}}},
       {"kd", {{"ce_weight", 0.5}}},
       {"optim", {{"lr", 1e-3}, {"grad_clip", 1.0}}},

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <random>
 
 #include "cli_failures.h"
@@ -37,6 +38,18 @@ struct FuzzKind {
   std::mt19937_64& rng;
   Tally& tally;
   int cases;
+
+  // Case `path`: one in 20 a special file (FIFO, directory, /dev/zero...), else `mutated()`.
+  void write_case(const std::string& path, const std::function<std::string()>& mutated) const {
+    if (rng() % 20 == 0)
+      make_special(path, rng);
+    else
+      write_bytes(path, mutated());
+  }
+  // `load` run in a forked child within 20 s and judged as "<label> #i", naming `file`.
+  void judge_case(const std::string& label, int i, const std::string& file, const std::function<void()>& load) const {
+    judge(tally, run_forked(load, 20), label + " #" + std::to_string(i), file);
+  }
 };
 
 void fuzz_safetensors(const FuzzKind& k) {
@@ -46,12 +59,8 @@ void fuzz_safetensors(const FuzzKind& k) {
   fs::copy_file(kModel + "/tokenizer.model", model + "/tokenizer.model");
   fs::copy_file(kModel + "/config.json", model + "/config.json");
   for (int i = 0; i < k.cases; ++i) {
-    if (k.rng() % 20 == 0)
-      make_special(model + "/model.safetensors", k.rng);
-    else
-      write_bytes(model + "/model.safetensors", mutate_bytes(weights, k.rng, 4096));
-    judge(k.tally, run_forked([&] { qkd::checkpoint::load_llama(model); }, 20), "safetensors #" + std::to_string(i),
-          model + "/model.safetensors");
+    k.write_case(model + "/model.safetensors", [&] { return mutate_bytes(weights, k.rng, 4096); });
+    k.judge_case("safetensors", i, model + "/model.safetensors", [&] { qkd::checkpoint::load_llama(model); });
     fs::remove_all(model + "/model.safetensors");
   }
 }
@@ -63,12 +72,8 @@ void fuzz_hf_config(const FuzzKind& k) {
   for (const auto* f : {"tokenizer.model", "model.safetensors"}) fs::copy_file(kModel + "/" + f, model + "/" + f);
   for (int i = 0; i < k.cases; ++i) {
     fs::remove_all(model + "/config.json");
-    if (k.rng() % 20 == 0)
-      make_special(model + "/config.json", k.rng);
-    else
-      write_bytes(model + "/config.json", mutate_json_text(hf_config, k.rng));
-    judge(k.tally, run_forked([&] { qkd::checkpoint::load_llama(model); }, 20), "config.json #" + std::to_string(i),
-          model + "/config.json");
+    k.write_case(model + "/config.json", [&] { return mutate_json_text(hf_config, k.rng); });
+    k.judge_case("config.json", i, model + "/config.json", [&] { qkd::checkpoint::load_llama(model); });
   }
 }
 
@@ -87,12 +92,8 @@ void fuzz_run_config(const FuzzKind& k) {
   const auto path = k.dir + "/run.json";
   for (int i = 0; i < k.cases; ++i) {
     fs::remove_all(path);
-    if (k.rng() % 20 == 0)
-      make_special(path, k.rng);
-    else
-      write_bytes(path, mutate_json_text(run_config, k.rng));
-    judge(k.tally, run_forked([&] { qkd::train::load_run_config(path, {}); }, 20), "run config #" + std::to_string(i),
-          path);
+    k.write_case(path, [&] { return mutate_json_text(run_config, k.rng); });
+    k.judge_case("run config", i, path, [&] { qkd::train::load_run_config(path, {}); });
   }
 }
 
@@ -105,19 +106,17 @@ void fuzz_jsonl_data(const FuzzKind& k) {
   auto data_config = qkd::data::data_config_from_json(json{{"sources", {{{"path", path}}}}, {"seq_len", 16}});
   for (int i = 0; i < k.cases; ++i) {
     fs::remove_all(path);
-    if (k.rng() % 20 == 0) {
-      make_special(path, k.rng);
-    } else {
+    k.write_case(path, [&] {
       std::string text = k.rng() % 2 ? mutate_bytes(jsonl, k.rng, jsonl.size()) : jsonl;
       if (k.rng() % 2) text += mutate_json_text(json{{"text", "And God said"}}.dump(), k.rng) + "\n";
-      write_bytes(path, text);
-    }
+      return text;
+    });
     data_config.strict = k.rng() % 2 == 0;
     const auto read_three_batches = [&] {
       qkd::data::DataStream stream(data_config, tokenizer.get());
       for (int b = 0; b < 3; ++b) stream.next_batch(2);
     };
-    judge(k.tally, run_forked(read_three_batches, 20), "jsonl #" + std::to_string(i), path);
+    k.judge_case("jsonl", i, path, read_three_batches);
   }
 }
 
@@ -128,16 +127,13 @@ void fuzz_tokenizer_json(const FuzzKind& k) {
   const auto path = k.dir + "/tokenizer.json";
   for (int i = 0; i < k.cases; ++i) {
     fs::remove_all(path);
-    if (k.rng() % 20 == 0)
-      make_special(path, k.rng);
-    else
-      write_bytes(path, mutate_json_text(original, k.rng));
+    k.write_case(path, [&] { return mutate_json_text(original, k.rng); });
     const auto load_and_encode = [&] {
       const qkd::tokenizer::HfTokenizer tokenizer(path);
       const auto ids = tokenizer.encode("In the beginning, \xe2\x80\x9cGod\xe2\x80\x9d created 42 things.", true);
       tokenizer.decode(ids, false);
     };
-    judge(k.tally, run_forked(load_and_encode, 20), "tokenizer.json #" + std::to_string(i), path);
+    k.judge_case("tokenizer.json", i, path, load_and_encode);
   }
 }
 
@@ -169,7 +165,7 @@ void fuzz_chat_template(const FuzzKind& k) {
       const auto chat = qkd::chat::ChatTemplate::parse(source, where);
       chat.render_with_assistant_spans(messages);
     };
-    judge(k.tally, run_forked(parse_and_render, 20), "chat template #" + std::to_string(i), where);
+    k.judge_case("chat template", i, where, parse_and_render);
   }
 }
 
@@ -185,15 +181,12 @@ void fuzz_checkpoint(const FuzzKind& k) {
   for (int i = 0; i < k.cases; ++i) {
     const auto& name = files[k.rng() % files.size()];
     const auto path = ckpt + "/" + name;
-    if (k.rng() % 20 == 0)
-      make_special(path, k.rng);
-    else if (name.find(".json") != std::string::npos)
-      write_bytes(path, mutate_json_text(read_bytes(path), k.rng));
-    else
-      write_bytes(path, mutate_bytes(read_bytes(path), k.rng, 4096));
+    k.write_case(path, [&] {
+      return name.find(".json") != std::string::npos ? mutate_json_text(read_bytes(path), k.rng)
+                                                     : mutate_bytes(read_bytes(path), k.rng, 4096);
+    });
     if (k.rng() % 2) fs::remove_all(ckpt + "/checksums.json");
-    judge(k.tally, run_forked([&] { qkd::train::CheckpointStore::load(ckpt); }, 20), "checkpoint #" + std::to_string(i),
-          ckpt);
+    k.judge_case("checkpoint", i, ckpt, [&] { qkd::train::CheckpointStore::load(ckpt); });
     // Only the damaged file and the checksums are restored: copying the whole checkpoint each time cost
     // more than loading it.
     for (const auto& restored : {name, std::string("checksums.json")}) {

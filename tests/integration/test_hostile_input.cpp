@@ -30,8 +30,8 @@ using qkd::test::scratch_dir;
 using qkd::test::two_step_run;
 using qkd::test::write_run_config;
 
-const std::string kTeacher = repo_path("assets/models/kjv-teacher-7m");
-const std::string kVal = repo_path("assets/data/kjv/kjv-val.u16");
+const std::string kTeacher = qkd::test::shipped_teacher();
+const std::string kVal = qkd::test::kjv_val_tokens();
 
 // A copy of the shipped teacher at <dir>/teacher with `edit` applied to its weights.
 std::string teacher_with_weights(const std::string& dir, const std::function<void(qkd::io::NamedTensors&)>& edit) {

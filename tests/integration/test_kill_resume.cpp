@@ -31,7 +31,7 @@ json run_config(const std::string& run_dir) {
       {"optim", {{"lr", 1e-3}, {"warmup_steps", 2}, {"grad_clip", 1.0}}},
       {"train", {{"steps", kSteps}, {"micro_batch", 2}, {"grad_accum", 2}, {"log_interval", 1}, {"threads", 1}}},
       {"eval",
-       {{"ppl", {repo_path("assets/data/kjv/kjv-val.u16")}}, {"seq_len", 32}, {"max_windows", 4}, {"at_start", false}}},
+       {{"ppl", {qkd::test::kjv_val_tokens()}}, {"seq_len", 32}, {"max_windows", 4}, {"at_start", false}}},
       {"monitor", {{"interval", 2}}},
       {"freeze", {{"policy", "auto"}, {"scope", "layer"}}},
       {"checkpoint", {{"interval", 1}, {"keep_last", 2}}},

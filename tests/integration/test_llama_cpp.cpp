@@ -102,7 +102,7 @@ TEST(LlamaCpp, W4StudentGgufMatchesQkdTrainTokensAndLogprobs) {
   // W4 RTN student of the shipped teacher, by the CLI.
   const auto work = test::scratch_dir("llama-cpp");
   const auto student_dir = work + "/student";
-  const auto ptq = test::run_cli("ptq --model " + test::repo_path("assets/models/kjv-teacher-7m") + " --out " +
+  const auto ptq = test::run_cli("ptq --model " + qkd::test::shipped_teacher() + " --out " +
                                  student_dir + " --bits 4");
   ASSERT_EQ(ptq.exit_code, 0) << ptq.output;
   auto loaded = checkpoint::load_model_or_student(student_dir);

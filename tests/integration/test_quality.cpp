@@ -22,8 +22,8 @@ json reference(const std::string& row) {
 json evaluate(const std::string& extra, const std::string& dir) {
   const auto out = dir + "/eval.json";
   const auto result =
-      run_cli("eval --model " + repo_path("assets/models/kjv-teacher-7m") + " " + extra + " --ppl " +
-              repo_path("assets/data/kjv/kjv-val.u16") + " --mc " + repo_path("assets/data/kjv/kjv-cloze-val.jsonl") +
+      run_cli("eval --model " + qkd::test::shipped_teacher() + " " + extra + " --ppl " +
+              qkd::test::kjv_val_tokens() + " --mc " + repo_path("assets/data/kjv/kjv-cloze-val.jsonl") +
               " --seq-len 256 --batch-size 16 --threads 1 --json " + out);
   EXPECT_EQ(result.exit_code, 0) << result.output;
   json j;
@@ -47,7 +47,7 @@ TEST(Quality, TeacherMatchesReference) {
 
 TEST(Quality, RoundToNearestW4PerChannelStudentMatchesReference) {
   const auto dir = scratch_dir("quality-w4");
-  const auto ptq = run_cli("ptq --model " + repo_path("assets/models/kjv-teacher-7m") + " --out " + dir +
+  const auto ptq = run_cli("ptq --model " + qkd::test::shipped_teacher() + " --out " + dir +
                            "/student --bits 4 --granularity per_channel");
   ASSERT_EQ(ptq.exit_code, 0) << ptq.output;
   expect_matches(evaluate("--student " + dir + "/student", dir), reference("rtn_w4_per_channel_sym"));
@@ -55,7 +55,7 @@ TEST(Quality, RoundToNearestW4PerChannelStudentMatchesReference) {
 
 TEST(Quality, BadInputsNameTheirSource) {
   const auto dir = scratch_dir("quality-bad");
-  const auto model = repo_path("assets/models/kjv-teacher-7m");
+  const auto model = qkd::test::shipped_teacher();
   auto r = run_cli("ptq --model " + model + " --out " + dir + "/s --granularity per_group --group-size 48");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("quant.group_size: 48 does not divide"), std::string::npos) << r.output;

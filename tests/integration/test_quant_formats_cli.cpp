@@ -58,7 +58,7 @@ TEST(QuantFormatsCli, W4G128AsymmetricPackedReloadsToTheTrainingPerplexity) {
 }
 
 TEST(QuantFormatsCli, Fp4PtqExportsHfPackedAndGgufAndRefusesEncodings) {
-  const auto teacher = repo_path("assets/models/kjv-teacher-7m");
+  const auto teacher = qkd::test::shipped_teacher();
   for (const std::string format : {"nvfp4", "mxfp4"}) {
     SCOPED_TRACE(format);
     const auto dir = scratch_dir("ptq-" + format);
@@ -103,7 +103,7 @@ TEST(QuantFormatsCli, Fp4SettingsThatContradictTheFormatFailNamingTheKey) {
     EXPECT_NE(result.output.find(message), std::string::npos) << flags << "\n" << result.output;
   }
   const auto gptq =
-      run_cli("ptq --model " + repo_path("assets/models/kjv-teacher-7m") + " --out " + scratch_dir("gptq-fp4") +
+      run_cli("ptq --model " + qkd::test::shipped_teacher() + " --out " + scratch_dir("gptq-fp4") +
               " --quant-format mxfp4 --method gptq --calib-config " + repo_path("configs/tiny-kjv.json"));
   EXPECT_NE(gptq.exit_code, 0);
   EXPECT_NE(gptq.output.find("--method: gptq solves for an integer grid"), std::string::npos) << gptq.output;

@@ -31,14 +31,14 @@ using qkd::test::scratch_dir;
 json small_run(const std::string& run_dir) {
   return {
       {"run_dir", run_dir},
-      {"teacher", {{"path", repo_path("assets/models/kjv-teacher-7m")}}},
+      {"teacher", {{"path", qkd::test::shipped_teacher()}}},
       {"quant", {{"bits", 4}}},
       {"data", {{"sources", {{{"path", repo_path("assets/data/kjv/kjv-train.u16")}}}}, {"seq_len", 32}, {"seed", 3}}},
       {"kd", {{"ce_weight", 0.5}}},
       {"optim", {{"lr", 1e-3}, {"warmup_steps", 2}, {"grad_clip", 1.0}}},
       {"train", {{"steps", 6}, {"micro_batch", 2}, {"grad_accum", 2}, {"log_interval", 1}, {"threads", 1}}},
       {"eval",
-       {{"ppl", {repo_path("assets/data/kjv/kjv-val.u16")}}, {"seq_len", 32}, {"max_windows", 8}, {"at_start", false}}},
+       {{"ppl", {qkd::test::kjv_val_tokens()}}, {"seq_len", 32}, {"max_windows", 8}, {"at_start", false}}},
       {"monitor", {{"interval", 2}}},
       {"freeze", {{"policy", "auto"}, {"scope", "layer"}}},
       {"checkpoint", {{"interval", 2}, {"keep_last", 2}}},
@@ -125,7 +125,7 @@ TEST(TrainCli, SigtermDuringStartEvaluationStopsPromptlyAndTheNextStartBeginsAfr
   const auto dir = scratch_dir("stop-at-start");
   auto config = small_run(dir + "/run");
   config["train"]["steps"] = 2;
-  config["eval"] = {{"ppl", {repo_path("assets/data/kjv/kjv-val.u16")}},
+  config["eval"] = {{"ppl", {qkd::test::kjv_val_tokens()}},
                     {"mc", {repo_path("assets/data/kjv/kjv-cloze-val.jsonl")}},
                     {"seq_len", 32},
                     {"max_windows", 8},
@@ -171,7 +171,7 @@ TEST(TrainCli, ExportedStudentIsAPlainCheckpointOfTheQuantizedModel) {
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_TRUE(fs::exists(dir + "/run/export/hf/generation_config.json"));
   EXPECT_FALSE(fs::exists(dir + "/run/export/hf/quantization.json"));
-  const auto eval = run_cli("eval --model " + dir + "/run/export/hf --ppl " + repo_path("assets/data/kjv/kjv-val.u16") +
+  const auto eval = run_cli("eval --model " + dir + "/run/export/hf --ppl " + qkd::test::kjv_val_tokens() +
                             " --seq-len 32 --max-windows 8 --threads 1 --json " + dir + "/eval.json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   json summary, evaluated;
@@ -284,8 +284,8 @@ TEST_P(Llama7bRecipe, RunsTwoStepsOnCpuWithLocalPaths) {
   const std::string data = repo_path("assets/data/kjv/kjv-train.u16");
   const auto result =
       run_cli("--config " + repo_path(GetParam()) + " --set run_dir=" + dir + "/run --set teacher.path=" +
-              repo_path("assets/models/kjv-teacher-7m") + " --set 'data.sources=[{\"path\": \"" + data +
-              "\"}]' --set data.seq_len=128 --set 'eval.ppl=[\"" + repo_path("assets/data/kjv/kjv-val.u16") +
+              qkd::test::shipped_teacher() + " --set 'data.sources=[{\"path\": \"" + data +
+              "\"}]' --set data.seq_len=128 --set 'eval.ppl=[\"" + qkd::test::kjv_val_tokens() +
               "\"]' --set 'eval.mc=[\"" + repo_path("assets/data/kjv/kjv-cloze-val.jsonl") +
               "\"]' --set eval.seq_len=128 --set eval.max_windows=4 --set eval.mc_limit=8 --set train.device=cpu"
               " --set train.steps=2 --set train.micro_batch=1 --set train.grad_accum=1 --set train.threads=2");
@@ -325,8 +325,8 @@ TEST(TrainCli, FinishedRunEndsWithDigestOfOutputsBaselinesAndNextCommands) {
   const double student = summary.at("final_eval").at("ppl").at("kjv-val.u16").get<double>();
   EXPECT_EQ(summary.at("baselines"), baselines);
   // The teacher baseline is the teacher evaluated on its own, through the eval command.
-  const auto eval = run_cli("eval --model " + repo_path("assets/models/kjv-teacher-7m") + " --ppl " +
-                            repo_path("assets/data/kjv/kjv-val.u16") +
+  const auto eval = run_cli("eval --model " + qkd::test::shipped_teacher() + " --ppl " +
+                            qkd::test::kjv_val_tokens() +
                             " --seq-len 32 --max-windows 8 --threads 1 --json " + dir + "/teacher.json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   json teacher_eval;
@@ -526,7 +526,7 @@ TEST(TrainCli, CheckpointFromAnotherModelIsRefusedWithTheDifference) {
 // with one line.
 TEST(TrainCli, GptqStudentFromPtqAndFromStudentInit) {
   const auto dir = scratch_dir("gptq");
-  const auto teacher = repo_path("assets/models/kjv-teacher-7m");
+  const auto teacher = qkd::test::shipped_teacher();
   auto config = small_run(dir + "/run");
   config["quant"] = {{"bits", 3}, {"scale_policy", "static"}};
   config["train"]["steps"] = 2;
@@ -538,7 +538,7 @@ TEST(TrainCli, GptqStudentFromPtqAndFromStudentInit) {
   ASSERT_EQ(ptq.exit_code, 0) << ptq.output;
   EXPECT_NE(ptq.output.find("gptq: layer 6/6"), std::string::npos) << ptq.output;
   const auto eval = run_cli("eval --model " + teacher + " --student " + dir + "/gptq --ppl " +
-                            repo_path("assets/data/kjv/kjv-val.u16") +
+                            qkd::test::kjv_val_tokens() +
                             " --seq-len 32 --max-windows 8 --threads 1 --json " + dir + "/eval.json");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   json evaluated;
@@ -639,8 +639,8 @@ TEST(TrainCli, DocumentMaskAndResponseOnlyCrossEntropyChangeTheStep) {
   const double run_ppl = summary.at("final_eval").at("ppl").at("kjv-val.u16").get<double>();
   const auto eval_of = [&](int windows, const std::string& flags) {
     const auto out =
-        run_cli("eval --model " + repo_path("assets/models/kjv-teacher-7m") + " --student " + dir + "/masked --ppl " +
-                repo_path("assets/data/kjv/kjv-val.u16") + " --seq-len 32 --max-windows " + std::to_string(windows) +
+        run_cli("eval --model " + qkd::test::shipped_teacher() + " --student " + dir + "/masked --ppl " +
+                qkd::test::kjv_val_tokens() + " --seq-len 32 --max-windows " + std::to_string(windows) +
                 " --threads 1 --json " + dir + "/eval.json " + flags);
     EXPECT_EQ(out.exit_code, 0) << out.output;
     return json::parse(qkd::test::read_file(dir + "/eval.json")).at("ppl").at("kjv-val.u16").get<double>();

@@ -156,7 +156,7 @@ TEST(Cuda, Bf16RunWithTheRecipesOptimizerResumesToTheSameState) {
   const auto dir = qkd::test::scratch_dir("cuda-resume");
   nlohmann::json config{
       {"run_dir", dir + "/straight"},
-      {"teacher", {{"path", qkd::test::repo_path("assets/models/kjv-teacher-7m")}, {"dtype", "bfloat16"}}},
+      {"teacher", {{"path", qkd::test::shipped_teacher()}, {"dtype", "bfloat16"}}},
       {"student", {{"dtype", "bfloat16"}}},
       {"quant", {{"bits", 4}}},
       {"data",

@@ -233,7 +233,7 @@ TEST(DataErrors, MissingEmptyAndTooShortSources) {
             std::string::npos);
   EXPECT_NE(error_of([&] { DataStream s(one_source(fixture("blank.txt"), 8), &kjv_tokenizer()); }).find("no documents"),
             std::string::npos);
-  const auto u16 = qkd::test::repo_path("assets/data/kjv/kjv-val.u16");
+  const auto u16 = qkd::test::kjv_val_tokens();
   EXPECT_NE(error_of([&] { DataStream s(one_source(u16, 100000), nullptr); }).find("fewer than one window"),
             std::string::npos);
   EXPECT_NE(error_of([&] { DataStream s(one_source(fixture("notes.jsonl"), 8), nullptr); }).find("needs a tokenizer"),
@@ -289,7 +289,7 @@ TEST(DataMarks, ShareGptPromptsAreTheUserTurnsOfEveryPair) {
 }
 
 TEST(DataMarks, TokenFileDocumentsStartAtEachBos) {
-  auto config = one_source(qkd::test::repo_path("assets/data/kjv/kjv-val.u16"), 256);
+  auto config = one_source(qkd::test::kjv_val_tokens(), 256);
   config.document_mask = true;
   DataStream stream(config, &kjv_tokenizer());
   const auto batch = stream.next_marked_batch(4);

@@ -24,7 +24,7 @@ namespace fs = std::filesystem;
 using qkd::model::LlamaForCausalLM;
 using namespace qkd::quant;
 
-const std::string kTeacher = qkd::test::repo_path("assets/models/kjv-teacher-7m");
+const std::string kTeacher = qkd::test::shipped_teacher();
 
 LlamaForCausalLM student(const QuantSpec& spec) { return qkd::test::load_student(kTeacher, spec); }
 

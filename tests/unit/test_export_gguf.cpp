@@ -33,7 +33,7 @@ namespace {
 
 using qkd::test::expect_error;
 
-std::string teacher_dir() { return test::repo_path("assets/models/kjv-teacher-7m"); }
+std::string teacher_dir() { return qkd::test::shipped_teacher(); }
 std::string shared_model(const std::string& name) { return test::fixture_path("models/" + name); }
 
 // spdlog's default logger captured for the scope.

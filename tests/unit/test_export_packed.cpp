@@ -23,7 +23,7 @@ using nlohmann::json;
 namespace {
 
 std::string tiny_dir() { return test::fixture_path("models/tiny-llama-gqa-sharded"); }
-std::string teacher_dir() { return test::repo_path("assets/models/kjv-teacher-7m"); }
+std::string teacher_dir() { return qkd::test::shipped_teacher(); }
 
 torch::Tensor token_batch(int64_t vocab, int64_t seed) {
   torch::manual_seed(seed);
@@ -259,7 +259,7 @@ TEST(ExportPacked, CliEvalOnPackedDirMatchesStudent) {
   const auto student_dir = scratch + "/student", packed_dir = scratch + "/packed";
   checkpoint::save_student_checkpoint(*student, spec, student_dir, torch::kFloat32, teacher_dir());
   exporting::write_packed({*student, spec, teacher_dir()}, packed_dir, fp32_options());
-  const auto val = test::repo_path("assets/data/kjv/kjv-val.u16");
+  const auto val = qkd::test::kjv_val_tokens();
   const std::string common = " --ppl " + val + " --max-windows 3 --seq-len 64 --batch-size 3";
   const auto a = test::run_cli(
       "eval --model " + teacher_dir() + " --student " + student_dir + common + " --json " + scratch + "/a.json", "",

@@ -90,7 +90,7 @@ TEST(ReleaseSchedule, ReleasesOnceTheLearningRateHasDecayed) {
 }
 
 TEST(StableWeights, RestoresOnlyCapturedModulesAndRoundTrips) {
-  auto model = qkd::checkpoint::load_llama(repo_path("assets/models/kjv-teacher-7m"));
+  auto model = qkd::checkpoint::load_llama(qkd::test::shipped_teacher());
   const std::string v0 = "model.layers.0.self_attn.v_proj";
   auto params = model->named_parameters();
   const auto original = params[v0 + ".weight"].detach().clone();
@@ -109,7 +109,7 @@ TEST(StableWeights, RestoresOnlyCapturedModulesAndRoundTrips) {
 
 // A student with quantizers and an optimizer over every parameter, as a run builds them.
 struct Student {
-  qkd::model::LlamaForCausalLM model = qkd::checkpoint::load_llama(repo_path("assets/models/kjv-teacher-7m"));
+  qkd::model::LlamaForCausalLM model = qkd::checkpoint::load_llama(qkd::test::shipped_teacher());
   std::vector<std::string> quantized = qkd::quant::attach_quantizers(*model, {});
   qkd::optim::AdamW optimizer{qkd::optim::AdamWOptions{}};
   Student() {

@@ -364,7 +364,7 @@ TEST(Gptq, CheckpointQuantizerReproducesTheGptqWeightsBitwise) {
   for (const auto& [spec, act_order] : {std::pair{grid(3, Granularity::per_group, false, 64), false},
                                         std::pair{grid(2, Granularity::per_channel, true), true}}) {
     qkd::ptq::PtqOptions o;
-    o.model_dir = qkd::test::repo_path("assets/models/kjv-teacher-7m");
+    o.model_dir = qkd::test::shipped_teacher();
     o.out_dir = qkd::test::scratch_dir("gptq-checkpoint") + "/student";
     o.spec = spec;
     o.spec.lm_head_bits = 4;

@@ -420,7 +420,7 @@ TEST(TokenizerFacade, WithoutTokenizerConfigTheModelConfigNamesSpecialIds) {
 }
 
 TEST(TokenizerFacade, SentencepieceStaysAsItWas) {
-  const auto tok = tokenizer::load_tokenizer_for_checkpoint(test::repo_path("assets/models/kjv-teacher-7m"));
+  const auto tok = tokenizer::load_tokenizer_for_checkpoint(qkd::test::shipped_teacher());
   EXPECT_EQ(tok.hf(), nullptr);
   const auto plain = tok.encode("In the beginning God created the heaven and the earth.");
   ASSERT_FALSE(plain.empty());

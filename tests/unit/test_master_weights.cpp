@@ -34,7 +34,7 @@ bool is_projection(const std::string& name) {
 // The recipe's student: 4-bit quantized projections, the only parameters that train. Both dtypes
 // start from the same bf16-representable weights, so the runs differ only in how they compute.
 LlamaForCausalLM student(torch::Dtype dtype) {
-  auto model = qkd::checkpoint::load_llama(repo_path("assets/models/kjv-teacher-7m"));
+  auto model = qkd::checkpoint::load_llama(qkd::test::shipped_teacher());
   torch::NoGradGuard no_grad;
   for (auto& p : model->parameters()) p.copy_(p.to(torch::kBFloat16));
   model->to(dtype);
@@ -108,7 +108,7 @@ struct Batches {
   std::vector<torch::Tensor> ids, teacher_logits;
   Batches() {
     const auto tokens = qkd::data::TokenFile::open(qkd::test::repo_path("assets/data/kjv/kjv-train.u16"));
-    auto teacher = qkd::checkpoint::load_llama(repo_path("assets/models/kjv-teacher-7m"));
+    auto teacher = qkd::checkpoint::load_llama(qkd::test::shipped_teacher());
     torch::NoGradGuard no_grad;
     for (int i = 0; i < kSteps; ++i) {
       ids.push_back(tokens.slice(10000 + i * kBatch * kSeq, kBatch * kSeq).view({kBatch, kSeq}));

@@ -107,8 +107,8 @@ json reactive_only(json freeze) {
 
 json auto_run(const std::string& dir, const json& freeze, int keep_last = 8) {
   return {{"run_dir", dir},
-          {"teacher", {{"path", repo_path("assets/models/kjv-teacher-7m")}}},
-          {"data", {{"sources", {{{"path", repo_path("assets/data/kjv/kjv-val.u16")}}}}, {"seq_len", 16}}},
+          {"teacher", {{"path", qkd::test::shipped_teacher()}}},
+          {"data", {{"sources", {{{"path", qkd::test::kjv_val_tokens()}}}}, {"seq_len", 16}}},
           {"optim", {{"lr", 1e-4}, {"schedule", "cosine"}}},
           {"train", {{"steps", 8}, {"micro_batch", 2}, {"threads", 1}}},
           {"freeze", reactive_only(freeze)},

@@ -492,8 +492,8 @@ TEST(OptimizerSavings, UnsupportedCombinationsFailWithTheKey) {
 
   nlohmann::json config{
       {"run_dir", qkd::test::scratch_dir("savings") + "/run"},
-      {"teacher", {{"path", qkd::test::repo_path("assets/models/kjv-teacher-7m")}}},
-      {"data", {{"sources", {{{"path", qkd::test::repo_path("assets/data/kjv/kjv-val.u16")}}}}, {"seq_len", 32}}},
+      {"teacher", {{"path", qkd::test::shipped_teacher()}}},
+      {"data", {{"sources", {{{"path", qkd::test::kjv_val_tokens()}}}}, {"seq_len", 32}}},
       {"optim", {{"master_weights", "bf16_compensated"}}}};
   expect_error([&] { qkd::train::parse_run_config(config); },
                {"optim.master_weights", "bf16_compensated", "student.dtype bfloat16", "float32"});

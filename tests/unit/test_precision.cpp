@@ -76,8 +76,8 @@ TEST(KdLoss, Fp16LogitGradientIsScaledBeforeItIsStored) {
 
 json tiny_run(const std::string& dir) {
   return {{"run_dir", dir},
-          {"teacher", {{"path", repo_path("assets/models/kjv-teacher-7m")}}},
-          {"data", {{"sources", {{{"path", repo_path("assets/data/kjv/kjv-val.u16")}}}}, {"seq_len", 16}}},
+          {"teacher", {{"path", qkd::test::shipped_teacher()}}},
+          {"data", {{"sources", {{{"path", qkd::test::kjv_val_tokens()}}}}, {"seq_len", 16}}},
           {"train", {{"steps", 4}, {"micro_batch", 2}, {"threads", 1}}},
           {"checkpoint", {{"interval", 0}, {"resume", "never"}}},
           {"export", {{"formats", json::array()}}}};

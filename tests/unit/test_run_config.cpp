@@ -14,8 +14,8 @@ using nlohmann::json;
 
 json minimal() {
   return {{"run_dir", qkd::test::scratch_dir("cfg") + "/run"},
-          {"teacher", {{"path", qkd::test::repo_path("assets/models/kjv-teacher-7m")}}},
-          {"data", {{"sources", {{{"path", qkd::test::repo_path("assets/data/kjv/kjv-val.u16")}}}}, {"seq_len", 32}}}};
+          {"teacher", {{"path", qkd::test::shipped_teacher()}}},
+          {"data", {{"sources", {{{"path", qkd::test::kjv_val_tokens()}}}}, {"seq_len", 32}}}};
 }
 
 std::string error_of(const json& config) {
@@ -59,10 +59,10 @@ TEST(RunConfig, ResolvedConfigReadsBackToItself) {
 
 TEST(RunConfig, StudentInitIsTheTeacherOrACheckpointDirectory) {
   auto j = minimal();
-  j["student"] = {{"init", qkd::test::repo_path("assets/models/kjv-teacher-7m")}};
+  j["student"] = {{"init", qkd::test::shipped_teacher()}};
   const auto c = qkd::train::parse_run_config(j);
   EXPECT_EQ(c.student().init.kind, qkd::train::StudentInit::Kind::checkpoint);
-  EXPECT_EQ(c.resolved().at("student").at("init"), qkd::test::repo_path("assets/models/kjv-teacher-7m"));
+  EXPECT_EQ(c.resolved().at("student").at("init"), qkd::test::shipped_teacher());
   j["student"] = {{"init", "/nonexistent/student"}};
   EXPECT_EQ(error_of(j),
             "student.init: expected \"teacher\", \"gptq\" or a student checkpoint directory, got "
@@ -261,9 +261,9 @@ TEST(RunConfig, OverridesSetNestedValuesAsJson) {
 // and data, every other key of the file must validate (typos in the GPU recipe fail here, not on the
 // cluster).
 std::vector<std::string> llama7b_local_paths(const std::string& run_dir) {
-  return {"run_dir=" + run_dir, "teacher.path=" + qkd::test::repo_path("assets/models/kjv-teacher-7m"),
+  return {"run_dir=" + run_dir, "teacher.path=" + qkd::test::shipped_teacher(),
           "data.sources=[{\"path\": \"" + qkd::test::repo_path("assets/data/kjv/kjv-train.u16") + "\"}]",
-          "eval.ppl=[\"" + qkd::test::repo_path("assets/data/kjv/kjv-val.u16") + "\"]",
+          "eval.ppl=[\"" + qkd::test::kjv_val_tokens() + "\"]",
           "eval.mc=[\"" + qkd::test::repo_path("assets/data/kjv/kjv-cloze-val.jsonl") + "\"]"};
 }
 

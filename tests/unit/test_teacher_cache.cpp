@@ -387,7 +387,7 @@ TEST(TeacherCache, DamagedShardOrManifestFailsNamingTheFile) {
 
 json run_config_json(const std::string& dir) {
   return {{"run_dir", dir + "/run"},
-          {"teacher", {{"path", qkd::test::repo_path("assets/models/kjv-teacher-7m")}}},
+          {"teacher", {{"path", qkd::test::shipped_teacher()}}},
           {"data", {{"sources", {{{"path", qkd::test::repo_path("assets/data/kjv/kjv-train.u16")}}}}}},
           {"kd", {{"teacher", "cache"}, {"teacher_cache", dir}}}};
 }

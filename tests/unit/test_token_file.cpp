@@ -19,7 +19,7 @@ void write_bytes(const std::string& path, const std::string& bytes) {
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-std::string kjv_val() { return qkd::test::repo_path("assets/data/kjv/kjv-val.u16"); }
+std::string kjv_val() { return qkd::test::kjv_val_tokens(); }
 
 }  // namespace
 
