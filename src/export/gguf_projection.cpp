@@ -138,10 +138,10 @@ ProjectionData projection_data(model::LlamaForCausalLMImpl& student, const std::
   report.name = hf_name;
   auto linear = linear_of(student, hf_name);
   if (!std::dynamic_pointer_cast<quant::WeightQuantizer>(linear->weight_quantizer())) {
-    if (!is_block_type(type))
-      return float_values(permuted(linear->weight.detach().to(torch::kCPU, torch::kFloat), heads), type, report);
+    const auto weight = permuted(linear->weight.detach().to(torch::kCPU, torch::kFloat), heads);
+    if (!is_block_type(type)) return float_values(weight, type, report);
     report.why = "float (not quantized by the student)";
-    return requantized(permuted(linear->weight.detach().to(torch::kCPU, torch::kFloat), heads), type, report);
+    return requantized(weight, type, report);
   }
   const auto w = integer_weight(student, hf_name);
   if (!is_block_type(type)) return float_values(permuted(w.dequantize(), heads), type, report);
