@@ -14,6 +14,7 @@ repository).
       --policies none,ov,auto --seeds 5,6,7 --out docs/ablation-long.md   # CPU, three data seeds
 """
 import argparse, json, os, shutil, subprocess, statistics
+from concurrent.futures import ThreadPoolExecutor
 
 from doc_output import write_keeping_reading
 
@@ -192,8 +193,9 @@ def main():
                     "(\"auto-r1-c5-w20@5+6\" names its own; default: --seeds)")
     ap.add_argument("--note", default="", help="a sentence added under the command line (the machine, say)")
     ap.add_argument("--reuse", action="store_true", help="take finished runs from --runs-dir instead of rerunning them")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (each with --threads threads); the tables keep "
+                    "the order of the plan")
     args = ap.parse_args()
-    results = []
     lrs = [float(x) for x in args.lrs.split(",")]
     policies = args.policies.split(",")
     # A sweep variant may name its own seeds: "auto-r1-c5-w20@5+6".
@@ -204,15 +206,20 @@ def main():
     seeds = [int(x) for x in args.seeds.split(",")]
     sweep_seeds = [int(x) for x in args.sweep_seeds.split(",")] if args.sweep_seeds else seeds
     all_seeds = seeds + [s for s in sweep_seeds + sum(own_seeds.values(), []) if s not in seeds]
-    for seed in sorted(set(all_seeds), key=all_seeds.index):
-        for lr, policy in plan:
-            if seed not in (own_seeds.get(policy, sweep_seeds) if (lr, policy) in sweep else seeds):
-                continue  # the sweep variants run on --sweep-seeds, the policies on --seeds
-            results.append(run(args, policy, lr, seed))
-            r = results[-1]
-            print(f"{policy:5s} lr {lr:g} seed {seed}: ppl {r['ppl']:.3f} peak KL {r['kl_peak']:.4f} max KL {r['kl_max']:.4f} "
-                  f"final KL {r['kl_final']:.4f} freezes {r['freezes']} releases {r['releases']} step {r['step_s']:.3f}s",
-                  flush=True)
+    todo = [(policy, lr, seed) for seed in sorted(set(all_seeds), key=all_seeds.index) for lr, policy in plan
+            # the sweep variants run on --sweep-seeds (or their own), the policies on --seeds
+            if seed in (own_seeds.get(policy, sweep_seeds) if (lr, policy) in sweep else seeds)]
+
+    def run_and_print(item):
+        policy, lr, seed = item
+        r = run(args, policy, lr, seed)
+        print(f"{policy:5s} lr {lr:g} seed {seed}: ppl {r['ppl']:.3f} peak KL {r['kl_peak']:.4f} max KL {r['kl_max']:.4f} "
+              f"final KL {r['kl_final']:.4f} freezes {r['freezes']} releases {r['releases']} step {r['step_s']:.3f}s",
+              flush=True)
+        return r
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(run_and_print, todo))
     # Generated reports stay out of the repository: they go beside the runs they show.
     report = os.path.join(args.runs_dir, "report.html")
     subprocess.run([args.binary, "report", "--title", "qkd-train freeze ablation", "--out", report] +
@@ -231,6 +238,8 @@ def main():
                + (f" --sweep {args.sweep}" if args.sweep else "")
                + (f" --sweep-seeds {args.sweep_seeds}" if args.sweep_seeds else "")
                + (f" --threads {args.threads}" if args.threads else "")
+               + (f" --spike-factor {args.spike_factor:g}" if args.spike_factor != 3.0 else "")
+               + (f" --jobs {args.jobs}" if args.jobs > 1 else "")
                + (f" --runs-dir {args.runs_dir}" if args.runs_dir != "runs/ablation" else "") + (f" --out {args.out}" if args.out != "docs/ablation.md" else ""))
     lines = [
         "# Freeze ablation on kjv-teacher-7m",
